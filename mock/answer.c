@@ -1,0 +1,655 @@
+/* answer.c - OpenAI-shaped answers of the mock: chat completions, legacy
+ * completions, embeddings, their streamed events and error bodies.
+ *
+ * The answer text depends only on the model and the prompt, so the same
+ * request always gets the same content (the proxy's answer cache is tested
+ * with it). Token counts are rough: a prompt token is four characters, a
+ * completion token is one word. */
+#include "mock.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/hash.h"
+
+#define PROMPT_PREFIX_CHARS 40
+
+static bool is_space(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+         c == '\v';
+}
+
+/* Unicode code points in s (bytes that do not start a UTF-8 sequence are
+ * continuation bytes and are not counted). */
+static size_t utf8_chars(const char *s) {
+  size_t n = 0;
+  for (; *s; s++)
+    if (((unsigned char)*s & 0xC0) != 0x80)
+      n++;
+  return n;
+}
+
+/* Byte length of the first max code points of s. */
+static size_t utf8_prefix(const char *s, size_t max) {
+  size_t i = 0, n = 0;
+  while (s[i]) {
+    if (((unsigned char)s[i] & 0xC0) != 0x80) {
+      if (n == max)
+        break;
+      n++;
+    }
+    i++;
+  }
+  return i;
+}
+
+static long count_words(const char *s) {
+  long n = 0;
+  bool in = false;
+  for (; *s; s++) {
+    bool sp = is_space((unsigned char)*s);
+    if (!sp && !in)
+      n++;
+    in = !sp;
+  }
+  return n;
+}
+
+/* The text of a message's content: a string, or the text parts of an array
+ * of content parts; anything else has no text. Appends to out. */
+static int content_text(const cJSON *content, struct mg_buf *out) {
+  const cJSON *part;
+  if (cJSON_IsString(content))
+    return mg_buf_puts(out, content->valuestring);
+  if (!cJSON_IsArray(content))
+    return 0;
+  cJSON_ArrayForEach(part, content) {
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+    int rc;
+    if (cJSON_IsString(text) && (rc = mg_buf_puts(out, text->valuestring)))
+      return rc;
+  }
+  return 0;
+}
+
+static int set_err(struct mg_buf *err, const char *msg) {
+  return mg_buf_puts(err, msg) ? -ENOMEM : -EINVAL;
+}
+
+/* "Mock answer from <model> to: <first 40 characters of the prompt>". */
+static int default_content(struct mg_mock_req *rq, const char *prompt) {
+  struct mg_buf b;
+  mg_buf_init(&b, SIZE_MAX / 2);
+  if (mg_buf_printf(&b, "Mock answer from %s to: ", rq->model) ||
+      mg_buf_append(&b, prompt, utf8_prefix(prompt, PROMPT_PREFIX_CHARS))) {
+    mg_buf_free(&b);
+    return -ENOMEM;
+  }
+  rq->content = mg_buf_steal(&b, NULL);
+  return rq->content ? 0 : -ENOMEM;
+}
+
+static long prompt_tokens(size_t chars) {
+  long p = (long)(chars / 4);
+  return p < 1 ? 1 : p;
+}
+
+static int parse_chat(struct mg_mock_req *rq, const cJSON *body,
+                      struct mg_buf *err) {
+  const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
+  const cJSON *m;
+  struct mg_buf last;
+  size_t chars = 0;
+  int rc = 0;
+
+  if (!cJSON_IsArray(msgs))
+    return set_err(err, "you must provide a messages parameter (an array)");
+  mg_buf_init(&last, SIZE_MAX / 2);
+  cJSON_ArrayForEach(m, msgs) {
+    if (!cJSON_IsObject(m)) {
+      rc = set_err(err, "each message must be an object");
+      goto out;
+    }
+    mg_buf_reset(&last);
+    if ((rc = content_text(cJSON_GetObjectItemCaseSensitive(m, "content"),
+                           &last)))
+      goto out;
+    if (last.data)
+      chars += utf8_chars(last.data);
+  }
+  rq->prompt_tokens = prompt_tokens(chars);
+  rq->logprobs =
+      cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "logprobs"));
+  rc = default_content(rq, last.data ? last.data : "");
+out:
+  mg_buf_free(&last);
+  return rc;
+}
+
+static int parse_completions(struct mg_mock_req *rq, const cJSON *body,
+                             struct mg_buf *err) {
+  const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+  const cJSON *lp = cJSON_GetObjectItemCaseSensitive(body, "logprobs");
+  const char *last = "";
+  size_t chars = 0;
+
+  if (cJSON_IsString(prompt)) {
+    last = prompt->valuestring;
+    chars = utf8_chars(last);
+  } else if (cJSON_IsArray(prompt)) {
+    const cJSON *p;
+    cJSON_ArrayForEach(p, prompt) {
+      if (cJSON_IsString(p)) {
+        last = p->valuestring;
+        chars += utf8_chars(last);
+      } else if (cJSON_IsNumber(p)) {
+        chars += 4; /* a token id */
+      } else if (!cJSON_IsArray(p)) {
+        return set_err(err, "prompt must be a string or an array of strings "
+                            "or tokens");
+      }
+    }
+  } else if (prompt != NULL) {
+    return set_err(err, "prompt must be a string or an array");
+  }
+  rq->prompt_tokens = prompt_tokens(chars);
+  if (cJSON_IsNumber(lp)) {
+    rq->logprobs = true;
+    /* The legacy API allows at most 5; keep the cast defined anyway. */
+    rq->top_logprobs = lp->valuedouble > 0 && lp->valuedouble < 20
+                           ? (long)lp->valuedouble
+                       : lp->valuedouble >= 20 ? 20
+                                               : 0;
+  }
+  return default_content(rq, last);
+}
+
+static int parse_embeddings(struct mg_mock_req *rq, const cJSON *body,
+                            struct mg_buf *err) {
+  const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
+  const cJSON *it;
+  size_t chars = 0;
+
+  if ((rq->inputs = cJSON_CreateArray()) == NULL)
+    return -ENOMEM;
+  if (cJSON_IsString(input)) {
+    if (!cJSON_AddItemToArray(rq->inputs,
+                              cJSON_CreateString(input->valuestring)))
+      return -ENOMEM;
+    chars = utf8_chars(input->valuestring);
+  } else if (cJSON_IsArray(input) && cJSON_GetArraySize(input) > 0) {
+    /* An array of strings, an array of token ids (one input), or an array
+     * of arrays of token ids. Token arrays are hashed in their JSON form. */
+    bool tokens = cJSON_IsNumber(input->child);
+    if (tokens) {
+      char *s = cJSON_PrintUnformatted(input);
+      if (s == NULL ||
+          !cJSON_AddItemToArray(rq->inputs, cJSON_CreateString(s))) {
+        free(s);
+        return -ENOMEM;
+      }
+      chars = 4 * (size_t)cJSON_GetArraySize(input);
+      free(s);
+    } else {
+      cJSON_ArrayForEach(it, input) {
+        char *s;
+        if (cJSON_IsString(it)) {
+          s = strdup(it->valuestring);
+          if (s)
+            chars += utf8_chars(s);
+        } else if (cJSON_IsArray(it)) {
+          s = cJSON_PrintUnformatted(it);
+          chars += 4 * (size_t)cJSON_GetArraySize(it);
+        } else {
+          return set_err(err, "input must be a string or an array of "
+                              "strings or tokens");
+        }
+        if (s == NULL ||
+            !cJSON_AddItemToArray(rq->inputs, cJSON_CreateString(s))) {
+          free(s);
+          return -ENOMEM;
+        }
+        free(s);
+      }
+    }
+  } else {
+    return set_err(err, "you must provide an input parameter (a string or a "
+                        "non-empty array)");
+  }
+  rq->prompt_tokens = prompt_tokens(chars);
+  return 0;
+}
+
+int mg_mock_req_parse(struct mg_mock_req *rq, enum mg_mock_api api,
+                      const cJSON *body, struct mg_buf *err) {
+  const cJSON *model, *so;
+  int rc;
+
+  memset(rq, 0, sizeof(*rq));
+  rq->api = api;
+  if (!cJSON_IsObject(body))
+    return set_err(err, "the request body must be a JSON object");
+  model = cJSON_GetObjectItemCaseSensitive(body, "model");
+  if (!cJSON_IsString(model) || model->valuestring[0] == '\0')
+    return set_err(err, "you must provide a model parameter");
+  if ((rq->model = strdup(model->valuestring)) == NULL)
+    return -ENOMEM;
+  rq->stream = api != MG_MOCK_EMBEDDINGS &&
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "stream"));
+  so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+  rq->include_usage =
+      cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+  switch (api) {
+  case MG_MOCK_CHAT:
+    rc = parse_chat(rq, body, err);
+    break;
+  case MG_MOCK_COMPLETIONS:
+    rc = parse_completions(rq, body, err);
+    break;
+  default:
+    rc = parse_embeddings(rq, body, err);
+    break;
+  }
+  if (rc == 0 && rq->content)
+    rq->completion_tokens = count_words(rq->content);
+  return rc;
+}
+
+int mg_mock_req_set_content(struct mg_mock_req *rq, const char *content) {
+  char *c = strdup(content);
+  if (c == NULL)
+    return -ENOMEM;
+  free(rq->content);
+  rq->content = c;
+  rq->completion_tokens = count_words(c);
+  return 0;
+}
+
+void mg_mock_req_clear(struct mg_mock_req *rq) {
+  free(rq->model);
+  free(rq->content);
+  cJSON_Delete(rq->inputs);
+  memset(rq, 0, sizeof(*rq));
+}
+
+/* ---- building JSON ------------------------------------------------------ */
+
+/* Print root compactly and append it to out; root is deleted. */
+static int emit(cJSON *root, struct mg_buf *out) {
+  char *s;
+  int rc;
+  if (root == NULL)
+    return -ENOMEM;
+  s = cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  if (s == NULL)
+    return -ENOMEM;
+  rc = mg_buf_puts(out, s);
+  free(s);
+  return rc;
+}
+
+/* cJSON's adders return NULL on failure; one flag keeps the code linear. */
+struct jb {
+  bool oom;
+};
+
+static cJSON *add(struct jb *j, cJSON *parent, const char *key, cJSON *item) {
+  if (item == NULL || parent == NULL) {
+    cJSON_Delete(item);
+    j->oom = true;
+    return NULL;
+  }
+  if (key ? !cJSON_AddItemToObject(parent, key, item)
+          : !cJSON_AddItemToArray(parent, item)) {
+    cJSON_Delete(item);
+    j->oom = true;
+    return NULL;
+  }
+  return item;
+}
+
+static cJSON *str_n(const char *s, size_t n) {
+  char *t = malloc(n + 1);
+  cJSON *v;
+  if (t == NULL)
+    return NULL;
+  memcpy(t, s, n);
+  t[n] = '\0';
+  v = cJSON_CreateString(t);
+  free(t);
+  return v;
+}
+
+/* Offsets of the words of s. */
+static int split_words(const char *s, size_t **wstart, size_t **wend,
+                       long *nwords) {
+  long n = count_words(s), k = 0;
+  size_t i = 0;
+  *wstart = calloc((size_t)n + 1, sizeof(size_t));
+  *wend = calloc((size_t)n + 1, sizeof(size_t));
+  *nwords = n;
+  if (*wstart == NULL || *wend == NULL)
+    return -ENOMEM;
+  while (s[i] && k < n) {
+    while (s[i] && is_space((unsigned char)s[i]))
+      i++;
+    (*wstart)[k] = i;
+    while (s[i] && !is_space((unsigned char)s[i]))
+      i++;
+    (*wend)[k++] = i;
+  }
+  return 0;
+}
+
+/* Chat logprobs for words [from, to): {"content":[{token, logprob, bytes,
+ * top_logprobs}...]} */
+static cJSON *chat_logprobs(struct jb *j, const char *text,
+                            const size_t *wstart, const size_t *wend, long from,
+                            long to, double lp) {
+  cJSON *o = cJSON_CreateObject(), *arr;
+  long w;
+  arr = add(j, o, "content", cJSON_CreateArray());
+  for (w = from; w < to && arr; w++) {
+    cJSON *e = add(j, arr, NULL, cJSON_CreateObject()), *bytes;
+    size_t b;
+    add(j, e, "token", str_n(text + wstart[w], wend[w] - wstart[w]));
+    add(j, e, "logprob", cJSON_CreateNumber(lp));
+    bytes = add(j, e, "bytes", cJSON_CreateArray());
+    for (b = wstart[w]; b < wend[w] && bytes; b++)
+      add(j, bytes, NULL, cJSON_CreateNumber((unsigned char)text[b]));
+    add(j, e, "top_logprobs", cJSON_CreateArray());
+  }
+  return o;
+}
+
+/* Legacy completions logprobs: {"tokens", "token_logprobs", "top_logprobs",
+ * "text_offset"}. */
+static cJSON *legacy_logprobs(struct jb *j, const char *text,
+                              const size_t *wstart, const size_t *wend,
+                              long from, long to, double lp, long top,
+                              size_t base_offset) {
+  cJSON *o = cJSON_CreateObject(), *toks, *lps, *tops, *offs;
+  long w;
+  toks = add(j, o, "tokens", cJSON_CreateArray());
+  lps = add(j, o, "token_logprobs", cJSON_CreateArray());
+  tops = add(j, o, "top_logprobs",
+             top > 0 ? cJSON_CreateArray() : cJSON_CreateNull());
+  offs = add(j, o, "text_offset", cJSON_CreateArray());
+  if (j->oom)
+    return o;
+  for (w = from; w < to; w++) {
+    add(j, toks, NULL, str_n(text + wstart[w], wend[w] - wstart[w]));
+    add(j, lps, NULL, cJSON_CreateNumber(lp));
+    add(j, offs, NULL, cJSON_CreateNumber((double)(base_offset + wstart[w])));
+    if (top > 0) {
+      cJSON *t = add(j, tops, NULL, cJSON_CreateObject());
+      char *tok = strndup(text + wstart[w], wend[w] - wstart[w]);
+      if (tok == NULL)
+        j->oom = true;
+      else
+        add(j, t, tok, cJSON_CreateNumber(lp));
+      free(tok);
+    }
+  }
+  return o;
+}
+
+static cJSON *usage(struct jb *j, const struct mg_mock_req *rq, bool compl ) {
+  cJSON *u = cJSON_CreateObject();
+  add(j, u, "prompt_tokens", cJSON_CreateNumber((double)rq->prompt_tokens));
+  if (compl )
+    add(j, u, "completion_tokens",
+        cJSON_CreateNumber((double)rq->completion_tokens));
+  add(j, u, "total_tokens",
+      cJSON_CreateNumber(
+          (double)(rq->prompt_tokens + (compl ? rq->completion_tokens : 0))));
+  return u;
+}
+
+static void id_str(char *out, size_t n, const struct mg_mock_req *rq,
+                   unsigned long id) {
+  snprintf(out, n, "%s-mock-%lu", rq->api == MG_MOCK_CHAT ? "chatcmpl" : "cmpl",
+           id);
+}
+
+/* Eight floats in [-1, 1] from the model and the input text. */
+static cJSON *embedding(struct jb *j, const char *model, const char *text) {
+  cJSON *arr = cJSON_CreateArray();
+  uint64_t seed = mg_hash64(model, strlen(model));
+  int k;
+  for (k = 0; k < 8 && arr; k++) {
+    uint64_t h = mg_xxh64(text, strlen(text), seed + (uint64_t)k);
+    double v = (double)(h >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+    add(j, arr, NULL, cJSON_CreateNumber(round(v * 1e6) / 1e6));
+  }
+  return arr;
+}
+
+int mg_mock_answer(const struct mg_mock_req *rq, double confidence,
+                   unsigned long id, struct mg_buf *out) {
+  struct jb j = {false};
+  cJSON *root = cJSON_CreateObject(), *choices, *c;
+  size_t *wstart = NULL, *wend = NULL;
+  long nwords = 0;
+  char idbuf[64];
+  int rc;
+
+  if (rq->api == MG_MOCK_EMBEDDINGS) {
+    cJSON *data, *in;
+    int i = 0;
+    add(&j, root, "object", cJSON_CreateString("list"));
+    data = add(&j, root, "data", cJSON_CreateArray());
+    cJSON_ArrayForEach(in, rq->inputs) {
+      cJSON *e = add(&j, data, NULL, cJSON_CreateObject());
+      add(&j, e, "object", cJSON_CreateString("embedding"));
+      add(&j, e, "index", cJSON_CreateNumber(i++));
+      add(&j, e, "embedding", embedding(&j, rq->model, in->valuestring));
+    }
+    add(&j, root, "model", cJSON_CreateString(rq->model));
+    add(&j, root, "usage", usage(&j, rq, false));
+    goto out;
+  }
+  if (rq->logprobs && split_words(rq->content, &wstart, &wend, &nwords) != 0) {
+    j.oom = true;
+    goto out;
+  }
+  id_str(idbuf, sizeof(idbuf), rq, id);
+  add(&j, root, "id", cJSON_CreateString(idbuf));
+  add(&j, root, "object",
+      cJSON_CreateString(rq->api == MG_MOCK_CHAT ? "chat.completion"
+                                                 : "text_completion"));
+  add(&j, root, "created", cJSON_CreateNumber((double)time(NULL)));
+  add(&j, root, "model", cJSON_CreateString(rq->model));
+  choices = add(&j, root, "choices", cJSON_CreateArray());
+  c = add(&j, choices, NULL, cJSON_CreateObject());
+  if (rq->api == MG_MOCK_CHAT) {
+    cJSON *msg;
+    add(&j, c, "index", cJSON_CreateNumber(0));
+    msg = add(&j, c, "message", cJSON_CreateObject());
+    add(&j, msg, "role", cJSON_CreateString("assistant"));
+    add(&j, msg, "content", cJSON_CreateString(rq->content));
+    add(&j, c, "logprobs",
+        rq->logprobs ? chat_logprobs(&j, rq->content, wstart, wend, 0, nwords,
+                                     log(confidence))
+                     : cJSON_CreateNull());
+  } else {
+    add(&j, c, "text", cJSON_CreateString(rq->content));
+    add(&j, c, "index", cJSON_CreateNumber(0));
+    add(&j, c, "logprobs",
+        rq->logprobs ? legacy_logprobs(&j, rq->content, wstart, wend, 0, nwords,
+                                       log(confidence), rq->top_logprobs, 0)
+                     : cJSON_CreateNull());
+  }
+  add(&j, c, "finish_reason", cJSON_CreateString("stop"));
+  add(&j, root, "usage", usage(&j, rq, true));
+out:
+  free(wstart);
+  free(wend);
+  if (j.oom) {
+    cJSON_Delete(root);
+    return -ENOMEM;
+  }
+  rc = emit(root, out);
+  return rc;
+}
+
+int mg_mock_error_body(struct mg_buf *out, const char *type, const char *msg) {
+  struct jb j = {false};
+  cJSON *root = cJSON_CreateObject(), *e;
+  e = add(&j, root, "error", cJSON_CreateObject());
+  add(&j, e, "message", cJSON_CreateString(msg));
+  add(&j, e, "type", cJSON_CreateString(type));
+  add(&j, e, "param", cJSON_CreateNull());
+  add(&j, e, "code", cJSON_CreateNull());
+  if (j.oom) {
+    cJSON_Delete(root);
+    return -ENOMEM;
+  }
+  return emit(root, out);
+}
+
+/* ---- streams ------------------------------------------------------------ */
+
+int mg_mock_stream_init(struct mg_mock_stream *s, const struct mg_mock_req *rq,
+                        const struct mg_mock_bhv *b, unsigned long id) {
+  long fixed;
+
+  memset(s, 0, sizeof(*s));
+  s->rq = rq;
+  s->id = id;
+  s->created = (long)time(NULL);
+  s->logprob = log(b->confidence);
+  s->chunk_bytes = b->chunk_bytes;
+  s->chunks = b->chunks < 1 ? 1 : b->chunks;
+  /* Chat: a role event, the content pieces, a finish event. Completions:
+   * the pieces, then the finish event. With too few events to hold them
+   * all, the first and last ones double up. */
+  fixed = rq->api == MG_MOCK_CHAT ? 2 : 1;
+  if (s->chunks > fixed) {
+    s->first_piece = rq->api == MG_MOCK_CHAT ? 1 : 0;
+    s->pieces = s->chunks - fixed;
+  } else {
+    s->first_piece = 0;
+    s->pieces = 1;
+  }
+  return split_words(rq->content, &s->wstart, &s->wend, &s->nwords);
+}
+
+void mg_mock_stream_clear(struct mg_mock_stream *s) {
+  free(s->wstart);
+  free(s->wend);
+  memset(s, 0, sizeof(*s));
+}
+
+long mg_mock_stream_events(const struct mg_mock_stream *s) {
+  return s->chunks + (s->rq->include_usage ? 1 : 0) + 1;
+}
+
+/* Piece k covers words [k*W/K, (k+1)*W/K), from the start of its first word
+ * to the start of the next piece's: the pieces concatenate to the content
+ * exactly. */
+static long piece_word(const struct mg_mock_stream *s, long k) {
+  return (long)((long long)k * s->nwords / s->pieces);
+}
+
+static size_t word_off(const struct mg_mock_stream *s, long w) {
+  return w < s->nwords ? s->wstart[w] : strlen(s->rq->content);
+}
+
+int mg_mock_stream_event(const struct mg_mock_stream *s, long i,
+                         struct mg_buf *out) {
+  const struct mg_mock_req *rq = s->rq;
+  const char *text = rq->content;
+  struct jb j = {false};
+  cJSON *root, *choices, *c;
+  bool chat = rq->api == MG_MOCK_CHAT;
+  bool has_piece, finish;
+  long k = i - s->first_piece;
+  char idbuf[64];
+  int rc;
+
+  if (i >= s->chunks + (rq->include_usage ? 1 : 0))
+    return mg_buf_puts(out, "data: [DONE]\n\n");
+  root = cJSON_CreateObject();
+  id_str(idbuf, sizeof(idbuf), rq, s->id);
+  add(&j, root, "id", cJSON_CreateString(idbuf));
+  add(&j, root, "object",
+      cJSON_CreateString(chat ? "chat.completion.chunk" : "text_completion"));
+  add(&j, root, "created", cJSON_CreateNumber((double)s->created));
+  add(&j, root, "model", cJSON_CreateString(rq->model));
+  choices = add(&j, root, "choices", cJSON_CreateArray());
+  if (i >= s->chunks) {
+    /* The usage chunk has no choices (stream_options.include_usage). */
+    add(&j, root, "usage", usage(&j, rq, true));
+    goto out;
+  }
+  has_piece = k >= 0 && k < s->pieces;
+  finish = i == s->chunks - 1;
+  c = add(&j, choices, NULL, cJSON_CreateObject());
+  if (chat)
+    add(&j, c, "index", cJSON_CreateNumber(0));
+  {
+    long w0 = has_piece ? piece_word(s, k) : 0;
+    long w1 = has_piece ? piece_word(s, k + 1) : 0;
+    size_t b0 = 0, b1 = 0;
+    cJSON *piece = NULL, *delta = NULL;
+
+    if (has_piece) {
+      struct mg_buf pad;
+      b0 = k == 0 ? 0 : word_off(s, w0);
+      b1 = k == s->pieces - 1 ? strlen(text) : word_off(s, w1);
+      mg_buf_init(&pad, SIZE_MAX / 2);
+      if (mg_buf_append(&pad, text + b0, b1 - b0)) {
+        j.oom = true;
+      } else {
+        /* chunk_bytes pads with spaces: large events without changing the
+         * words (nor the logprobs). */
+        while (pad.len < (size_t)s->chunk_bytes)
+          if (mg_buf_append(&pad, " ", 1)) {
+            j.oom = true;
+            break;
+          }
+        piece = cJSON_CreateString(pad.data ? pad.data : "");
+      }
+      mg_buf_free(&pad);
+    }
+    if (chat) {
+      delta = add(&j, c, "delta", cJSON_CreateObject());
+      if (i == 0)
+        add(&j, delta, "role", cJSON_CreateString("assistant"));
+      if (piece)
+        add(&j, delta, "content", piece);
+      else if (i == 0)
+        add(&j, delta, "content", cJSON_CreateString(""));
+    } else {
+      add(&j, c, "text", piece ? piece : cJSON_CreateString(""));
+      add(&j, c, "index", cJSON_CreateNumber(0));
+    }
+    if (rq->logprobs && has_piece)
+      add(&j, c, "logprobs",
+          chat ? chat_logprobs(&j, text, s->wstart, s->wend, w0, w1, s->logprob)
+               : legacy_logprobs(&j, text, s->wstart, s->wend, w0, w1,
+                                 s->logprob, rq->top_logprobs, 0));
+    else
+      add(&j, c, "logprobs", cJSON_CreateNull());
+  }
+  add(&j, c, "finish_reason",
+      finish ? cJSON_CreateString("stop") : cJSON_CreateNull());
+  if (rq->include_usage)
+    add(&j, root, "usage", cJSON_CreateNull());
+out:
+  if (j.oom) {
+    cJSON_Delete(root);
+    return -ENOMEM;
+  }
+  if ((rc = mg_buf_puts(out, "data: ")) || (rc = emit(root, out)) ||
+      (rc = mg_buf_puts(out, "\n\n")))
+    return rc;
+  return 0;
+}
