@@ -8,7 +8,7 @@
  * subtree, key, value subtree, ...; `next` skips a whole subtree.
  *
  *   {"a":[1,2],"b":true}
- *   0 OBJECT count=2 next=6
+ *   0 OBJECT count=2 next=7
  *   1 STRING "a"     next=2
  *   2 ARRAY count=2  next=5
  *   3 NUMBER 1       next=4
