@@ -2,6 +2,7 @@
 #include "common/buf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +33,17 @@ int mg_buf_reserve(struct mg_buf *b, size_t n) {
 
   if (n > b->max || b->len > b->max - n)
     return -E2BIG;
+  if (b->len + n == SIZE_MAX)
+    return -E2BIG; /* no room for the terminator */
   need = b->len + n + 1; /* room for the terminator */
   if (need <= b->cap)
     return 0;
   cap = b->cap ? b->cap : 64;
   while (cap < need)
-    cap *= 2;
-  /* Never allocate far past the ceiling just because of doubling. */
-  if (cap > b->max + 1)
+    cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+  /* Never allocate far past the ceiling just because of doubling (a
+   * ceiling of SIZE_MAX means none: max + 1 would wrap to 0). */
+  if (b->max < SIZE_MAX && cap > b->max + 1)
     cap = b->max + 1;
   p = realloc(b->data, cap);
   if (p == NULL)

@@ -1,0 +1,74 @@
+/* config.h - one immutable, reference-counted configuration snapshot.
+ *
+ * The loader reads the whole file, lets each module parse its own section,
+ * and either returns a complete snapshot or every error it found (each with
+ * its JSON path). A reload builds a new snapshot beside the old one; requests
+ * in flight keep a reference to the one they started with. */
+#ifndef MG_CONFIG_H
+#define MG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cfg.h"
+#include "routing/route.h"
+#include "routing/target.h"
+
+/* Every buffer has a ceiling (STYLE.md). Defaults in config.c and the
+ * README's table. */
+struct mg_limits {
+  uint32_t header_bytes;   /* request line + headers */
+  uint32_t headers;        /* number of header fields */
+  uint32_t url_bytes;      /* request target */
+  uint32_t body_bytes;     /* request body after de-chunking */
+  uint32_t response_bytes; /* a buffered (non-streaming) upstream answer */
+  uint32_t write_high_bytes; /* queued to a client: pause the upstream */
+  uint32_t write_low_bytes;  /* ...and resume it below this */
+  uint32_t json_tokens;      /* values in one request body */
+};
+
+struct mg_server_cfg {
+  char listen_host[128];
+  int listen_port;
+  uint32_t header_timeout_ms;    /* first byte of a request -> headers done */
+  uint32_t body_timeout_ms;      /* between two reads of a request body */
+  uint32_t keepalive_timeout_ms; /* idle between requests */
+  uint32_t send_timeout_ms;      /* a client that reads nothing this long */
+  uint32_t shutdown_grace_ms;    /* SIGTERM: time given to requests */
+  uint32_t max_connections;
+  int log_level;                 /* enum mg_log_level */
+};
+
+struct mg_upstream_cfg {
+  uint32_t max_idle_connections; /* curl's connection cache */
+  uint32_t max_host_connections; /* 0: no limit */
+  uint32_t idle_connection_ms;   /* drop cached connections older than this */
+  char *proxy;                   /* owned: egress proxy URL, or NULL */
+};
+
+struct mg_config {
+  int refs;               /* loop thread only */
+  char hash[17];          /* XXH64 hex of the file's bytes */
+  char *source;           /* owned: the file name, or "<string>" */
+  struct mg_server_cfg server;
+  struct mg_limits limits;
+  struct mg_upstream_cfg upstream;
+  struct mg_targets targets;
+  struct mg_routes routes;
+  void *proxy_ext;                  /* owned by the proxy layer: per-snapshot
+                                     * state it derives (curl header lists) */
+  void (*proxy_ext_free)(void *ext);
+};
+
+/* Load and validate; NULL with e filled on any error. */
+struct mg_config *mg_config_load_file(const char *path,
+                                      struct mg_cfg_errors *e);
+struct mg_config *mg_config_load_string(const char *json, size_t len,
+                                        const char *source,
+                                        struct mg_cfg_errors *e);
+
+struct mg_config *mg_config_ref(struct mg_config *c);
+void mg_config_unref(struct mg_config *c);
+
+#endif

@@ -1,0 +1,136 @@
+/* main.c - the modelgate command line. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "config/config.h"
+#include "proxy/server.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: modelgate <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  serve -c FILE [--port-file FILE]   run the proxy\n"
+          "  check -c FILE                      validate a config, print every "
+          "error\n"
+          "  version                            print the version\n"
+          "\n"
+          "serve exits 0 after SIGTERM or SIGINT once requests in flight have "
+          "finished,\n"
+          "2 when the config is invalid, 1 on other failures.\n");
+}
+
+static struct mg_config *load(const char *path) {
+  struct mg_cfg_errors e;
+  struct mg_config *cfg;
+  size_t i;
+
+  mg_cfg_errors_init(&e);
+  cfg = mg_config_load_file(path, &e);
+  for (i = 0; i < e.n; i++)
+    fprintf(stderr, "%s: %s\n", path, e.msgs[i]);
+  if (cfg == NULL)
+    fprintf(stderr, "%s: %zu error%s\n", path, e.n, e.n == 1 ? "" : "s");
+  mg_cfg_errors_free(&e);
+  return cfg;
+}
+
+static int cmd_check(const char *path) {
+  struct mg_config *cfg = load(path);
+  if (cfg == NULL)
+    return 2;
+  printf("%s: ok (config %s, %zu targets, %zu aliases)\n", path, cfg->hash,
+         cfg->targets.n, cfg->routes.n);
+  mg_config_unref(cfg);
+  return 0;
+}
+
+static int cmd_serve(const char *path, const char *port_file) {
+  struct mg_server *srv;
+  struct mg_config *cfg;
+  uv_loop_t loop;
+  int rc, code;
+
+  cfg = load(path);
+  if (cfg == NULL) {
+    mg_error("refusing to start with an invalid config");
+    return 2;
+  }
+  /* A client that disconnects must not kill the process with SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    mg_config_unref(cfg);
+    return 1;
+  }
+  srv = malloc(sizeof(*srv));
+  if (srv == NULL || uv_loop_init(&loop) != 0) {
+    free(srv);
+    mg_config_unref(cfg);
+    curl_global_cleanup();
+    return 1;
+  }
+  rc = mg_server_init(srv, &loop, cfg, path, port_file);
+  mg_config_unref(cfg);
+  if (rc == 0)
+    rc = mg_server_start(srv);
+  if (rc != 0)
+    mg_server_shutdown(srv);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  code = rc ? 1 : srv->exit_code;
+  mg_server_free(srv);
+  free(srv);
+  if (uv_loop_close(&loop) != 0) {
+    mg_error("event loop did not close cleanly");
+    code = code ? code : 1;
+  }
+  curl_global_cleanup();
+  return code;
+}
+
+int main(int argc, char **argv) {
+  const char *config = NULL, *port_file = NULL, *cmd;
+  int i;
+
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  cmd = argv[1];
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("modelgate %s\n", MG_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+      strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  for (i = 2; i < argc; i++) {
+    if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+        i + 1 < argc)
+      config = argv[++i];
+    else if (strcmp(argv[i], "--port-file") == 0 && i + 1 < argc)
+      port_file = argv[++i];
+    else {
+      fprintf(stderr, "modelgate: unknown argument: %s\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {
+    if (config == NULL) {
+      fprintf(stderr, "modelgate %s: -c FILE is required\n", cmd);
+      return 2;
+    }
+    return cmd[0] == 's' ? cmd_serve(config, port_file) : cmd_check(config);
+  }
+  fprintf(stderr, "modelgate: unknown command: %s\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,79 @@
+/* server.h - one event loop's worth of modelgate: listeners, connections,
+ * the upstream client, metrics, signals, reload and graceful shutdown. */
+#ifndef MG_SERVER_H
+#define MG_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/json.h"
+#include "common/map.h"
+#include "config/config.h"
+#include "proxy/metrics.h"
+#include "proxy/upstream.h"
+
+struct mg_conn;
+
+/* Shared read buffer: reads are parsed synchronously, so one suffices. */
+#define MG_READ_BUF_SIZE (64u << 10)
+
+struct mg_server {
+  uv_loop_t *loop;             /* borrowed: the caller runs and closes it */
+  struct mg_config *cfg;       /* owned reference: the current snapshot */
+  char *config_path;           /* owned, or NULL (config given as string) */
+  char *port_file;             /* owned, or NULL */
+  uv_tcp_t listener;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t grace_timer;      /* SIGTERM: the end of the grace period */
+  uv_timer_t tick;             /* once a second: cached Date header */
+  struct mg_upstream up;
+  struct mg_metrics *metrics;  /* owned */
+  struct mg_map route_stats;   /* route name -> owned struct mg_stats */
+  struct mg_map target_stats;  /* target name -> owned struct mg_stats */
+  struct mg_series *overhead;  /* borrowed from metrics */
+  struct mg_json_doc scratch;  /* owned: tokens of the body being looked
+                                * at; valid only within one callback */
+  struct mg_conn *conns;       /* owned list of live connections */
+  size_t nconns;
+  size_t inflight;             /* exchanges not finished, orphans included */
+  int open_handles;            /* server-owned handles not yet closed */
+  bool listening;
+  bool draining;               /* SIGTERM received */
+  bool closed;                 /* handles are closing or closed */
+  int exit_code;
+  char date[40];               /* IMF-fixdate, refreshed by tick */
+  uint64_t id_seed;            /* random per process: decision ids */
+  uint64_t id_counter;
+  char read_buf[MG_READ_BUF_SIZE];
+  bool read_buf_busy;
+};
+
+/* Set up (nothing listens yet). Takes a reference to cfg. 0 or -errno. */
+int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
+                   const char *config_path, const char *port_file)
+    MG_WARN_UNUSED;
+/* Bind, listen, install signal handlers, write the port file. */
+int mg_server_start(struct mg_server *s) MG_WARN_UNUSED;
+/* Begin a graceful stop: stop accepting, finish requests in flight within
+ * the grace period, then close everything so the loop ends. */
+void mg_server_shutdown(struct mg_server *s);
+/* Free what the loop no longer references (after uv_run returned). */
+void mg_server_free(struct mg_server *s);
+
+/* Called by connections and exchanges. */
+void mg_server__conn_closed(struct mg_server *s, struct mg_conn *c);
+void mg_server__exchange_done(struct mg_server *s);
+/* Count an answered request in the metrics. route: alias name or "-";
+ * target: the target that served it, or NULL. */
+void mg_server__observe(struct mg_server *s, const char *route,
+                        const char *target, int status, uint64_t total_ns,
+                        uint64_t up_ns);
+/* Render /metrics (refreshing gauges first). */
+int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out);
+/* A fresh decision id: 32 lowercase hex digits. */
+void mg_server__new_id(struct mg_server *s, char out[33]);
+
+#endif

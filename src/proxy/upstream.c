@@ -1,0 +1,696 @@
+/* upstream.c - libcurl multi on libuv.
+ *
+ * The pattern is curl's docs/examples/multi-uv.c: curl tells us which
+ * sockets to watch (socket callback, one uv_poll_t each, attached with
+ * curl_multi_assign) and when to wake it (timer callback, one uv_timer_t);
+ * we call curl_multi_socket_action on every event and then drain
+ * curl_multi_info_read for finished transfers. Owners are told about a
+ * finished transfer only from that drain, never from inside curl. */
+#include "proxy/upstream.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/str.h"
+#include "config/config.h"
+
+/* One per socket curl opens, from its opening to its closing: curl drops a
+ * cached connection's socket from its watch list (CURL_POLL_REMOVE) after
+ * every transfer and adds it back for the next one; keeping the uv_poll_t
+ * (and its epoll registration) across that saves two system calls and an
+ * allocation per request. The handle is closed in on_curl_close, before
+ * the descriptor itself, so libuv never watches a reused descriptor. */
+struct up_sock {
+  uv_poll_t poll;       /* first: the handle's memory is the struct's */
+  curl_socket_t fd;
+  struct mg_upstream *up; /* borrowed */
+  struct up_sock *prev, *next; /* the upstream's list of sockets */
+  int events;           /* UV_READABLE/UV_WRITABLE being polled */
+  bool wanted;          /* curl watches it (between add and REMOVE) */
+  bool foreign;         /* not opened through on_curl_open (the resolver's
+                         * wake-up pipe): closed on CURL_POLL_REMOVE */
+};
+
+/* Sockets by descriptor: descriptors are small integers, so a flat table. */
+static struct up_sock *sock_find(struct mg_upstream *up, curl_socket_t fd) {
+  if (fd < 0 || (size_t)fd >= up->nsock_by_fd)
+    return NULL;
+  return up->sock_by_fd[fd];
+}
+
+static int sock_index(struct mg_upstream *up, struct up_sock *s) {
+  if ((size_t)s->fd >= up->nsock_by_fd) {
+    size_t n = up->nsock_by_fd ? up->nsock_by_fd : 64;
+    struct up_sock **p;
+    while (n <= (size_t)s->fd)
+      n *= 2;
+    p = realloc(up->sock_by_fd, n * sizeof(*p));
+    if (p == NULL)
+      return -ENOMEM;
+    memset(p + up->nsock_by_fd, 0, (n - up->nsock_by_fd) * sizeof(*p));
+    up->sock_by_fd = p;
+    up->nsock_by_fd = n;
+  }
+  up->sock_by_fd[s->fd] = s;
+  return 0;
+}
+
+static struct up_sock *sock_new(struct mg_upstream *up, curl_socket_t fd,
+                                bool foreign) {
+  struct up_sock *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NULL;
+  s->fd = fd;
+  s->up = up;
+  s->foreign = foreign;
+  if (sock_index(up, s) != 0 ||
+      uv_poll_init_socket(up->loop, &s->poll, fd) != 0) {
+    if ((size_t)fd < up->nsock_by_fd)
+      up->sock_by_fd[fd] = NULL;
+    free(s);
+    return NULL;
+  }
+  s->next = up->socks;
+  if (up->socks)
+    up->socks->prev = s;
+  up->socks = s;
+  return s;
+}
+
+static void sock_unlink(struct up_sock *s) {
+  if ((size_t)s->fd < s->up->nsock_by_fd &&
+      s->up->sock_by_fd[s->fd] == s)
+    s->up->sock_by_fd[s->fd] = NULL;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    s->up->socks = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+}
+
+/* Every uv_close here goes through closed(): the upstream knows when the
+ * last of its handles is gone. */
+static void closed(struct mg_upstream *up) {
+  if (--up->pending_closes == 0 && up->closing && up->close_cb)
+    up->close_cb(up->close_arg);
+}
+
+static const char *const result_names[] = {
+    "ok",          "connect_error",      "timeout_connect",
+    "timeout_first_byte", "timeout_idle", "timeout_total",
+    "reset",       "truncated",          "too_big",
+    "protocol_error", "aborted",         "error"};
+
+const char *mg_up_result_name(enum mg_up_result r) {
+  if ((size_t)r < sizeof(result_names) / sizeof(result_names[0]))
+    return result_names[r];
+  return "error";
+}
+
+static void check_multi_info(struct mg_upstream *up);
+static void call_arm_timer(struct mg_up_call *call);
+
+/* ---- curl -> libuv plumbing -------------------------------------------- */
+
+static void on_sock_closed(uv_handle_t *h) {
+  struct up_sock *s = (struct up_sock *)h;
+  struct mg_upstream *up = s->up;
+  free(s);
+  closed(up);
+}
+
+static void sock_close(struct up_sock *s) {
+  sock_unlink(s);
+  uv_poll_stop(&s->poll);
+  s->up->pending_closes++;
+  uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  struct up_sock *s = (struct up_sock *)h;
+  struct mg_upstream *up = s->up;
+  curl_socket_t fd = s->fd; /* s may be closed inside socket_action */
+  int flags = 0, running;
+
+  /* An idle cached connection became readable: the upstream closed it or
+   * sent junk. curl is not watching it, so stop polling (level-triggered
+   * epoll would spin) and let curl find it dead when it next reuses it. */
+  if (!s->wanted) {
+    uv_poll_stop(&s->poll);
+    s->events = 0;
+    return;
+  }
+
+  /* A poll error is handed to curl as CURL_CSELECT_ERR so it fails the
+   * transfer on that socket instead of us guessing (STYLE.md). */
+  if (status < 0)
+    flags = CURL_CSELECT_ERR;
+  else {
+    if (events & UV_READABLE)
+      flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+      flags |= CURL_CSELECT_OUT;
+  }
+  curl_multi_socket_action(up->multi, fd, flags, &running);
+  check_multi_info(up);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
+                          void *socketp) {
+  struct mg_upstream *up = userp;
+  struct up_sock *s = socketp;
+  int events = 0;
+
+  (void)easy;
+  (void)socketp;
+  s = sock_find(up, fd);
+  if (what == CURL_POLL_REMOVE) {
+    /* CURL_POLL_REMOVE does not mean the socket is closed: curl keeps it
+     * in its connection cache. Keep watching for readability only, which
+     * costs nothing while nothing arrives (see struct up_sock). */
+    if (s && s->foreign) {
+      sock_close(s);
+    } else if (s) {
+      s->wanted = false;
+      if (s->events != UV_READABLE) {
+        s->events = UV_READABLE;
+        uv_poll_start(&s->poll, UV_READABLE, on_poll);
+      }
+    }
+    return 0;
+  }
+  if (s == NULL && (s = sock_new(up, fd, true)) == NULL)
+    return -1;
+  if (what & CURL_POLL_IN)
+    events |= UV_READABLE;
+  if (what & CURL_POLL_OUT)
+    events |= UV_WRITABLE;
+  s->wanted = true;
+  if (events != s->events) {
+    if (uv_poll_start(&s->poll, events, on_poll) != 0)
+      return -1;
+    s->events = events;
+  }
+  return 0;
+}
+
+/* curl opens every socket through us, so that the poll handle exists from
+ * the start and lives as long as the descriptor. */
+static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose,
+                                  struct curl_sockaddr *addr) {
+  struct mg_upstream *up = clientp;
+  struct up_sock *s;
+  curl_socket_t fd;
+
+  (void)purpose;
+  fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd == CURL_SOCKET_BAD)
+    return CURL_SOCKET_BAD;
+  s = sock_new(up, fd, false);
+  if (s == NULL) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  return fd;
+}
+
+static int on_curl_close(void *clientp, curl_socket_t fd) {
+  struct mg_upstream *up = clientp;
+  struct up_sock *s = sock_find(up, fd);
+  /* The handle goes first: libuv must forget the descriptor before the
+   * number can be reused. */
+  if (s)
+    sock_close(s);
+  return close(fd);
+}
+
+/* Deliver transfers that finished during a synchronous socket_action. An
+ * active idle handle makes the loop's next poll non-blocking only if it is
+ * still active then; it stops itself first, so this costs no system call. */
+static void on_drain(uv_idle_t *h) {
+  struct mg_upstream *up = h->data;
+  uv_idle_stop(h);
+  check_multi_info(up);
+}
+
+static void on_curl_timeout(uv_timer_t *t) {
+  struct mg_upstream *up = t->data;
+  int running;
+  curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_multi_info(up);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
+  struct mg_upstream *up = userp;
+  (void)multi;
+  if (timeout_ms < 0) {
+    uv_timer_stop(&up->timer);
+    return 0;
+  }
+  /* A zero timeout asks for socket_action "as soon as possible": doing it
+   * from the next loop turn keeps curl from being re-entered. */
+  uv_timer_start(&up->timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* ---- calls ---------------------------------------------------------------- */
+
+static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata) {
+  struct mg_up_call *call = userdata;
+  size_t n = size * nmemb;
+
+  if (!call->got_data) {
+    char *ct = NULL;
+    call->got_data = true;
+    call->t_first_byte = uv_hrtime();
+    curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
+    curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
+    if (ct) {
+      size_t l = strlen(ct);
+      if (l >= sizeof(call->content_type))
+        l = sizeof(call->content_type) - 1;
+      memcpy(call->content_type, ct, l);
+      call->content_type[l] = '\0';
+    }
+    /* Only a successful event stream is relayed piecewise; an error answer
+     * to a streaming request is JSON and is buffered like any other. */
+    call->streaming =
+        call->want_stream && call->status == 200 &&
+        mg_str_has_prefix_nocase(mg_str_c(call->content_type),
+                                 "text/event-stream");
+    call_arm_timer(call);
+  }
+  call->last_data = uv_now(call->up->loop);
+
+  if (call->streaming) {
+    size_t r = call->cbs->on_data(call, p, n);
+    if (r == MG_UP_PAUSE) {
+      call->paused = true;
+      call->up->paused_total++;
+      return CURL_WRITEFUNC_PAUSE;
+    }
+    if (r != n) {
+      call->aborted = true;
+      return 0;
+    }
+    return n;
+  }
+  if (mg_buf_append(&call->body, p, n) != 0) {
+    call->too_big = true;
+    return 0;
+  }
+  return n;
+}
+
+static void on_call_timer(uv_timer_t *t);
+
+static struct mg_up_call *call_get(struct mg_upstream *up) {
+  struct mg_up_call *call = up->free;
+  if (call) {
+    up->free = call->next_free;
+    return call;
+  }
+  call = calloc(1, sizeof(*call));
+  if (call == NULL)
+    return NULL;
+  call->easy = curl_easy_init();
+  if (call->easy == NULL) {
+    free(call);
+    return NULL;
+  }
+  uv_timer_init(up->loop, &call->timer);
+  call->timer.data = call;
+  call->up = up;
+  up->calls++;
+
+  /* Settings that never change for a pooled handle. */
+  curl_easy_setopt(call->easy, CURLOPT_PRIVATE, call);
+  curl_easy_setopt(call->easy, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(call->easy, CURLOPT_WRITEDATA, call);
+  curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->error);
+  curl_easy_setopt(call->easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(call->easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+  curl_easy_setopt(call->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(call->easy, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(call->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETFUNCTION, on_curl_open);
+  curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETDATA, up);
+  curl_easy_setopt(call->easy, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
+  curl_easy_setopt(call->easy, CURLOPT_CLOSESOCKETDATA, up);
+  /* An explicit proxy setting (empty: none) instead of curl reading the
+   * proxy variables from the environment on every transfer. */
+  curl_easy_setopt(call->easy, CURLOPT_PROXY, up->proxy ? up->proxy : "");
+  /* No CURLOPT_ACCEPT_ENCODING: bodies pass through untouched (STYLE.md). */
+  return call;
+}
+
+static void on_call_timer_closed(uv_handle_t *h) {
+  struct mg_up_call *call = h->data;
+  struct mg_upstream *up = call->up;
+  free(call);
+  closed(up);
+}
+
+static void call_destroy(struct mg_up_call *call) {
+  struct mg_upstream *up = call->up;
+  curl_easy_cleanup(call->easy);
+  mg_buf_free(&call->body);
+  up->calls--;
+  up->pending_closes++;
+  uv_close((uv_handle_t *)&call->timer, on_call_timer_closed);
+}
+
+static void call_put(struct mg_up_call *call) {
+  struct mg_upstream *up = call->up;
+  uv_timer_stop(&call->timer);
+  free(call->req_body);
+  call->req_body = NULL;
+  if (up->closing || up->calls - up->active > up->pool_max) {
+    call_destroy(call);
+    return;
+  }
+  /* Keep a modest body buffer for the next call; drop big ones. */
+  if (call->body.cap > (64u << 10))
+    mg_buf_free(&call->body);
+  else
+    mg_buf_reset(&call->body);
+  call->next_free = up->free;
+  up->free = call;
+}
+
+/* Detach from the multi handle and stop the timer. */
+static void call_stop(struct mg_up_call *call) {
+  if (call->active) {
+    call->active = false;
+    call->up->active--;
+    curl_multi_remove_handle(call->up->multi, call->easy);
+  }
+  uv_timer_stop(&call->timer);
+  call->t_end = uv_hrtime();
+}
+
+static void call_finish(struct mg_up_call *call, enum mg_up_result res) {
+  call_stop(call);
+  call->cbs->on_done(call, res);
+}
+
+static void call_arm_timer(struct mg_up_call *call) {
+  uint64_t now = uv_now(call->up->loop), d = call->deadline_total;
+  if (!call->got_data) {
+    if (call->deadline_first < d)
+      d = call->deadline_first;
+  } else if (!call->paused) {
+    uint64_t idle = call->last_data + call->idle_ms;
+    if (idle < d)
+      d = idle;
+  }
+  uv_timer_start(&call->timer, on_call_timer, d > now ? d - now : 0, 0);
+}
+
+static void on_call_timer(uv_timer_t *t) {
+  struct mg_up_call *call = t->data;
+  uint64_t now = uv_now(call->up->loop);
+
+  if (!call->active)
+    return;
+  if (now >= call->deadline_total) {
+    call_finish(call, call->connected || call->got_data
+                          ? MG_UP_TIMEOUT_TOTAL
+                          : MG_UP_TIMEOUT_CONNECT);
+    return;
+  }
+  if (!call->got_data && now >= call->deadline_first) {
+    long connect_us = 0;
+    /* Still connecting when the first-byte budget ran out: report it as
+     * the connect timeout it really is. */
+    curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    call->connected = connect_us > 0;
+    call_finish(call, call->connected ? MG_UP_TIMEOUT_FIRST_BYTE
+                                      : MG_UP_TIMEOUT_CONNECT);
+    return;
+  }
+  /* Idle time only counts while the transfer is not paused: a slow client
+   * is not the upstream's fault (the total deadline still applies). */
+  if (call->got_data && !call->paused &&
+      now >= call->last_data + call->idle_ms) {
+    call_finish(call, MG_UP_TIMEOUT_IDLE);
+    return;
+  }
+  call_arm_timer(call);
+}
+
+static enum mg_up_result classify(struct mg_up_call *call, CURLcode rc) {
+  long connect_us = 0;
+  curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  call->connected = connect_us > 0;
+  switch (rc) {
+  case CURLE_OK:
+    return MG_UP_OK;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    return MG_UP_CONNECT_ERROR;
+  case CURLE_OPERATION_TIMEDOUT:
+    return call->connected ? MG_UP_TIMEOUT_TOTAL : MG_UP_TIMEOUT_CONNECT;
+  case CURLE_GOT_NOTHING:
+  case CURLE_RECV_ERROR:
+  case CURLE_SEND_ERROR:
+    /* Data already arrived: the answer was cut, not refused. */
+    return call->got_data ? MG_UP_TRUNCATED : MG_UP_RESET;
+  case CURLE_PARTIAL_FILE:
+    return MG_UP_TRUNCATED;
+  case CURLE_WRITE_ERROR:
+    if (call->too_big)
+      return MG_UP_TOO_BIG;
+    if (call->aborted)
+      return MG_UP_ABORTED;
+    return MG_UP_ERROR;
+  case CURLE_WEIRD_SERVER_REPLY:
+  case CURLE_UNSUPPORTED_PROTOCOL:
+  case CURLE_BAD_CONTENT_ENCODING:
+    return MG_UP_PROTOCOL;
+  default:
+    return MG_UP_ERROR;
+  }
+}
+
+static void check_multi_info(struct mg_upstream *up) {
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(up->multi, &left)) != NULL) {
+    struct mg_up_call *call = NULL;
+    CURLcode rc;
+    if (msg->msg != CURLMSG_DONE)
+      continue;
+    rc = msg->data.result;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+    if (call == NULL || !call->active)
+      continue;
+    if (call->status == 0)
+      curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
+    if (!call->got_data && rc == CURLE_OK) {
+      char *ct = NULL;
+      curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
+      if (ct)
+        snprintf(call->content_type, sizeof(call->content_type), "%s", ct);
+    }
+    call_finish(call, classify(call, rc));
+  }
+}
+
+struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
+                                    const struct mg_up_request *req,
+                                    const struct mg_up_call_cbs *cbs,
+                                    void *owner) {
+  struct mg_up_call *call;
+  uint64_t now;
+  CURL *e;
+
+  if (up->closing)
+    return NULL;
+  call = call_get(up);
+  if (call == NULL)
+    return NULL;
+  e = call->easy;
+  call->owner = owner;
+  call->cbs = cbs;
+  call->status = 0;
+  call->streaming = false;
+  call->connected = false;
+  call->content_type[0] = '\0';
+  call->error[0] = '\0';
+  call->t_first_byte = 0;
+  call->t_end = 0;
+  call->paused = false;
+  call->got_data = false;
+  call->aborted = false;
+  call->too_big = false;
+  call->want_stream = req->stream;
+  call->req_body = req->body;
+  mg_buf_reset(&call->body);
+  call->body.max = req->max_response;
+
+  curl_easy_setopt(e, CURLOPT_URL, req->url);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeouts.connect_ms);
+  /* Pooled handles serve every target: always set the CA file, falling
+   * back to the bundle libcurl was built with. */
+  curl_easy_setopt(e, CURLOPT_CAINFO,
+                   req->ca_file ? req->ca_file : up->default_cainfo);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, req->tls_verify ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, req->tls_verify ? 2L : 0L);
+  curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
+                   (long)(up->idle_connection_ms + 999) / 1000);
+
+  now = uv_now(up->loop);
+  call->t_start = uv_hrtime();
+  call->deadline_total = now + req->timeouts.total_ms;
+  call->deadline_first = now + req->timeouts.first_byte_ms;
+  call->idle_ms = req->timeouts.idle_ms;
+  call->last_data = now;
+
+  if (curl_multi_add_handle(up->multi, e) != CURLM_OK) {
+    call->req_body = NULL; /* the caller keeps its body on failure */
+    call_put(call);
+    return NULL;
+  }
+  call->active = true;
+  up->active++;
+  call_arm_timer(call);
+  /* Send now rather than on the next loop turn (where curl's zero timeout
+   * would do it): one hop less latency per request. Finished transfers are
+   * drained from the idle handle, never from here, so on_done cannot run
+   * before the caller has the call. */
+  {
+    int running;
+    curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  }
+  if (!uv_is_active((uv_handle_t *)&up->drain))
+    uv_idle_start(&up->drain, on_drain);
+  return call;
+}
+
+void mg_up_call_resume(struct mg_up_call *call) {
+  if (!call->active || !call->paused)
+    return;
+  call->paused = false;
+  call->last_data = uv_now(call->up->loop);
+  call_arm_timer(call);
+  /* May deliver the held bytes to on_data right here, which may pause the
+   * transfer again. */
+  curl_easy_pause(call->easy, CURLPAUSE_CONT);
+}
+
+void mg_up_call_cancel(struct mg_up_call *call) {
+  call_stop(call);
+  call_put(call);
+}
+
+void mg_up_call_release(struct mg_up_call *call) {
+  call_stop(call);
+  call_put(call);
+}
+
+int mg_upstream_init(struct mg_upstream *up, uv_loop_t *loop,
+                     const struct mg_upstream_cfg *cfg) {
+  memset(up, 0, sizeof(*up));
+  up->loop = loop;
+  up->multi = curl_multi_init();
+  if (up->multi == NULL)
+    return -ENOMEM;
+  uv_timer_init(loop, &up->timer);
+  up->timer.data = up;
+  uv_idle_init(loop, &up->drain);
+  up->drain.data = up;
+  up->pool_max = 1024;
+  {
+    /* The CA bundle libcurl was built with (CURLINFO_CAINFO, 7.84+). */
+    CURL *probe = curl_easy_init();
+    char *ca = NULL;
+    if (probe && curl_easy_getinfo(probe, CURLINFO_CAINFO, &ca) == CURLE_OK &&
+        ca)
+      up->default_cainfo = strdup(ca);
+    if (probe)
+      curl_easy_cleanup(probe);
+  }
+  curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+  curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+  curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+  mg_upstream_configure(up, cfg);
+  return 0;
+}
+
+void mg_upstream_configure(struct mg_upstream *up,
+                           const struct mg_upstream_cfg *cfg) {
+  curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
+                    (long)cfg->max_idle_connections);
+  curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                    (long)cfg->max_host_connections);
+  up->idle_connection_ms = cfg->idle_connection_ms;
+  free(up->proxy);
+  up->proxy = cfg->proxy && *cfg->proxy ? strdup(cfg->proxy) : NULL;
+}
+
+static void on_upstream_timer_closed(uv_handle_t *h) {
+  closed(h->data);
+}
+
+void mg_upstream_close(struct mg_upstream *up, void (*cb)(void *arg),
+                       void *arg) {
+  struct mg_up_call *call;
+
+  if (up->closing)
+    return;
+  up->closing = true;
+  up->close_cb = cb;
+  up->close_arg = arg;
+  /* Hold one count ourselves so that close callbacks cannot report the
+   * end while we are still issuing closes. */
+  up->pending_closes++;
+  while ((call = up->free) != NULL) {
+    up->free = call->next_free;
+    call_destroy(call);
+  }
+  /* Active calls belong to exchanges, which the server finished before
+   * closing us; one left here is a bug, reported rather than hidden. */
+  if (up->active)
+    mg_warn("upstream: %zu transfers still active at close", up->active);
+  /* Shutdown order (STYLE.md): easy handles, then the multi handle. The
+   * socket and timer callbacks are unhooked first: nothing may be
+   * scheduled on a multi handle that is going away. */
+  curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+  curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, NULL);
+  /* The cached connections' sockets are closed through on_curl_close,
+   * which closes their poll handles first. */
+  curl_multi_cleanup(up->multi);
+  up->multi = NULL;
+  while (up->socks)
+    sock_close(up->socks); /* none should be left; do not leak if so */
+  free(up->sock_by_fd);
+  up->sock_by_fd = NULL;
+  up->nsock_by_fd = 0;
+  free(up->proxy);
+  up->proxy = NULL;
+  free(up->default_cainfo);
+  up->default_cainfo = NULL;
+  up->pending_closes += 2;
+  uv_close((uv_handle_t *)&up->timer, on_upstream_timer_closed);
+  uv_close((uv_handle_t *)&up->drain, on_upstream_timer_closed);
+  closed(up);
+}
