@@ -11,12 +11,18 @@
 #include "config/config.h"
 #include "proxy/server.h"
 
+/* conf/demo.json, compiled in (CMakeLists.txt). */
+extern const char mg_demo_config[];
+extern const size_t mg_demo_config_len;
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: modelgate <command> [options]\n"
           "\n"
           "commands:\n"
-          "  serve -c FILE [--port-file FILE]   run the proxy\n"
+          "  serve [-c FILE] [--port-file FILE] run the proxy (without -c: the\n"
+          "                                     built-in demo config, "
+          "conf/demo.json)\n"
           "  check -c FILE                      validate a config, print every "
           "error\n"
           "  version                            print the version\n"
@@ -32,7 +38,12 @@ static struct mg_config *load(const char *path) {
   size_t i;
 
   mg_cfg_errors_init(&e);
-  cfg = mg_config_load_file(path, &e);
+  if (path == NULL) {
+    path = "<built-in demo config>";
+    cfg = mg_config_load_string(mg_demo_config, mg_demo_config_len, path, &e);
+  } else {
+    cfg = mg_config_load_file(path, &e);
+  }
   for (i = 0; i < e.n; i++)
     fprintf(stderr, "%s: %s\n", path, e.msgs[i]);
   if (cfg == NULL)
@@ -122,6 +133,11 @@ int main(int argc, char **argv) {
       usage(stderr);
       return 2;
     }
+  }
+  if (strcmp(cmd, "serve") == 0 && config == NULL) {
+    mg_warn("no -c FILE given: serving the built-in demo config "
+            "(conf/demo.json; upstream: mg-mock on 127.0.0.1:9900)");
+    return cmd_serve(NULL, port_file);
   }
   if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {
     if (config == NULL) {

@@ -310,6 +310,15 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata) {
 
 static void on_call_timer(uv_timer_t *t);
 
+/* Was a connection established? CONNECT_TIME is 0 for a reused connection,
+ * so a request that went out counts as proof too. */
+static bool call_connected(struct mg_up_call *call) {
+  long connect_us = 0, sent = 0;
+  curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &sent);
+  return connect_us > 0 || sent > 0;
+}
+
 static struct mg_up_call *call_get(struct mg_upstream *up) {
   struct mg_up_call *call = up->free;
   if (call) {
@@ -420,17 +429,16 @@ static void on_call_timer(uv_timer_t *t) {
   if (!call->active)
     return;
   if (now >= call->deadline_total) {
-    call_finish(call, call->connected || call->got_data
+    call->connected = call->got_data || call_connected(call);
+    call_finish(call, call->connected
                           ? MG_UP_TIMEOUT_TOTAL
                           : MG_UP_TIMEOUT_CONNECT);
     return;
   }
   if (!call->got_data && now >= call->deadline_first) {
-    long connect_us = 0;
     /* Still connecting when the first-byte budget ran out: report it as
      * the connect timeout it really is. */
-    curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    call->connected = connect_us > 0;
+    call->connected = call_connected(call);
     call_finish(call, call->connected ? MG_UP_TIMEOUT_FIRST_BYTE
                                       : MG_UP_TIMEOUT_CONNECT);
     return;
@@ -446,9 +454,7 @@ static void on_call_timer(uv_timer_t *t) {
 }
 
 static enum mg_up_result classify(struct mg_up_call *call, CURLcode rc) {
-  long connect_us = 0;
-  curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-  call->connected = connect_us > 0;
+  call->connected = call_connected(call);
   switch (rc) {
   case CURLE_OK:
     return MG_UP_OK;

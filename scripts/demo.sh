@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# demo.sh - install what is missing, build, start the mock model server and
+# modelgate on its built-in demo config (conf/demo.json), and show a few
+# requests going through. Ctrl-C stops both.
+#
+#   MG_DEMO_EXIT=1 scripts/demo.sh   run the walkthrough, then stop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+mg_install $MG_BUILD_PKGS curl
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMG_TESTS=OFF >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
+
+logs=$(mktemp -d)
+cleanup() {
+  [ -n "${gate:-}" ] && kill -TERM "$gate" 2>/dev/null && wait "$gate" 2>/dev/null || true
+  [ -n "${mock:-}" ] && kill -TERM "$mock" 2>/dev/null && wait "$mock" 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+./build/mg-mock --listen 127.0.0.1:9900 --quiet 2>"$logs/mock.log" &
+mock=$!
+./build/modelgate serve 2>"$logs/modelgate.log" &
+gate=$!
+for _ in $(seq 50); do
+  curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf http://127.0.0.1:8080/readyz >/dev/null || {
+  echo "modelgate did not start; its log:" >&2; cat "$logs/modelgate.log" >&2; exit 1; }
+
+show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; eval "$@"; echo; }
+
+echo "modelgate is listening on http://127.0.0.1:8080 (mock upstream on :9900)"
+show "curl -si http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' -d '{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
+show "curl -sN http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Stream please\"}]}'"
+show "curl -s http://127.0.0.1:8080/v1/embeddings -d '{\"model\":\"text-embedding-3-small\",\"input\":\"hi\"}'"
+echo "# an unknown model goes to the default route (gpt-4o-mini):"
+show "curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"some-other-model\",\"messages\":[]}'"
+echo "# bad input gets an OpenAI-shaped error:"
+show "curl -si http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":'"
+echo "# make the upstream hang: modelgate answers 504 when the first byte is late"
+curl -s http://127.0.0.1:9900/_mock/behaviour -d '{"model":"small-v1","mode":"hang"}' >/dev/null
+show "curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o-mini\",\"messages\":[]}'"
+curl -s -X DELETE http://127.0.0.1:9900/_mock/behaviour >/dev/null
+show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_requests_total'"
+
+if [ "${MG_DEMO_EXIT:-0}" = 1 ]; then
+  exit 0
+fi
+echo "Try it with an OpenAI SDK: base_url=http://127.0.0.1:8080/v1, any api_key."
+echo "Logs: $logs. Press Ctrl-C to stop."
+wait "$gate"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# test.sh - install what is missing, build, and run every test: once in a
+# normal build and once under AddressSanitizer + UndefinedBehaviorSanitizer.
+# CI runs this (through .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+mg_install $MG_BUILD_PKGS $MG_TEST_PKGS
+
+jobs=$(nproc 2>/dev/null || echo 2)
+run_suite() {
+  local dir=$1; shift
+  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+  (cd "$dir" && ctest --output-on-failure --timeout 900 -j"$jobs")
+}
+
+echo "== build and test (RelWithDebInfo)"
+run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "== build and test under ASan + UBSan"
+# detect_leaks stays on: every test binary and every server the integration
+# tests start must exit without leaks.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DMG_SANITIZE=ON
+echo "== all tests passed"
