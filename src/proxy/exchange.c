@@ -70,49 +70,6 @@ static void release(struct mg_exchange *ex) {
     ex_free(ex);
 }
 
-/* ---- per-snapshot upstream headers ---------------------------------------- */
-
-/* curl header lists per target, built once per snapshot and kept with it. */
-struct proxy_ext {
-  size_t n;
-  struct curl_slist *hdrs[];
-};
-
-static void proxy_ext_free(void *p) {
-  struct proxy_ext *e = p;
-  size_t i;
-  for (i = 0; i < e->n; i++)
-    curl_slist_free_all(e->hdrs[i]);
-  free(e);
-}
-
-static const struct curl_slist *target_headers(struct mg_config *cfg,
-                                               const struct mg_target *t) {
-  struct proxy_ext *e = cfg->proxy_ext;
-  if (e == NULL) {
-    size_t i;
-    e = calloc(1, sizeof(*e) + cfg->targets.n * sizeof(e->hdrs[0]));
-    if (e == NULL)
-      return NULL;
-    e->n = cfg->targets.n;
-    for (i = 0; i < e->n; i++) {
-      const struct mg_target *x = &cfg->targets.v[i];
-      struct curl_slist *l = NULL;
-      /* "Expect:" stops curl from waiting for 100-continue on large
-       * bodies; the client's framing headers are never forwarded. */
-      l = curl_slist_append(l, "Content-Type: application/json");
-      l = curl_slist_append(l, "Expect:");
-      l = curl_slist_append(l, "User-Agent: modelgate/" MG_VERSION);
-      if (x->auth_header)
-        l = curl_slist_append(l, x->auth_header);
-      e->hdrs[i] = l;
-    }
-    cfg->proxy_ext = e;
-    cfg->proxy_ext_free = proxy_ext_free;
-  }
-  return e->hdrs[t->index];
-}
-
 /* ---- answering ------------------------------------------------------------ */
 
 /* Append "name: value\r\n" to the extra headers, if it fits. */
@@ -393,12 +350,12 @@ static void attempt(struct mg_exchange *ex) {
   size_t len = 0;
 
   memset(&ur, 0, sizeof(ur));
-  ur.headers = target_headers(ex->cfg, t);
-  if (ur.headers == NULL || upstream_body(ex, &body, &len) != 0) {
+  ur.target = mg_up_target_view(ex->cfg, t);
+  if (ur.target == NULL || upstream_body(ex, &body, &len) != 0) {
     respond_error(ex, 500, "Out of memory.", "internal_error", NULL);
     return;
   }
-  ur.url = t->urls[ex->ep];
+  ur.endpoint = ex->ep;
   ur.body = body;
   ur.body_len = len;
   ur.timeouts = t->timeouts;

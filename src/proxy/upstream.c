@@ -549,8 +549,8 @@ struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
   mg_buf_reset(&call->body);
   call->body.max = req->max_response;
 
-  curl_easy_setopt(e, CURLOPT_URL, req->url);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  curl_easy_setopt(e, CURLOPT_CURLU, req->target->urls[req->endpoint]);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->target->headers);
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeouts.connect_ms);
@@ -610,6 +610,80 @@ void mg_up_call_cancel(struct mg_up_call *call) {
 void mg_up_call_release(struct mg_up_call *call) {
   call_stop(call);
   call_put(call);
+}
+
+/* ---- per-snapshot target views -------------------------------------------- */
+
+struct up_views {
+  size_t n;
+  struct mg_up_target v[];
+};
+
+static void views_free(void *p) {
+  struct up_views *vs = p;
+  size_t i;
+  int j;
+  for (i = 0; i < vs->n; i++) {
+    curl_slist_free_all(vs->v[i].headers);
+    for (j = 0; j < MG_EP__COUNT; j++)
+      curl_url_cleanup(vs->v[i].urls[j]);
+  }
+  free(vs);
+}
+
+static int view_build(struct mg_up_target *v, const struct mg_target *t) {
+  struct curl_slist *l = NULL, *n;
+  /* "Expect:" keeps curl from waiting for 100-continue on large bodies;
+   * "Accept:" drops curl's default "*\/\*". The client's own framing headers
+   * are never forwarded: curl frames the upstream request itself. */
+  static const char *const fixed[] = {"Content-Type: application/json",
+                                      "Expect:", "Accept:",
+                                      "User-Agent: modelgate/" MG_VERSION};
+  size_t i;
+  int j;
+  for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+    if ((n = curl_slist_append(l, fixed[i])) == NULL)
+      goto fail;
+    l = n;
+  }
+  if (t->auth_header) {
+    if ((n = curl_slist_append(l, t->auth_header)) == NULL)
+      goto fail;
+    l = n;
+  }
+  v->headers = l;
+  for (j = 0; j < MG_EP__COUNT; j++) {
+    v->urls[j] = curl_url();
+    if (v->urls[j] == NULL ||
+        curl_url_set(v->urls[j], CURLUPART_URL, t->urls[j], 0) != CURLUE_OK)
+      return -EINVAL;
+  }
+  return 0;
+fail:
+  curl_slist_free_all(l);
+  return -ENOMEM;
+}
+
+const struct mg_up_target *mg_up_target_view(struct mg_config *cfg,
+                                             const struct mg_target *t) {
+  struct up_views *vs = cfg->proxy_ext;
+  if (vs == NULL) {
+    size_t i;
+    vs = calloc(1, sizeof(*vs) + cfg->targets.n * sizeof(vs->v[0]));
+    if (vs == NULL)
+      return NULL;
+    vs->n = cfg->targets.n;
+    for (i = 0; i < vs->n; i++) {
+      if (view_build(&vs->v[i], &cfg->targets.v[i]) != 0) {
+        mg_error("upstream: cannot prepare target %s", cfg->targets.v[i].name);
+        views_free(vs);
+        return NULL;
+      }
+    }
+    cfg->proxy_ext = vs;
+    cfg->proxy_ext_free = views_free;
+  }
+  return &vs->v[t->index];
 }
 
 int mg_upstream_init(struct mg_upstream *up, uv_loop_t *loop,

@@ -55,9 +55,23 @@ struct mg_up_call_cbs {
   void (*on_done)(struct mg_up_call *call, enum mg_up_result res);
 };
 
+/* What curl needs to call one target, derived once per config snapshot:
+ * the header list and each endpoint's URL, parsed in advance (curl would
+ * otherwise parse the URL string on every transfer). */
+struct mg_up_target {
+  struct curl_slist *headers;      /* owned */
+  CURLU *urls[MG_EP__COUNT];       /* owned */
+};
+
+struct mg_config;
+/* The view of target t in snapshot cfg, built on first use and freed with
+ * the snapshot. NULL when out of memory. */
+const struct mg_up_target *mg_up_target_view(struct mg_config *cfg,
+                                             const struct mg_target *t);
+
 struct mg_up_request {
-  const char *url;                   /* borrowed until the call ends */
-  const struct curl_slist *headers;  /* borrowed until the call ends */
+  const struct mg_up_target *target; /* borrowed until the call ends */
+  enum mg_endpoint endpoint;
   char *body;                        /* owned by the call from now on */
   size_t body_len;
   struct mg_timeouts timeouts;       /* total_ms already clamped to the
