@@ -14,8 +14,8 @@
 #define MG_CONFIG_MAX_BYTES (16u << 20)
 
 static const char *const root_keys[] = {
-    "server", "limits", "upstream", "targets", "aliases", "default_route",
-    NULL};
+    "server", "limits", "upstream", "targets", "flags", "aliases",
+    "default_route", NULL};
 static const char *const server_keys[] = {
     "listen",          "header_timeout_ms", "body_timeout_ms",
     "keepalive_timeout_ms", "send_timeout_ms", "shutdown_grace_ms",
@@ -137,6 +137,7 @@ static void config_free(struct mg_config *c) {
   if (c->proxy_ext && c->proxy_ext_free)
     c->proxy_ext_free(c->proxy_ext);
   mg_routes_free(&c->routes);
+  mg_flags_free(&c->flags);
   mg_targets_free(&c->targets);
   free(c->upstream.proxy);
   free(c->source);
@@ -208,7 +209,9 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_targets_parse(&c->targets,
                      cJSON_GetObjectItemCaseSensitive(root, "targets"),
                      "$.targets", NULL, e);
-    mg_routes_parse(&c->routes, root, &c->targets, e);
+    mg_flags_parse(&c->flags, cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                   &c->targets, e);
+    mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
   }
   cJSON_Delete(root);
   if (e->n > before) {

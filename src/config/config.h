@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "routing/flag.h"
 #include "routing/route.h"
 #include "routing/target.h"
 
@@ -55,6 +56,7 @@ struct mg_config {
   struct mg_limits limits;
   struct mg_upstream_cfg upstream;
   struct mg_targets targets;
+  struct mg_flags flags;
   struct mg_routes routes;
   void *proxy_ext;                  /* owned by the proxy layer: per-snapshot
                                      * state it derives (curl header lists) */

@@ -24,8 +24,10 @@ void mg_request_free(struct mg_request *r) {
 const struct mg_str *mg_request_attr(const struct mg_request *r,
                                      struct mg_str name) {
   size_t i;
+  /* Names compare case-insensitively: headers carry them too, and header
+   * names are case-insensitive. */
   for (i = 0; i < r->nattrs; i++)
-    if (mg_str_eq(r->attrs[i].name, name))
+    if (mg_str_eq_nocase(r->attrs[i].name, name))
       return &r->attrs[i].value;
   return NULL;
 }

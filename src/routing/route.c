@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const alias_keys[] = {"target", NULL};
+static const char *const alias_keys[] = {"target", "flag", NULL};
 
 void mg_routes_parse(struct mg_routes *out, const cJSON *root,
                      const struct mg_targets *targets,
-                     struct mg_cfg_errors *e) {
+                     const struct mg_flags *flags, struct mg_cfg_errors *e) {
   const cJSON *section = cJSON_GetObjectItemCaseSensitive(root, "aliases");
   const cJSON *def = cJSON_GetObjectItemCaseSensitive(root, "default_route");
   const cJSON *it;
@@ -42,19 +42,35 @@ void mg_routes_parse(struct mg_routes *out, const cJSON *root,
     }
     if (!mg_cfg_object(it, p, alias_keys, e))
       continue;
-    if (!mg_cfg_require(it, "target", p, e))
-      continue;
     {
-      char *name = mg_cfg_str(it, "target", p, NULL, true, e);
-      if (name) {
-        a->target = mg_targets_find(targets, name);
-        if (a->target == NULL) {
-          char tp[MG_CFG_PATH_MAX];
-          mg_cfg_join(tp, p, "target");
-          mg_cfg_error(e, tp, "unknown target \"%s\"", name);
-        }
+      const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "target");
+      const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, "flag");
+      char tp[MG_CFG_PATH_MAX];
+      if ((t == NULL) == (f == NULL)) {
+        mg_cfg_error(e, p, "needs exactly one of \"target\" or \"flag\"");
+        continue;
       }
-      free(name);
+      if (t) {
+        char *name = mg_cfg_str(it, "target", p, NULL, true, e);
+        if (name) {
+          a->target = mg_targets_find(targets, name);
+          if (a->target == NULL) {
+            mg_cfg_join(tp, p, "target");
+            mg_cfg_error(e, tp, "unknown target \"%s\"", name);
+          }
+        }
+        free(name);
+      } else {
+        char *name = mg_cfg_str(it, "flag", p, NULL, true, e);
+        if (name) {
+          a->flag = mg_flags_find(flags, name);
+          if (a->flag == NULL) {
+            mg_cfg_join(tp, p, "flag");
+            mg_cfg_error(e, tp, "unknown flag \"%s\"", name);
+          }
+        }
+        free(name);
+      }
     }
   }
   if (def != NULL) {

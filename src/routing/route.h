@@ -10,9 +10,8 @@
 #include "common/cfg.h"
 #include "common/map.h"
 #include "common/str.h"
+#include "routing/flag.h"
 #include "routing/target.h"
-
-struct mg_flag;
 
 struct mg_alias {
   char *name;                     /* owned: the model name clients send */
@@ -29,10 +28,10 @@ struct mg_routes {
 };
 
 /* Parse "aliases" and "default_route" (both at the top level). Targets
- * must already be parsed. */
+ * and flags must already be parsed. */
 void mg_routes_parse(struct mg_routes *out, const cJSON *root,
                      const struct mg_targets *targets,
-                     struct mg_cfg_errors *e);
+                     const struct mg_flags *flags, struct mg_cfg_errors *e);
 void mg_routes_free(struct mg_routes *r);
 
 /* The alias for a requested model: its own, else the default route, else

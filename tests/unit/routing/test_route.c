@@ -37,6 +37,7 @@ static void test_targets_and_aliases(void **state) {
   struct mg_cfg_errors e;
   struct mg_targets t;
   struct mg_routes r;
+  struct mg_flags flags;
   cJSON *root = cJSON_Parse(
       "{\"targets\":{\"a\":{\"base_url\":\"http://u/v1\",\"model\":\"m-a\","
       "\"api_key_env\":\"KEY\",\"timeouts\":{\"first_byte_ms\":1234}},"
@@ -49,7 +50,8 @@ static void test_targets_and_aliases(void **state) {
   mg_cfg_errors_init(&e);
   mg_targets_parse(&t, cJSON_GetObjectItem(root, "targets"), "$.targets",
                    fake_env, &e);
-  mg_routes_parse(&r, root, &t, &e);
+  mg_flags_parse(&flags, NULL, &t, &e);
+  mg_routes_parse(&r, root, &t, &flags, &e);
   assert_int_equal(e.n, 0);
   assert_int_equal(t.n, 2);
   assert_int_equal(mg_targets_find(&t, "b")->index, 1);
@@ -69,6 +71,7 @@ static void test_targets_and_aliases(void **state) {
   /* lookups are exact: no prefix or case folding */
   assert_string_equal(mg_route_lookup(&r, mg_str_c("BIG"))->name, "small");
   mg_routes_free(&r);
+  mg_flags_free(&flags);
   mg_targets_free(&t);
   mg_cfg_errors_free(&e);
   cJSON_Delete(root);
@@ -78,6 +81,7 @@ static void test_no_default_route(void **state) {
   struct mg_cfg_errors e;
   struct mg_targets t;
   struct mg_routes r;
+  struct mg_flags flags;
   cJSON *root = cJSON_Parse(
       "{\"targets\":{\"a\":{\"base_url\":\"http://u\",\"model\":\"m\"}},"
       "\"aliases\":{\"x\":{\"target\":\"a\"}}}");
@@ -85,11 +89,13 @@ static void test_no_default_route(void **state) {
   mg_cfg_errors_init(&e);
   mg_targets_parse(&t, cJSON_GetObjectItem(root, "targets"), "$.targets",
                    no_env, &e);
-  mg_routes_parse(&r, root, &t, &e);
+  mg_flags_parse(&flags, NULL, &t, &e);
+  mg_routes_parse(&r, root, &t, &flags, &e);
   assert_int_equal(e.n, 0);
   assert_null(mg_route_lookup(&r, mg_str_c("y")));
   assert_non_null(mg_route_lookup(&r, mg_str_c("x")));
   mg_routes_free(&r);
+  mg_flags_free(&flags);
   mg_targets_free(&t);
   mg_cfg_errors_free(&e);
   cJSON_Delete(root);

@@ -1,0 +1,106 @@
+/* time.c - wall-clock helpers. */
+#include "common/time.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+/* Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm),
+ * valid for the proleptic Gregorian calendar; no timezone database. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  int64_t era;
+  unsigned yoe, doy, doe;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = (unsigned)(y - era * 400);
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int digits(const char **p, int n, int *out) {
+  int v = 0, i;
+  for (i = 0; i < n; i++) {
+    unsigned c = (unsigned char)(*p)[i] - '0';
+    if (c > 9)
+      return -EINVAL;
+    v = v * 10 + (int)c;
+  }
+  *p += n;
+  *out = v;
+  return 0;
+}
+
+int mg_rfc3339_parse(const char *s, int64_t *ms) {
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int y, mo, d, h, mi, sec, frac_ms = 0, off = 0;
+  const char *p = s;
+
+  if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
+      *p++ != '-' || digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+    return -EINVAL;
+  p++;
+  if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) ||
+      *p++ != ':' || digits(&p, 2, &sec))
+    return -EINVAL;
+  if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
+      sec > 60)
+    return -EINVAL;
+  if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+    return -EINVAL;
+  if (*p == '.') {
+    int n = 0;
+    p++;
+    while (*p >= '0' && *p <= '9') {
+      if (n < 3)
+        frac_ms = frac_ms * 10 + (*p - '0');
+      n++;
+      p++;
+    }
+    if (n == 0)
+      return -EINVAL;
+    for (; n < 3; n++)
+      frac_ms *= 10;
+  }
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if (*p == '+' || *p == '-') {
+    int oh, om, sign = *p == '-' ? -1 : 1;
+    p++;
+    if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 ||
+        om > 59)
+      return -EINVAL;
+    off = sign * (oh * 60 + om);
+  } else {
+    return -EINVAL;
+  }
+  if (*p != '\0')
+    return -EINVAL;
+  if (sec == 60)
+    sec = 59; /* a leap second counts as the second before it */
+  *ms = ((days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
+          mi * 60 + sec - off * 60) *
+         1000) +
+        frac_ms;
+  return 0;
+}
+
+void mg_rfc3339_format(int64_t ms, char out[32]) {
+  time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  int frac = (int)(ms - (int64_t)t * 1000);
+  struct tm tm;
+  unsigned y;
+  gmtime_r(&t, &tm);
+  /* Four-digit years only (RFC 3339): clamp what cannot be written. */
+  y = tm.tm_year + 1900 < 0 ? 0u : (unsigned)(tm.tm_year + 1900) % 10000u;
+  snprintf(out, 32, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", y,
+           (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u,
+           (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
+           (unsigned)tm.tm_sec % 100u, (unsigned)frac % 1000u);
+}
+
+int64_t mg_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
