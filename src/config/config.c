@@ -14,8 +14,10 @@
 #define MG_CONFIG_MAX_BYTES (16u << 20)
 
 static const char *const root_keys[] = {
-    "server", "limits", "upstream", "targets", "flags", "aliases",
+    "server", "limits", "upstream", "admin", "targets", "flags", "aliases",
     "default_route", NULL};
+static const char *const admin_keys[] = {"enabled", "listen", "token_env",
+                                         "state_file", NULL};
 static const char *const server_keys[] = {
     "listen",          "header_timeout_ms", "body_timeout_ms",
     "keepalive_timeout_ms", "send_timeout_ms", "shutdown_grace_ms",
@@ -133,6 +135,29 @@ static void parse_upstream(struct mg_upstream_cfg *u, const cJSON *obj,
   }
 }
 
+static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
+                        struct mg_cfg_errors *e) {
+  const char *p = "$.admin";
+  char *listen;
+  a->enabled = true;
+  snprintf(a->listen_host, sizeof(a->listen_host), "127.0.0.1");
+  a->listen_port = 8081;
+  if (obj != NULL && !mg_cfg_object(obj, p, admin_keys, e))
+    obj = NULL;
+  a->enabled = mg_cfg_bool(obj, "enabled", p, true, e);
+  listen = mg_cfg_str(obj, "listen", p, NULL, true, e);
+  if (listen && mg_cfg_parse_hostport(listen, a->listen_host,
+                                      sizeof(a->listen_host),
+                                      &a->listen_port))
+    mg_cfg_error(e, "$.admin.listen", "must be \"host:port\", not \"%s\"",
+                 listen);
+  free(listen);
+  a->token_env =
+      mg_cfg_str(obj, "token_env", p, "MODELGATE_ADMIN_TOKEN", true, e);
+  a->state_file =
+      mg_cfg_str(obj, "state_file", p, "modelgate.state.json", true, e);
+}
+
 static void config_free(struct mg_config *c) {
   if (c->proxy_ext && c->proxy_ext_free)
     c->proxy_ext_free(c->proxy_ext);
@@ -140,6 +165,8 @@ static void config_free(struct mg_config *c) {
   mg_flags_free(&c->flags);
   mg_targets_free(&c->targets);
   free(c->upstream.proxy);
+  free(c->admin.token_env);
+  free(c->admin.state_file);
   free(c->source);
   free(c);
 }
@@ -206,6 +233,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
                  cJSON_GetObjectItemCaseSensitive(root, "limits"), e);
     parse_upstream(&c->upstream,
                    cJSON_GetObjectItemCaseSensitive(root, "upstream"), e);
+    parse_admin(&c->admin, cJSON_GetObjectItemCaseSensitive(root, "admin"),
+                e);
     mg_targets_parse(&c->targets,
                      cJSON_GetObjectItemCaseSensitive(root, "targets"),
                      "$.targets", NULL, e);

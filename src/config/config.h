@@ -48,6 +48,14 @@ struct mg_upstream_cfg {
   char *proxy;                   /* owned: egress proxy URL, or NULL */
 };
 
+struct mg_admin_cfg {
+  bool enabled;
+  char listen_host[128];
+  int listen_port;
+  char *token_env;        /* owned: variable holding the bearer token */
+  char *state_file;       /* owned: runtime overrides persist here */
+};
+
 struct mg_config {
   int refs;               /* loop thread only */
   char hash[17];          /* XXH64 hex of the file's bytes */
@@ -55,6 +63,7 @@ struct mg_config {
   struct mg_server_cfg server;
   struct mg_limits limits;
   struct mg_upstream_cfg upstream;
+  struct mg_admin_cfg admin;
   struct mg_targets targets;
   struct mg_flags flags;
   struct mg_routes routes;

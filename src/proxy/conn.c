@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "config/config.h"
+#include "proxy/admin.h"
 #include "proxy/exchange.h"
 #include "proxy/http.h"
 #include "proxy/server.h"
@@ -25,6 +26,7 @@ enum req_kind {
   KIND_READYZ,
   KIND_METRICS,
   KIND_REJECT, /* answer req.reject_status once the body has been read */
+  KIND_ADMIN,  /* the admin API (admin listener only) */
 };
 
 static const struct mg_limits *limits(const struct mg_conn *c) {
@@ -204,7 +206,14 @@ static void classify(struct mg_conn *c) {
       break;
   len = i;
 
-  {
+  /* The admin listener serves the admin API and the health and metrics
+   * endpoints, never model traffic. */
+  if (c->admin) {
+    if (len > 7 && memcmp(url, "/admin/", 7) == 0) {
+      r->kind = KIND_ADMIN;
+      return;
+    }
+  } else {
     int ep = mg_endpoint_from_path(url, len);
     if (ep >= 0) {
       r->endpoint = ep;
@@ -271,7 +280,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 
   /* Refused requests still have their body read (and counted against the
    * limit) so that the connection can be kept. */
-  if (r->kind != KIND_PROXY) {
+  if (r->kind != KIND_PROXY && r->kind != KIND_ADMIN) {
     if (r->discarded + len > limits(c)->body_bytes)
       return parse_error(c, 413, "The request body is too large.",
                          "body_too_large");
@@ -631,6 +640,8 @@ static void dispatch(struct mg_conn *c) {
   conn_arm(c);
   if (c->req.kind == KIND_PROXY)
     mg_exchange_start(c->srv, c, c->req.endpoint);
+  else if (c->req.kind == KIND_ADMIN)
+    mg_admin_handle(c->srv, c);
   else
     answer_internal(c);
 }
@@ -865,7 +876,7 @@ void mg_conn_drain(struct mg_conn *c) {
   /* Busy ones see srv->draining when they answer and close after it. */
 }
 
-void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener) {
+void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener, bool admin) {
   const struct mg_limits *l = &srv->cfg->limits;
   struct mg_conn *c = calloc(1, sizeof(*c));
 
@@ -879,6 +890,7 @@ void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener) {
     return;
   }
   c->srv = srv;
+  c->admin = admin;
   uv_tcp_init(srv->loop, &c->tcp);
   uv_timer_init(srv->loop, &c->timer);
   c->tcp.data = c;

@@ -69,14 +69,15 @@ struct mg_conn {
   const char *err_msg;
   const char *err_code;
   bool reading;
+  bool admin;                 /* accepted on the admin listener */
   bool fresh;                 /* no request seen yet */
   bool close_after;           /* close once the queued bytes are written */
   bool in_process;
   bool drain_wait;            /* the exchange waits for the queue to drain */
 };
 
-/* Accept a connection from the listener. */
-void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener);
+/* Accept a connection from the listener (admin: the admin listener). */
+void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener, bool admin);
 
 /* Write bytes to the client, copying what the socket does not take at
  * once. 0, or a negative code when the client is gone. */

@@ -20,6 +20,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/time.h"
 #include "config/config.h"
 #include "proxy/conn.h"
 #include "proxy/http.h"
@@ -41,6 +42,8 @@ struct mg_exchange {
                                  * the server's scratch, valid in start only */
   uint32_t model_start, model_end; /* byte range of the `model` value */
   const struct mg_alias *alias; /* borrowed from cfg */
+  const struct mg_flag *flag;   /* borrowed from cfg, or NULL */
+  struct mg_flag_decision fd;   /* the flag's decision, when flag is set */
   const struct mg_target *target; /* borrowed from cfg */
   struct mg_up_call *call;      /* the call in flight, or NULL */
   char id[33];
@@ -88,9 +91,24 @@ static void extra_add(struct mg_exchange *ex, size_t *len, const char *name,
   *len += 2;
 }
 
+/* The decision headers (DESIGN.md, "What the client sees"), on every
+ * answer: "-" where a request never reached a flag. */
 static void set_extra(struct mg_exchange *ex) {
+  char why[24];
   size_t len = 0;
   extra_add(ex, &len, "x-modelgate-decision", ex->id);
+  if (ex->flag) {
+    extra_add(ex, &len, "x-modelgate-flag", ex->flag->name);
+    extra_add(ex, &len, "x-modelgate-variant",
+              ex->flag->variants[ex->fd.variant].name);
+    extra_add(ex, &len, "x-modelgate-reason",
+              mg_reason_name(ex->fd.reason, ex->fd.rule, why, sizeof(why)));
+  } else {
+    extra_add(ex, &len, "x-modelgate-flag", "-");
+    extra_add(ex, &len, "x-modelgate-variant", "-");
+    extra_add(ex, &len, "x-modelgate-reason",
+              ex->alias ? "direct" : "unrouted");
+  }
   if (ex->target)
     extra_add(ex, &len, "x-modelgate-served-by", ex->target->name);
 }
@@ -477,7 +495,20 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
     respond_error(ex, 404, msg, "model_not_found", "model");
     goto out;
   }
-  ex->target = ex->alias->target;
+  if (ex->alias->flag) {
+    const struct mg_flag *f = ex->alias->flag;
+    /* The wall clock is read only for flags with a time window. */
+    int64_t now = (f->start_ms != INT64_MIN || f->end_ms != INT64_MAX)
+                      ? mg_wall_ms()
+                      : 0;
+    ex->flag = f;
+    mg_flag_eval(f, &srv->flag_states[f->index], &ex->req, now,
+                 mg_server__random(srv), &ex->fd);
+    ex->target = f->variants[ex->fd.variant].target;
+    mg_server__observe_flag(srv, f, &ex->fd);
+  } else {
+    ex->target = ex->alias->target;
+  }
   set_extra(ex);
   attempt(ex);
 out:

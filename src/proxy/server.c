@@ -8,7 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/log.h"
+#include "common/time.h"
+#include "proxy/admin.h"
 #include "proxy/conn.h"
 #include "proxy/exchange.h"
 #include "proxy/http.h"
@@ -55,6 +59,20 @@ static int register_metrics(struct mg_metrics *m) {
   rc |= mg_metrics_family(m, "modelgate_config_info",
                           "The config snapshot in use (label: hash).",
                           MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_config_reloads_total",
+                          "Config reloads, by result (ok or error).",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_flag_requests_total",
+                          "Requests routed through a flag, by flag, variant "
+                          "and reason.",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_flag_weight_percent",
+                          "Weights in force per flag and variant (file or "
+                          "runtime override).",
+                          MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_flag_killed",
+                          "1 when the flag's kill switch is on.", MG_GAUGE,
+                          NULL, 0);
   return rc ? -ENOMEM : 0;
 }
 
@@ -171,6 +189,263 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
   return mg_metrics_render(s->metrics, out);
 }
 
+/* ---- flags: state in force, overrides, metrics ------------------------------ */
+
+/* Per flag of the current snapshot: series of modelgate_flag_requests_total
+ * by variant and reason slot (the fixed reasons, then one per rule). */
+struct flag_series {
+  uint32_t nslots;
+  struct mg_series **s; /* owned array of borrowed series */
+};
+
+static uint32_t reason_slot(const struct mg_flag_decision *d) {
+  return d->reason == MG_REASON_RULE ? (uint32_t)(MG_REASON_DEFAULT + 1) +
+                                           (uint32_t)d->rule
+                                     : (uint32_t)d->reason;
+}
+
+void mg_server__observe_flag(struct mg_server *s, const struct mg_flag *f,
+                             const struct mg_flag_decision *d) {
+  struct flag_series *fs = &s->flag_series[f->index];
+  uint32_t slot = d->variant * fs->nslots + reason_slot(d);
+  if (fs->s[slot] == NULL) {
+    char why[24];
+    struct mg_buf l;
+    mg_buf_init(&l, 4096);
+    if (mg_metrics_labels(&l, "flag", f->name, "variant",
+                          f->variants[d->variant].name, "reason",
+                          mg_reason_name(d->reason, d->rule, why, sizeof(why)),
+                          NULL) == 0)
+      fs->s[slot] =
+          mg_metrics_series(s->metrics, "modelgate_flag_requests_total", l.data);
+    mg_buf_free(&l);
+  }
+  mg_series_add(fs->s[slot], 1);
+}
+
+static void flag_series_free(struct mg_server *s, size_t n) {
+  size_t i;
+  if (s->flag_series == NULL)
+    return;
+  for (i = 0; i < n; i++)
+    free(s->flag_series[i].s);
+  free(s->flag_series);
+  s->flag_series = NULL;
+}
+
+/* Recompute the state in force of every flag of the current snapshot. */
+static int rebuild_states(struct mg_server *s, size_t old_nflags) {
+  const struct mg_flags *fl = &s->cfg->flags;
+  size_t n = fl->n ? fl->n : 1, i;
+  struct mg_flag_state *st = calloc(n, sizeof(*st));
+  bool *stale = calloc(n, sizeof(*stale));
+  struct flag_series *fs = calloc(n, sizeof(*fs));
+
+  if (st == NULL || stale == NULL || fs == NULL)
+    goto oom;
+  for (i = 0; i < fl->n; i++) {
+    const struct mg_flag *f = &fl->v[i];
+    fs[i].nslots = (uint32_t)MG_REASON_DEFAULT + 1 + f->nrules;
+    fs[i].s = calloc((size_t)fs[i].nslots * f->nvariants, sizeof(*fs[i].s));
+    if (fs[i].s == NULL)
+      goto oom;
+    mg_overrides_state(&s->overrides, f, &st[i], &stale[i]);
+    if (stale[i])
+      mg_warn("flag %s: the weights override names variants the config no "
+              "longer has; the file's weights are in force",
+              f->name);
+  }
+  free(s->flag_states);
+  free(s->flag_stale);
+  flag_series_free(s, old_nflags);
+  s->flag_states = st;
+  s->flag_stale = stale;
+  s->flag_series = fs;
+  /* Gauges for what is in force now. */
+  for (i = 0; i < fl->n; i++) {
+    const struct mg_flag *f = &fl->v[i];
+    struct mg_buf l;
+    uint32_t j;
+    mg_buf_init(&l, 4096);
+    if (mg_metrics_labels(&l, "flag", f->name, NULL) == 0)
+      mg_series_set(mg_metrics_series(s->metrics, "modelgate_flag_killed",
+                                      l.data),
+                    st[i].killed ? 1 : 0);
+    for (j = 0; j < f->nvariants; j++) {
+      mg_buf_reset(&l);
+      if (mg_metrics_labels(&l, "flag", f->name, "variant",
+                            f->variants[j].name, NULL) == 0)
+        mg_series_set(mg_metrics_series(s->metrics,
+                                        "modelgate_flag_weight_percent",
+                                        l.data),
+                      st[i].has_weights ? st[i].weights[j] / 100.0 : 0);
+    }
+    mg_buf_free(&l);
+  }
+  return 0;
+oom:
+  if (fs)
+    for (i = 0; i < fl->n; i++)
+      free(fs[i].s);
+  free(fs);
+  free(st);
+  free(stale);
+  return -ENOMEM;
+}
+
+/* The state file: {"version": 1, "overrides": {...}}. */
+static int save_state(struct mg_server *s) {
+  cJSON *root = cJSON_CreateObject(), *ov = NULL;
+  char *text = NULL;
+  int rc = -ENOMEM;
+  if (root == NULL || cJSON_AddNumberToObject(root, "version", 1) == NULL ||
+      mg_overrides_to_json(&s->overrides, &ov) != 0)
+    goto out;
+  cJSON_AddItemToObject(root, "overrides", ov);
+  text = cJSON_Print(root);
+  if (text == NULL)
+    goto out;
+  rc = mg_write_file_atomic(s->state_file, text, strlen(text));
+  if (rc != 0)
+    mg_error("cannot save state to %s: %s", s->state_file, strerror(-rc));
+out:
+  free(text);
+  cJSON_Delete(root);
+  return rc;
+}
+
+static int load_state(struct mg_server *s) {
+  FILE *f = fopen(s->state_file, "rb");
+  char *buf = NULL, err[256];
+  size_t len = 0, cap = 0, n;
+  cJSON *root = NULL;
+  int rc = 0;
+
+  if (f == NULL) {
+    if (errno == ENOENT)
+      return 0; /* first start: nothing overridden yet */
+    mg_error("cannot read state file %s: %s", s->state_file, strerror(errno));
+    return -errno;
+  }
+  do {
+    if (len == cap) {
+      char *p = realloc(buf, cap = cap ? cap * 2 : 4096);
+      if (p == NULL) {
+        rc = -ENOMEM;
+        goto out;
+      }
+      buf = p;
+    }
+    n = fread(buf + len, 1, cap - len, f);
+    len += n;
+  } while (n > 0 && len < (64u << 20));
+  root = cJSON_ParseWithLength(buf ? buf : "", len);
+  if (!cJSON_IsObject(root)) {
+    /* A kill switch must not silently vanish: refuse to start instead. */
+    mg_error("state file %s is not valid JSON; fix or remove it",
+             s->state_file);
+    rc = -EINVAL;
+    goto out;
+  }
+  {
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(root, "overrides");
+    if (ov && mg_overrides_from_json(&s->overrides, ov, err, sizeof(err))) {
+      mg_error("state file %s: %s", s->state_file, err);
+      rc = -EINVAL;
+      goto out;
+    }
+  }
+  if (s->overrides.n)
+    mg_info("restored %zu flag override(s) from %s", s->overrides.n,
+            s->state_file);
+out:
+  cJSON_Delete(root);
+  free(buf);
+  fclose(f);
+  return rc;
+}
+
+int mg_server__overrides_changed(struct mg_server *s) {
+  int rc = rebuild_states(s, s->cfg->flags.n);
+  if (rc)
+    return rc;
+  return save_state(s);
+}
+
+uint64_t mg_server__random(struct mg_server *s) {
+  /* xorshift64*: fast, and random enough to split request units. */
+  uint64_t x = s->rng;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  s->rng = x;
+  return x * 0x2545f4914f6cdd1dULL;
+}
+
+static void read_token(struct mg_server *s) {
+  const char *name = s->cfg->admin.token_env, *v = name ? getenv(name) : NULL;
+  if (s->admin_token) {
+    memset(s->admin_token, 0, strlen(s->admin_token));
+    free(s->admin_token);
+  }
+  s->admin_token = v && *v ? strdup(v) : NULL;
+}
+
+int mg_server_reload(struct mg_server *s, struct mg_cfg_errors *e) {
+  struct mg_config *cfg, *old = s->cfg;
+  struct mg_buf l;
+  int rc;
+
+  if (s->config_path == NULL) {
+    mg_cfg_error(e, "$", "modelgate runs on its built-in demo config: there "
+                         "is no file to reload");
+    rc = -EINVAL;
+    goto count;
+  }
+  cfg = mg_config_load_file(s->config_path, e);
+  if (cfg == NULL) {
+    size_t i;
+    mg_error("reload of %s refused; the old config keeps serving:",
+             s->config_path);
+    for (i = 0; i < e->n; i++)
+      mg_error("  %s", e->msgs[i]);
+    rc = -EINVAL;
+    goto count;
+  }
+  if (strcmp(cfg->server.listen_host, old->server.listen_host) != 0 ||
+      cfg->server.listen_port != old->server.listen_port ||
+      strcmp(cfg->admin.listen_host, old->admin.listen_host) != 0 ||
+      cfg->admin.listen_port != old->admin.listen_port ||
+      cfg->admin.enabled != old->admin.enabled)
+    mg_warn("reload: listen addresses change only on restart");
+  /* Requests in flight keep their reference to the old snapshot and finish
+   * on it; new ones see the new one from now on. */
+  s->cfg = cfg;
+  rc = rebuild_states(s, old->flags.n);
+  if (rc != 0) {
+    s->cfg = old;
+    mg_config_unref(cfg);
+    mg_cfg_error(e, "$", "out of memory");
+    goto count;
+  }
+  mg_upstream_configure(&s->up, &cfg->upstream);
+  mg_log_set_level((enum mg_log_level)cfg->server.log_level);
+  read_token(s);
+  s->reloads++;
+  s->config_loaded_ms = mg_wall_ms();
+  mg_info("reloaded %s: config %s -> %s", s->config_path, old->hash,
+          cfg->hash);
+  mg_config_unref(old);
+count:
+  mg_buf_init(&l, 256);
+  if (mg_metrics_labels(&l, "result", rc == 0 ? "ok" : "error", NULL) == 0)
+    mg_series_add(mg_metrics_series(s->metrics,
+                                    "modelgate_config_reloads_total", l.data),
+                  1);
+  mg_buf_free(&l);
+  return rc;
+}
+
 /* ---- ids and time ---------------------------------------------------------- */
 
 static uint64_t splitmix64(uint64_t x) {
@@ -209,7 +484,16 @@ static void on_connection(uv_stream_t *listener, int status) {
     mg_warn("accept: %s", uv_strerror(status));
     return;
   }
-  mg_conn_accept(s, listener);
+  mg_conn_accept(s, listener, false);
+}
+
+static void on_admin_connection(uv_stream_t *listener, int status) {
+  struct mg_server *s = listener->data;
+  if (status < 0) {
+    mg_warn("admin accept: %s", uv_strerror(status));
+    return;
+  }
+  mg_conn_accept(s, listener, true);
 }
 
 void mg_server__conn_closed(struct mg_server *s, struct mg_conn *c) {
@@ -265,6 +549,10 @@ static void close_all(struct mg_server *s) {
     s->listening = false;
     close_handle(s, (uv_handle_t *)&s->listener);
   }
+  if (s->admin_listening) {
+    s->admin_listening = false;
+    close_handle(s, (uv_handle_t *)&s->admin_listener);
+  }
   mg_upstream_close(&s->up, on_upstream_closed, s);
 }
 
@@ -292,6 +580,10 @@ void mg_server_shutdown(struct mg_server *s) {
       s->listening = false;
       close_handle(s, (uv_handle_t *)&s->listener);
     }
+    if (s->admin_listening) {
+      s->admin_listening = false;
+      close_handle(s, (uv_handle_t *)&s->admin_listener);
+    }
     for (c = s->conns; c; c = next) {
       next = c->next;
       mg_conn_drain(c);
@@ -314,9 +606,13 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 static void on_sighup(uv_signal_t *h, int signum) {
+  struct mg_server *s = h->data;
+  struct mg_cfg_errors e;
   (void)signum;
-  (void)h;
-  mg_info("received SIGHUP: reload is not available in this build");
+  mg_info("received SIGHUP: reloading");
+  mg_cfg_errors_init(&e);
+  mg_server_reload(s, &e);
+  mg_cfg_errors_free(&e);
 }
 
 /* ---- start ---------------------------------------------------------------------- */
@@ -327,7 +623,8 @@ static int write_port_file(struct mg_server *s, int port) {
   ssize_t w;
 
   snprintf(tmp, sizeof(tmp), "%s.tmp", s->port_file);
-  n = snprintf(body, sizeof(body), "listen=%d\n", port);
+  n = snprintf(body, sizeof(body), "listen=%d\nadmin=%d\n", port,
+               s->admin_port);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return -errno;
@@ -344,33 +641,45 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   memset(s, 0, sizeof(*s));
   s->loop = loop;
   s->cfg = mg_config_ref(cfg);
-  s->config_path = config_path ? strdup(config_path) : NULL;
-  s->port_file = port_file ? strdup(port_file) : NULL;
-  mg_map_init(&s->route_stats);
-  mg_map_init(&s->target_stats);
-  mg_json_init(&s->scratch, cfg->limits.json_tokens);
-  s->metrics = mg_metrics_new();
-  if (s->metrics == NULL || register_metrics(s->metrics) != 0)
-    return -ENOMEM;
-  s->overhead = mg_metrics_series(s->metrics, "modelgate_overhead_seconds", "");
-  if (uv_random(NULL, NULL, &s->id_seed, sizeof(s->id_seed), 0, NULL) != 0)
-    s->id_seed = splitmix64(uv_hrtime() ^ (uint64_t)getpid());
-  rc = mg_upstream_init(&s->up, loop, &cfg->upstream);
-  if (rc)
-    return rc;
+  /* Handles first: whatever fails below, mg_server_shutdown can close
+   * them and let the loop end cleanly. */
   uv_tcp_init(loop, &s->listener);
+  uv_tcp_init(loop, &s->admin_listener);
   uv_timer_init(loop, &s->grace_timer);
   uv_timer_init(loop, &s->tick);
   uv_signal_init(loop, &s->sig_term);
   uv_signal_init(loop, &s->sig_int);
   uv_signal_init(loop, &s->sig_hup);
-  s->listener.data = s;
-  s->tick.data = s;
-  s->grace_timer.data = s;
+  s->listener.data = s->admin_listener.data = s;
+  s->tick.data = s->grace_timer.data = s;
   s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+  rc = mg_upstream_init(&s->up, loop, &cfg->upstream);
+  if (rc)
+    return rc;
   refresh_date(s);
   mg_log_set_level((enum mg_log_level)cfg->server.log_level);
-  return 0;
+
+  s->config_path = config_path ? strdup(config_path) : NULL;
+  s->port_file = port_file ? strdup(port_file) : NULL;
+  mg_overrides_init(&s->overrides);
+  s->state_file = strdup(cfg->admin.state_file);
+  s->config_loaded_ms = mg_wall_ms();
+  mg_map_init(&s->route_stats);
+  mg_map_init(&s->target_stats);
+  mg_json_init(&s->scratch, cfg->limits.json_tokens);
+  s->metrics = mg_metrics_new();
+  if (s->metrics == NULL || register_metrics(s->metrics) != 0 ||
+      s->state_file == NULL)
+    return -ENOMEM;
+  s->overhead = mg_metrics_series(s->metrics, "modelgate_overhead_seconds", "");
+  if (uv_random(NULL, NULL, &s->id_seed, sizeof(s->id_seed), 0, NULL) != 0)
+    s->id_seed = splitmix64(uv_hrtime() ^ (uint64_t)getpid());
+  s->rng = splitmix64(s->id_seed) | 1;
+  rc = load_state(s);
+  if (rc == 0)
+    rc = rebuild_states(s, 0);
+  read_token(s);
+  return rc;
 }
 
 int mg_server_start(struct mg_server *s) {
@@ -399,6 +708,36 @@ int mg_server_start(struct mg_server *s) {
              ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
              : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 
+  if (s->cfg->admin.enabled) {
+    const struct mg_admin_cfg *ac = &s->cfg->admin;
+    namelen = sizeof(ss);
+    if ((rc = uv_ip4_addr(ac->listen_host, ac->listen_port,
+                          (struct sockaddr_in *)&ss)) != 0 &&
+        (rc = uv_ip6_addr(ac->listen_host, ac->listen_port,
+                          (struct sockaddr_in6 *)&ss)) != 0) {
+      mg_error("admin: invalid address %s", ac->listen_host);
+      return rc;
+    }
+    rc = uv_tcp_bind(&s->admin_listener, (const struct sockaddr *)&ss, 0);
+    if (rc == 0)
+      rc = uv_listen((uv_stream_t *)&s->admin_listener, 128,
+                     on_admin_connection);
+    if (rc) {
+      mg_error("admin: listen on %s:%d: %s", ac->listen_host, ac->listen_port,
+               uv_strerror(rc));
+      return rc;
+    }
+    s->admin_listening = true;
+    uv_tcp_getsockname(&s->admin_listener, (struct sockaddr *)&ss, &namelen);
+    s->admin_port = ss.ss_family == AF_INET6
+                        ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                        : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    mg_info("admin API on %s:%d (changes %s)", ac->listen_host,
+            s->admin_port,
+            s->admin_token ? "need the bearer token"
+                           : "disabled: no token configured");
+  }
+
   uv_signal_start(&s->sig_term, on_signal, SIGTERM);
   uv_signal_start(&s->sig_int, on_signal, SIGINT);
   uv_signal_start(&s->sig_hup, on_sighup, SIGHUP);
@@ -418,6 +757,15 @@ int mg_server_start(struct mg_server *s) {
 }
 
 void mg_server_free(struct mg_server *s) {
+  flag_series_free(s, s->cfg ? s->cfg->flags.n : 0);
+  free(s->flag_states);
+  free(s->flag_stale);
+  mg_overrides_free(&s->overrides);
+  free(s->state_file);
+  if (s->admin_token) {
+    memset(s->admin_token, 0, strlen(s->admin_token));
+    free(s->admin_token);
+  }
   stats_free_all(&s->route_stats);
   stats_free_all(&s->target_stats);
   mg_json_free(&s->scratch);

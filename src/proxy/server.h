@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "proxy/metrics.h"
 #include "proxy/upstream.h"
+#include "routing/override.h"
 
 struct mg_conn;
 
@@ -26,6 +27,19 @@ struct mg_server {
   char *config_path;           /* owned, or NULL (config given as string) */
   char *port_file;             /* owned, or NULL */
   uv_tcp_t listener;
+  uv_tcp_t admin_listener;
+  bool admin_listening;
+  int admin_port;              /* bound admin port, or 0 */
+  char *admin_token;           /* owned: bearer token, or NULL (no
+                                * mutations); a secret, never logged */
+  char *state_file;            /* owned: where overrides are persisted */
+  struct mg_overrides overrides; /* runtime overrides, by flag name */
+  struct mg_flag_state *flag_states; /* owned: per flag of cfg, in force */
+  struct flag_series *flag_series;   /* owned: per flag, metric series */
+  bool *flag_stale;            /* owned: per flag, override not applicable */
+  uint64_t rng;                /* xorshift state: request units */
+  uint64_t reloads;
+  int64_t config_loaded_ms;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t grace_timer;      /* SIGTERM: the end of the grace period */
   uv_timer_t tick;             /* once a second: cached Date header */
@@ -66,6 +80,21 @@ void mg_server_free(struct mg_server *s);
 /* Called by connections and exchanges. */
 void mg_server__conn_closed(struct mg_server *s, struct mg_conn *c);
 void mg_server__exchange_done(struct mg_server *s);
+/* Validate the config file again and swap it in; errors go to e and the
+ * old config keeps serving. 0 or a negative code. */
+int mg_server_reload(struct mg_server *s, struct mg_cfg_errors *e);
+
+/* Runtime overrides changed: recompute the flag states in force and save
+ * them. 0, or -errno when the state file could not be written. */
+int mg_server__overrides_changed(struct mg_server *s);
+
+/* Count a flag decision in the metrics. */
+void mg_server__observe_flag(struct mg_server *s, const struct mg_flag *f,
+                             const struct mg_flag_decision *d);
+
+/* A random number for request units. */
+uint64_t mg_server__random(struct mg_server *s);
+
 /* Count an answered request in the metrics. route: alias name or "-";
  * target: the target that served it, or NULL. */
 void mg_server__observe(struct mg_server *s, const char *route,

@@ -690,13 +690,13 @@ int mg_upstream_init(struct mg_upstream *up, uv_loop_t *loop,
                      const struct mg_upstream_cfg *cfg) {
   memset(up, 0, sizeof(*up));
   up->loop = loop;
-  up->multi = curl_multi_init();
-  if (up->multi == NULL)
-    return -ENOMEM;
   uv_timer_init(loop, &up->timer);
   up->timer.data = up;
   uv_idle_init(loop, &up->drain);
   up->drain.data = up;
+  up->multi = curl_multi_init();
+  if (up->multi == NULL)
+    return -ENOMEM; /* the handles still close through mg_upstream_close */
   up->pool_max = 1024;
   {
     /* The CA bundle libcurl was built with (CURLINFO_CAINFO, 7.84+). */
@@ -754,12 +754,14 @@ void mg_upstream_close(struct mg_upstream *up, void (*cb)(void *arg),
   /* Shutdown order (STYLE.md): easy handles, then the multi handle. The
    * socket and timer callbacks are unhooked first: nothing may be
    * scheduled on a multi handle that is going away. */
-  curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, NULL);
-  curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, NULL);
-  /* The cached connections' sockets are closed through on_curl_close,
-   * which closes their poll handles first. */
-  curl_multi_cleanup(up->multi);
-  up->multi = NULL;
+  if (up->multi) {
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, NULL);
+    /* The cached connections' sockets are closed through on_curl_close,
+     * which closes their poll handles first. */
+    curl_multi_cleanup(up->multi);
+    up->multi = NULL;
+  }
   while (up->socks)
     sock_close(up->socks); /* none should be left; do not leak if so */
   free(up->sock_by_fd);
