@@ -97,7 +97,9 @@ static int cmd_serve(const char *path, const char *port_file) {
   mg_server_free(srv);
   free(srv);
   if (uv_loop_close(&loop) != 0) {
-    mg_error("event loop did not close cleanly");
+    /* A handle left open is a bug: name it. */
+    mg_error("event loop did not close cleanly; open handles:");
+    uv_print_all_handles(&loop, stderr);
     code = code ? code : 1;
   }
   curl_global_cleanup();

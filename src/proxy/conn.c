@@ -42,6 +42,18 @@ static void conn_arm(struct mg_conn *c);
 static void conn_fail(struct mg_conn *c);
 static void read_start(struct mg_conn *c);
 
+/* Decision headers for answers that never reached routing: every answer
+ * carries them (issue 3), with "-" for what does not apply. */
+#define PLAIN_EXTRA_MAX 256
+static void plain_extra(struct mg_conn *c, char out[PLAIN_EXTRA_MAX]) {
+  char id[33];
+  mg_server__new_id(c->srv, id);
+  snprintf(out, PLAIN_EXTRA_MAX,
+           "x-modelgate-decision: %s\r\nx-modelgate-flag: -\r\n"
+           "x-modelgate-variant: -\r\nx-modelgate-reason: unrouted\r\n",
+           id);
+}
+
 /* ---- parser callbacks ------------------------------------------------------ */
 
 static int parse_error(struct mg_conn *c, int status, const char *msg,
@@ -70,6 +82,7 @@ static int on_message_begin(llhttp_t *p) {
   r->keep_alive = false;
   r->http10 = false;
   r->expect_continue = false;
+  r->answer_now = false;
   c->state = MG_CONN_HEAD;
   c->fresh = false;
   c->started = uv_now(c->srv->loop);
@@ -265,8 +278,16 @@ static int on_headers_complete(llhttp_t *p) {
              "expectation_failed");
     } else if (r->kind != KIND_REJECT && !r->http10) {
       /* The client waits for this before sending the body (RFC 9110,
-       * 10.1.1). Refused requests get their final answer instead. */
+       * 10.1.1). */
       r->expect_continue = true;
+    }
+    if (r->kind == KIND_REJECT) {
+      /* A refused request that expects 100-continue gets its final answer
+       * now, without its body; the connection then closes, as the client
+       * may still send the body (RFC 9110, 10.1.1). */
+      r->keep_alive = false;
+      r->answer_now = true;
+      return HPE_PAUSED;
     }
   }
   c->state = MG_CONN_BODY;
@@ -519,13 +540,15 @@ static void on_timer(uv_timer_t *t) {
   case MG_CONN_BODY: {
     /* Slow headers (slowloris) or a stalled body: say so, then close. */
     bool head = c->state == MG_CONN_HEAD;
+    char extra[PLAIN_EXTRA_MAX];
     c->req.keep_alive = false;
     c->close_after = true;
     c->state = MG_CONN_BUSY;
+    plain_extra(c, extra);
     mg_conn_respond_error(c, 408,
                           head ? "The request headers did not arrive in time."
                                : "The request body did not arrive in time.",
-                          "request_timeout", NULL, NULL);
+                          "request_timeout", NULL, extra);
     if (c->state != MG_CONN_CLOSING && c->queued == 0)
       mg_conn_close(c);
     return;
@@ -578,11 +601,9 @@ static void conn_arm(struct mg_conn *c) {
 
 static void answer_internal(struct mg_conn *c) {
   struct mg_server *srv = c->srv;
-  char id[33];
-  char extra[64];
+  char extra[PLAIN_EXTRA_MAX + 32];
 
-  mg_server__new_id(srv, id);
-  snprintf(extra, sizeof(extra), "x-modelgate-decision: %s\r\n", id);
+  plain_extra(c, extra);
   switch (c->req.kind) {
   case KIND_HEALTHZ:
     mg_conn_respond(c, 200, "application/json", extra, "{\"status\":\"ok\"}",
@@ -650,6 +671,7 @@ static void dispatch(struct mg_conn *c) {
 static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
   int status = c->err_status;
   const char *msg = c->err_msg, *code = c->err_code;
+  char extra[PLAIN_EXTRA_MAX + 32];
 
   if (status == 0) {
     switch (err) {
@@ -695,7 +717,12 @@ static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
   c->close_after = true;
   c->state = MG_CONN_BUSY;
   uv_timer_stop(&c->timer);
-  mg_conn_respond_error(c, status, msg, code, NULL, NULL);
+  plain_extra(c, extra);
+  /* A method llhttp does not know: the URL was never read, so name every
+   * method modelgate accepts anywhere (RFC 9110, 15.5.6). */
+  if (status == 405)
+    strcat(extra, "allow: GET, HEAD, POST\r\n");
+  mg_conn_respond_error(c, status, msg, code, NULL, extra);
   if (c->state != MG_CONN_CLOSING && c->queued == 0)
     mg_conn_close(c);
 }
@@ -721,6 +748,11 @@ static bool conn_feed(struct mg_conn *c, const char *data, size_t len) {
       mg_conn_write(c, &b, 1);
     }
     return true;
+  }
+  if (err == HPE_PAUSED && c->req.answer_now) {
+    /* Paused at the headers: answer and close, ignoring what follows. */
+    dispatch(c);
+    return false;
   }
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
     pos = llhttp_get_error_pos(&c->parser);

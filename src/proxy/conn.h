@@ -40,6 +40,7 @@ struct mg_http_req {
   bool keep_alive;           /* llhttp's verdict at message end */
   bool http10;
   bool expect_continue;
+  bool answer_now;           /* refused at the headers: answer, then close */
 };
 
 enum mg_conn_state {

@@ -545,14 +545,10 @@ static void close_all(struct mg_server *s) {
   close_handle(s, (uv_handle_t *)&s->sig_term);
   close_handle(s, (uv_handle_t *)&s->sig_int);
   close_handle(s, (uv_handle_t *)&s->sig_hup);
-  if (s->listening) {
-    s->listening = false;
-    close_handle(s, (uv_handle_t *)&s->listener);
-  }
-  if (s->admin_listening) {
-    s->admin_listening = false;
-    close_handle(s, (uv_handle_t *)&s->admin_listener);
-  }
+  /* Both listeners were initialized whether or not they listen. */
+  s->listening = s->admin_listening = false;
+  close_handle(s, (uv_handle_t *)&s->listener);
+  close_handle(s, (uv_handle_t *)&s->admin_listener);
   mg_upstream_close(&s->up, on_upstream_closed, s);
 }
 

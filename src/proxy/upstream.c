@@ -18,62 +18,81 @@
 #include "common/str.h"
 #include "config/config.h"
 
-/* One per socket curl opens, from its opening to its closing: curl drops a
- * cached connection's socket from its watch list (CURL_POLL_REMOVE) after
- * every transfer and adds it back for the next one; keeping the uv_poll_t
- * (and its epoll registration) across that saves two system calls and an
- * allocation per request. The handle is closed in on_curl_close, before
- * the descriptor itself, so libuv never watches a reused descriptor. */
+/* A socket curl asked us to watch, with its uv_poll_t.
+ *
+ * curl drops a cached connection's socket from its watch list
+ * (CURL_POLL_REMOVE) after every transfer and adds it back for the next;
+ * keeping the handle (and its epoll registration) across that saves two
+ * system calls and an allocation per request. That is only safe while we
+ * learn about every close of the descriptor, or libuv would be left
+ * watching a number that now belongs to another socket:
+ *
+ * - A socket that carried response bytes (`active`) is connected, and
+ *   libcurl closes connected sockets through CURLOPT_CLOSESOCKETFUNCTION
+ *   (on_curl_close), which closes our handle first. Active sockets keep
+ *   their handle across CURL_POLL_REMOVE.
+ * - libcurl 7.88 closes a socket whose connect had not completed without
+ *   calling that callback (curl PR #11439, fixed in 8.2). Sockets that are
+ *   not active therefore lose their handle at CURL_POLL_REMOVE, which curl
+ *   sends when it stops using a socket.
+ * - Should curl reuse a descriptor number before we saw its REMOVE, the
+ *   generation counter (bumped by on_curl_open) tells the stale handle from
+ *   the new socket. */
 struct up_sock {
   uv_poll_t poll;       /* first: the handle's memory is the struct's */
   curl_socket_t fd;
   struct mg_upstream *up; /* borrowed */
   struct up_sock *prev, *next; /* the upstream's list of sockets */
+  uint32_t gen;         /* the descriptor's generation at creation */
   int events;           /* UV_READABLE/UV_WRITABLE being polled */
   bool wanted;          /* curl watches it (between add and REMOVE) */
-  bool foreign;         /* not opened through on_curl_open (the resolver's
-                         * wake-up pipe): closed on CURL_POLL_REMOVE */
+  bool active;          /* response bytes arrived on it: connected */
 };
 
-/* Sockets by descriptor: descriptors are small integers, so a flat table. */
-static struct up_sock *sock_find(struct mg_upstream *up, curl_socket_t fd) {
-  if (fd < 0 || (size_t)fd >= up->nsock_by_fd)
+struct up_fdslot {
+  struct up_sock *s;    /* borrowed from the list, or NULL */
+  uint32_t gen;         /* times curl opened a socket with this number */
+};
+
+static struct up_fdslot *fdslot(struct mg_upstream *up, curl_socket_t fd,
+                                bool grow) {
+  if (fd < 0)
     return NULL;
-  return up->sock_by_fd[fd];
-}
-
-static int sock_index(struct mg_upstream *up, struct up_sock *s) {
-  if ((size_t)s->fd >= up->nsock_by_fd) {
-    size_t n = up->nsock_by_fd ? up->nsock_by_fd : 64;
-    struct up_sock **p;
-    while (n <= (size_t)s->fd)
+  if ((size_t)fd >= up->nfdslots) {
+    size_t n = up->nfdslots ? up->nfdslots : 64;
+    struct up_fdslot *p;
+    if (!grow)
+      return NULL;
+    while (n <= (size_t)fd)
       n *= 2;
-    p = realloc(up->sock_by_fd, n * sizeof(*p));
+    p = realloc(up->fdslots, n * sizeof(*p));
     if (p == NULL)
-      return -ENOMEM;
-    memset(p + up->nsock_by_fd, 0, (n - up->nsock_by_fd) * sizeof(*p));
-    up->sock_by_fd = p;
-    up->nsock_by_fd = n;
+      return NULL;
+    memset(p + up->nfdslots, 0, (n - up->nfdslots) * sizeof(*p));
+    up->fdslots = p;
+    up->nfdslots = n;
   }
-  up->sock_by_fd[s->fd] = s;
-  return 0;
+  return &up->fdslots[fd];
 }
 
-static struct up_sock *sock_new(struct mg_upstream *up, curl_socket_t fd,
-                                bool foreign) {
-  struct up_sock *s = calloc(1, sizeof(*s));
-  if (s == NULL)
+static struct up_sock *sock_find(struct mg_upstream *up, curl_socket_t fd) {
+  struct up_fdslot *slot = fdslot(up, fd, false);
+  return slot ? slot->s : NULL;
+}
+
+static struct up_sock *sock_new(struct mg_upstream *up, curl_socket_t fd) {
+  struct up_fdslot *slot = fdslot(up, fd, true);
+  struct up_sock *s;
+  if (slot == NULL || (s = calloc(1, sizeof(*s))) == NULL)
     return NULL;
   s->fd = fd;
   s->up = up;
-  s->foreign = foreign;
-  if (sock_index(up, s) != 0 ||
-      uv_poll_init_socket(up->loop, &s->poll, fd) != 0) {
-    if ((size_t)fd < up->nsock_by_fd)
-      up->sock_by_fd[fd] = NULL;
+  s->gen = slot->gen;
+  if (uv_poll_init_socket(up->loop, &s->poll, fd) != 0) {
     free(s);
     return NULL;
   }
+  slot->s = s;
   s->next = up->socks;
   if (up->socks)
     up->socks->prev = s;
@@ -82,9 +101,9 @@ static struct up_sock *sock_new(struct mg_upstream *up, curl_socket_t fd,
 }
 
 static void sock_unlink(struct up_sock *s) {
-  if ((size_t)s->fd < s->up->nsock_by_fd &&
-      s->up->sock_by_fd[s->fd] == s)
-    s->up->sock_by_fd[s->fd] = NULL;
+  struct up_fdslot *slot = fdslot(s->up, s->fd, false);
+  if (slot && slot->s == s)
+    slot->s = NULL;
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -164,19 +183,20 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
                           void *socketp) {
   struct mg_upstream *up = userp;
-  struct up_sock *s = socketp;
+  struct up_sock *s = sock_find(up, fd);
+  struct up_fdslot *slot;
   int events = 0;
 
   (void)easy;
   (void)socketp;
-  s = sock_find(up, fd);
   if (what == CURL_POLL_REMOVE) {
-    /* CURL_POLL_REMOVE does not mean the socket is closed: curl keeps it
-     * in its connection cache. Keep watching for readability only, which
-     * costs nothing while nothing arrives (see struct up_sock). */
-    if (s && s->foreign) {
-      sock_close(s);
-    } else if (s) {
+    if (s == NULL)
+      return 0;
+    if (!s->active) {
+      sock_close(s); /* curl may close it without telling us */
+    } else {
+      /* Cached for reuse: keep watching for readability only, which costs
+       * nothing while nothing arrives (see struct up_sock). */
       s->wanted = false;
       if (s->events != UV_READABLE) {
         s->events = UV_READABLE;
@@ -185,7 +205,12 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     }
     return 0;
   }
-  if (s == NULL && (s = sock_new(up, fd, true)) == NULL)
+  slot = fdslot(up, fd, true);
+  if (s && slot && s->gen != slot->gen) {
+    sock_close(s); /* a stale handle: curl reopened this number */
+    s = NULL;
+  }
+  if (s == NULL && (s = sock_new(up, fd)) == NULL)
     return -1;
   if (what & CURL_POLL_IN)
     events |= UV_READABLE;
@@ -200,23 +225,24 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   return 0;
 }
 
-/* curl opens every socket through us, so that the poll handle exists from
- * the start and lives as long as the descriptor. */
+/* curl opens its sockets through us only to let us count descriptor
+ * generations (see struct up_sock). */
 static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose,
                                   struct curl_sockaddr *addr) {
   struct mg_upstream *up = clientp;
-  struct up_sock *s;
+  struct up_fdslot *slot;
   curl_socket_t fd;
 
   (void)purpose;
   fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
   if (fd == CURL_SOCKET_BAD)
     return CURL_SOCKET_BAD;
-  s = sock_new(up, fd, false);
-  if (s == NULL) {
+  slot = fdslot(up, fd, true);
+  if (slot == NULL) {
     close(fd);
     return CURL_SOCKET_BAD;
   }
+  slot->gen++;
   return fd;
 }
 
@@ -267,7 +293,15 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata) {
 
   if (!call->got_data) {
     char *ct = NULL;
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    struct up_sock *s;
     call->got_data = true;
+    /* Bytes arrived: the socket is connected, and curl will report its
+     * closing (see struct up_sock). */
+    if (curl_easy_getinfo(call->easy, CURLINFO_ACTIVESOCKET, &fd) ==
+            CURLE_OK &&
+        (s = sock_find(call->up, fd)) != NULL)
+      s->active = true;
     call->t_first_byte = uv_hrtime();
     curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
     curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
@@ -764,9 +798,9 @@ void mg_upstream_close(struct mg_upstream *up, void (*cb)(void *arg),
   }
   while (up->socks)
     sock_close(up->socks); /* none should be left; do not leak if so */
-  free(up->sock_by_fd);
-  up->sock_by_fd = NULL;
-  up->nsock_by_fd = 0;
+  free(up->fdslots);
+  up->fdslots = NULL;
+  up->nfdslots = 0;
   free(up->proxy);
   up->proxy = NULL;
   free(up->default_cainfo);

@@ -127,9 +127,9 @@ struct mg_upstream {
   uint32_t idle_connection_ms;
   uint64_t paused_total;     /* times a transfer was paused (metrics) */
   int pending_closes;        /* close callbacks still to come */
-  struct up_sock *socks;     /* every socket curl has open (owned) */
-  struct up_sock **sock_by_fd; /* owned table: descriptor -> socket */
-  size_t nsock_by_fd;
+  struct up_sock *socks;     /* sockets being watched (owned) */
+  struct up_fdslot *fdslots; /* owned table by descriptor number */
+  size_t nfdslots;
   char *proxy;               /* owned: CURLOPT_PROXY for calls, or NULL */
   char *default_cainfo;      /* owned: libcurl's built-in CA bundle */
   bool closing;

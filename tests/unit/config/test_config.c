@@ -101,7 +101,7 @@ static void test_every_error_reported(void **state) {
   assert_true(has_error(&e, "$.targets.t2.api_key_env: environment variable "
                             "MG_TEST_UNSET_VARIABLE is not set"));
   assert_true(has_error(&e, "$.aliases.a.target: unknown target \"nope\""));
-  assert_true(has_error(&e, "$.aliases.b.target: is required"));
+  assert_true(has_error(&e, "$.aliases.b: needs exactly one of \"target\" or \"flag\""));
   assert_true(has_error(&e, "$.default_route: unknown alias \"zzz\""));
   assert_true(has_error(&e, "$.surprise: unknown key"));
   mg_cfg_errors_free(&e);
