@@ -21,6 +21,9 @@ trap cleanup EXIT INT TERM
 
 ./build/mg-mock --listen 127.0.0.1:9900 --quiet 2>"$logs/mock.log" &
 mock=$!
+# The demo's admin token, so that the walkthrough can flip the kill switch.
+export MODELGATE_ADMIN_TOKEN=demo-token
+rm -f /tmp/modelgate-demo.state.json
 ./build/modelgate serve 2>"$logs/modelgate.log" &
 gate=$!
 for _ in $(seq 50); do
@@ -32,8 +35,15 @@ curl -sf http://127.0.0.1:8080/readyz >/dev/null || {
 
 show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; eval "$@"; echo; }
 
-echo "modelgate is listening on http://127.0.0.1:8080 (mock upstream on :9900)"
-show "curl -si http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' -d '{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
+echo "modelgate is listening on http://127.0.0.1:8080 (mock upstream on :9900, admin API on :8081)"
+echo "# gpt-4o is a flag: 90% of users get mock-large, 10% mock-small; the headers say which and why"
+show "curl -si http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' -d '{\"model\":\"gpt-4o\",\"user\":\"alice\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
+echo "# a targeting rule: free-tier users get the small model"
+show "curl -s -D - -o /dev/null http://127.0.0.1:8080/v1/chat/completions -H 'x-modelgate-attr-tier: free' -d '{\"model\":\"gpt-4o\",\"user\":\"alice\",\"messages\":[]}' | grep -i x-modelgate"
+echo "# the kill switch, through the admin API: everyone gets the off variant from the next request on"
+show "curl -s -X POST -H 'authorization: Bearer demo-token' http://127.0.0.1:8081/admin/flags/chat-model/kill | head -c 160"
+show "curl -s -D - -o /dev/null http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o\",\"user\":\"alice\",\"messages\":[]}' | grep -i x-modelgate-reason"
+curl -s -X POST -H 'authorization: Bearer demo-token' http://127.0.0.1:8081/admin/flags/chat-model/unkill >/dev/null
 show "curl -sN http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Stream please\"}]}'"
 show "curl -s http://127.0.0.1:8080/v1/embeddings -d '{\"model\":\"text-embedding-3-small\",\"input\":\"hi\"}'"
 echo "# an unknown model goes to the default route (gpt-4o-mini):"
@@ -44,7 +54,7 @@ echo "# make the upstream hang: modelgate answers 504 when the first byte is lat
 curl -s http://127.0.0.1:9900/_mock/behaviour -d '{"model":"small-v1","mode":"hang"}' >/dev/null
 show "curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o-mini\",\"messages\":[]}'"
 curl -s -X DELETE http://127.0.0.1:9900/_mock/behaviour >/dev/null
-show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_requests_total'"
+show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_(requests_total|flag_requests_total)'"
 
 if [ "${MG_DEMO_EXIT:-0}" = 1 ]; then
   exit 0
