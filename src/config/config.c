@@ -14,8 +14,8 @@
 #define MG_CONFIG_MAX_BYTES (16u << 20)
 
 static const char *const root_keys[] = {
-    "server", "limits", "upstream", "admin", "targets", "flags", "aliases",
-    "default_route", NULL};
+    "server",  "limits", "upstream",      "admin", "targets", "traditional",
+    "cache",   "flags",  "aliases",       "default_route", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", NULL};
 static const char *const server_keys[] = {
@@ -161,8 +161,11 @@ static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
 static void config_free(struct mg_config *c) {
   if (c->proxy_ext && c->proxy_ext_free)
     c->proxy_ext_free(c->proxy_ext);
+  if (c->server_rt && c->server_rt_free)
+    c->server_rt_free(c->server_rt);
   mg_routes_free(&c->routes);
   mg_flags_free(&c->flags);
+  mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
   free(c->upstream.proxy);
   free(c->admin.token_env);
@@ -238,6 +241,7 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_targets_parse(&c->targets,
                      cJSON_GetObjectItemCaseSensitive(root, "targets"),
                      "$.targets", NULL, e);
+    mg_fallbacks_parse(&c->fallbacks, root, &c->targets, e);
     mg_flags_parse(&c->flags, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->targets, e);
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);

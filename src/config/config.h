@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "fallbacks/policy.h"
 #include "routing/flag.h"
 #include "routing/route.h"
 #include "routing/target.h"
@@ -67,9 +68,13 @@ struct mg_config {
   struct mg_targets targets;
   struct mg_flags flags;
   struct mg_routes routes;
+  struct mg_fallbacks fallbacks;
   void *proxy_ext;                  /* owned by the proxy layer: per-snapshot
                                      * state it derives (curl header lists) */
   void (*proxy_ext_free)(void *ext);
+  void *server_rt;                  /* owned by the server: per-snapshot
+                                     * runtime (breaker pointers) */
+  void (*server_rt_free)(void *rt);
 };
 
 /* Load and validate; NULL with e filled on any error. */

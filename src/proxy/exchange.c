@@ -1,10 +1,15 @@
 /* exchange.c - one proxied request.
  *
- *   start: body -> features (routing/request.c) -> alias -> target
- *   attempt: splice the upstream model name into the body, start a call
+ *   start: body -> features -> alias -> flag -> variant -> first target;
+ *          the answer cache first when it serves hits; then the plan
+ *   run:   carry out the plan's steps (fallbacks/plan.c): call a target,
+ *          wait and retry, try the cache, a traditional path, or fail
+ *   call:  splice the upstream model (and a logprobs request for the gate)
+ *          into the body, start an upstream call
  *   on_data (streams): relay each piece as a chunk, pausing the upstream
- *     while the client's write queue is over the high watermark
- *   on_done: check the answer, respond, finish
+ *          while the client's write queue is over the high watermark
+ *   on_done: classify the outcome (gate included); answer, or hand the
+ *          outcome to the plan and run its next step
  *   finish: metrics, release everything, let the connection go on
  *
  * Re-entrancy: writing to the client can fail and close the connection,
@@ -14,6 +19,7 @@
 #include "proxy/exchange.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +28,10 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "config/config.h"
+#include "fallbacks/answer.h"
+#include "fallbacks/cache.h"
+#include "fallbacks/gate.h"
+#include "fallbacks/plan.h"
 #include "proxy/conn.h"
 #include "proxy/http.h"
 #include "proxy/server.h"
@@ -30,26 +40,70 @@
 #include "routing/route.h"
 
 #define EXTRA_MAX 1024
+#define MAX_ATTEMPTS 16
+
+/* A timer for retry waits, apart from the exchange: its memory must live
+ * until libuv's close callback, which may come after the exchange ended. */
+struct wait_timer {
+  uv_timer_t t;
+  struct mg_exchange *ex; /* borrowed; NULL once the exchange let go */
+};
+
+struct attempt {
+  const char *target;  /* borrowed from the snapshot: target or tier name */
+  const char *outcome; /* static: "ok", "timeout_first_byte", "5xx", ... */
+  int status;          /* upstream HTTP status, or 0 */
+  uint32_t ms;
+  double confidence;
+  bool has_confidence;
+};
+
+enum cache_state { CACHE_OFF, CACHE_MISS, CACHE_HIT, CACHE_STORE };
 
 struct mg_exchange {
   struct mg_server *srv;        /* borrowed */
   struct mg_conn *conn;         /* borrowed; NULL once the client is gone */
   struct mg_config *cfg;        /* owned reference: the snapshot we began on */
   enum mg_endpoint ep;
-  struct mg_buf body;           /* owned: the request body */
+  struct mg_buf body;           /* owned: the client's request body */
   struct mg_buf hdrcopy;        /* owned: header values routing uses */
   struct mg_request req;        /* slices into body and hdrcopy; its doc is
                                  * the server's scratch, valid in start only */
-  uint32_t model_start, model_end; /* byte range of the `model` value */
   const struct mg_alias *alias; /* borrowed from cfg */
   const struct mg_flag *flag;   /* borrowed from cfg, or NULL */
   struct mg_flag_decision fd;   /* the flag's decision, when flag is set */
-  const struct mg_target *target; /* borrowed from cfg */
+  const struct mg_target *target; /* borrowed: the variant's target */
+  struct mg_plan plan;
+  struct mg_step step;
   struct mg_up_call *call;      /* the call in flight, or NULL */
+  const struct mg_target *call_target;      /* ...to this target, or */
+  const struct mg_traditional *call_trad;   /* ...to this traditional path */
+  bool call_asked_logprobs;     /* we added logprobs: strip them again */
+  bool call_buffered;           /* a stream asked for whole, to gate it */
+  struct wait_timer *timer;     /* owned until closed; NULL when none */
+  struct mg_cache_key ckey;
+  bool has_ckey;
+  enum cache_state cache;
   char id[33];
+  char served_by[96];           /* target, "cache" or "traditional:<name>" */
   uint64_t t_start;             /* uv_hrtime() when the request was read */
+  uint64_t t_call;              /* uv_hrtime() when the current call began */
+  struct mg_timeouts call_timeouts; /* in force for the current call */
   uint64_t up_ns;               /* time spent waiting for upstreams */
   int status;                   /* status sent to the client */
+  double confidence;            /* of the answer served, when known */
+  bool has_confidence;
+  /* The last failure, to answer with when nothing else can. */
+  const char *fail_tier;        /* borrowed: who failed ("" for none) */
+  int fail_status;
+  const char *fail_code;        /* static */
+  char fail_msg[320];
+  struct mg_buf fail_body;      /* owned: an upstream's own JSON error */
+  struct attempt attempts[MAX_ATTEMPTS];
+  int nattempts;
+  struct mg_gate_acc acc;       /* logprobs of a stream passing through */
+  struct mg_buf sse_line;       /* owned: a partial SSE line */
+  bool stream_gate;             /* record confidence from the stream */
   int holds;                    /* entry points active on the stack */
   bool finished;
   bool in_data;                 /* inside on_data (curl's write callback) */
@@ -58,10 +112,17 @@ struct mg_exchange {
   char extra[EXTRA_MAX];        /* x-modelgate-* header lines */
 };
 
+static void run(struct mg_exchange *ex);
+
+static void timer_release(struct mg_exchange *ex);
+
 static void ex_free(struct mg_exchange *ex) {
+  timer_release(ex);
   mg_request_free(&ex->req);
   mg_buf_free(&ex->body);
   mg_buf_free(&ex->hdrcopy);
+  mg_buf_free(&ex->fail_body);
+  mg_buf_free(&ex->sse_line);
   mg_config_unref(ex->cfg);
   free(ex);
 }
@@ -73,7 +134,11 @@ static void release(struct mg_exchange *ex) {
     ex_free(ex);
 }
 
-/* ---- answering ------------------------------------------------------------ */
+static uint64_t now_ms(const struct mg_exchange *ex) {
+  return uv_now(ex->srv->loop);
+}
+
+/* ---- headers -------------------------------------------------------------- */
 
 /* Append "name: value\r\n" to the extra headers, if it fits. */
 static void extra_add(struct mg_exchange *ex, size_t *len, const char *name,
@@ -94,7 +159,7 @@ static void extra_add(struct mg_exchange *ex, size_t *len, const char *name,
 /* The decision headers (DESIGN.md, "What the client sees"), on every
  * answer: "-" where a request never reached a flag. */
 static void set_extra(struct mg_exchange *ex) {
-  char why[24];
+  char why[24], conf[32];
   size_t len = 0;
   extra_add(ex, &len, "x-modelgate-decision", ex->id);
   if (ex->flag) {
@@ -109,9 +174,22 @@ static void set_extra(struct mg_exchange *ex) {
     extra_add(ex, &len, "x-modelgate-reason",
               ex->alias ? "direct" : "unrouted");
   }
-  if (ex->target)
-    extra_add(ex, &len, "x-modelgate-served-by", ex->target->name);
+  if (ex->served_by[0])
+    extra_add(ex, &len, "x-modelgate-served-by", ex->served_by);
+  if (ex->plan.why)
+    extra_add(ex, &len, "x-modelgate-fallback", mg_trigger_name(ex->plan.why));
+  if (ex->has_confidence) {
+    snprintf(conf, sizeof(conf), "%.4f", ex->confidence);
+    extra_add(ex, &len, "x-modelgate-confidence", conf);
+  }
 }
+
+static void served_by(struct mg_exchange *ex, const char *prefix,
+                      const char *name) {
+  snprintf(ex->served_by, sizeof(ex->served_by), "%s%s", prefix, name);
+}
+
+/* ---- finishing -------------------------------------------------------------- */
 
 static void finish(struct mg_exchange *ex, int status) {
   struct mg_server *srv = ex->srv;
@@ -123,13 +201,17 @@ static void finish(struct mg_exchange *ex, int status) {
   ex->finished = true;
   if (status)
     ex->status = status;
+  timer_release(ex);
   total_ns = uv_hrtime() - ex->t_start;
   mg_server__observe(srv, ex->alias ? ex->alias->name : "-",
                      ex->target ? ex->target->name : NULL, ex->status,
                      total_ns, ex->up_ns);
+  if (ex->plan.why && ex->target)
+    mg_server__observe_fallback(srv, ex->target->name, ex->served_by,
+                                mg_trigger_name(ex->plan.why));
   mg_debug("request %s %s -> %s %d %.3f ms", ex->id,
            ex->alias ? ex->alias->name : "-",
-           ex->target ? ex->target->name : "-", ex->status, total_ns / 1e6);
+           ex->served_by[0] ? ex->served_by : "-", ex->status, total_ns / 1e6);
   ex->conn = NULL;
   if (c)
     mg_conn_request_done(c);
@@ -139,6 +221,7 @@ static void finish(struct mg_exchange *ex, int status) {
 static void respond_error(struct mg_exchange *ex, int status,
                           const char *message, const char *code,
                           const char *param) {
+  set_extra(ex);
   if (ex->conn)
     mg_conn_respond_error(ex->conn, status, message, code, param, ex->extra);
   finish(ex, status);
@@ -162,12 +245,53 @@ static void fail_stream(struct mg_exchange *ex, const char *message,
   finish(ex, 200);
 }
 
-static void describe_failure(const struct mg_exchange *ex,
+/* A whole answer body: JSON as it is, or replayed as a stream when the
+ * client asked for one (a cached answer, a gated buffered stream). */
+static void respond_body(struct mg_exchange *ex, int status, const char *body,
+                         size_t len) {
+  set_extra(ex);
+  if (ex->conn && ex->req.input.stream && status == 200) {
+    struct mg_json_doc *doc = &ex->srv->scratch;
+    struct mg_buf sse;
+    doc->max_tokens = UINT32_MAX;
+    mg_buf_init(&sse, (size_t)-1 / 2);
+    if (mg_json_parse(doc, body, len, NULL) == 0 &&
+        mg_answer_replay_sse(doc, &sse) == 0) {
+      mg_conn_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
+      if (ex->conn)
+        mg_conn_stream_chunk(ex->conn, sse.data, sse.len);
+      if (ex->conn)
+        mg_conn_stream_end(ex->conn);
+      mg_buf_free(&sse);
+      finish(ex, 200);
+      return;
+    }
+    mg_buf_free(&sse);
+    /* not a completion we can replay: send it as it is */
+  }
+  if (ex->conn)
+    mg_conn_respond(ex->conn, status, "application/json", ex->extra, body,
+                    len);
+  finish(ex, status);
+}
+
+/* ---- attempts and failures ------------------------------------------------- */
+
+static struct attempt *attempt_add(struct mg_exchange *ex, const char *name) {
+  struct attempt *a;
+  if (ex->nattempts == MAX_ATTEMPTS)
+    return NULL;
+  a = &ex->attempts[ex->nattempts++];
+  memset(a, 0, sizeof(*a));
+  a->target = name;
+  return a;
+}
+
+static void describe_failure(const struct mg_timeouts *t, const char *name,
                              const struct mg_up_call *call,
-                             enum mg_up_result res, int *status, char *msg,
-                             size_t n, const char **code) {
-  const struct mg_timeouts *t = &ex->target->timeouts;
-  const char *name = ex->target->name;
+                             enum mg_up_result res, uint32_t limit,
+                             int *status, char *msg, size_t n,
+                             const char **code) {
   *status = 502;
   switch (res) {
   case MG_UP_TIMEOUT_CONNECT:
@@ -212,7 +336,7 @@ static void describe_failure(const struct mg_exchange *ex,
   case MG_UP_TOO_BIG:
     *code = "upstream_too_large";
     snprintf(msg, n, "The answer of the upstream of %s exceeds %u bytes.",
-             name, ex->cfg->limits.response_bytes);
+             name, limit);
     break;
   case MG_UP_PROTOCOL:
     *code = "upstream_invalid_response";
@@ -226,53 +350,155 @@ static void describe_failure(const struct mg_exchange *ex,
   }
 }
 
-/* A complete buffered answer: check it and pass it on byte for byte. */
-static void respond_upstream(struct mg_exchange *ex, struct mg_up_call *call) {
-  struct mg_json_doc *doc = &ex->srv->scratch;
-  long st = call->status;
-  bool json_ok;
-  char msg[256];
+static uint32_t trigger_of(enum mg_up_result res) {
+  switch (res) {
+  case MG_UP_CONNECT_ERROR:
+  case MG_UP_RESET:
+    return MG_TRIG_CONNECT;
+  case MG_UP_TIMEOUT_CONNECT:
+  case MG_UP_TIMEOUT_FIRST_BYTE:
+  case MG_UP_TIMEOUT_IDLE:
+  case MG_UP_TIMEOUT_TOTAL:
+    return MG_TRIG_TIMEOUT;
+  default:
+    return MG_TRIG_INVALID;
+  }
+}
 
-  /* Answers can hold far more values than requests (logprobs): the token
-   * ceiling is for request bodies only. */
-  doc->max_tokens = UINT32_MAX;
-  json_ok = call->body.len > 0 &&
-            mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0 &&
-            doc->toks[0].type == MG_JSON_OBJECT;
+static void set_failure(struct mg_exchange *ex, int status, const char *code,
+                        const char *msg) {
+  if (ex->call_target)
+    ex->fail_tier = ex->call_target->name;
+  ex->fail_status = status;
+  ex->fail_code = code;
+  snprintf(ex->fail_msg, sizeof(ex->fail_msg), "%s", msg);
+  mg_buf_reset(&ex->fail_body);
+}
 
-  if (st >= 200 && st < 300) {
-    if (!json_ok) {
-      snprintf(msg, sizeof(msg),
-               "The upstream of %s answered HTTP %ld with a body that is not "
-               "a JSON object.",
-               ex->target->name, st);
-      respond_error(ex, 502, msg, "upstream_invalid_response", NULL);
-      return;
-    }
-  } else if (st >= 400 && st < 600) {
-    /* The upstream's own error, passed on as it is when it is JSON: a 4xx
-     * about the client's request must reach the client unchanged. */
-    if (!json_ok) {
-      snprintf(msg, sizeof(msg),
-               "The upstream of %s answered HTTP %ld with a body that is not "
-               "JSON.",
-               ex->target->name, st);
-      respond_error(ex, 502, msg, "upstream_error", NULL);
-      return;
-    }
-  } else {
-    snprintf(msg, sizeof(msg), "The upstream of %s answered HTTP %ld.",
-             ex->target->name, st);
-    respond_error(ex, 502, msg, "upstream_invalid_response", NULL);
+/* Nothing more to try: answer with the last failure, naming the target
+ * that gave it. */
+static void answer_failure(struct mg_exchange *ex) {
+  if (ex->served_by[0] == '\0' && ex->fail_tier)
+    served_by(ex, "", ex->fail_tier);
+  if (ex->plan.last == MG_TRIG_BREAKER && ex->fail_status == 0) {
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "The upstream of %s is failing (circuit breaker open) and no "
+             "fallback could answer.",
+             ex->target->name);
+    respond_error(ex, 503, msg, "upstream_unavailable", NULL);
     return;
   }
-  if (ex->conn)
-    mg_conn_respond(ex->conn, (int)st, "application/json", ex->extra,
-                    call->body.data, call->body.len);
-  finish(ex, (int)st);
+  if (ex->fail_body.len) {
+    /* The upstream's own error (5xx, 429), passed on as it is. */
+    respond_body(ex, ex->fail_status, ex->fail_body.data, ex->fail_body.len);
+    return;
+  }
+  if (ex->fail_status == 0)
+    set_failure(ex, 502, "upstream_error", "No fallback could answer.");
+  respond_error(ex, ex->fail_status, ex->fail_msg, ex->fail_code, NULL);
+}
+
+/* ---- the cache ------------------------------------------------------------- */
+
+static bool chain_has_cache(const struct mg_policy *p) {
+  uint32_t i;
+  for (i = 0; i < p->nchain; i++)
+    if (p->chain[i].kind == MG_TIER_CACHE)
+      return true;
+  return false;
+}
+
+/* Serve from the cache; false on a miss. */
+static bool answer_from_cache(struct mg_exchange *ex) {
+  const char *body;
+  size_t len;
+  struct mg_buf copy;
+  if (!ex->has_ckey || !mg_server__cache_get(ex->srv, &ex->ckey, &body, &len)) {
+    if (ex->has_ckey)
+      ex->cache = CACHE_MISS;
+    return false;
+  }
+  ex->cache = CACHE_HIT;
+  served_by(ex, "", "cache");
+  attempt_add(ex, "cache")->outcome = "hit";
+  /* The entry is valid until the next cache call: keep a copy while the
+   * answer is written (a stream replay reuses the scratch tokens). */
+  mg_buf_init(&copy, len + 1);
+  if (mg_buf_append(&copy, body, len) != 0) {
+    mg_buf_free(&copy);
+    return false;
+  }
+  respond_body(ex, 200, copy.data, copy.len);
+  mg_buf_free(&copy);
+  return true;
+}
+
+static void cache_store(struct mg_exchange *ex, const char *body, size_t len) {
+  if (!ex->has_ckey)
+    return;
+  if (mg_server__cache_put(ex->srv, &ex->ckey, body, len) == 0)
+    ex->cache = ex->cache == CACHE_HIT ? CACHE_HIT : CACHE_STORE;
+}
+
+/* ---- traditional answers --------------------------------------------------- */
+
+static void answer_text(struct mg_exchange *ex, const char *model,
+                        const char *text, size_t len) {
+  enum mg_answer_kind kind =
+      ex->ep == MG_EP_CHAT ? MG_ANSWER_CHAT : MG_ANSWER_COMPLETION;
+  char id[48];
+  struct mg_buf out;
+  int rc;
+
+  snprintf(id, sizeof(id), "mg-%s", ex->id);
+  mg_buf_init(&out, (size_t)-1 / 2);
+  set_extra(ex);
+  if (ex->req.input.stream)
+    rc = mg_answer_wrap_sse(&out, kind, id, mg_wall_ms() / 1000, model, text,
+                            len);
+  else
+    rc = mg_answer_wrap(&out, kind, id, mg_wall_ms() / 1000, model, text, len);
+  if (rc != 0) {
+    mg_buf_free(&out);
+    respond_error(ex, 500, "Out of memory.", "internal_error", NULL);
+    return;
+  }
+  if (ex->conn && ex->req.input.stream) {
+    mg_conn_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
+    if (ex->conn)
+      mg_conn_stream_chunk(ex->conn, out.data, out.len);
+    if (ex->conn)
+      mg_conn_stream_end(ex->conn);
+  } else if (ex->conn) {
+    mg_conn_respond(ex->conn, 200, "application/json", ex->extra, out.data,
+                    out.len);
+  }
+  mg_buf_free(&out);
+  finish(ex, 200);
 }
 
 /* ---- upstream callbacks --------------------------------------------------- */
+
+/* Feed the bytes of a passing stream to the gate, line by line. */
+static void gate_stream_bytes(struct mg_exchange *ex, const char *p,
+                              size_t n) {
+  size_t i, start = 0;
+  for (i = 0; i < n; i++) {
+    if (p[i] != '\n')
+      continue;
+    if (mg_buf_append(&ex->sse_line, p + start, i - start) == 0 &&
+        ex->sse_line.len > 6 && memcmp(ex->sse_line.data, "data: ", 6) == 0 &&
+        !(ex->sse_line.len >= 12 &&
+          memcmp(ex->sse_line.data + 6, "[DONE]", 6) == 0))
+      mg_gate_acc_event(&ex->acc, ex->sse_line.data + 6,
+                        ex->sse_line.len - 6, &ex->srv->scratch);
+    mg_buf_reset(&ex->sse_line);
+    start = i + 1;
+  }
+  if (start < n && mg_buf_append(&ex->sse_line, p + start, n - start) != 0)
+    mg_buf_reset(&ex->sse_line); /* an absurd line: skip it */
+}
 
 static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
   struct mg_exchange *ex = call->owner;
@@ -285,6 +511,10 @@ static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
   if (!ex->stream_started) {
     ex->stream_started = true;
     ex->status = 200;
+    /* The head goes out now: the target streaming is the one serving. */
+    if (ex->call_target)
+      served_by(ex, "", ex->call_target->name);
+    set_extra(ex);
     mg_conn_stream_head(ex->conn, 200,
                         call->content_type[0] ? call->content_type
                                               : "text/event-stream",
@@ -295,64 +525,367 @@ static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
     release(ex);
     return MG_UP_PAUSE;
   }
-  if (ex->conn && mg_conn_stream_chunk(ex->conn, p, n) == 0 && ex->conn)
+  if (ex->conn && mg_conn_stream_chunk(ex->conn, p, n) == 0 && ex->conn) {
     taken = n;
+    if (ex->stream_gate)
+      gate_stream_bytes(ex, p, n);
+  }
   ex->in_data = false;
   release(ex);
   return taken;
 }
 
-static void on_done(struct mg_up_call *call, enum mg_up_result res) {
+static void on_target_done(struct mg_up_call *call, enum mg_up_result res);
+static void on_trad_done(struct mg_up_call *call, enum mg_up_result res);
+static const struct mg_up_call_cbs target_cbs = {on_data, on_target_done};
+static const struct mg_up_call_cbs trad_cbs = {on_data, on_trad_done};
+
+/* The Retry-After of a 429 or 503, in milliseconds (delta-seconds only). */
+static uint32_t retry_after(struct mg_up_call *call) {
+  char v[64], *end;
+  double s;
+  if (mg_up_call_header(call, "retry-after", v, sizeof(v)) != 0)
+    return 0;
+  s = strtod(v, &end);
+  if (end == v || !(s >= 0) || s > 86400)
+    return 0;
+  return (uint32_t)(s * 1000);
+}
+
+/* A complete answer from a target: 0 and the body to serve (maybe with
+ * logprobs stripped, in out), or a trigger. Also reads the confidence. */
+static uint32_t judge_answer(struct mg_exchange *ex, struct mg_up_call *call,
+                             struct mg_buf *out, struct attempt *a) {
+  const struct mg_policy *pol = mg_policy_of(&ex->cfg->fallbacks,
+                                             ex->call_target);
+  const struct mg_gate_cfg *g = &pol->gate;
+  struct mg_json_doc *doc = &ex->srv->scratch;
+  double conf;
+  int rc;
+
+  doc->max_tokens = UINT32_MAX;
+  if (call->body.len == 0 ||
+      mg_json_parse(doc, call->body.data, call->body.len, NULL) != 0 ||
+      doc->toks[0].type != MG_JSON_OBJECT) {
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "The upstream of %s answered HTTP %ld with a body that is not a "
+             "JSON object.",
+             ex->call_target->name, call->status);
+    set_failure(ex, 502, "upstream_invalid_response", msg);
+    a->outcome = "invalid";
+    return MG_TRIG_INVALID;
+  }
+  if (g->enabled && ex->ep != MG_EP_EMBEDDINGS) {
+    char hv[64];
+    const char *header = NULL;
+    if (g->source == MG_CONF_HEADER &&
+        mg_up_call_header(call, g->header, hv, sizeof(hv)) == 0)
+      header = hv;
+    rc = mg_gate_confidence(g, doc, header, &conf);
+    if (rc == 0) {
+      a->confidence = conf;
+      a->has_confidence = true;
+      ex->confidence = conf;
+      ex->has_confidence = true;
+    }
+    if ((rc == 0 && conf < g->min) || (rc != 0 && g->missing_fails)) {
+      char msg[256];
+      if (rc == 0)
+        snprintf(msg, sizeof(msg),
+                 "The answer of %s had confidence %.4f, below %.4f.",
+                 ex->call_target->name, conf, g->min);
+      else
+        snprintf(msg, sizeof(msg),
+                 "The answer of %s carried no confidence signal.",
+                 ex->call_target->name);
+      set_failure(ex, 422, "low_confidence", msg);
+      a->outcome = "low_confidence";
+      return MG_TRIG_LOW_CONF;
+    }
+  }
+  if (ex->call_asked_logprobs) {
+    if (mg_gate_strip_logprobs(doc, out) != 0) {
+      set_failure(ex, 500, "internal_error", "Out of memory.");
+      a->outcome = "error";
+      return MG_TRIG_INVALID;
+    }
+  } else if (mg_buf_append(out, call->body.data, call->body.len) != 0) {
+    set_failure(ex, 500, "internal_error", "Out of memory.");
+    a->outcome = "error";
+    return MG_TRIG_INVALID;
+  }
+  a->outcome = "ok";
+  return 0;
+}
+
+static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   struct mg_exchange *ex = call->owner;
+  const struct mg_target *t = ex->call_target;
+  struct attempt *a;
+  struct mg_outcome o = {0, 0};
+  struct mg_buf answer;
+  int status = 0;
 
   hold(ex);
   ex->call = NULL;
   ex->up_ns += call->t_end - call->t_start;
+  mg_buf_init(&answer, (size_t)-1 / 2);
+  a = attempt_add(ex, t->name);
+  if (a == NULL)
+    a = &ex->attempts[MAX_ATTEMPTS - 1];
+  a->ms = (uint32_t)((call->t_end - call->t_start) / 1000000);
+  a->status = (int)call->status;
+
   if (ex->conn == NULL || res == MG_UP_ABORTED) {
+    a->outcome = "client_gone";
+    mg_plan_abandon(&ex->plan);
     finish(ex, 499);
-  } else if (ex->stream_started) {
+    goto out;
+  }
+  if (ex->stream_started) {
+    /* Bytes reached the client: no fallback is possible any more. */
     if (res == MG_UP_OK) {
+      double conf;
+      const struct mg_policy *pol = mg_policy_of(&ex->cfg->fallbacks, t);
+      a->outcome = "ok";
+      if (ex->stream_gate &&
+          mg_gate_acc_confidence(&ex->acc, pol->gate.source, &conf) == 0) {
+        a->confidence = ex->confidence = conf;
+        a->has_confidence = ex->has_confidence = true;
+      }
       mg_conn_stream_end(ex->conn);
+      o.trigger = 0;
+      mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
       finish(ex, 200);
     } else {
-      int status;
       const char *code = NULL;
-      char msg[512];
-      describe_failure(ex, call, res, &status, msg, sizeof(msg), &code);
+      char msg[320];
+      describe_failure(&ex->call_timeouts, t->name, call, res,
+                       ex->cfg->limits.response_bytes, &status, msg,
+                       sizeof(msg), &code);
+      a->outcome = mg_up_result_name(res);
+      o.trigger = trigger_of(res);
+      mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
       fail_stream(ex, msg, code);
     }
-  } else if (res == MG_UP_OK) {
-    respond_upstream(ex, call);
-  } else {
-    int status;
-    const char *code = NULL;
-    char msg[512];
-    describe_failure(ex, call, res, &status, msg, sizeof(msg), &code);
-    mg_debug("request %s: %s", ex->id, msg);
-    respond_error(ex, status, msg, code, NULL);
+    goto breaker;
   }
+
+  if (res != MG_UP_OK) {
+    const char *code = NULL;
+    char msg[320];
+    describe_failure(&ex->call_timeouts, t->name, call, res,
+                     ex->cfg->limits.response_bytes, &status, msg,
+                     sizeof(msg), &code);
+    mg_debug("request %s: %s", ex->id, msg);
+    set_failure(ex, status, code, msg);
+    a->outcome = mg_up_result_name(res);
+    o.trigger = trigger_of(res);
+  } else if (call->status == 429 || call->status >= 500) {
+    char msg[256];
+    o.trigger = call->status == 429 ? MG_TRIG_429 : MG_TRIG_5XX;
+    o.retry_after_ms = retry_after(call);
+    a->outcome = call->status == 429 ? "429" : "5xx";
+    snprintf(msg, sizeof(msg), "The upstream of %s answered HTTP %ld.",
+             t->name, call->status);
+    set_failure(ex, call->status >= 500 && call->status < 600
+                        ? (int)call->status
+                        : 502,
+                "upstream_error", msg);
+    /* Keep the upstream's own JSON error to pass on if nothing else
+     * answers; a non-JSON one becomes a 502 of ours. */
+    {
+      struct mg_json_doc *doc = &ex->srv->scratch;
+      doc->max_tokens = UINT32_MAX;
+      if (call->body.len &&
+          mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0 &&
+          doc->toks[0].type == MG_JSON_OBJECT) {
+        ex->fail_status = (int)call->status;
+        if (mg_buf_append(&ex->fail_body, call->body.data, call->body.len))
+          mg_buf_reset(&ex->fail_body);
+      } else {
+        snprintf(msg, sizeof(msg),
+                 "The upstream of %s answered HTTP %ld with a body that is "
+                 "not JSON.",
+                 t->name, call->status);
+        set_failure(ex, 502, "upstream_error", msg);
+      }
+    }
+  } else if (call->status >= 400) {
+    /* The client's own request was refused: returned as it is, never
+     * masked by a fallback (DESIGN.md). The upstream itself is fine. */
+    struct mg_json_doc *doc = &ex->srv->scratch;
+    a->outcome = "client_error";
+    mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
+    served_by(ex, "", t->name);
+    doc->max_tokens = UINT32_MAX;
+    if (call->body.len &&
+        mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0) {
+      respond_body(ex, (int)call->status, call->body.data, call->body.len);
+    } else {
+      char msg[256];
+      snprintf(msg, sizeof(msg),
+               "The upstream of %s answered HTTP %ld with a body that is not "
+               "JSON.",
+               t->name, call->status);
+      respond_error(ex, 502, msg, "upstream_error", NULL);
+    }
+    goto breaker;
+  } else if (call->status < 200 || call->status >= 300) {
+    char msg[256];
+    snprintf(msg, sizeof(msg), "The upstream of %s answered HTTP %ld.",
+             t->name, call->status);
+    set_failure(ex, 502, "upstream_invalid_response", msg);
+    a->outcome = "invalid";
+    o.trigger = MG_TRIG_INVALID;
+  } else {
+    o.trigger = judge_answer(ex, call, &answer, a);
+    if (o.trigger == MG_TRIG_LOW_CONF &&
+        mg_policy_of(&ex->cfg->fallbacks, t)->gate.abstain) {
+      /* Abstain: say the model is unsure rather than try another. */
+      mg_plan_result(&ex->plan, &(struct mg_outcome){0, 0},
+                     (int64_t)now_ms(ex), 0, &ex->step);
+      served_by(ex, "", t->name);
+      respond_error(ex, 422, ex->fail_msg, "low_confidence", NULL);
+      goto breaker;
+    }
+  }
+
+  mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex),
+                 mg_server__random(ex->srv), &ex->step);
+  if (ex->step.kind == MG_STEP_DONE) {
+    served_by(ex, "", t->name);
+    cache_store(ex, answer.data, answer.len);
+    respond_body(ex, (int)call->status, answer.data, answer.len);
+  } else {
+    run(ex);
+  }
+breaker:
+  if (ex->plan.breaker_target)
+    mg_server__breaker_changed(ex->srv, ex->plan.breaker_target,
+                               ex->plan.breaker_state);
+out:
+  mg_buf_free(&answer);
   mg_up_call_release(call);
   release(ex);
 }
 
-static const struct mg_up_call_cbs call_cbs = {on_data, on_done};
+static void on_trad_done(struct mg_up_call *call, enum mg_up_result res) {
+  struct mg_exchange *ex = call->owner;
+  const struct mg_traditional *t = ex->call_trad;
+  struct mg_buf tmp;
+  const char *text = NULL;
+  size_t len = 0;
+  struct attempt *a;
+  char name[96];
 
-/* ---- start ------------------------------------------------------------------ */
+  hold(ex);
+  ex->call = NULL;
+  ex->up_ns += call->t_end - call->t_start;
+  snprintf(name, sizeof(name), "traditional:%s", t->name);
+  a = attempt_add(ex, t->name);
+  if (a) {
+    a->ms = (uint32_t)((call->t_end - call->t_start) / 1000000);
+    a->status = (int)call->status;
+  }
+  mg_buf_init(&tmp, (size_t)-1 / 2);
+  if (ex->conn == NULL || res == MG_UP_ABORTED) {
+    finish(ex, 499);
+  } else if (res == MG_UP_OK && call->status >= 200 && call->status < 300 &&
+             mg_answer_text(call->body.data ? call->body.data : "",
+                            call->body.len, t->field, &ex->srv->scratch, &tmp,
+                            &text, &len) == 0) {
+    if (a)
+      a->outcome = "ok";
+    served_by(ex, "traditional:", t->name);
+    answer_text(ex, name, text, len);
+  } else {
+    if (a)
+      a->outcome = res == MG_UP_OK ? "invalid" : mg_up_result_name(res);
+    mg_plan_skip(&ex->plan,
+                 res == MG_UP_OK ? MG_TRIG_INVALID : trigger_of(res),
+                 (int64_t)now_ms(ex), &ex->step);
+    run(ex);
+  }
+  mg_buf_free(&tmp);
+  mg_up_call_release(call);
+  release(ex);
+}
 
-/* The body with `model` replaced by the target's upstream model name. */
-static int upstream_body(struct mg_exchange *ex, char **out, size_t *len) {
-  struct mg_buf b;
+/* ---- calls ------------------------------------------------------------------ */
+
+/* The upstream request body for target t: the client's body with `model`
+ * replaced, logprobs asked for when the gate needs them and the client did
+ * not, and `stream` turned off when a stream is to be gated whole. */
+static int upstream_body(struct mg_exchange *ex, const struct mg_target *t,
+                         char **out, size_t *len) {
+  const struct mg_gate_cfg *g =
+      &mg_policy_of(&ex->cfg->fallbacks, t)->gate;
+  struct mg_json_doc *doc = &ex->srv->scratch;
+  struct mg_buf b, tmp;
+  uint32_t m, s;
   int rc;
 
+  ex->call_asked_logprobs = mg_gate_needs_logprobs(g) && !ex->req.logprobs &&
+                            ex->ep != MG_EP_EMBEDDINGS;
+  ex->call_buffered = ex->req.input.stream && g->enabled && g->buffer_streams;
+  ex->stream_gate = ex->req.input.stream && !ex->call_buffered &&
+                    g->enabled && g->source != MG_CONF_JSON;
+  doc->max_tokens = ex->cfg->limits.json_tokens;
+  if (mg_json_parse(doc, ex->body.data, ex->body.len, NULL) != 0)
+    return -EINVAL; /* parsed fine at start; cannot happen */
   mg_buf_init(&b, (size_t)-1 / 2);
-  rc = mg_buf_reserve(&b, ex->body.len + strlen(ex->target->model) * 6 + 2);
-  if (rc == 0)
-    rc = mg_buf_append(&b, ex->body.data, ex->model_start);
-  if (rc == 0)
-    rc = mg_buf_json_str(&b, ex->target->model, strlen(ex->target->model));
-  if (rc == 0)
-    rc = mg_buf_append(&b, ex->body.data + ex->model_end,
-                       ex->body.len - ex->model_end);
+  mg_buf_init(&tmp, (size_t)-1 / 2);
+  /* Splices, from the end of the body to its start so that earlier
+   * offsets stay valid: stream, then model. */
+  m = mg_json_getc(doc, 0, "model");
+  s = ex->call_buffered ? mg_json_getc(doc, 0, "stream") : MG_JSON_NOTFOUND;
+  rc = mg_buf_reserve(&b, ex->body.len + strlen(t->model) * 6 + 16);
+  if (rc == 0 && s != MG_JSON_NOTFOUND && doc->toks[s].start > doc->toks[m].start) {
+    rc = mg_buf_append(&b, ex->body.data, doc->toks[m].start);
+    if (rc == 0)
+      rc = mg_buf_json_str(&b, t->model, strlen(t->model));
+    if (rc == 0)
+      rc = mg_buf_append(&b, ex->body.data + doc->toks[m].end,
+                         doc->toks[s].start - doc->toks[m].end);
+    if (rc == 0)
+      rc = mg_buf_puts(&b, "false");
+    if (rc == 0)
+      rc = mg_buf_append(&b, ex->body.data + doc->toks[s].end,
+                         ex->body.len - doc->toks[s].end);
+  } else if (rc == 0 && s != MG_JSON_NOTFOUND) {
+    rc = mg_buf_append(&b, ex->body.data, doc->toks[s].start);
+    if (rc == 0)
+      rc = mg_buf_puts(&b, "false");
+    if (rc == 0)
+      rc = mg_buf_append(&b, ex->body.data + doc->toks[s].end,
+                         doc->toks[m].start - doc->toks[s].end);
+    if (rc == 0)
+      rc = mg_buf_json_str(&b, t->model, strlen(t->model));
+    if (rc == 0)
+      rc = mg_buf_append(&b, ex->body.data + doc->toks[m].end,
+                         ex->body.len - doc->toks[m].end);
+  } else if (rc == 0) {
+    rc = mg_buf_append(&b, ex->body.data, doc->toks[m].start);
+    if (rc == 0)
+      rc = mg_buf_json_str(&b, t->model, strlen(t->model));
+    if (rc == 0)
+      rc = mg_buf_append(&b, ex->body.data + doc->toks[m].end,
+                         ex->body.len - doc->toks[m].end);
+  }
+  if (rc == 0 && ex->call_asked_logprobs) {
+    /* One more pass for the logprobs member: rare (gated targets only). */
+    if (mg_json_parse(doc, b.data, b.len, NULL) != 0 ||
+        mg_gate_ask_logprobs(doc, ex->ep == MG_EP_CHAT, &tmp) != 0) {
+      rc = -ENOMEM;
+    } else {
+      mg_buf_free(&b);
+      b = tmp;
+      mg_buf_init(&tmp, 0);
+    }
+  }
+  mg_buf_free(&tmp);
   if (rc) {
     mg_buf_free(&b);
     return rc;
@@ -361,33 +894,174 @@ static int upstream_body(struct mg_exchange *ex, char **out, size_t *len) {
   return 0;
 }
 
-static void attempt(struct mg_exchange *ex) {
-  const struct mg_target *t = ex->target;
+static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+static void start_target_call(struct mg_exchange *ex,
+                              const struct mg_target *t, uint32_t budget) {
+  const struct mg_up_target *view = mg_up_target_view(ex->cfg, t);
   struct mg_up_request ur;
   char *body = NULL;
   size_t len = 0;
 
   memset(&ur, 0, sizeof(ur));
-  ur.target = mg_up_target_view(ex->cfg, t);
-  if (ur.target == NULL || upstream_body(ex, &body, &len) != 0) {
+  ex->call_target = t;
+  ex->call_trad = NULL;
+  mg_gate_acc_init(&ex->acc);
+  mg_buf_reset(&ex->sse_line);
+  if (view == NULL || upstream_body(ex, t, &body, &len) != 0) {
     respond_error(ex, 500, "Out of memory.", "internal_error", NULL);
     return;
   }
-  ur.endpoint = ex->ep;
+  ur.url = view->urls[ex->ep];
+  ur.headers = view->headers;
   ur.body = body;
   ur.body_len = len;
-  ur.timeouts = t->timeouts;
-  ur.stream = ex->req.input.stream;
+  /* Each attempt gets what is left of the request's deadline, at most. */
+  ur.timeouts.connect_ms = min_u32(t->timeouts.connect_ms, budget);
+  ur.timeouts.first_byte_ms = min_u32(t->timeouts.first_byte_ms, budget);
+  ur.timeouts.idle_ms = t->timeouts.idle_ms;
+  ur.timeouts.total_ms = min_u32(t->timeouts.total_ms, budget);
+  ur.stream = ex->req.input.stream && !ex->call_buffered;
   ur.max_response = ex->cfg->limits.response_bytes;
   ur.ca_file = t->ca_file;
   ur.tls_verify = t->tls_verify;
-  ex->call = mg_up_call_start(&ex->srv->up, &ur, &call_cbs, ex);
+  ex->t_call = uv_hrtime();
+  ex->call_timeouts = ur.timeouts;
+  ex->call = mg_up_call_start(&ex->srv->up, &ur, &target_cbs, ex);
   if (ex->call == NULL) {
+    struct mg_outcome o = {MG_TRIG_CONNECT, 0};
     free(body);
-    respond_error(ex, 503, "Could not start the upstream request.",
-                  "upstream_unavailable", NULL);
+    set_failure(ex, 503, "upstream_unavailable",
+                "Could not start the upstream request.");
+    mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
+    run(ex);
   }
 }
+
+static void start_trad_call(struct mg_exchange *ex,
+                            const struct mg_traditional *t, uint32_t budget) {
+  const struct mg_up_view *view = mg_up_trad_view(ex->cfg, t);
+  struct mg_up_request ur;
+  char *body;
+
+  memset(&ur, 0, sizeof(ur));
+  ex->call_target = NULL;
+  ex->call_trad = t;
+  /* The traditional service receives the client's original request. */
+  body = malloc(ex->body.len + 1);
+  if (view == NULL || body == NULL) {
+    free(body);
+    mg_plan_skip(&ex->plan, MG_TRIG_INVALID, (int64_t)now_ms(ex), &ex->step);
+    run(ex);
+    return;
+  }
+  memcpy(body, ex->body.data ? ex->body.data : "", ex->body.len);
+  ur.url = view->url;
+  ur.headers = view->headers;
+  ur.body = body;
+  ur.body_len = ex->body.len;
+  ur.timeouts.connect_ms = min_u32(t->timeout_ms, budget);
+  ur.timeouts.first_byte_ms = min_u32(t->timeout_ms, budget);
+  ur.timeouts.idle_ms = t->timeout_ms;
+  ur.timeouts.total_ms = min_u32(t->timeout_ms, budget);
+  ur.stream = false;
+  ur.max_response = ex->cfg->limits.response_bytes;
+  ur.tls_verify = true;
+  ex->t_call = uv_hrtime();
+  ex->call = mg_up_call_start(&ex->srv->up, &ur, &trad_cbs, ex);
+  if (ex->call == NULL) {
+    free(body);
+    mg_plan_skip(&ex->plan, MG_TRIG_CONNECT, (int64_t)now_ms(ex), &ex->step);
+    run(ex);
+  }
+}
+
+/* ---- waiting ---------------------------------------------------------------- */
+
+static void on_wait_closed(uv_handle_t *h) { free(h->data); }
+
+static void timer_release(struct mg_exchange *ex) {
+  struct wait_timer *w = ex->timer;
+  if (w == NULL)
+    return;
+  ex->timer = NULL;
+  w->ex = NULL;
+  w->t.data = w;
+  uv_close((uv_handle_t *)&w->t, on_wait_closed);
+}
+
+static void on_wait(uv_timer_t *t) {
+  struct wait_timer *w = t->data;
+  struct mg_exchange *ex = w->ex;
+  if (ex == NULL || ex->finished)
+    return;
+  hold(ex);
+  timer_release(ex);
+  mg_plan_resume(&ex->plan, (int64_t)now_ms(ex), &ex->step);
+  run(ex);
+  release(ex);
+}
+
+static void wait_then_retry(struct mg_exchange *ex, uint32_t ms) {
+  struct wait_timer *w = calloc(1, sizeof(*w));
+  if (w == NULL) {
+    mg_plan_resume(&ex->plan, (int64_t)now_ms(ex), &ex->step);
+    run(ex);
+    return;
+  }
+  w->ex = ex;
+  uv_timer_init(ex->srv->loop, &w->t);
+  w->t.data = w;
+  ex->timer = w;
+  mg_server__observe_retry(ex->srv, ex->plan.current->name);
+  uv_timer_start(&w->t, on_wait, ms, 0);
+}
+
+/* ---- the plan's steps ------------------------------------------------------ */
+
+static void run(struct mg_exchange *ex) {
+  for (;;) {
+    if (ex->finished)
+      return;
+    switch (ex->step.kind) {
+    case MG_STEP_CALL:
+      start_target_call(ex, ex->step.target, ex->step.budget_ms);
+      return;
+    case MG_STEP_WAIT:
+      wait_then_retry(ex, ex->step.wait_ms);
+      return;
+    case MG_STEP_CACHE:
+      if (answer_from_cache(ex))
+        return;
+      mg_plan_skip(&ex->plan, 0, (int64_t)now_ms(ex), &ex->step);
+      continue;
+    case MG_STEP_TRADITIONAL:
+      if (ex->step.trad->static_text) {
+        char name[96];
+        snprintf(name, sizeof(name), "traditional:%s", ex->step.trad->name);
+        served_by(ex, "traditional:", ex->step.trad->name);
+        attempt_add(ex, ex->step.trad->name)->outcome = "ok";
+        answer_text(ex, name, ex->step.trad->static_text,
+                    strlen(ex->step.trad->static_text));
+        return;
+      }
+      if (ex->ep == MG_EP_EMBEDDINGS) {
+        /* A traditional service cannot make embeddings. */
+        mg_plan_skip(&ex->plan, 0, (int64_t)now_ms(ex), &ex->step);
+        continue;
+      }
+      start_trad_call(ex, ex->step.trad, ex->step.budget_ms);
+      return;
+    case MG_STEP_FAIL:
+      answer_failure(ex);
+      return;
+    case MG_STEP_DONE:
+      return;
+    }
+  }
+}
+
+/* ---- start ------------------------------------------------------------------ */
 
 /* Copy the headers routing reads (unit and attributes) so that they outlive
  * the connection's buffers. */
@@ -418,15 +1092,10 @@ static void copy_headers(struct mg_exchange *ex, struct mg_conn *c) {
       if (mg_buf_append(&ex->hdrcopy, value.p, value.len) == 0)
         ex->req.unit_header = (struct mg_str){v, value.len};
     } else if (name.len > plen && mg_str_has_prefix_nocase(name, attr_prefix)) {
-      /* Attribute names are matched in lower case, as header names are
-       * case-insensitive. */
       char *n = ex->hdrcopy.data + ex->hdrcopy.len;
-      size_t k, nl = name.len - plen;
+      size_t nl = name.len - plen;
       if (mg_buf_append(&ex->hdrcopy, name.p + plen, nl) != 0)
         continue;
-      for (k = 0; k < nl; k++)
-        if (n[k] >= 'A' && n[k] <= 'Z')
-          n[k] = (char)(n[k] | 0x20);
       v = ex->hdrcopy.data + ex->hdrcopy.len;
       if (mg_buf_append(&ex->hdrcopy, value.p, value.len) == 0)
         mg_request_add_attr(&ex->req, (struct mg_str){n, nl},
@@ -455,6 +1124,7 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
                        int endpoint) {
   struct mg_exchange *ex = calloc(1, sizeof(*ex));
   struct mg_request_error err;
+  const struct mg_policy *pol;
 
   if (ex == NULL) {
     mg_conn_respond_error(c, 503, "Out of memory.", "internal_error", NULL,
@@ -469,12 +1139,13 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
   ex->t_start = uv_hrtime();
   ex->body = c->req.body;
   mg_buf_init(&c->req.body, ex->body.max);
+  mg_buf_init(&ex->fail_body, ex->cfg->limits.response_bytes);
+  mg_buf_init(&ex->sse_line, 1u << 20);
   mg_request_init(&ex->req, ex->ep);
   mg_server__new_id(srv, ex->id);
   c->ex = ex;
   srv->inflight++;
   hold(ex);
-  set_extra(ex);
   copy_headers(ex, c);
 
   srv->scratch.max_tokens = ex->cfg->limits.json_tokens;
@@ -484,8 +1155,6 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
                   request_error_code(err.code), err.param);
     goto out;
   }
-  ex->model_start = srv->scratch.toks[ex->req.model_tok].start;
-  ex->model_end = srv->scratch.toks[ex->req.model_tok].end;
   ex->alias = mg_route_lookup(&ex->cfg->routes, ex->req.model);
   if (ex->alias == NULL) {
     char msg[300];
@@ -509,8 +1178,27 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
   } else {
     ex->target = ex->alias->target;
   }
-  set_extra(ex);
-  attempt(ex);
+
+  /* The cache key is read now, while the request's tokens are at hand. */
+  pol = mg_policy_of(&ex->cfg->fallbacks, ex->target);
+  if (ex->cfg->fallbacks.cache.enabled && ex->ep != MG_EP_EMBEDDINGS &&
+      (ex->cfg->fallbacks.cache.serve_hits || chain_has_cache(pol)) &&
+      mg_cache_key(ex->alias->name, &srv->scratch, &ex->ckey) == 0)
+    ex->has_ckey = true;
+  if (ex->has_ckey && ex->cfg->fallbacks.cache.serve_hits &&
+      answer_from_cache(ex))
+    goto out;
+
+  {
+    struct mg_breaker *const *breakers = mg_server__breakers(srv, ex->cfg);
+    if (breakers == NULL) {
+      respond_error(ex, 503, "Out of memory.", "internal_error", NULL);
+      goto out;
+    }
+    mg_plan_start(&ex->plan, &ex->cfg->fallbacks, ex->target, breakers,
+                  (int64_t)now_ms(ex), &ex->step);
+  }
+  run(ex);
 out:
   release(ex);
 }
@@ -529,6 +1217,7 @@ void mg_exchange_client_gone(struct mg_exchange *ex) {
     ex->call = NULL;
     ex->up_ns += uv_hrtime() - call->t_start;
     mg_up_call_cancel(call);
+    mg_plan_abandon(&ex->plan);
   }
   finish(ex, 499);
   release(ex);
@@ -551,6 +1240,7 @@ void mg_exchange_abort(struct mg_exchange *ex) {
     ex->call = NULL;
     ex->up_ns += uv_hrtime() - call->t_start;
     mg_up_call_cancel(call);
+    mg_plan_abandon(&ex->plan);
   }
   if (ex->stream_started)
     fail_stream(ex, "modelgate is shutting down.", "shutting_down");

@@ -70,6 +70,38 @@ static int register_metrics(struct mg_metrics *m) {
                           "Weights in force per flag and variant (file or "
                           "runtime override).",
                           MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_fallbacks_total",
+                          "Requests answered by a fallback tier, by the "
+                          "first target, the tier that answered and the "
+                          "reason.",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_retries_total",
+                          "Retries of a target after a failure.", MG_COUNTER,
+                          NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_breaker_state",
+                          "Circuit breaker per target: 0 closed, 1 open, 2 "
+                          "half-open.",
+                          MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_breaker_transitions_total",
+                          "Circuit breaker state changes, by target and new "
+                          "state.",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_cache_hits_total",
+                          "Answers served from the cache.", MG_COUNTER, NULL,
+                          0);
+  rc |= mg_metrics_family(m, "modelgate_cache_misses_total",
+                          "Cache lookups that found nothing fresh.",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_cache_stores_total",
+                          "Answers stored in the cache.", MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_cache_evictions_total",
+                          "Entries evicted to stay within the cache limits.",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_cache_entries",
+                          "Entries in the answer cache.", MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_cache_bytes",
+                          "Bytes held by the answer cache.", MG_GAUGE, NULL,
+                          0);
   rc |= mg_metrics_family(m, "modelgate_flag_killed",
                           "1 when the flag's kill switch is on.", MG_GAUGE,
                           NULL, 0);
@@ -169,6 +201,36 @@ void mg_server__observe(struct mg_server *s, const char *route,
 
 int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
   struct mg_buf l;
+  struct mg_cache_stats cs;
+  size_t i;
+  mg_cache_stats(s->cache, &cs);
+  mg_series_set(mg_metrics_series(s->metrics, "modelgate_cache_hits_total", ""),
+                (double)cs.hits);
+  mg_series_set(
+      mg_metrics_series(s->metrics, "modelgate_cache_misses_total", ""),
+      (double)cs.misses);
+  mg_series_set(
+      mg_metrics_series(s->metrics, "modelgate_cache_stores_total", ""),
+      (double)cs.stores);
+  mg_series_set(
+      mg_metrics_series(s->metrics, "modelgate_cache_evictions_total", ""),
+      (double)cs.evictions);
+  mg_series_set(mg_metrics_series(s->metrics, "modelgate_cache_entries", ""),
+                (double)cs.entries);
+  mg_series_set(mg_metrics_series(s->metrics, "modelgate_cache_bytes", ""),
+                (double)cs.bytes);
+  /* Breaker states of the current snapshot's targets. */
+  for (i = 0; i < s->cfg->targets.n; i++) {
+    const struct mg_target *t = &s->cfg->targets.v[i];
+    struct mg_breaker *b = mg_map_get(&s->breakers, t->name, strlen(t->name));
+    struct mg_buf bl;
+    mg_buf_init(&bl, 4096);
+    if (b && mg_metrics_labels(&bl, "target", t->name, NULL) == 0)
+      mg_series_set(mg_metrics_series(s->metrics, "modelgate_breaker_state",
+                                      bl.data),
+                    (double)b->state);
+    mg_buf_free(&bl);
+  }
   mg_series_set(mg_metrics_series(s->metrics, "modelgate_connections", ""),
                 (double)s->nconns);
   mg_series_set(
@@ -187,6 +249,123 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
                   1);
   mg_buf_free(&l);
   return mg_metrics_render(s->metrics, out);
+}
+
+/* ---- fallbacks: breakers, cache, metrics ------------------------------------ */
+
+/* Per snapshot: the breakers of its targets by index. */
+struct snapshot_rt {
+  size_t n;
+  struct mg_breaker **breakers; /* owned array of borrowed breakers */
+};
+
+static void snapshot_rt_free(void *p) {
+  struct snapshot_rt *rt = p;
+  free(rt->breakers);
+  free(rt);
+}
+
+static struct mg_breaker *breaker_for(struct mg_server *s, const char *name) {
+  struct mg_breaker *b = mg_map_get(&s->breakers, name, strlen(name));
+  char *key;
+  if (b)
+    return b;
+  b = calloc(1, sizeof(*b) + strlen(name) + 1);
+  if (b == NULL)
+    return NULL;
+  mg_breaker_init(b);
+  /* The name is stored right after the breaker: one allocation. */
+  key = (char *)(b + 1);
+  strcpy(key, name);
+  if (mg_map_put(&s->breakers, key, strlen(key), b) != 0) {
+    free(b);
+    return NULL;
+  }
+  return b;
+}
+
+struct mg_breaker *const *mg_server__breakers(struct mg_server *s,
+                                              struct mg_config *cfg) {
+  struct snapshot_rt *rt = cfg->server_rt;
+  size_t i;
+  if (rt)
+    return rt->breakers;
+  rt = calloc(1, sizeof(*rt));
+  if (rt)
+    rt->breakers = calloc(cfg->targets.n ? cfg->targets.n : 1,
+                          sizeof(*rt->breakers));
+  if (rt == NULL || rt->breakers == NULL) {
+    if (rt)
+      free(rt->breakers);
+    free(rt);
+    return NULL;
+  }
+  rt->n = cfg->targets.n;
+  for (i = 0; i < rt->n; i++) {
+    rt->breakers[i] = breaker_for(s, cfg->targets.v[i].name);
+    if (rt->breakers[i] == NULL) {
+      snapshot_rt_free(rt);
+      return NULL;
+    }
+  }
+  cfg->server_rt = rt;
+  cfg->server_rt_free = snapshot_rt_free;
+  return rt->breakers;
+}
+
+void mg_server__breaker_changed(struct mg_server *s, const struct mg_target *t,
+                                int state) {
+  struct mg_buf l;
+  const char *name = mg_breaker_state_name((enum mg_breaker_state)state);
+  if (state == MG_BREAKER_OPEN)
+    mg_warn("breaker of target %s: open (requests skip it)", t->name);
+  else
+    mg_info("breaker of target %s: %s", t->name, name);
+  mg_buf_init(&l, 4096);
+  if (mg_metrics_labels(&l, "target", t->name, "state", name, NULL) == 0)
+    mg_series_add(mg_metrics_series(s->metrics,
+                                    "modelgate_breaker_transitions_total",
+                                    l.data),
+                  1);
+  mg_buf_free(&l);
+}
+
+void mg_server__observe_fallback(struct mg_server *s, const char *target,
+                                 const char *tier, const char *reason) {
+  struct mg_buf l;
+  mg_buf_init(&l, 4096);
+  if (mg_metrics_labels(&l, "target", target, "tier", tier[0] ? tier : "none",
+                        "reason", reason, NULL) == 0)
+    mg_series_add(
+        mg_metrics_series(s->metrics, "modelgate_fallbacks_total", l.data), 1);
+  mg_buf_free(&l);
+}
+
+void mg_server__observe_retry(struct mg_server *s, const char *target) {
+  struct mg_buf l;
+  mg_buf_init(&l, 4096);
+  if (mg_metrics_labels(&l, "target", target, NULL) == 0)
+    mg_series_add(
+        mg_metrics_series(s->metrics, "modelgate_retries_total", l.data), 1);
+  mg_buf_free(&l);
+}
+
+bool mg_server__cache_get(struct mg_server *s, const struct mg_cache_key *k,
+                          const char **body, size_t *len) {
+  return mg_cache_get(s->cache, k, (int64_t)uv_now(s->loop), body, len);
+}
+
+int mg_server__cache_put(struct mg_server *s, const struct mg_cache_key *k,
+                         const char *body, size_t len) {
+  return mg_cache_put(s->cache, k, (int64_t)uv_now(s->loop), body, len);
+}
+
+static void breakers_free(struct mg_map *m) {
+  size_t i;
+  for (i = 0; i < m->cap; i++)
+    if (m->slots[i].key)
+      free(m->slots[i].value);
+  mg_map_free(m);
 }
 
 /* ---- flags: state in force, overrides, metrics ------------------------------ */
@@ -429,6 +608,7 @@ int mg_server_reload(struct mg_server *s, struct mg_cfg_errors *e) {
     goto count;
   }
   mg_upstream_configure(&s->up, &cfg->upstream);
+  mg_cache_configure(s->cache, &cfg->fallbacks.cache);
   mg_log_set_level((enum mg_log_level)cfg->server.log_level);
   read_token(s);
   s->reloads++;
@@ -662,10 +842,12 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   s->config_loaded_ms = mg_wall_ms();
   mg_map_init(&s->route_stats);
   mg_map_init(&s->target_stats);
+  mg_map_init(&s->breakers);
+  s->cache = mg_cache_new(&cfg->fallbacks.cache);
   mg_json_init(&s->scratch, cfg->limits.json_tokens);
   s->metrics = mg_metrics_new();
   if (s->metrics == NULL || register_metrics(s->metrics) != 0 ||
-      s->state_file == NULL)
+      s->state_file == NULL || s->cache == NULL)
     return -ENOMEM;
   s->overhead = mg_metrics_series(s->metrics, "modelgate_overhead_seconds", "");
   if (uv_random(NULL, NULL, &s->id_seed, sizeof(s->id_seed), 0, NULL) != 0)
@@ -753,11 +935,15 @@ int mg_server_start(struct mg_server *s) {
 }
 
 void mg_server_free(struct mg_server *s) {
+  mg_cache_free(s->cache);
+  s->cache = NULL;
   flag_series_free(s, s->cfg ? s->cfg->flags.n : 0);
   free(s->flag_states);
   free(s->flag_stale);
   mg_overrides_free(&s->overrides);
   free(s->state_file);
+  /* Snapshots hold pointers to the breakers: free them after the last
+   * snapshot reference is gone (s->cfg below). */
   if (s->admin_token) {
     memset(s->admin_token, 0, strlen(s->admin_token));
     free(s->admin_token);
@@ -767,6 +953,7 @@ void mg_server_free(struct mg_server *s) {
   mg_json_free(&s->scratch);
   mg_metrics_free(s->metrics);
   mg_config_unref(s->cfg);
+  breakers_free(&s->breakers);
   free(s->config_path);
   free(s->port_file);
   s->metrics = NULL;

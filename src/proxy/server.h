@@ -14,6 +14,8 @@
 #include "config/config.h"
 #include "proxy/metrics.h"
 #include "proxy/upstream.h"
+#include "fallbacks/breaker.h"
+#include "fallbacks/cache.h"
 #include "routing/override.h"
 
 struct mg_conn;
@@ -38,6 +40,9 @@ struct mg_server {
   struct flag_series *flag_series;   /* owned: per flag, metric series */
   bool *flag_stale;            /* owned: per flag, override not applicable */
   uint64_t rng;                /* xorshift state: request units */
+  struct mg_map breakers;      /* target name -> owned struct mg_breaker;
+                                * they outlive snapshots and reloads */
+  struct mg_cache *cache;      /* owned: the answer cache */
   uint64_t reloads;
   int64_t config_loaded_ms;
   uv_signal_t sig_term, sig_int, sig_hup;
@@ -91,6 +96,24 @@ int mg_server__overrides_changed(struct mg_server *s);
 /* Count a flag decision in the metrics. */
 void mg_server__observe_flag(struct mg_server *s, const struct mg_flag *f,
                              const struct mg_flag_decision *d);
+
+/* The breakers of cfg's targets, by target index (built once per
+ * snapshot; the breakers themselves live in s->breakers). NULL when out of
+ * memory. */
+struct mg_breaker *const *mg_server__breakers(struct mg_server *s,
+                                              struct mg_config *cfg);
+/* A breaker changed state (to enum mg_breaker_state): log and count it. */
+void mg_server__breaker_changed(struct mg_server *s,
+                                const struct mg_target *t, int state);
+/* Count a request answered by a fallback tier, and a retry. */
+void mg_server__observe_fallback(struct mg_server *s, const char *target,
+                                 const char *tier, const char *reason);
+void mg_server__observe_retry(struct mg_server *s, const char *target);
+/* The answer cache (now: the loop's time). */
+bool mg_server__cache_get(struct mg_server *s, const struct mg_cache_key *k,
+                          const char **body, size_t *len);
+int mg_server__cache_put(struct mg_server *s, const struct mg_cache_key *k,
+                         const char *body, size_t len);
 
 /* A random number for request units. */
 uint64_t mg_server__random(struct mg_server *s);

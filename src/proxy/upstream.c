@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/str.h"
 #include "config/config.h"
+#include "fallbacks/policy.h"
 
 /* A socket curl asked us to watch, with its uv_poll_t.
  *
@@ -583,8 +584,8 @@ struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
   mg_buf_reset(&call->body);
   call->body.max = req->max_response;
 
-  curl_easy_setopt(e, CURLOPT_CURLU, req->target->urls[req->endpoint]);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->target->headers);
+  curl_easy_setopt(e, CURLOPT_CURLU, req->url);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeouts.connect_ms);
@@ -625,6 +626,31 @@ struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
   return call;
 }
 
+int mg_up_call_header(struct mg_up_call *call, const char *name, char *out,
+                      size_t n) {
+  struct curl_header *h = NULL;
+  const char *v, *e;
+  size_t len;
+  if (curl_easy_header(call->easy, name, 0, CURLH_HEADER, -1, &h) !=
+          CURLHE_OK ||
+      h == NULL || h->value == NULL)
+    return -ENOENT;
+  v = h->value;
+  while (*v == ' ' || *v == '\t')
+    v++;
+  e = v + strlen(v);
+  while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+    e--;
+  len = (size_t)(e - v);
+  if (n == 0)
+    return -ENOENT;
+  if (len >= n)
+    len = n - 1;
+  memcpy(out, v, len);
+  out[len] = '\0';
+  return 0;
+}
+
 void mg_up_call_resume(struct mg_up_call *call) {
   if (!call->active || !call->paused)
     return;
@@ -649,8 +675,10 @@ void mg_up_call_release(struct mg_up_call *call) {
 /* ---- per-snapshot target views -------------------------------------------- */
 
 struct up_views {
-  size_t n;
-  struct mg_up_target v[];
+  size_t n;                    /* targets */
+  struct mg_up_target *v;      /* owned, by target index */
+  size_t ntrad;
+  struct mg_up_view *trad;     /* owned, by traditional index */
 };
 
 static void views_free(void *p) {
@@ -662,7 +690,37 @@ static void views_free(void *p) {
     for (j = 0; j < MG_EP__COUNT; j++)
       curl_url_cleanup(vs->v[i].urls[j]);
   }
+  for (i = 0; i < vs->ntrad; i++) {
+    curl_slist_free_all(vs->trad[i].headers);
+    curl_url_cleanup(vs->trad[i].url);
+  }
+  free(vs->v);
+  free(vs->trad);
   free(vs);
+}
+
+static int trad_view_build(struct mg_up_view *v,
+                           const struct mg_traditional *t) {
+  struct curl_slist *l = NULL, *n;
+  static const char *const fixed[] = {"Content-Type: application/json",
+                                      "Expect:",
+                                      "User-Agent: modelgate/" MG_VERSION};
+  size_t i;
+  if (t->url == NULL)
+    return 0;
+  for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+    if ((n = curl_slist_append(l, fixed[i])) == NULL) {
+      curl_slist_free_all(l);
+      return -ENOMEM;
+    }
+    l = n;
+  }
+  v->headers = l;
+  v->url = curl_url();
+  if (v->url == NULL || curl_url_set(v->url, CURLUPART_URL, t->url, 0) !=
+                            CURLUE_OK)
+    return -EINVAL;
+  return 0;
 }
 
 static int view_build(struct mg_up_target *v, const struct mg_target *t) {
@@ -698,26 +756,56 @@ fail:
   return -ENOMEM;
 }
 
+/* Everything curl needs for a snapshot, built on first use, freed with
+ * the snapshot. */
+static struct up_views *views_of(struct mg_config *cfg) {
+  struct up_views *vs = cfg->proxy_ext;
+  size_t i;
+  if (vs)
+    return vs;
+  vs = calloc(1, sizeof(*vs));
+  if (vs == NULL)
+    return NULL;
+  vs->n = cfg->targets.n;
+  vs->ntrad = cfg->fallbacks.ntrad;
+  vs->v = calloc(vs->n ? vs->n : 1, sizeof(*vs->v));
+  vs->trad = calloc(vs->ntrad ? vs->ntrad : 1, sizeof(*vs->trad));
+  if (vs->v == NULL || vs->trad == NULL) {
+    views_free(vs);
+    return NULL;
+  }
+  for (i = 0; i < vs->n; i++) {
+    if (view_build(&vs->v[i], &cfg->targets.v[i]) != 0) {
+      mg_error("upstream: cannot prepare target %s", cfg->targets.v[i].name);
+      views_free(vs);
+      return NULL;
+    }
+  }
+  for (i = 0; i < vs->ntrad; i++) {
+    if (trad_view_build(&vs->trad[i], &cfg->fallbacks.trad[i]) != 0) {
+      mg_error("upstream: cannot prepare traditional path %s",
+               cfg->fallbacks.trad[i].name);
+      views_free(vs);
+      return NULL;
+    }
+  }
+  cfg->proxy_ext = vs;
+  cfg->proxy_ext_free = views_free;
+  return vs;
+}
+
 const struct mg_up_target *mg_up_target_view(struct mg_config *cfg,
                                              const struct mg_target *t) {
-  struct up_views *vs = cfg->proxy_ext;
-  if (vs == NULL) {
-    size_t i;
-    vs = calloc(1, sizeof(*vs) + cfg->targets.n * sizeof(vs->v[0]));
-    if (vs == NULL)
-      return NULL;
-    vs->n = cfg->targets.n;
-    for (i = 0; i < vs->n; i++) {
-      if (view_build(&vs->v[i], &cfg->targets.v[i]) != 0) {
-        mg_error("upstream: cannot prepare target %s", cfg->targets.v[i].name);
-        views_free(vs);
-        return NULL;
-      }
-    }
-    cfg->proxy_ext = vs;
-    cfg->proxy_ext_free = views_free;
-  }
-  return &vs->v[t->index];
+  struct up_views *vs = views_of(cfg);
+  return vs ? &vs->v[t->index] : NULL;
+}
+
+const struct mg_up_view *mg_up_trad_view(struct mg_config *cfg,
+                                         const struct mg_traditional *t) {
+  struct up_views *vs = views_of(cfg);
+  if (vs == NULL || vs->trad[t->index].url == NULL)
+    return NULL;
+  return &vs->trad[t->index];
 }
 
 int mg_upstream_init(struct mg_upstream *up, uv_loop_t *loop,

@@ -69,9 +69,21 @@ struct mg_config;
 const struct mg_up_target *mg_up_target_view(struct mg_config *cfg,
                                              const struct mg_target *t);
 
+/* A traditional path's view: its URL and headers. */
+struct mg_up_view {
+  CURLU *url;                      /* owned */
+  struct curl_slist *headers;      /* owned */
+};
+
+struct mg_traditional;
+/* The view of a traditional path in snapshot cfg (NULL when out of
+ * memory or the path has no URL). */
+const struct mg_up_view *mg_up_trad_view(struct mg_config *cfg,
+                                         const struct mg_traditional *t);
+
 struct mg_up_request {
-  const struct mg_up_target *target; /* borrowed until the call ends */
-  enum mg_endpoint endpoint;
+  CURLU *url;                        /* borrowed until the call ends */
+  const struct curl_slist *headers;  /* borrowed until the call ends */
   char *body;                        /* owned by the call from now on */
   size_t body_len;
   struct mg_timeouts timeouts;       /* total_ms already clamped to the
@@ -150,6 +162,12 @@ struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
                                     const struct mg_up_request *req,
                                     const struct mg_up_call_cbs *cbs,
                                     void *owner);
+/* A response header's value (case-insensitive name), trimmed, copied into
+ * out. 0, or -ENOENT when absent. Valid from the first on_data until the
+ * call is released. */
+int mg_up_call_header(struct mg_up_call *call, const char *name, char *out,
+                      size_t n);
+
 /* Resume a call paused by MG_UP_PAUSE. May call on_data before returning.
  * Not from inside on_data. */
 void mg_up_call_resume(struct mg_up_call *call);

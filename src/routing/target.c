@@ -24,9 +24,11 @@ int mg_endpoint_from_path(const char *path, size_t len) {
   return -1;
 }
 
+/* The fallback keys are parsed by fallbacks/policy.c (a layer above). */
 static const char *const target_keys[] = {
-    "base_url", "model", "api_key_env", "ca_file", "tls_verify", "timeouts",
-    NULL};
+    "base_url",  "model",      "api_key_env", "ca_file",     "tls_verify",
+    "timeouts",  "retries",    "confidence",  "breaker",     "fallbacks",
+    "fallback_on", "deadline_ms", NULL};
 static const char *const timeout_keys[] = {"connect_ms", "first_byte_ms",
                                            "idle_ms", "total_ms", NULL};
 

@@ -1,0 +1,196 @@
+/* plan.c - the fallback chain as a state machine. */
+#include "fallbacks/plan.h"
+
+#include <string.h>
+
+static void fail(struct mg_plan *p, struct mg_step *out) {
+  memset(out, 0, sizeof(*out));
+  out->kind = MG_STEP_FAIL;
+  (void)p;
+}
+
+static uint32_t budget(const struct mg_plan *p, int64_t now) {
+  return now < p->deadline ? (uint32_t)(p->deadline - now) : 0;
+}
+
+static bool allow(struct mg_plan *p, const struct mg_target *t, int64_t now) {
+  const struct mg_policy *pol = mg_policy_of(p->fb, t);
+  bool probe = false;
+  if (!mg_breaker_allow(p->breakers[t->index], &pol->breaker, now, &probe))
+    return false;
+  p->probe = probe;
+  return true;
+}
+
+static void call(struct mg_plan *p, const struct mg_target *t, int64_t now,
+                 struct mg_step *out) {
+  memset(out, 0, sizeof(*out));
+  out->kind = MG_STEP_CALL;
+  out->target = t;
+  out->budget_ms = budget(p, now);
+  p->current = t;
+  p->calls++;
+}
+
+/* Move down the chain to the next tier that can serve. */
+static void advance(struct mg_plan *p, int64_t now, struct mg_step *out) {
+  const struct mg_policy *o = p->owner;
+  for (;;) {
+    const struct mg_tier *t;
+    if ((uint32_t)(p->tier + 1) >= o->nchain) {
+      fail(p, out);
+      return;
+    }
+    t = &o->chain[++p->tier];
+    switch (t->kind) {
+    case MG_TIER_TARGET:
+      /* No time left: a call could not finish. Cheaper tiers may still
+       * answer at once. */
+      if (now >= p->deadline)
+        continue;
+      if (!allow(p, t->target, now)) {
+        /* Skipped at no cost. The original failure stays the one to
+         * report if nothing else answers. */
+        if (p->last == 0)
+          p->last = MG_TRIG_BREAKER;
+        continue;
+      }
+      p->tries = 1;
+      call(p, t->target, now, out);
+      return;
+    case MG_TIER_CACHE:
+      memset(out, 0, sizeof(*out));
+      out->kind = MG_STEP_CACHE;
+      return;
+    case MG_TIER_TRADITIONAL:
+      if (t->trad->url && now >= p->deadline)
+        continue;
+      memset(out, 0, sizeof(*out));
+      out->kind = MG_STEP_TRADITIONAL;
+      out->trad = t->trad;
+      out->budget_ms = budget(p, now);
+      return;
+    }
+  }
+}
+
+/* Leave the current tier because of trigger: fall back if the chain's
+ * owner says so for this trigger, else give up. */
+static void fall_back(struct mg_plan *p, uint32_t trigger, int64_t now,
+                      struct mg_step *out) {
+  p->last = trigger;
+  if ((trigger & p->owner->fallback_on) == 0) {
+    fail(p, out);
+    return;
+  }
+  advance(p, now, out);
+  /* A fallback happened only if some tier is left to try. */
+  if (out->kind != MG_STEP_FAIL && p->why == 0)
+    p->why = trigger;
+}
+
+void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
+                   const struct mg_target *first,
+                   struct mg_breaker *const *breakers, int64_t now,
+                   struct mg_step *out) {
+  memset(p, 0, sizeof(*p));
+  p->fb = fb;
+  p->owner = mg_policy_of(fb, first);
+  p->breakers = breakers;
+  p->tier = -1;
+  p->deadline = now + p->owner->deadline_ms;
+  p->breaker_state = -1;
+  if (!allow(p, first, now)) {
+    /* An open breaker: straight to the next tier, no timeout paid. */
+    fall_back(p, MG_TRIG_BREAKER, now, out);
+    return;
+  }
+  p->tries = 1;
+  call(p, first, now, out);
+}
+
+/* The wait before retry number `tries` (1-based): exponential backoff with
+ * jitter, or the upstream's Retry-After (capped) when it gave one. */
+static uint32_t retry_wait(const struct mg_retry_cfg *r, uint32_t tries,
+                           uint32_t retry_after_ms, uint64_t rnd) {
+  uint64_t base;
+  double span;
+  if (retry_after_ms)
+    return retry_after_ms < r->retry_after_max_ms ? retry_after_ms
+                                                  : r->retry_after_max_ms;
+  base = r->backoff_ms;
+  while (--tries > 0 && base < r->max_backoff_ms)
+    base *= 2;
+  if (base > r->max_backoff_ms)
+    base = r->max_backoff_ms;
+  /* A share `jitter` of the wait is drawn at random, so that clients
+   * failing together do not retry together. */
+  span = (double)base * r->jitter;
+  return (uint32_t)((double)base - span +
+                    span * ((double)(rnd >> 11) / (double)(1ULL << 53)));
+}
+
+void mg_plan_result(struct mg_plan *p, const struct mg_outcome *o,
+                    int64_t now, uint64_t rnd, struct mg_step *out) {
+  const struct mg_target *t = p->current;
+  const struct mg_policy *pol = mg_policy_of(p->fb, t);
+  /* Low confidence says nothing about the upstream's health. */
+  bool ok = o->trigger == 0 || o->trigger == MG_TRIG_LOW_CONF;
+  int changed =
+      mg_breaker_record(p->breakers[t->index], &pol->breaker, now, ok, p->probe);
+
+  p->breaker_target = changed >= 0 ? t : NULL;
+  p->breaker_state = changed;
+  p->probe = false;
+  if (o->trigger == 0) {
+    memset(out, 0, sizeof(*out));
+    out->kind = MG_STEP_DONE;
+    return;
+  }
+  /* Retry the same target while it has retries left for this trigger and
+   * the wait still ends before the deadline. */
+  if ((o->trigger & pol->retry.on) && p->tries <= pol->retry.count) {
+    uint32_t wait = retry_wait(&pol->retry, p->tries, o->retry_after_ms, rnd);
+    if (now + wait < p->deadline) {
+      p->last = o->trigger;
+      memset(out, 0, sizeof(*out));
+      out->kind = MG_STEP_WAIT;
+      out->target = t;
+      out->wait_ms = wait;
+      return;
+    }
+  }
+  fall_back(p, o->trigger, now, out);
+}
+
+void mg_plan_resume(struct mg_plan *p, int64_t now, struct mg_step *out) {
+  const struct mg_target *t = p->current;
+  if (now >= p->deadline) {
+    fall_back(p, MG_TRIG_TIMEOUT, now, out);
+    return;
+  }
+  if (!allow(p, t, now)) {
+    fall_back(p, MG_TRIG_BREAKER, now, out);
+    return;
+  }
+  p->tries++;
+  call(p, t, now, out);
+}
+
+void mg_plan_abandon(struct mg_plan *p) {
+  const struct mg_target *t = p->current;
+  if (t == NULL || !p->probe)
+    return;
+  mg_breaker_release(p->breakers[t->index],
+                     &mg_policy_of(p->fb, t)->breaker, p->probe);
+  p->probe = false;
+}
+
+void mg_plan_skip(struct mg_plan *p, uint32_t trigger, int64_t now,
+                  struct mg_step *out) {
+  /* The reason to fall back stays the original one; a cache miss or a
+   * failed traditional path just moves on. */
+  if (trigger)
+    p->last = trigger;
+  advance(p, now, out);
+}

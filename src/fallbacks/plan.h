@@ -1,0 +1,88 @@
+/* plan.h - walking a request's fallback chain (DESIGN.md, "Fallback
+ * tiers"): which target to call next, whether to wait and retry, when to
+ * move to the next tier, and when to give up - all within one deadline.
+ *
+ * Pure: the caller makes the calls and reports their outcomes; time and
+ * randomness come in as arguments. The plan also keeps the targets'
+ * circuit breakers up to date (they are borrowed: they live as long as the
+ * process, across reloads). */
+#ifndef MG_PLAN_H
+#define MG_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fallbacks/breaker.h"
+#include "fallbacks/policy.h"
+
+enum mg_step_kind {
+  MG_STEP_CALL,        /* call step.target within step.budget_ms */
+  MG_STEP_WAIT,        /* wait step.wait_ms, then mg_plan_resume() */
+  MG_STEP_CACHE,       /* answer from the cache, or mg_plan_skip() on a miss */
+  MG_STEP_TRADITIONAL, /* answer from step.trad, or mg_plan_skip() */
+  MG_STEP_FAIL,        /* nothing left: answer with the last failure */
+  MG_STEP_DONE,        /* the answer was good */
+};
+
+struct mg_step {
+  enum mg_step_kind kind;
+  const struct mg_target *target;    /* CALL, WAIT */
+  const struct mg_traditional *trad; /* TRADITIONAL */
+  uint32_t wait_ms;                  /* WAIT */
+  uint32_t budget_ms;                /* CALL, TRADITIONAL: until the deadline */
+};
+
+/* How an attempt ended, as the fallbacks see it. */
+struct mg_outcome {
+  uint32_t trigger;        /* one MG_TRIG_* bit, or 0 for a good answer */
+  uint32_t retry_after_ms; /* the upstream's Retry-After, or 0 */
+};
+
+struct mg_plan {
+  const struct mg_fallbacks *fb;     /* borrowed: the request's snapshot */
+  const struct mg_policy *owner;     /* the first target's policy */
+  struct mg_breaker *const *breakers; /* borrowed: by target index */
+  const struct mg_target *current;   /* the target of the last CALL */
+  bool probe;                        /* ...let through a half-open breaker */
+  int32_t tier;                      /* -1: the first target; else chain */
+  uint32_t tries;                    /* calls to the current target */
+  int64_t deadline;
+  uint32_t why;                      /* the trigger of the first fallback */
+  uint32_t last;                     /* the latest failure's trigger */
+  uint32_t calls;                    /* calls made, all targets */
+  /* Set by the call that changed a breaker's state, cleared by the next. */
+  const struct mg_target *breaker_target;
+  int breaker_state;                 /* enum mg_breaker_state, or -1 */
+};
+
+/* Begin with first (the variant's target). breakers: one per target of the
+ * snapshot, by target index. */
+void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
+                   const struct mg_target *first,
+                   struct mg_breaker *const *breakers, int64_t now,
+                   struct mg_step *out);
+
+/* The last CALL ended with outcome o (trigger 0: a good answer, which
+ * gives MG_STEP_DONE). rnd: a random number for retry jitter. */
+void mg_plan_result(struct mg_plan *p, const struct mg_outcome *o,
+                    int64_t now, uint64_t rnd, struct mg_step *out);
+
+/* The WAIT is over: call again. */
+void mg_plan_resume(struct mg_plan *p, int64_t now, struct mg_step *out);
+
+/* A cache tier missed or a traditional tier failed (trigger: why): on to
+ * the next tier. */
+void mg_plan_skip(struct mg_plan *p, uint32_t trigger, int64_t now,
+                  struct mg_step *out);
+
+/* The last CALL is abandoned without an outcome (its client left): a
+ * half-open breaker's probe slot is given back. */
+void mg_plan_abandon(struct mg_plan *p);
+
+/* The tier that produced the answer: "primary" while on the first target,
+ * else "fallback". */
+static inline bool mg_plan_fell_back(const struct mg_plan *p) {
+  return p->tier >= 0;
+}
+
+#endif
