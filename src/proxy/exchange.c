@@ -99,6 +99,7 @@ struct mg_exchange {
   const char *fail_code;        /* static */
   char fail_msg[320];
   struct mg_buf fail_body;      /* owned: an upstream's own JSON error */
+  char fail_retry_after[32];    /* ...and its Retry-After, or "" */
   struct attempt attempts[MAX_ATTEMPTS];
   int nattempts;
   struct mg_gate_acc acc;       /* logprobs of a stream passing through */
@@ -209,6 +210,10 @@ static void finish(struct mg_exchange *ex, int status) {
   if (ex->plan.why && ex->target)
     mg_server__observe_fallback(srv, ex->target->name, ex->served_by,
                                 mg_trigger_name(ex->plan.why));
+  /* A stream that failed after its head went out is a 200 on the wire but
+   * an error to the client: counted apart. */
+  if (ex->stream_failed)
+    mg_server__observe_stream_error(srv, ex->alias ? ex->alias->name : "-");
   mg_debug("request %s %s -> %s %d %.3f ms", ex->id,
            ex->alias ? ex->alias->name : "-",
            ex->served_by[0] ? ex->served_by : "-", ex->status, total_ns / 1e6);
@@ -367,6 +372,7 @@ static uint32_t trigger_of(enum mg_up_result res) {
 
 static void set_failure(struct mg_exchange *ex, int status, const char *code,
                         const char *msg) {
+  ex->fail_retry_after[0] = '\0';
   if (ex->call_target)
     ex->fail_tier = ex->call_target->name;
   ex->fail_status = status;
@@ -390,7 +396,18 @@ static void answer_failure(struct mg_exchange *ex) {
     return;
   }
   if (ex->fail_body.len) {
-    /* The upstream's own error (5xx, 429), passed on as it is. */
+    /* The upstream's own error (5xx, 429), passed on as it is, with its
+     * Retry-After. */
+    if (ex->fail_retry_after[0] && ex->conn) {
+      size_t len;
+      set_extra(ex);
+      len = strlen(ex->extra);
+      extra_add(ex, &len, "retry-after", ex->fail_retry_after);
+      mg_conn_respond(ex->conn, ex->fail_status, "application/json",
+                      ex->extra, ex->fail_body.data, ex->fail_body.len);
+      finish(ex, ex->fail_status);
+      return;
+    }
     respond_body(ex, ex->fail_status, ex->fail_body.data, ex->fail_body.len);
     return;
   }
@@ -704,6 +721,10 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
         ex->fail_status = (int)call->status;
         if (mg_buf_append(&ex->fail_body, call->body.data, call->body.len))
           mg_buf_reset(&ex->fail_body);
+        /* SDKs wait as long as the upstream asks before they retry. */
+        if (mg_up_call_header(call, "retry-after", ex->fail_retry_after,
+                              sizeof(ex->fail_retry_after)) != 0)
+          ex->fail_retry_after[0] = '\0';
       } else {
         snprintf(msg, sizeof(msg),
                  "The upstream of %s answered HTTP %ld with a body that is "

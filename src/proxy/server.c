@@ -75,6 +75,11 @@ static int register_metrics(struct mg_metrics *m) {
                           "first target, the tier that answered and the "
                           "reason.",
                           MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_stream_errors_total",
+                          "Streams that ended with an error event after "
+                          "their 200 head was sent (counted as 200 in "
+                          "modelgate_requests_total).",
+                          MG_COUNTER, NULL, 0);
   rc |= mg_metrics_family(m, "modelgate_retries_total",
                           "Retries of a target after a failure.", MG_COUNTER,
                           NULL, 0);
@@ -338,6 +343,16 @@ void mg_server__observe_fallback(struct mg_server *s, const char *target,
                         "reason", reason, NULL) == 0)
     mg_series_add(
         mg_metrics_series(s->metrics, "modelgate_fallbacks_total", l.data), 1);
+  mg_buf_free(&l);
+}
+
+void mg_server__observe_stream_error(struct mg_server *s, const char *route) {
+  struct mg_buf l;
+  mg_buf_init(&l, 4096);
+  if (mg_metrics_labels(&l, "route", route, NULL) == 0)
+    mg_series_add(
+        mg_metrics_series(s->metrics, "modelgate_stream_errors_total", l.data),
+        1);
   mg_buf_free(&l);
 }
 

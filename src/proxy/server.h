@@ -109,6 +109,7 @@ void mg_server__breaker_changed(struct mg_server *s,
 void mg_server__observe_fallback(struct mg_server *s, const char *target,
                                  const char *tier, const char *reason);
 void mg_server__observe_retry(struct mg_server *s, const char *target);
+void mg_server__observe_stream_error(struct mg_server *s, const char *route);
 /* The answer cache (now: the loop's time). */
 bool mg_server__cache_get(struct mg_server *s, const struct mg_cache_key *k,
                           const char **body, size_t *len);
