@@ -50,11 +50,14 @@ echo "# an unknown model goes to the default route (gpt-4o-mini):"
 show "curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"some-other-model\",\"messages\":[]}'"
 echo "# bad input gets an OpenAI-shaped error:"
 show "curl -si http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":'"
-echo "# make the upstream hang: modelgate answers 504 when the first byte is late"
-curl -s http://127.0.0.1:9900/_mock/behaviour -d '{"model":"small-v1","mode":"hang"}' >/dev/null
+echo "# the large model hangs: after first_byte_ms (1.5 s) the small model answers instead"
+curl -s http://127.0.0.1:9900/_mock/behaviour -d '{"model":"large-v2","mode":"hang"}' >/dev/null
+show "curl -s -D - -o /dev/null http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o\",\"user\":\"alice\",\"messages\":[]}' | grep -i -E 'x-modelgate-(served-by|fallback)'"
+echo "# ...and both hang: the last tier is a fixed, non-AI answer"
+curl -s http://127.0.0.1:9900/_mock/behaviour -d '{"model":"*","mode":"hang"}' >/dev/null
 show "curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o-mini\",\"messages\":[]}'"
 curl -s -X DELETE http://127.0.0.1:9900/_mock/behaviour >/dev/null
-show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_(requests_total|flag_requests_total)'"
+show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_(requests_total|flag_requests_total|fallbacks_total)'"
 
 if [ "${MG_DEMO_EXIT:-0}" = 1 ]; then
   exit 0
