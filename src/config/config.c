@@ -14,8 +14,9 @@
 #define MG_CONFIG_MAX_BYTES (16u << 20)
 
 static const char *const root_keys[] = {
-    "server",  "limits", "upstream",      "admin", "targets", "traditional",
-    "cache",   "flags",  "aliases",       "default_route", NULL};
+    "server", "limits",  "upstream", "admin",         "decision_log",
+    "targets", "traditional", "cache", "flags",      "aliases",
+    "default_route", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", NULL};
 static const char *const server_keys[] = {
@@ -170,6 +171,7 @@ static void config_free(struct mg_config *c) {
   free(c->upstream.proxy);
   free(c->admin.token_env);
   free(c->admin.state_file);
+  mg_dlog_cfg_free(&c->dlog);
   free(c->source);
   free(c);
 }
@@ -238,6 +240,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
                    cJSON_GetObjectItemCaseSensitive(root, "upstream"), e);
     parse_admin(&c->admin, cJSON_GetObjectItemCaseSensitive(root, "admin"),
                 e);
+    mg_dlog_cfg_parse(&c->dlog,
+                      cJSON_GetObjectItemCaseSensitive(root, "decision_log"), e);
     mg_targets_parse(&c->targets,
                      cJSON_GetObjectItemCaseSensitive(root, "targets"),
                      "$.targets", NULL, e);

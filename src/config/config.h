@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "decisions/log.h"
 #include "fallbacks/policy.h"
 #include "routing/flag.h"
 #include "routing/route.h"
@@ -65,6 +66,7 @@ struct mg_config {
   struct mg_limits limits;
   struct mg_upstream_cfg upstream;
   struct mg_admin_cfg admin;
+  struct mg_dlog_cfg dlog;
   struct mg_targets targets;
   struct mg_flags flags;
   struct mg_routes routes;

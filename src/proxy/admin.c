@@ -113,9 +113,35 @@ static const struct mg_flag *find_flag(struct mg_server *s, const char *name) {
 }
 
 static void after_change(struct mg_server *s, struct mg_conn *c,
-                         const char *what, const char *flag) {
+                         const char *what, const char *event,
+                         const char *flag) {
   int rc = mg_server__overrides_changed(s);
+  struct mg_buf *ev;
   mg_info("admin: %s %s", what, flag);
+  ev = mg_server__event_begin(s, event);
+  if (ev && mg_buf_puts(ev, ",\"flag\":") == 0 &&
+      mg_buf_json_str(ev, flag, strlen(flag)) == 0 &&
+      mg_buf_puts(ev, ",\"by\":\"admin\"") == 0) {
+    const struct mg_flag *f = mg_flags_find(&s->cfg->flags, flag);
+    /* The weights in force after the change. */
+    if (f && s->flag_states[f->index].has_weights) {
+      uint32_t i;
+      int e = mg_buf_puts(ev, ",\"weights\":{");
+      for (i = 0; e == 0 && i < f->nvariants; i++) {
+        const char *v = f->variants[i].name;
+        if (i)
+          e = mg_buf_puts(ev, ",");
+        if (e == 0)
+          e = mg_buf_json_str(ev, v, strlen(v));
+        if (e == 0)
+          e = mg_buf_printf(ev, ":%.2f",
+                            s->flag_states[f->index].weights[i] / 100.0);
+      }
+      if (e == 0)
+        e = mg_buf_puts(ev, "}");
+    }
+    mg_server__event_end(s);
+  }
   if (rc != 0) {
     char msg[256];
     /* The change is in force but not saved: say so rather than pretend. */
@@ -181,7 +207,7 @@ static void set_weights(struct mg_server *s, struct mg_conn *c,
     fail(c, 500, "Out of memory.", "internal_error");
     goto out;
   }
-  after_change(s, c, "set weights of", f->name);
+  after_change(s, c, "set weights of", "weights", f->name);
 out:
   cJSON_Delete(j);
 }
@@ -282,10 +308,12 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
       if (mg_overrides_kill(&s->overrides, f->name, kill, mg_wall_ms()) != 0)
         fail(c, 500, "Out of memory.", "internal_error");
       else
-        after_change(s, c, kill ? "killed" : "unkilled", f->name);
+        after_change(s, c, kill ? "killed" : "unkilled",
+                     kill ? "kill" : "unkill", f->name);
     } else if (m == HTTP_DELETE) {
       mg_overrides_clear_weights(&s->overrides, f->name);
-      after_change(s, c, "cleared the weights of", f->name);
+      after_change(s, c, "cleared the weights of", "weights_cleared",
+                   f->name);
     } else {
       set_weights(s, c, f, r->body.data ? r->body.data : "", r->body.len);
     }

@@ -26,8 +26,10 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/hash.h"
 #include "common/time.h"
 #include "config/config.h"
+#include "decisions/record.h"
 #include "fallbacks/answer.h"
 #include "fallbacks/cache.h"
 #include "fallbacks/gate.h"
@@ -72,6 +74,8 @@ struct mg_exchange {
   const struct mg_alias *alias; /* borrowed from cfg */
   const struct mg_flag *flag;   /* borrowed from cfg, or NULL */
   struct mg_flag_decision fd;   /* the flag's decision, when flag is set */
+  uint32_t weights[MG_FLAG_MAX_VARIANTS]; /* in force at the decision */
+  bool has_weights;
   const struct mg_target *target; /* borrowed: the variant's target */
   struct mg_plan plan;
   struct mg_step step;
@@ -90,6 +94,11 @@ struct mg_exchange {
   uint64_t t_call;              /* uv_hrtime() when the current call began */
   struct mg_timeouts call_timeouts; /* in force for the current call */
   uint64_t up_ns;               /* time spent waiting for upstreams */
+  uint64_t t_head;              /* uv_hrtime() when a stream head went out */
+  int64_t tokens_prompt;        /* from the answer's usage, or -1 */
+  int64_t tokens_completion;
+  double threshold;             /* the serving target's gate, when on */
+  bool has_threshold;
   int status;                   /* status sent to the client */
   double confidence;            /* of the answer served, when known */
   bool has_confidence;
@@ -190,6 +199,129 @@ static void served_by(struct mg_exchange *ex, const char *prefix,
   snprintf(ex->served_by, sizeof(ex->served_by), "%s%s", prefix, name);
 }
 
+/* ---- the decision record --------------------------------------------------- */
+
+static const char *const endpoint_names[] = {"chat", "completions",
+                                             "embeddings"};
+
+static const char *tier_of(const struct mg_exchange *ex) {
+  if (ex->cache == CACHE_HIT)
+    return "cache";
+  if (strncmp(ex->served_by, "traditional:", 12) == 0)
+    return "traditional";
+  if (ex->served_by[0] == '\0' || ex->status >= 400)
+    return "none";
+  return mg_plan_fell_back(&ex->plan) ? "fallback" : "primary";
+}
+
+static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
+  static const char *const cache_names[] = {"off", "miss", "hit", "store"};
+  const struct mg_dlog_cfg *dc = &ex->cfg->dlog;
+  struct mg_record_weight w[MG_FLAG_MAX_VARIANTS];
+  struct mg_record_attr attrs[MG_REQ_MAX_ATTRS];
+  struct mg_record_attempt at[MAX_ATTEMPTS];
+  struct mg_record r;
+  char why[24], unit_hex[17];
+  struct mg_str raw = MG_STR_NULL;
+  size_t i, j;
+
+  if (ex->srv->dlog == NULL)
+    return;
+  memset(&r, 0, sizeof(r));
+  r.ts_ms = mg_wall_ms();
+  r.id = ex->id;
+  r.config = ex->cfg->hash;
+  r.endpoint = endpoint_names[ex->ep];
+  r.alias = ex->alias ? ex->alias->name : NULL;
+  r.bucket = -1;
+  r.unit_kind = "request";
+  if (ex->flag) {
+    const struct mg_flag *f = ex->flag;
+    r.flag = f->name;
+    r.variant = f->variants[ex->fd.variant].name;
+    r.reason = mg_reason_name(ex->fd.reason, ex->fd.rule, why, sizeof(why));
+    r.unit_kind = mg_unit_kind_name(ex->fd.unit_kind);
+    if (ex->fd.bucket != MG_NO_BUCKET)
+      r.bucket = ex->fd.bucket;
+    if (ex->fd.unit_kind == MG_UNIT_USER)
+      raw = ex->req.user.len ? ex->req.user : ex->req.unit_header;
+    else if (ex->fd.unit_kind == MG_UNIT_ATTR) {
+      const struct mg_str *v = mg_request_attr(
+          &ex->req, (struct mg_str){f->unit_attr, f->unit_attr_len});
+      if (v)
+        raw = *v;
+    }
+    if (ex->fd.unit_kind != MG_UNIT_REQUEST) {
+      /* Pseudonymized unless the config asks for raw ids (input units have
+       * no raw id: their digest is the unit). */
+      if (dc->raw_units && raw.len) {
+        r.unit = raw.p;
+        r.unit_len = raw.len;
+      } else {
+        snprintf(unit_hex, sizeof(unit_hex), "%016llx",
+                 (unsigned long long)ex->fd.unit_hash);
+        r.unit = unit_hex;
+        r.unit_len = 16;
+      }
+    }
+    if (ex->has_weights) {
+      for (i = 0; i < f->nvariants; i++) {
+        w[i].variant = f->variants[i].name;
+        w[i].bp = ex->weights[i];
+      }
+      r.weights = w;
+      r.nweights = f->nvariants;
+    }
+  } else if (ex->alias) {
+    r.reason = "direct";
+  } else {
+    r.reason = "unrouted";
+  }
+  /* Only the attributes the config names; values are the request's. */
+  for (i = 0; i < dc->nattrs; i++) {
+    const struct mg_str *v = mg_request_attr(&ex->req, mg_str_c(dc->attrs[i]));
+    if (v == NULL || r.nattrs == MG_REQ_MAX_ATTRS)
+      continue;
+    attrs[r.nattrs].name = dc->attrs[i];
+    attrs[r.nattrs].name_len = strlen(dc->attrs[i]);
+    attrs[r.nattrs].value = v->p;
+    attrs[r.nattrs].value_len = v->len;
+    r.nattrs++;
+  }
+  r.attrs = attrs;
+  r.input_chars = ex->req.input.chars;
+  r.input_messages = ex->req.input.messages;
+  r.input_tools = ex->req.input.tools;
+  r.input_stream = ex->req.input.stream;
+  for (j = 0; j < (size_t)ex->nattempts; j++) {
+    at[j].target = ex->attempts[j].target;
+    at[j].outcome = ex->attempts[j].outcome ? ex->attempts[j].outcome : "error";
+    at[j].status = ex->attempts[j].status;
+    at[j].ms = ex->attempts[j].ms;
+    at[j].confidence = ex->attempts[j].confidence;
+    at[j].has_confidence = ex->attempts[j].has_confidence;
+  }
+  r.attempts = at;
+  r.nattempts = (size_t)ex->nattempts;
+  r.served_by = ex->served_by[0] ? ex->served_by : NULL;
+  r.tier = tier_of(ex);
+  r.fallback_reason = ex->plan.why ? mg_trigger_name(ex->plan.why) : NULL;
+  r.confidence = ex->confidence;
+  r.has_confidence = ex->has_confidence;
+  r.threshold = ex->threshold;
+  r.has_threshold = ex->has_threshold;
+  r.cache = cache_names[ex->cache];
+  r.status = ex->status;
+  /* What the client saw as an error; 499 is its own disconnect. */
+  r.error = (ex->status >= 400 && ex->status != 499) || ex->stream_failed;
+  r.ms = total_ns / 1e6;
+  r.ttfb_ms = ex->t_head ? (ex->t_head - ex->t_start) / 1e6 : r.ms;
+  r.overhead_us = total_ns > ex->up_ns ? (total_ns - ex->up_ns) / 1000 : 0;
+  r.tokens_prompt = ex->tokens_prompt;
+  r.tokens_completion = ex->tokens_completion;
+  mg_server__decision(ex->srv, &r);
+}
+
 /* ---- finishing -------------------------------------------------------------- */
 
 static void finish(struct mg_exchange *ex, int status) {
@@ -214,6 +346,7 @@ static void finish(struct mg_exchange *ex, int status) {
    * an error to the client: counted apart. */
   if (ex->stream_failed)
     mg_server__observe_stream_error(srv, ex->alias ? ex->alias->name : "-");
+  write_record(ex, total_ns);
   mg_debug("request %s %s -> %s %d %.3f ms", ex->id,
            ex->alias ? ex->alias->name : "-",
            ex->served_by[0] ? ex->served_by : "-", ex->status, total_ns / 1e6);
@@ -528,6 +661,7 @@ static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
   if (!ex->stream_started) {
     ex->stream_started = true;
     ex->status = 200;
+    ex->t_head = uv_hrtime();
     /* The head goes out now: the target streaming is the one serving. */
     if (ex->call_target)
       served_by(ex, "", ex->call_target->name);
@@ -595,6 +729,8 @@ static uint32_t judge_answer(struct mg_exchange *ex, struct mg_up_call *call,
   }
   if (g->enabled && ex->ep != MG_EP_EMBEDDINGS) {
     char hv[64];
+    ex->threshold = g->min;
+    ex->has_threshold = true;
     const char *header = NULL;
     if (g->source == MG_CONF_HEADER &&
         mg_up_call_header(call, g->header, hv, sizeof(hv)) == 0)
@@ -631,6 +767,16 @@ static uint32_t judge_answer(struct mg_exchange *ex, struct mg_up_call *call,
     set_failure(ex, 500, "internal_error", "Out of memory.");
     a->outcome = "error";
     return MG_TRIG_INVALID;
+  }
+  /* Tokens for the decision log, when the answer says. */
+  {
+    int64_t v;
+    uint32_t u = mg_json_pointer(doc, 0, "/usage/prompt_tokens");
+    if (u != MG_JSON_NOTFOUND && mg_json_int(doc, u, &v) == 0)
+      ex->tokens_prompt = v;
+    u = mg_json_pointer(doc, 0, "/usage/completion_tokens");
+    if (u != MG_JSON_NOTFOUND && mg_json_int(doc, u, &v) == 0)
+      ex->tokens_completion = v;
   }
   a->outcome = "ok";
   return 0;
@@ -1164,6 +1310,7 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
   mg_buf_init(&ex->sse_line, 1u << 20);
   mg_request_init(&ex->req, ex->ep);
   mg_server__new_id(srv, ex->id);
+  ex->tokens_prompt = ex->tokens_completion = -1;
   c->ex = ex;
   srv->inflight++;
   hold(ex);
@@ -1194,6 +1341,12 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
     ex->flag = f;
     mg_flag_eval(f, &srv->flag_states[f->index], &ex->req, now,
                  mg_server__random(srv), &ex->fd);
+    /* The weights in force now, for the log: they may change later. */
+    if (srv->flag_states[f->index].has_weights) {
+      memcpy(ex->weights, srv->flag_states[f->index].weights,
+             sizeof(ex->weights));
+      ex->has_weights = true;
+    }
     ex->target = f->variants[ex->fd.variant].target;
     mg_server__observe_flag(srv, f, &ex->fd);
   } else {

@@ -75,6 +75,17 @@ static int register_metrics(struct mg_metrics *m) {
                           "first target, the tier that answered and the "
                           "reason.",
                           MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_decision_log_lines_total",
+                          "Decision log lines written.", MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_decision_log_dropped_total",
+                          "Decision log lines lost (buffer full or write "
+                          "errors).",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_decision_log_write_errors_total",
+                          "Failed writes to the decision log file.",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_decision_log_rotations_total",
+                          "Decision log rotations.", MG_COUNTER, NULL, 0);
   rc |= mg_metrics_family(m, "modelgate_stream_errors_total",
                           "Streams that ended with an error event after "
                           "their 200 head was sent (counted as 200 in "
@@ -209,6 +220,23 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
   struct mg_cache_stats cs;
   size_t i;
   mg_cache_stats(s->cache, &cs);
+  if (s->dlog) {
+    struct mg_dlog_stats ds;
+    mg_dlog_stats(s->dlog, &ds);
+    mg_series_set(mg_metrics_series(s->metrics,
+                                    "modelgate_decision_log_lines_total", ""),
+                  (double)ds.lines);
+    mg_series_set(mg_metrics_series(s->metrics,
+                                    "modelgate_decision_log_dropped_total", ""),
+                  (double)ds.dropped);
+    mg_series_set(
+        mg_metrics_series(s->metrics,
+                          "modelgate_decision_log_write_errors_total", ""),
+        (double)ds.write_errors);
+    mg_series_set(mg_metrics_series(
+                      s->metrics, "modelgate_decision_log_rotations_total", ""),
+                  (double)ds.rotations);
+  }
   mg_series_set(mg_metrics_series(s->metrics, "modelgate_cache_hits_total", ""),
                 (double)cs.hits);
   mg_series_set(
@@ -254,6 +282,56 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
                   1);
   mg_buf_free(&l);
   return mg_metrics_render(s->metrics, out);
+}
+
+/* ---- the decision log ------------------------------------------------------ */
+
+void mg_server__decision(struct mg_server *s, const struct mg_record *r) {
+  if (s->dlog == NULL)
+    return;
+  mg_buf_reset(&s->logline);
+  if (mg_record_format(r, &s->logline) == 0)
+    mg_dlog_write(s->dlog, s->logline.data, s->logline.len);
+}
+
+struct mg_buf *mg_server__event_begin(struct mg_server *s, const char *event) {
+  mg_buf_reset(&s->logline);
+  if (s->dlog == NULL ||
+      mg_record_event_begin(&s->logline, mg_wall_ms(), event) != 0)
+    return NULL;
+  return &s->logline;
+}
+
+void mg_server__event_end(struct mg_server *s) {
+  if (s->dlog == NULL || s->logline.len == 0)
+    return;
+  if (mg_buf_append(&s->logline, "}", 1) == 0)
+    mg_dlog_write(s->dlog, s->logline.data, s->logline.len);
+  mg_buf_reset(&s->logline);
+}
+
+/* Open, switch or close the decision log to match cfg. */
+static int dlog_apply(struct mg_server *s, const struct mg_dlog_cfg *c) {
+  char err[512];
+  if (!c->enabled) {
+    if (s->dlog) {
+      mg_dlog_close(s->dlog, NULL);
+      s->dlog = NULL;
+      mg_info("decision log: off");
+    }
+    return 0;
+  }
+  if (s->dlog) {
+    mg_dlog_reopen(s->dlog, c);
+    return 0;
+  }
+  s->dlog = mg_dlog_open(c, err, sizeof(err));
+  if (s->dlog == NULL) {
+    mg_error("decision log: %s", err);
+    return -EIO;
+  }
+  mg_info("decision log: %s", c->path);
+  return 0;
 }
 
 /* ---- fallbacks: breakers, cache, metrics ------------------------------------ */
@@ -333,6 +411,14 @@ void mg_server__breaker_changed(struct mg_server *s, const struct mg_target *t,
                                     l.data),
                   1);
   mg_buf_free(&l);
+  {
+    struct mg_buf *ev = mg_server__event_begin(s, "breaker");
+    if (ev && mg_buf_puts(ev, ",\"target\":") == 0 &&
+        mg_buf_json_str(ev, t->name, strlen(t->name)) == 0 &&
+        mg_buf_puts(ev, ",\"state\":") == 0 &&
+        mg_buf_json_str(ev, name, strlen(name)) == 0)
+      mg_server__event_end(s);
+  }
 }
 
 void mg_server__observe_fallback(struct mg_server *s, const char *target,
@@ -630,8 +716,22 @@ int mg_server_reload(struct mg_server *s, struct mg_cfg_errors *e) {
   s->config_loaded_ms = mg_wall_ms();
   mg_info("reloaded %s: config %s -> %s", s->config_path, old->hash,
           cfg->hash);
+  if (dlog_apply(s, &cfg->dlog) != 0)
+    mg_warn("reload: the decision log could not follow the new config");
+  {
+    struct mg_buf *ev = mg_server__event_begin(s, "reload");
+    if (ev && mg_buf_printf(ev, ",\"from\":\"%s\",\"to\":\"%s\",\"result\":\"ok\"",
+                            old->hash, cfg->hash) == 0)
+      mg_server__event_end(s);
+  }
   mg_config_unref(old);
 count:
+  if (rc != 0) {
+    struct mg_buf *ev = mg_server__event_begin(s, "reload");
+    if (ev && mg_buf_printf(ev, ",\"from\":\"%s\",\"result\":\"refused\",\"errors\":%zu",
+                            s->cfg->hash, e->n) == 0)
+      mg_server__event_end(s);
+  }
   mg_buf_init(&l, 256);
   if (mg_metrics_labels(&l, "result", rc == 0 ? "ok" : "error", NULL) == 0)
     mg_series_add(mg_metrics_series(s->metrics,
@@ -740,6 +840,7 @@ static void close_all(struct mg_server *s) {
   close_handle(s, (uv_handle_t *)&s->sig_term);
   close_handle(s, (uv_handle_t *)&s->sig_int);
   close_handle(s, (uv_handle_t *)&s->sig_hup);
+  close_handle(s, (uv_handle_t *)&s->sig_usr1);
   /* Both listeners were initialized whether or not they listen. */
   s->listening = s->admin_listening = false;
   close_handle(s, (uv_handle_t *)&s->listener);
@@ -796,6 +897,15 @@ static void on_signal(uv_signal_t *h, int signum) {
   mg_server_shutdown(s);
 }
 
+static void on_sigusr1(uv_signal_t *h, int signum) {
+  struct mg_server *s = h->data;
+  (void)signum;
+  if (s->dlog) {
+    mg_info("received SIGUSR1: reopening the decision log");
+    mg_dlog_reopen(s->dlog, NULL);
+  }
+}
+
 static void on_sighup(uv_signal_t *h, int signum) {
   struct mg_server *s = h->data;
   struct mg_cfg_errors e;
@@ -841,9 +951,12 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   uv_signal_init(loop, &s->sig_term);
   uv_signal_init(loop, &s->sig_int);
   uv_signal_init(loop, &s->sig_hup);
+  uv_signal_init(loop, &s->sig_usr1);
   s->listener.data = s->admin_listener.data = s;
   s->tick.data = s->grace_timer.data = s;
   s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+  s->sig_usr1.data = s;
+  mg_buf_init(&s->logline, 1u << 20);
   rc = mg_upstream_init(&s->up, loop, &cfg->upstream);
   if (rc)
     return rc;
@@ -871,6 +984,8 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   rc = load_state(s);
   if (rc == 0)
     rc = rebuild_states(s, 0);
+  if (rc == 0)
+    rc = dlog_apply(s, &cfg->dlog);
   read_token(s);
   return rc;
 }
@@ -934,6 +1049,7 @@ int mg_server_start(struct mg_server *s) {
   uv_signal_start(&s->sig_term, on_signal, SIGTERM);
   uv_signal_start(&s->sig_int, on_signal, SIGINT);
   uv_signal_start(&s->sig_hup, on_sighup, SIGHUP);
+  uv_signal_start(&s->sig_usr1, on_sigusr1, SIGUSR1);
   uv_timer_start(&s->tick, on_tick, 1000, 1000);
   /* The tick only refreshes a cached string: it must not keep the loop
    * alive on its own. Signals likewise. */
@@ -950,6 +1066,19 @@ int mg_server_start(struct mg_server *s) {
 }
 
 void mg_server_free(struct mg_server *s) {
+  if (s->dlog) {
+    struct mg_dlog_stats ds;
+    /* Everything queued reaches the file before the process ends. */
+    mg_dlog_close(s->dlog, &ds);
+    s->dlog = NULL;
+    if (ds.dropped)
+      mg_warn("decision log: %llu lines written, %llu dropped",
+              (unsigned long long)ds.lines, (unsigned long long)ds.dropped);
+    else
+      mg_info("decision log: %llu lines written, none dropped",
+              (unsigned long long)ds.lines);
+  }
+  mg_buf_free(&s->logline);
   mg_cache_free(s->cache);
   s->cache = NULL;
   flag_series_free(s, s->cfg ? s->cfg->flags.n : 0);

@@ -14,6 +14,8 @@
 #include "config/config.h"
 #include "proxy/metrics.h"
 #include "proxy/upstream.h"
+#include "decisions/log.h"
+#include "decisions/record.h"
 #include "fallbacks/breaker.h"
 #include "fallbacks/cache.h"
 #include "routing/override.h"
@@ -43,9 +45,11 @@ struct mg_server {
   struct mg_map breakers;      /* target name -> owned struct mg_breaker;
                                 * they outlive snapshots and reloads */
   struct mg_cache *cache;      /* owned: the answer cache */
+  struct mg_dlog *dlog;        /* owned: the decision log, or NULL */
+  struct mg_buf logline;       /* owned: a line being formatted */
   uint64_t reloads;
   int64_t config_loaded_ms;
-  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t grace_timer;      /* SIGTERM: the end of the grace period */
   uv_timer_t tick;             /* once a second: cached Date header */
   struct mg_upstream up;
@@ -115,6 +119,14 @@ bool mg_server__cache_get(struct mg_server *s, const struct mg_cache_key *k,
                           const char **body, size_t *len);
 int mg_server__cache_put(struct mg_server *s, const struct mg_cache_key *k,
                          const char *body, size_t len);
+
+/* The decision log: one record per answered request; event lines for
+ * automatic and admin actions. event_begin returns the line buffer with
+ * {"ts":...,"event":"<name>" written; add ,"key":value pairs, then
+ * event_end. Both do nothing without a decision log. */
+void mg_server__decision(struct mg_server *s, const struct mg_record *r);
+struct mg_buf *mg_server__event_begin(struct mg_server *s, const char *event);
+void mg_server__event_end(struct mg_server *s);
 
 /* A random number for request units. */
 uint64_t mg_server__random(struct mg_server *s);
