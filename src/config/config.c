@@ -165,6 +165,7 @@ static void config_free(struct mg_config *c) {
   if (c->server_rt && c->server_rt_free)
     c->server_rt_free(c->server_rt);
   mg_routes_free(&c->routes);
+  mg_ramps_free(&c->ramps);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
@@ -248,6 +249,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_fallbacks_parse(&c->fallbacks, root, &c->targets, e);
     mg_flags_parse(&c->flags, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->targets, e);
+    mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                   &c->flags, e);
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
   }
   cJSON_Delete(root);

@@ -14,6 +14,7 @@
 #include "common/cfg.h"
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
+#include "ramps/ramp.h"
 #include "routing/flag.h"
 #include "routing/route.h"
 #include "routing/target.h"
@@ -71,6 +72,7 @@ struct mg_config {
   struct mg_flags flags;
   struct mg_routes routes;
   struct mg_fallbacks fallbacks;
+  struct mg_ramps ramps;       /* by flag index */
   void *proxy_ext;                  /* owned by the proxy layer: per-snapshot
                                      * state it derives (curl header lists) */
   void (*proxy_ext_free)(void *ext);

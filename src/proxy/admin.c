@@ -2,6 +2,7 @@
  * the server's runtime state and answers at once. */
 #include "proxy/admin.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,11 @@ static cJSON *state_json(struct mg_server *s) {
     cJSON_AddBoolToObject(o, "kill_override", x && x->killed);
     cJSON_AddBoolToObject(o, "weights_override", x && x->has_weights);
     cJSON_AddBoolToObject(o, "override_stale", s->flag_stale[i]);
+    {
+      cJSON *ramp = mg_server__ramp_json(s, f);
+      if (ramp)
+        cJSON_AddItemToObject(o, "ramp", ramp);
+    }
     vs = cJSON_AddObjectToObject(o, "variants");
     for (j = 0; j < f->nvariants; j++) {
       cJSON *v = cJSON_AddObjectToObject(vs, f->variants[j].name);
@@ -285,6 +291,27 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
       fail(c, 405, "Use POST.", "method_not_allowed");
     else if (authorized(s, c, true))
       reload(s, c);
+  } else if (sscanf(path, "/admin/flags/%255[^/]/ramp/%31[a-z]", flag,
+                    action) == 2) {
+    const struct mg_flag *f = find_flag(s, flag);
+    char msg[320];
+    int rc;
+    if (m != HTTP_POST) {
+      fail(c, 405, "Use POST.", "method_not_allowed");
+    } else if (!authorized(s, c, true)) {
+      /* answered */
+    } else if (f == NULL) {
+      snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
+      fail(c, 404, msg, "unknown_flag");
+    } else if ((rc = mg_server__ramp_action(s, f, action, msg, sizeof(msg))) ==
+               0) {
+      mg_info("admin: ramp %s on flag %s", action, f->name);
+      reply(c, 200, state_json(s));
+    } else {
+      fail(c, rc == -ENOENT ? 404 : (rc == -EINVAL ? 409 : 500), msg,
+           rc == -ENOENT ? "no_ramp"
+                         : (rc == -EINVAL ? "ramp_conflict" : "internal_error"));
+    }
   } else if (sscanf(path, "/admin/flags/%255[^/]/%31[a-z]", flag, action) ==
              2) {
     const struct mg_flag *f = find_flag(s, flag);
@@ -310,6 +337,14 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
       else
         after_change(s, c, kill ? "killed" : "unkilled",
                      kill ? "kill" : "unkill", f->name);
+    } else if (s->cfg->ramps.v[f->index].enabled) {
+      /* The ramp owns the weights: two hands on one dial would fight. */
+      char msg[320];
+      snprintf(msg, sizeof(msg),
+               "Flag %s is ramping: use /admin/flags/%s/ramp/... (promote, "
+               "pause, rollback, restart).",
+               f->name, f->name);
+      fail(c, 409, msg, "ramp_conflict");
     } else if (m == HTTP_DELETE) {
       mg_overrides_clear_weights(&s->overrides, f->name);
       after_change(s, c, "cleared the weights of", "weights_cleared",

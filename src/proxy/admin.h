@@ -5,6 +5,8 @@
  *   POST   /admin/flags/<flag>/unkill        ...and off
  *   PUT    /admin/flags/<flag>/weights       {"<variant>": percent, ...}
  *   DELETE /admin/flags/<flag>/weights       back to the file's weights
+ *   POST   /admin/flags/<flag>/ramp/<action> pause, resume, promote,
+ *                                            rollback, restart
  *   POST   /admin/reload                     reload the config file
  *
  * With a token configured (admin.token_env), every call needs

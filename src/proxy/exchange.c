@@ -347,6 +347,23 @@ static void finish(struct mg_exchange *ex, int status) {
   if (ex->stream_failed)
     mg_server__observe_stream_error(srv, ex->alias ? ex->alias->name : "-");
   write_record(ex, total_ns);
+  /* Guards compare randomized traffic only. An error here is the
+   * variant's own target failing even when a fallback answered: hiding a
+   * failing treatment behind its fallbacks is exactly what must not pass. */
+  if (ex->flag && ex->fd.reason == MG_REASON_ROLLOUT &&
+      ex->cfg->ramps.v[ex->flag->index].enabled) {
+    bool low_conf = false;
+    int k;
+    for (k = 0; k < ex->nattempts; k++)
+      if (ex->attempts[k].outcome &&
+          strcmp(ex->attempts[k].outcome, "low_confidence") == 0)
+        low_conf = true;
+    mg_server__ramp_observe(
+        srv, ex->flag, ex->fd.variant,
+        (ex->plan.why && ex->plan.why != MG_TRIG_LOW_CONF) ||
+            (ex->status >= 400 && ex->status != 499) || ex->stream_failed,
+        ex->plan.why != 0, low_conf, total_ns / 1e6);
+  }
   mg_debug("request %s %s -> %s %d %.3f ms", ex->id,
            ex->alias ? ex->alias->name : "-",
            ex->served_by[0] ? ex->served_by : "-", ex->status, total_ns / 1e6);

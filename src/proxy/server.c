@@ -17,6 +17,18 @@
 #include "proxy/exchange.h"
 #include "proxy/http.h"
 
+/* A flag's ramp at run time (see the ramps section). */
+struct ramp_rt {
+  char *flag;               /* owned; the map key */
+  struct mg_ramp_state st;
+  char *treatment;          /* owned: variant names the windows are for */
+  char *control;
+  uint32_t window_ms;
+  struct mg_window wt, wc;  /* treatment and control outcomes */
+};
+static struct ramp_rt *ramp_rt_for(struct mg_server *s, const struct mg_flag *f,
+                                   const struct mg_ramp_cfg *rc);
+
 /* Seconds. Request latencies span from a cache hit to a long generation. */
 static const double request_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025,
                                         0.05,  0.1,    0.25,  0.5,  1,
@@ -75,6 +87,28 @@ static int register_metrics(struct mg_metrics *m) {
                           "first target, the tier that answered and the "
                           "reason.",
                           MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_ramp_step",
+                          "Current step of a flag's ramp (0-based).",
+                          MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_ramp_rolled_back",
+                          "1 when a flag's ramp is rolled back.", MG_GAUGE,
+                          NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_ramp_rollbacks_total",
+                          "Ramp rollbacks, by flag and the guard that fired "
+                          "(manual for the admin API).",
+                          MG_COUNTER, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_ramp_window_requests",
+                          "Rollout requests in a ramp's guard window, by "
+                          "flag and variant.",
+                          MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_ramp_window_error_rate",
+                          "Error rate in a ramp's guard window (the "
+                          "variant's own target failed, even if a fallback "
+                          "answered).",
+                          MG_GAUGE, NULL, 0);
+  rc |= mg_metrics_family(m, "modelgate_ramp_window_p95_ms",
+                          "p95 latency in a ramp's guard window.", MG_GAUGE,
+                          NULL, 0);
   rc |= mg_metrics_family(m, "modelgate_decision_log_lines_total",
                           "Decision log lines written.", MG_COUNTER, NULL, 0);
   rc |= mg_metrics_family(m, "modelgate_decision_log_dropped_total",
@@ -252,6 +286,46 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
                 (double)cs.entries);
   mg_series_set(mg_metrics_series(s->metrics, "modelgate_cache_bytes", ""),
                 (double)cs.bytes);
+  /* Ramps of the current snapshot's flags. */
+  for (i = 0; i < s->cfg->flags.n; i++) {
+    const struct mg_flag *f = &s->cfg->flags.v[i];
+    const struct mg_ramp_cfg *rc = &s->cfg->ramps.v[i];
+    struct ramp_rt *rt;
+    struct mg_window_sum sums[2];
+    struct mg_buf fl;
+    int k;
+    if (!rc->enabled || (rt = ramp_rt_for(s, f, rc)) == NULL)
+      continue;
+    mg_buf_init(&fl, 4096);
+    if (mg_metrics_labels(&fl, "flag", f->name, NULL) == 0) {
+      mg_series_set(mg_metrics_series(s->metrics, "modelgate_ramp_step",
+                                      fl.data),
+                    rt->st.step);
+      mg_series_set(mg_metrics_series(s->metrics, "modelgate_ramp_rolled_back",
+                                      fl.data),
+                    rt->st.status == MG_RAMP_ROLLED_BACK);
+    }
+    mg_window_sum(&rt->wt, (int64_t)uv_now(s->loop), &sums[0]);
+    mg_window_sum(&rt->wc, (int64_t)uv_now(s->loop), &sums[1]);
+    for (k = 0; k < 2; k++) {
+      double n = (double)sums[k].requests;
+      mg_buf_reset(&fl);
+      if (mg_metrics_labels(&fl, "flag", f->name, "variant",
+                            k ? rt->control : rt->treatment, NULL) != 0)
+        continue;
+      mg_series_set(mg_metrics_series(s->metrics,
+                                      "modelgate_ramp_window_requests", fl.data),
+                    n);
+      mg_series_set(mg_metrics_series(s->metrics,
+                                      "modelgate_ramp_window_error_rate",
+                                      fl.data),
+                    n ? sums[k].errors / n : 0);
+      mg_series_set(mg_metrics_series(s->metrics,
+                                      "modelgate_ramp_window_p95_ms", fl.data),
+                    mg_window_quantile(&sums[k], 0.95));
+    }
+    mg_buf_free(&fl);
+  }
   /* Breaker states of the current snapshot's targets. */
   for (i = 0; i < s->cfg->targets.n; i++) {
     const struct mg_target *t = &s->cfg->targets.v[i];
@@ -469,6 +543,272 @@ static void breakers_free(struct mg_map *m) {
   mg_map_free(m);
 }
 
+/* ---- ramps ---------------------------------------------------------------- */
+
+
+static void ramp_rt_free(struct ramp_rt *rt) {
+  free(rt->flag);
+  free(rt->treatment);
+  free(rt->control);
+  free(rt);
+}
+
+static int save_state(struct mg_server *s);
+
+/* The runtime of a flag's ramp, made on first use: from the state file
+ * when it knows the flag, else a fresh start. Windows follow the config. */
+static struct ramp_rt *ramp_rt_for(struct mg_server *s, const struct mg_flag *f,
+                                   const struct mg_ramp_cfg *rc) {
+  struct ramp_rt *rt = mg_map_get(&s->ramp_rt, f->name, strlen(f->name));
+  const char *tn = f->variants[rc->variant].name;
+  const char *cn = f->variants[rc->control].name;
+  if (rt == NULL) {
+    const cJSON *saved =
+        s->pending_ramps
+            ? cJSON_GetObjectItemCaseSensitive(s->pending_ramps, f->name)
+            : NULL;
+    rt = calloc(1, sizeof(*rt));
+    if (rt == NULL || (rt->flag = strdup(f->name)) == NULL ||
+        mg_map_put(&s->ramp_rt, rt->flag, strlen(rt->flag), rt) != 0) {
+      if (rt)
+        free(rt->flag);
+      free(rt);
+      return NULL;
+    }
+    if (saved &&
+        mg_ramp_state_from_json(&rt->st, saved, rc->nsteps) == 0) {
+      mg_info("ramp of flag %s: resumed at step %u (%s)", f->name, rt->st.step,
+              mg_ramp_status_name(rt->st.status));
+    } else {
+      mg_ramp_start(&rt->st, mg_wall_ms());
+      mg_info("ramp of flag %s: started", f->name);
+    }
+  }
+  if (rt->treatment == NULL || strcmp(rt->treatment, tn) != 0 ||
+      rt->control == NULL || strcmp(rt->control, cn) != 0 ||
+      rt->window_ms != rc->guards.window_ms) {
+    free(rt->treatment);
+    free(rt->control);
+    rt->treatment = strdup(tn);
+    rt->control = strdup(cn);
+    rt->window_ms = rc->guards.window_ms;
+    mg_window_init(&rt->wt, rc->guards.window_ms);
+    mg_window_init(&rt->wc, rc->guards.window_ms);
+  }
+  if (rt->st.step >= rc->nsteps && rc->nsteps)
+    rt->st.step = rc->nsteps - 1;
+  return rt;
+}
+
+void mg_server__ramp_observe(struct mg_server *s, const struct mg_flag *f,
+                             uint32_t variant, bool error, bool fallback,
+                             bool low_conf, double ms) {
+  struct ramp_rt *rt = mg_map_get(&s->ramp_rt, f->name, strlen(f->name));
+  const char *v = f->variants[variant].name;
+  int64_t now = (int64_t)uv_now(s->loop);
+  if (rt == NULL || rt->treatment == NULL)
+    return;
+  if (strcmp(v, rt->treatment) == 0)
+    mg_window_add(&rt->wt, now, error, fallback, low_conf, ms);
+  else if (strcmp(v, rt->control) == 0)
+    mg_window_add(&rt->wc, now, error, fallback, low_conf, ms);
+}
+
+static int rebuild_states(struct mg_server *s, size_t old_nflags);
+
+/* Something changed a ramp's state: weights, state file, event, log. */
+static void ramp_changed(struct mg_server *s, const struct mg_flag *f,
+                         const struct mg_ramp_cfg *rc, struct ramp_rt *rt,
+                         const char *event) {
+  struct mg_buf *ev;
+  uint32_t w = mg_ramp_weight(rc, &rt->st);
+  rebuild_states(s, s->cfg->flags.n);
+  save_state(s);
+  if (rt->st.status == MG_RAMP_ROLLED_BACK && strcmp(event, "rollback") == 0) {
+    struct mg_buf l;
+    mg_warn("ramp of flag %s: ROLLED BACK %s to 0%% (%s: observed %.4g, "
+            "threshold %.4g)",
+            f->name, rt->treatment, rt->st.guard, rt->st.observed,
+            rt->st.threshold);
+    mg_buf_init(&l, 4096);
+    if (mg_metrics_labels(&l, "flag", f->name, "guard", rt->st.guard, NULL) ==
+        0)
+      mg_series_add(mg_metrics_series(s->metrics,
+                                      "modelgate_ramp_rollbacks_total", l.data),
+                    1);
+    mg_buf_free(&l);
+  } else {
+    mg_info("ramp of flag %s: %s, step %u, %s at %.2f%%", f->name, event,
+            rt->st.step, rt->treatment, w / 100.0);
+  }
+  ev = mg_server__event_begin(s, event);
+  if (ev && mg_buf_puts(ev, ",\"flag\":") == 0 &&
+      mg_buf_json_str(ev, f->name, strlen(f->name)) == 0 &&
+      mg_buf_puts(ev, ",\"variant\":") == 0 &&
+      mg_buf_json_str(ev, rt->treatment, strlen(rt->treatment)) == 0 &&
+      mg_buf_printf(ev, ",\"status\":\"%s\",\"step\":%u,\"weight\":%.2f",
+                    mg_ramp_status_name(rt->st.status), rt->st.step,
+                    w / 100.0) == 0) {
+    int e = 0;
+    if (rt->st.status == MG_RAMP_ROLLED_BACK) {
+      e = mg_buf_puts(ev, ",\"guard\":");
+      if (e == 0)
+        e = mg_buf_json_str(ev, rt->st.guard, strlen(rt->st.guard));
+      if (e == 0)
+        e = mg_buf_printf(ev, ",\"observed\":%.6g,\"threshold\":%.6g",
+                          rt->st.observed, rt->st.threshold);
+    }
+    if (e == 0)
+      mg_server__event_end(s);
+  }
+}
+
+static void on_ramp_timer(uv_timer_t *t) {
+  struct mg_server *s = t->data;
+  int64_t wall = mg_wall_ms(), mono = (int64_t)uv_now(s->loop);
+  size_t i;
+  for (i = 0; i < s->cfg->flags.n; i++) {
+    const struct mg_ramp_cfg *rc = &s->cfg->ramps.v[i];
+    const struct mg_flag *f = &s->cfg->flags.v[i];
+    struct mg_window_sum ts, cs;
+    struct ramp_rt *rt;
+    enum mg_ramp_event ev;
+    if (!rc->enabled || (rt = ramp_rt_for(s, f, rc)) == NULL)
+      continue;
+    mg_window_sum(&rt->wt, mono, &ts);
+    mg_window_sum(&rt->wc, mono, &cs);
+    ev = mg_ramp_check(rc, &rt->st, wall, &ts, &cs);
+    if (ev == MG_RAMP_ADVANCED)
+      ramp_changed(s, f, rc, rt, "ramp_step");
+    else if (ev == MG_RAMP_ROLLBACK)
+      ramp_changed(s, f, rc, rt, "rollback");
+    else if (ev == MG_RAMP_WAIT)
+      ramp_changed(s, f, rc, rt, "ramp_waiting");
+  }
+}
+
+/* Run the guard checks at the shortest interval any ramp asks for. */
+static void ramps_sync_timer(struct mg_server *s) {
+  uint32_t period = 0;
+  size_t i;
+  for (i = 0; i < s->cfg->flags.n; i++) {
+    const struct mg_ramp_cfg *rc = &s->cfg->ramps.v[i];
+    if (rc->enabled && (period == 0 || rc->interval_ms < period))
+      period = rc->interval_ms;
+  }
+  if (period == s->ramp_period)
+    return;
+  s->ramp_period = period;
+  if (period == 0) {
+    uv_timer_stop(&s->ramp_timer);
+    return;
+  }
+  uv_timer_start(&s->ramp_timer, on_ramp_timer, period, period);
+}
+
+int mg_server__ramp_action(struct mg_server *s, const struct mg_flag *f,
+                           const char *action, char *msg, size_t n) {
+  const struct mg_ramp_cfg *rc = &s->cfg->ramps.v[f->index];
+  struct ramp_rt *rt;
+  int64_t now = mg_wall_ms();
+  int rc2 = -EINVAL;
+  const char *event = action;
+
+  if (!rc->enabled) {
+    snprintf(msg, n, "Flag %s has no ramp.", f->name);
+    return -ENOENT;
+  }
+  rt = ramp_rt_for(s, f, rc);
+  if (rt == NULL) {
+    snprintf(msg, n, "Out of memory.");
+    return -ENOMEM;
+  }
+  if (strcmp(action, "pause") == 0) {
+    rc2 = mg_ramp_pause(&rt->st, now);
+    event = "ramp_paused";
+  } else if (strcmp(action, "resume") == 0) {
+    rc2 = mg_ramp_resume(&rt->st, now);
+    event = "ramp_resumed";
+  } else if (strcmp(action, "promote") == 0) {
+    rc2 = mg_ramp_promote(rc, &rt->st, now);
+    event = "ramp_step";
+  } else if (strcmp(action, "rollback") == 0) {
+    rc2 = mg_ramp_rollback(&rt->st, now);
+    event = "rollback";
+  } else if (strcmp(action, "restart") == 0) {
+    mg_ramp_restart(&rt->st, now);
+    /* Old outcomes belong to the version that failed. */
+    mg_window_init(&rt->wt, rt->window_ms);
+    mg_window_init(&rt->wc, rt->window_ms);
+    rc2 = 0;
+    event = "ramp_restarted";
+  } else {
+    snprintf(msg, n, "Unknown ramp action '%s'.", action);
+    return -EINVAL;
+  }
+  if (rc2 != 0) {
+    snprintf(msg, n, "Cannot %s the ramp of %s: it is %s.", action, f->name,
+             mg_ramp_status_name(rt->st.status));
+    return rc2;
+  }
+  ramp_changed(s, f, rc, rt, event);
+  return 0;
+}
+
+cJSON *mg_server__ramp_json(struct mg_server *s, const struct mg_flag *f) {
+  const struct mg_ramp_cfg *rc = &s->cfg->ramps.v[f->index];
+  struct ramp_rt *rt;
+  struct mg_window_sum ts, cs;
+  cJSON *o, *w, *arr;
+  int64_t mono = (int64_t)uv_now(s->loop);
+  uint32_t i;
+  if (!rc->enabled || (rt = ramp_rt_for(s, f, rc)) == NULL)
+    return NULL;
+  o = mg_ramp_state_to_json(&rt->st);
+  if (o == NULL)
+    return NULL;
+  cJSON_AddStringToObject(o, "variant", rt->treatment);
+  cJSON_AddNumberToObject(o, "weight", mg_ramp_weight(rc, &rt->st) / 100.0);
+  arr = cJSON_AddArrayToObject(o, "steps");
+  for (i = 0; i < rc->nsteps; i++) {
+    cJSON *st = cJSON_CreateObject();
+    cJSON_AddNumberToObject(st, "weight", rc->steps[i].weight / 100.0);
+    cJSON_AddNumberToObject(st, "hold_ms", rc->steps[i].hold_ms);
+    cJSON_AddBoolToObject(st, "manual", rc->steps[i].manual);
+    cJSON_AddItemToArray(arr, st);
+  }
+  mg_window_sum(&rt->wt, mono, &ts);
+  mg_window_sum(&rt->wc, mono, &cs);
+  w = cJSON_AddObjectToObject(o, "window");
+  {
+    const struct mg_window_sum *sums[2] = {&ts, &cs};
+    const char *names[2] = {rt->treatment, rt->control};
+    int k;
+    for (k = 0; k < 2; k++) {
+      cJSON *v = cJSON_AddObjectToObject(w, names[k]);
+      double n = (double)sums[k]->requests;
+      cJSON_AddNumberToObject(v, "requests", n);
+      cJSON_AddNumberToObject(v, "error_rate", n ? sums[k]->errors / n : 0);
+      cJSON_AddNumberToObject(v, "fallback_rate",
+                              n ? sums[k]->fallbacks / n : 0);
+      cJSON_AddNumberToObject(v, "low_confidence_rate",
+                              n ? sums[k]->low_conf / n : 0);
+      cJSON_AddNumberToObject(v, "p95_ms", mg_window_quantile(sums[k], 0.95));
+    }
+  }
+  return o;
+}
+
+static void ramps_free(struct mg_server *s) {
+  size_t i;
+  for (i = 0; i < s->ramp_rt.cap; i++)
+    if (s->ramp_rt.slots[i].key)
+      ramp_rt_free(s->ramp_rt.slots[i].value);
+  mg_map_free(&s->ramp_rt);
+  cJSON_Delete(s->pending_ramps);
+  s->pending_ramps = NULL;
+}
+
 /* ---- flags: state in force, overrides, metrics ------------------------------ */
 
 /* Per flag of the current snapshot: series of modelgate_flag_requests_total
@@ -530,6 +870,13 @@ static int rebuild_states(struct mg_server *s, size_t old_nflags) {
     if (fs[i].s == NULL)
       goto oom;
     mg_overrides_state(&s->overrides, f, &st[i], &stale[i]);
+    /* A ramp owns its flag's weights (a kill still wins: it is not a
+     * weight). */
+    if (s->cfg->ramps.v[i].enabled) {
+      struct ramp_rt *rt = ramp_rt_for(s, f, &s->cfg->ramps.v[i]);
+      if (rt)
+        mg_ramp_apply(&s->cfg->ramps.v[i], &rt->st, f, &st[i]);
+    }
     if (stale[i])
       mg_warn("flag %s: the weights override names variants the config no "
               "longer has; the file's weights are in force",
@@ -582,6 +929,15 @@ static int save_state(struct mg_server *s) {
       mg_overrides_to_json(&s->overrides, &ov) != 0)
     goto out;
   cJSON_AddItemToObject(root, "overrides", ov);
+  {
+    cJSON *ramps = cJSON_AddObjectToObject(root, "ramps");
+    size_t i;
+    for (i = 0; ramps && i < s->ramp_rt.cap; i++) {
+      struct ramp_rt *rt = s->ramp_rt.slots[i].value;
+      if (s->ramp_rt.slots[i].key)
+        cJSON_AddItemToObject(ramps, rt->flag, mg_ramp_state_to_json(&rt->st));
+    }
+  }
   text = cJSON_Print(root);
   if (text == NULL)
     goto out;
@@ -638,6 +994,11 @@ static int load_state(struct mg_server *s) {
   if (s->overrides.n)
     mg_info("restored %zu flag override(s) from %s", s->overrides.n,
             s->state_file);
+  {
+    const cJSON *ramps = cJSON_GetObjectItemCaseSensitive(root, "ramps");
+    if (cJSON_IsObject(ramps))
+      s->pending_ramps = cJSON_Duplicate(ramps, 1);
+  }
 out:
   cJSON_Delete(root);
   free(buf);
@@ -710,6 +1071,8 @@ int mg_server_reload(struct mg_server *s, struct mg_cfg_errors *e) {
   }
   mg_upstream_configure(&s->up, &cfg->upstream);
   mg_cache_configure(s->cache, &cfg->fallbacks.cache);
+  ramps_sync_timer(s);
+  save_state(s); /* ramps that just started are on record */
   mg_log_set_level((enum mg_log_level)cfg->server.log_level);
   read_token(s);
   s->reloads++;
@@ -841,6 +1204,7 @@ static void close_all(struct mg_server *s) {
   close_handle(s, (uv_handle_t *)&s->sig_int);
   close_handle(s, (uv_handle_t *)&s->sig_hup);
   close_handle(s, (uv_handle_t *)&s->sig_usr1);
+  close_handle(s, (uv_handle_t *)&s->ramp_timer);
   /* Both listeners were initialized whether or not they listen. */
   s->listening = s->admin_listening = false;
   close_handle(s, (uv_handle_t *)&s->listener);
@@ -952,6 +1316,8 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   uv_signal_init(loop, &s->sig_int);
   uv_signal_init(loop, &s->sig_hup);
   uv_signal_init(loop, &s->sig_usr1);
+  uv_timer_init(loop, &s->ramp_timer);
+  s->ramp_timer.data = s;
   s->listener.data = s->admin_listener.data = s;
   s->tick.data = s->grace_timer.data = s;
   s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
@@ -971,6 +1337,7 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   mg_map_init(&s->route_stats);
   mg_map_init(&s->target_stats);
   mg_map_init(&s->breakers);
+  mg_map_init(&s->ramp_rt);
   s->cache = mg_cache_new(&cfg->fallbacks.cache);
   mg_json_init(&s->scratch, cfg->limits.json_tokens);
   s->metrics = mg_metrics_new();
@@ -1050,6 +1417,7 @@ int mg_server_start(struct mg_server *s) {
   uv_signal_start(&s->sig_int, on_signal, SIGINT);
   uv_signal_start(&s->sig_hup, on_sighup, SIGHUP);
   uv_signal_start(&s->sig_usr1, on_sigusr1, SIGUSR1);
+  ramps_sync_timer(s);
   uv_timer_start(&s->tick, on_tick, 1000, 1000);
   /* The tick only refreshes a cached string: it must not keep the loop
    * alive on its own. Signals likewise. */
@@ -1098,6 +1466,7 @@ void mg_server_free(struct mg_server *s) {
   mg_metrics_free(s->metrics);
   mg_config_unref(s->cfg);
   breakers_free(&s->breakers);
+  ramps_free(s);
   free(s->config_path);
   free(s->port_file);
   s->metrics = NULL;

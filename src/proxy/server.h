@@ -46,6 +46,12 @@ struct mg_server {
                                 * they outlive snapshots and reloads */
   struct mg_cache *cache;      /* owned: the answer cache */
   struct mg_dlog *dlog;        /* owned: the decision log, or NULL */
+  struct mg_map ramp_rt;       /* flag name -> owned struct ramp_rt: ramp
+                                * state and guard windows, across reloads */
+  cJSON *pending_ramps;        /* owned: ramp states read from the state
+                                * file, used when their flag's ramp starts */
+  uv_timer_t ramp_timer;       /* guard checks */
+  uint32_t ramp_period;        /* its period in ms, 0 when stopped */
   struct mg_buf logline;       /* owned: a line being formatted */
   uint64_t reloads;
   int64_t config_loaded_ms;
@@ -127,6 +133,18 @@ int mg_server__cache_put(struct mg_server *s, const struct mg_cache_key *k,
 void mg_server__decision(struct mg_server *s, const struct mg_record *r);
 struct mg_buf *mg_server__event_begin(struct mg_server *s, const char *event);
 void mg_server__event_end(struct mg_server *s);
+
+/* Feed a rollout request's outcome to its flag's guard windows. */
+void mg_server__ramp_observe(struct mg_server *s, const struct mg_flag *f,
+                             uint32_t variant, bool error, bool fallback,
+                             bool low_conf, double ms);
+/* Admin ramp actions: "pause", "resume", "promote", "rollback", "restart".
+ * 0, -ENOENT (the flag has no ramp), -EINVAL (not possible now; msg says
+ * why), or -errno when the state could not be saved. */
+int mg_server__ramp_action(struct mg_server *s, const struct mg_flag *f,
+                           const char *action, char *msg, size_t n);
+/* The ramp of a flag as JSON for the admin state, or NULL. */
+cJSON *mg_server__ramp_json(struct mg_server *s, const struct mg_flag *f);
 
 /* A random number for request units. */
 uint64_t mg_server__random(struct mg_server *s);

@@ -34,9 +34,10 @@ uint32_t mg_bucket(const char *salt, size_t salt_len, const void *unit,
 
 /* ---- parsing ---------------------------------------------------------------- */
 
+/* "ramp" and "guards" are parsed by ramps/ramp.c (a layer above). */
 static const char *const flag_keys[] = {
-    "enabled", "off_variant", "salt",  "unit",  "start", "end",
-    "block",   "variants",    "rules", NULL};
+    "enabled", "off_variant", "salt",  "unit",  "start",  "end",
+    "block",   "variants",    "rules", "ramp",  "guards", NULL};
 static const char *const variant_keys[] = {"target", "weight", "allow", NULL};
 static const char *const rule_keys[] = {"if", "variant", NULL};
 
