@@ -1011,9 +1011,12 @@ static int upstream_body(struct mg_exchange *ex, const struct mg_target *t,
   uint32_t m, s;
   int rc;
 
-  ex->call_asked_logprobs = mg_gate_needs_logprobs(g) && !ex->req.logprobs &&
-                            ex->ep != MG_EP_EMBEDDINGS;
   ex->call_buffered = ex->req.input.stream && g->enabled && g->buffer_streams;
+  /* A stream relayed as it comes cannot have logprobs taken out again: in
+   * that mode the gate records only what the client asked for. */
+  ex->call_asked_logprobs = mg_gate_needs_logprobs(g) && !ex->req.logprobs &&
+                            ex->ep != MG_EP_EMBEDDINGS &&
+                            (!ex->req.input.stream || ex->call_buffered);
   ex->stream_gate = ex->req.input.stream && !ex->call_buffered &&
                     g->enabled && g->source != MG_CONF_JSON;
   doc->max_tokens = ex->cfg->limits.json_tokens;
