@@ -96,7 +96,11 @@ static void parse_ramp(struct mg_ramp_cfg *c, const struct mg_flag *f,
     if (i != c->variant && i != c->control)
       others += f->variants[i].weight;
   steps = cJSON_GetObjectItemCaseSensitive(obj, "steps");
-  mg_cfg_join(p, path, "ramp.steps");
+  {
+    char rp[MG_CFG_PATH_MAX];
+    mg_cfg_join(rp, path, "ramp");
+    mg_cfg_join(p, rp, "steps");
+  }
   if (!cJSON_IsArray(steps) || cJSON_GetArraySize(steps) == 0) {
     mg_cfg_error(e, p, "must be a non-empty array of steps");
     return;
@@ -215,12 +219,24 @@ static bool breached(const struct mg_guards *g,
     }                                                                        \
   } while (0)
   BREACH("max_error_rate", rate, g->max_error_rate);
-  if (g->max_error_ratio >= 0 && c->requests >= g->min_requests) {
-    /* Add-one smoothing on both rates: a control without a single error
-     * must not make any treatment error an infinite ratio. */
-    double tr = (t->errors + 1.0) / (t->requests + 1.0);
-    double cr = (c->errors + 1.0) / (c->requests + 1.0);
-    BREACH("max_error_ratio", tr / cr, g->max_error_ratio);
+  if (g->max_error_ratio >= 0 && c->requests >= g->min_requests &&
+      t->errors > 0) {
+    /* The ratio alone is noise on small samples (one error against none
+     * is an infinite ratio): it counts only when the treatment's rate is
+     * also significantly above the control's (one-sided two-proportion
+     * z-test, p < 0.01). */
+    double tr = t->errors / n, cr = (double)c->errors / (double)c->requests;
+    double pooled = (double)(t->errors + c->errors) /
+                    (double)(t->requests + c->requests);
+    double se = sqrt(pooled * (1 - pooled) *
+                     (1.0 / n + 1.0 / (double)c->requests));
+    double ratio = cr > 0 ? tr / cr : INFINITY;
+    if (se > 0 && (tr - cr) / se > 2.326) {
+      /* Report a finite number for the log when the control had none. */
+      if (!isfinite(ratio))
+        ratio = tr * (double)c->requests;
+      BREACH("max_error_ratio", ratio, g->max_error_ratio);
+    }
   }
   BREACH("max_p95_ms", mg_window_quantile(t, 0.95), g->max_p95_ms);
   BREACH("max_fallback_rate", t->fallbacks / n, g->max_fallback_rate);

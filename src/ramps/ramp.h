@@ -44,7 +44,8 @@ struct mg_guards {
   uint32_t min_requests;
   uint32_t consecutive;
   double max_error_rate;          /* < 0: off */
-  double max_error_ratio;         /* treatment / control; < 0: off */
+  double max_error_ratio;         /* treatment / control, counted only
+                                   * when significant (z > 2.33); < 0: off */
   double max_p95_ms;              /* < 0: off */
   double max_fallback_rate;       /* < 0: off */
   double max_low_confidence_rate; /* < 0: off */
