@@ -153,10 +153,12 @@ static void count_lines(const char *p, size_t n, uint64_t *lines) {
 }
 
 /* Write the back buffer; lines that cannot be written are counted as
- * dropped, and the next batch tries again (a full disk may recover). */
+ * dropped, and the next batch tries again (a full disk may recover). A
+ * line cut by a failed write is taken back out of the file, so that the
+ * file holds whole lines only. */
 static void write_back(struct mg_dlog *l) {
   size_t off = 0, len = l->back.len;
-  uint64_t lines = 0, lost = 0;
+  uint64_t lines = 0, lost = 0, start;
   int err = 0;
 
   if (len == 0)
@@ -166,6 +168,7 @@ static void write_back(struct mg_dlog *l) {
     rotate(l);
   if (l->fd < 0 && open_file(l) != 0)
     err = errno;
+  start = l->size;
   while (err == 0 && off < len) {
     ssize_t n = write(l->fd, l->back.data + off, len - off);
     if (n < 0) {
@@ -176,6 +179,16 @@ static void write_back(struct mg_dlog *l) {
     }
     off += (size_t)n;
     l->size += (uint64_t)n;
+  }
+  if (err && off > 0) {
+    /* Keep up to the last whole line this batch wrote. */
+    const char *nl = NULL, *q;
+    for (q = l->back.data; q < l->back.data + off; q++)
+      if (*q == '\n')
+        nl = q;
+    off = nl ? (size_t)(nl - l->back.data) + 1 : 0;
+    if (ftruncate(l->fd, (off_t)(start + off)) == 0)
+      l->size = start + off;
   }
   count_lines(l->back.data, off, &lines);
   if (off < len)

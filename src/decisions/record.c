@@ -2,51 +2,64 @@
  * numbers and timestamps are written by hand rather than with printf. */
 #include "decisions/record.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/time.h"
 
-#define PUT(b, lit) mg_buf_append((b), (lit), sizeof(lit) - 1)
+/* ---- the record: an upper bound reserved once, then unchecked writes ---- */
 
-static int put_u64(struct mg_buf *b, uint64_t v) {
+struct w {
+  char *p; /* next byte; the room was reserved by the caller */
+};
+
+static void w_raw(struct w *w, const char *s, size_t n) {
+  memcpy(w->p, s, n);
+  w->p += n;
+}
+
+#define W_LIT(w, lit) w_raw((w), (lit), sizeof(lit) - 1)
+
+static void w_u64(struct w *w, uint64_t v) {
   char tmp[24];
   size_t i = sizeof(tmp);
   do {
     tmp[--i] = (char)('0' + v % 10);
     v /= 10;
   } while (v);
-  return mg_buf_append(b, tmp + i, sizeof(tmp) - i);
+  w_raw(w, tmp + i, sizeof(tmp) - i);
 }
 
-static int put_i64(struct mg_buf *b, int64_t v) {
-  int rc = 0;
+static void w_i64(struct w *w, int64_t v) {
   if (v < 0) {
-    rc = PUT(b, "-");
+    *w->p++ = '-';
     v = -v;
   }
-  return rc ? rc : put_u64(b, (uint64_t)v);
+  w_u64(w, (uint64_t)v);
 }
 
-/* A non-negative number with `decimals` fixed decimals, trailing zeros
- * dropped; anything else through printf. */
-static int put_num(struct mg_buf *b, double v, int decimals) {
+/* As put_num, for at most 32 bytes of output. */
+static void w_num(struct w *w, double v, int decimals) {
   static const uint64_t scale[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
-  uint64_t s = scale[decimals], x, ip, fp;
+  uint64_t sc = scale[decimals], x, fp;
   char frac[8];
-  int n, rc;
-
-  if (!isfinite(v))
-    return PUT(b, "null");
-  if (v < 0 || v >= 1e12)
-    return mg_buf_printf(b, "%.*g", 10, v);
-  x = (uint64_t)(v * (double)s + 0.5);
-  ip = x / s;
-  fp = x % s;
-  rc = put_u64(b, ip);
-  if (rc || fp == 0 || decimals == 0)
-    return rc;
+  int n;
+  if (!isfinite(v)) {
+    W_LIT(w, "null");
+    return;
+  }
+  if (v < 0 || v >= 1e12) {
+    w->p += snprintf(w->p, 32, "%.10g", v);
+    return;
+  }
+  x = (uint64_t)(v * (double)sc + 0.5);
+  fp = x % sc;
+  w_u64(w, x / sc);
+  if (fp == 0 || decimals == 0)
+    return;
   for (n = decimals; n > 0; n--) {
     frac[n - 1] = (char)('0' + fp % 10);
     fp /= 10;
@@ -54,235 +67,265 @@ static int put_num(struct mg_buf *b, double v, int decimals) {
   n = decimals;
   while (n > 0 && frac[n - 1] == '0')
     n--;
-  rc = PUT(b, ".");
-  return rc ? rc : mg_buf_append(b, frac, (size_t)n);
+  *w->p++ = '.';
+  w_raw(w, frac, (size_t)n);
 }
 
-static int put_str(struct mg_buf *b, const char *s) {
+/* A JSON string: at most 6 bytes per input byte, plus the quotes. */
+static void w_str(struct w *w, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  size_t i, run = 0;
+  *w->p++ = '"';
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
+      run++;
+      continue;
+    }
+    w_raw(w, s + i - run, run);
+    run = 0;
+    *w->p++ = '\\';
+    if (c == '"' || c == '\\') {
+      *w->p++ = (char)c;
+    } else if (c == '\n') {
+      *w->p++ = 'n';
+    } else if (c == '\r') {
+      *w->p++ = 'r';
+    } else if (c == '\t') {
+      *w->p++ = 't';
+    } else {
+      *w->p++ = 'u';
+      *w->p++ = '0';
+      *w->p++ = '0';
+      *w->p++ = hex[c >> 4];
+      *w->p++ = hex[c & 15];
+    }
+  }
+  w_raw(w, s + n - run, run);
+  *w->p++ = '"';
+}
+
+static void w_cstr(struct w *w, const char *s) {
   if (s == NULL)
-    return PUT(b, "null");
-  return mg_buf_json_str(b, s, strlen(s));
+    W_LIT(w, "null");
+  else
+    w_str(w, s, strlen(s));
 }
 
-/* "2026-11-21T13:00:00.123Z", the second's text cached: records come many
- * per second. Loop thread only. */
-static int put_ts(struct mg_buf *b, int64_t ms) {
+static void w_ts(struct w *w, int64_t ms) {
   static int64_t cached_sec = INT64_MIN;
   static char cached[32];
   int64_t sec = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
   unsigned frac = (unsigned)(ms - sec * 1000);
-  char tail[6];
-  int rc;
   if (sec != cached_sec) {
-    mg_rfc3339_format(sec * 1000, cached); /* "...:SS.000Z" */
-    cached[19] = '\0';
+    mg_rfc3339_format(sec * 1000, cached);
     cached_sec = sec;
   }
-  tail[0] = '.';
-  tail[1] = (char)('0' + frac / 100);
-  tail[2] = (char)('0' + frac / 10 % 10);
-  tail[3] = (char)('0' + frac % 10);
-  tail[4] = 'Z';
-  rc = PUT(b, "\"");
-  if (rc == 0)
-    rc = mg_buf_append(b, cached, 19);
-  if (rc == 0)
-    rc = mg_buf_append(b, tail, 5);
-  if (rc == 0)
-    rc = PUT(b, "\"");
-  return rc;
+  *w->p++ = '"';
+  w_raw(w, cached, 19);
+  *w->p++ = '.';
+  *w->p++ = (char)('0' + frac / 100);
+  *w->p++ = (char)('0' + frac / 10 % 10);
+  *w->p++ = (char)('0' + frac % 10);
+  *w->p++ = 'Z';
+  *w->p++ = '"';
+}
+
+static size_t bound_cstr(const char *s) { return s ? strlen(s) * 6 + 2 : 4; }
+
+/* Bytes the record can take at most: every string escaped at 6 bytes a
+ * byte, every number at 32. */
+static size_t bound(const struct mg_record *r) {
+  size_t n = 1024, i;
+  n += bound_cstr(r->id) + bound_cstr(r->config) + bound_cstr(r->endpoint) +
+       bound_cstr(r->alias) + bound_cstr(r->flag) + bound_cstr(r->unit_kind) +
+       bound_cstr(r->variant) + bound_cstr(r->reason) +
+       bound_cstr(r->served_by) + bound_cstr(r->tier) +
+       bound_cstr(r->fallback_reason) + bound_cstr(r->cache);
+  n += r->unit ? r->unit_len * 6 + 2 : 4;
+  for (i = 0; i < r->nweights; i++)
+    n += bound_cstr(r->weights[i].variant) + 40;
+  for (i = 0; i < r->nattrs; i++)
+    n += (r->attrs[i].name_len + r->attrs[i].value_len) * 6 + 8;
+  for (i = 0; i < r->nattempts; i++)
+    n += bound_cstr(r->attempts[i].target) +
+         bound_cstr(r->attempts[i].outcome) + 160;
+  return n;
 }
 
 int mg_record_event_begin(struct mg_buf *out, int64_t ts_ms,
                           const char *event) {
-  int rc = PUT(out, "{\"ts\":");
-  if (rc == 0)
-    rc = put_ts(out, ts_ms);
-  if (rc == 0)
-    rc = PUT(out, ",\"event\":");
-  if (rc == 0)
-    rc = put_str(out, event);
-  return rc;
+  struct w w;
+  int rc = mg_buf_reserve(out, 64 + bound_cstr(event));
+  if (rc)
+    return rc;
+  w.p = out->data + out->len;
+  W_LIT(&w, "{\"ts\":");
+  w_ts(&w, ts_ms);
+  W_LIT(&w, ",\"event\":");
+  w_cstr(&w, event);
+  out->len = (size_t)(w.p - out->data);
+  out->data[out->len] = '\0';
+  return 0;
+}
+
+/* Write the record at p (room for bound(r) bytes); returns its end. */
+static char *format_at(const struct mg_record *r, char *p) {
+  struct w w;
+  size_t i;
+  w.p = p;
+  W_LIT(&w, "{\"ts\":");
+  w_ts(&w, r->ts_ms);
+  W_LIT(&w, ",\"id\":");
+  w_cstr(&w, r->id);
+  W_LIT(&w, ",\"config\":");
+  w_cstr(&w, r->config);
+  W_LIT(&w, ",\"endpoint\":");
+  w_cstr(&w, r->endpoint);
+  W_LIT(&w, ",\"alias\":");
+  w_cstr(&w, r->alias);
+  W_LIT(&w, ",\"flag\":");
+  w_cstr(&w, r->flag);
+  W_LIT(&w, ",\"unit\":");
+  if (r->unit)
+    w_str(&w, r->unit, r->unit_len);
+  else
+    W_LIT(&w, "null");
+  W_LIT(&w, ",\"unit_kind\":");
+  w_cstr(&w, r->unit_kind);
+  W_LIT(&w, ",\"bucket\":");
+  if (r->bucket >= 0)
+    w_i64(&w, r->bucket);
+  else
+    W_LIT(&w, "null");
+  W_LIT(&w, ",\"variant\":");
+  w_cstr(&w, r->variant);
+  W_LIT(&w, ",\"reason\":");
+  w_cstr(&w, r->reason);
+  W_LIT(&w, ",\"weights\":");
+  if (r->weights == NULL) {
+    W_LIT(&w, "null");
+  } else {
+    *w.p++ = '{';
+    for (i = 0; i < r->nweights; i++) {
+      if (i)
+        *w.p++ = ',';
+      w_cstr(&w, r->weights[i].variant);
+      *w.p++ = ':';
+      w_num(&w, r->weights[i].bp / 100.0, 2);
+    }
+    *w.p++ = '}';
+  }
+  W_LIT(&w, ",\"attrs\":{");
+  for (i = 0; i < r->nattrs; i++) {
+    if (i)
+      *w.p++ = ',';
+    w_str(&w, r->attrs[i].name, r->attrs[i].name_len);
+    *w.p++ = ':';
+    w_str(&w, r->attrs[i].value, r->attrs[i].value_len);
+  }
+  W_LIT(&w, "},\"input\":{\"chars\":");
+  w_u64(&w, r->input_chars);
+  W_LIT(&w, ",\"messages\":");
+  w_u64(&w, r->input_messages);
+  W_LIT(&w, ",\"tools\":");
+  w_u64(&w, r->input_tools);
+  if (r->input_stream)
+    W_LIT(&w, ",\"stream\":true}");
+  else
+    W_LIT(&w, ",\"stream\":false}");
+  W_LIT(&w, ",\"attempts\":[");
+  for (i = 0; i < r->nattempts; i++) {
+    const struct mg_record_attempt *a = &r->attempts[i];
+    if (i)
+      *w.p++ = ',';
+    W_LIT(&w, "{\"target\":");
+    w_cstr(&w, a->target);
+    W_LIT(&w, ",\"outcome\":");
+    w_cstr(&w, a->outcome);
+    W_LIT(&w, ",\"status\":");
+    w_i64(&w, a->status);
+    W_LIT(&w, ",\"ms\":");
+    w_u64(&w, a->ms);
+    W_LIT(&w, ",\"confidence\":");
+    if (a->has_confidence)
+      w_num(&w, a->confidence, 4);
+    else
+      W_LIT(&w, "null");
+    *w.p++ = '}';
+  }
+  W_LIT(&w, "],\"served_by\":");
+  w_cstr(&w, r->served_by);
+  W_LIT(&w, ",\"tier\":");
+  w_cstr(&w, r->tier);
+  W_LIT(&w, ",\"fallback_reason\":");
+  w_cstr(&w, r->fallback_reason);
+  W_LIT(&w, ",\"confidence\":");
+  if (r->has_confidence)
+    w_num(&w, r->confidence, 4);
+  else
+    W_LIT(&w, "null");
+  W_LIT(&w, ",\"threshold\":");
+  if (r->has_threshold)
+    w_num(&w, r->threshold, 4);
+  else
+    W_LIT(&w, "null");
+  W_LIT(&w, ",\"cache\":");
+  w_cstr(&w, r->cache);
+  W_LIT(&w, ",\"status\":");
+  w_i64(&w, r->status);
+  if (r->error)
+    W_LIT(&w, ",\"error\":true");
+  else
+    W_LIT(&w, ",\"error\":false");
+  W_LIT(&w, ",\"ms\":");
+  w_num(&w, r->ms, 3);
+  W_LIT(&w, ",\"ttfb_ms\":");
+  if (r->ttfb_ms >= 0)
+    w_num(&w, r->ttfb_ms, 3);
+  else
+    W_LIT(&w, "null");
+  W_LIT(&w, ",\"overhead_us\":");
+  w_u64(&w, r->overhead_us);
+  W_LIT(&w, ",\"tokens\":");
+  if (r->tokens_prompt < 0 && r->tokens_completion < 0) {
+    W_LIT(&w, "null");
+  } else {
+    W_LIT(&w, "{\"prompt\":");
+    if (r->tokens_prompt >= 0)
+      w_i64(&w, r->tokens_prompt);
+    else
+      W_LIT(&w, "null");
+    W_LIT(&w, ",\"completion\":");
+    if (r->tokens_completion >= 0)
+      w_i64(&w, r->tokens_completion);
+    else
+      W_LIT(&w, "null");
+    *w.p++ = '}';
+  }
+  *w.p++ = '}';
+  return w.p;
 }
 
 int mg_record_format(const struct mg_record *r, struct mg_buf *b) {
-  size_t i;
-  int rc = PUT(b, "{\"ts\":");
-  if (rc == 0)
-    rc = put_ts(b, r->ts_ms);
-  if (rc == 0)
-    rc = PUT(b, ",\"id\":");
-  if (rc == 0)
-    rc = put_str(b, r->id);
-  if (rc == 0)
-    rc = PUT(b, ",\"config\":");
-  if (rc == 0)
-    rc = put_str(b, r->config);
-  if (rc == 0)
-    rc = PUT(b, ",\"endpoint\":");
-  if (rc == 0)
-    rc = put_str(b, r->endpoint);
-  if (rc == 0)
-    rc = PUT(b, ",\"alias\":");
-  if (rc == 0)
-    rc = put_str(b, r->alias);
-  if (rc == 0)
-    rc = PUT(b, ",\"flag\":");
-  if (rc == 0)
-    rc = put_str(b, r->flag);
-  if (rc == 0)
-    rc = PUT(b, ",\"unit\":");
-  if (rc == 0)
-    rc = r->unit ? mg_buf_json_str(b, r->unit, r->unit_len) : PUT(b, "null");
-  if (rc == 0)
-    rc = PUT(b, ",\"unit_kind\":");
-  if (rc == 0)
-    rc = put_str(b, r->unit_kind);
-  if (rc == 0)
-    rc = PUT(b, ",\"bucket\":");
-  if (rc == 0)
-    rc = r->bucket >= 0 ? put_i64(b, r->bucket) : PUT(b, "null");
-  if (rc == 0)
-    rc = PUT(b, ",\"variant\":");
-  if (rc == 0)
-    rc = put_str(b, r->variant);
-  if (rc == 0)
-    rc = PUT(b, ",\"reason\":");
-  if (rc == 0)
-    rc = put_str(b, r->reason);
-  if (rc == 0)
-    rc = PUT(b, ",\"weights\":");
-  if (rc == 0 && r->weights == NULL) {
-    rc = PUT(b, "null");
-  } else if (rc == 0) {
-    rc = PUT(b, "{");
-    for (i = 0; rc == 0 && i < r->nweights; i++) {
-      if (i)
-        rc = PUT(b, ",");
-      if (rc == 0)
-        rc = put_str(b, r->weights[i].variant);
-      if (rc == 0)
-        rc = PUT(b, ":");
-      if (rc == 0)
-        rc = put_num(b, r->weights[i].bp / 100.0, 2);
-    }
-    if (rc == 0)
-      rc = PUT(b, "}");
+  size_t n = bound(r);
+  char *tmp, *end;
+  int rc = mg_buf_reserve(b, n);
+  if (rc == 0) {
+    end = format_at(r, b->data + b->len);
+    b->len = (size_t)(end - b->data);
+    b->data[b->len] = '\0';
+    return 0;
   }
-  if (rc == 0)
-    rc = PUT(b, ",\"attrs\":{");
-  for (i = 0; rc == 0 && i < r->nattrs; i++) {
-    if (i)
-      rc = PUT(b, ",");
-    if (rc == 0)
-      rc = mg_buf_json_str(b, r->attrs[i].name, r->attrs[i].name_len);
-    if (rc == 0)
-      rc = PUT(b, ":");
-    if (rc == 0)
-      rc = mg_buf_json_str(b, r->attrs[i].value, r->attrs[i].value_len);
-  }
-  if (rc == 0)
-    rc = PUT(b, "},\"input\":{\"chars\":");
-  if (rc == 0)
-    rc = put_u64(b, r->input_chars);
-  if (rc == 0)
-    rc = PUT(b, ",\"messages\":");
-  if (rc == 0)
-    rc = put_u64(b, r->input_messages);
-  if (rc == 0)
-    rc = PUT(b, ",\"tools\":");
-  if (rc == 0)
-    rc = put_u64(b, r->input_tools);
-  if (rc == 0)
-    rc = r->input_stream ? PUT(b, ",\"stream\":true}") : PUT(b, ",\"stream\":false}");
-  if (rc == 0)
-    rc = PUT(b, ",\"attempts\":[");
-  for (i = 0; rc == 0 && i < r->nattempts; i++) {
-    const struct mg_record_attempt *a = &r->attempts[i];
-    if (i)
-      rc = PUT(b, ",");
-    if (rc == 0)
-      rc = PUT(b, "{\"target\":");
-    if (rc == 0)
-      rc = put_str(b, a->target);
-    if (rc == 0)
-      rc = PUT(b, ",\"outcome\":");
-    if (rc == 0)
-      rc = put_str(b, a->outcome);
-    if (rc == 0)
-      rc = PUT(b, ",\"status\":");
-    if (rc == 0)
-      rc = put_i64(b, a->status);
-    if (rc == 0)
-      rc = PUT(b, ",\"ms\":");
-    if (rc == 0)
-      rc = put_u64(b, a->ms);
-    if (rc == 0)
-      rc = PUT(b, ",\"confidence\":");
-    if (rc == 0)
-      rc = a->has_confidence ? put_num(b, a->confidence, 4) : PUT(b, "null");
-    if (rc == 0)
-      rc = PUT(b, "}");
-  }
-  if (rc == 0)
-    rc = PUT(b, "],\"served_by\":");
-  if (rc == 0)
-    rc = put_str(b, r->served_by);
-  if (rc == 0)
-    rc = PUT(b, ",\"tier\":");
-  if (rc == 0)
-    rc = put_str(b, r->tier);
-  if (rc == 0)
-    rc = PUT(b, ",\"fallback_reason\":");
-  if (rc == 0)
-    rc = put_str(b, r->fallback_reason);
-  if (rc == 0)
-    rc = PUT(b, ",\"confidence\":");
-  if (rc == 0)
-    rc = r->has_confidence ? put_num(b, r->confidence, 4) : PUT(b, "null");
-  if (rc == 0)
-    rc = PUT(b, ",\"threshold\":");
-  if (rc == 0)
-    rc = r->has_threshold ? put_num(b, r->threshold, 4) : PUT(b, "null");
-  if (rc == 0)
-    rc = PUT(b, ",\"cache\":");
-  if (rc == 0)
-    rc = put_str(b, r->cache);
-  if (rc == 0)
-    rc = PUT(b, ",\"status\":");
-  if (rc == 0)
-    rc = put_i64(b, r->status);
-  if (rc == 0)
-    rc = r->error ? PUT(b, ",\"error\":true") : PUT(b, ",\"error\":false");
-  if (rc == 0)
-    rc = PUT(b, ",\"ms\":");
-  if (rc == 0)
-    rc = put_num(b, r->ms, 3);
-  if (rc == 0)
-    rc = PUT(b, ",\"ttfb_ms\":");
-  if (rc == 0)
-    rc = r->ttfb_ms >= 0 ? put_num(b, r->ttfb_ms, 3) : PUT(b, "null");
-  if (rc == 0)
-    rc = PUT(b, ",\"overhead_us\":");
-  if (rc == 0)
-    rc = put_u64(b, r->overhead_us);
-  if (rc == 0)
-    rc = PUT(b, ",\"tokens\":");
-  if (rc == 0 && (r->tokens_prompt < 0 && r->tokens_completion < 0)) {
-    rc = PUT(b, "null");
-  } else if (rc == 0) {
-    rc = PUT(b, "{\"prompt\":");
-    if (rc == 0)
-      rc = r->tokens_prompt >= 0 ? put_i64(b, r->tokens_prompt) : PUT(b, "null");
-    if (rc == 0)
-      rc = PUT(b, ",\"completion\":");
-    if (rc == 0)
-      rc = r->tokens_completion >= 0 ? put_i64(b, r->tokens_completion)
-                                     : PUT(b, "null");
-    if (rc == 0)
-      rc = PUT(b, "}");
-  }
-  if (rc == 0)
-    rc = PUT(b, "}");
+  if (rc != -E2BIG)
+    return rc;
+  /* The bound is generous; the line itself may still fit: write it aside
+   * and append the exact bytes, or fail without a partial line. */
+  tmp = malloc(n);
+  if (tmp == NULL)
+    return -ENOMEM;
+  end = format_at(r, tmp);
+  rc = mg_buf_append(b, tmp, (size_t)(end - tmp));
+  free(tmp);
   return rc;
 }

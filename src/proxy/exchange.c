@@ -119,6 +119,8 @@ struct mg_exchange {
   bool in_data;                 /* inside on_data (curl's write callback) */
   bool stream_started;          /* the head of a stream was sent */
   bool stream_failed;           /* a stream ended with an error event */
+  bool doc_fresh;               /* the scratch tokens are still this
+                                 * request's (from start to the first call) */
   char extra[EXTRA_MAX];        /* x-modelgate-* header lines */
 };
 
@@ -788,12 +790,15 @@ static uint32_t judge_answer(struct mg_exchange *ex, struct mg_up_call *call,
   /* Tokens for the decision log, when the answer says. */
   {
     int64_t v;
-    uint32_t u = mg_json_pointer(doc, 0, "/usage/prompt_tokens");
-    if (u != MG_JSON_NOTFOUND && mg_json_int(doc, u, &v) == 0)
-      ex->tokens_prompt = v;
-    u = mg_json_pointer(doc, 0, "/usage/completion_tokens");
-    if (u != MG_JSON_NOTFOUND && mg_json_int(doc, u, &v) == 0)
-      ex->tokens_completion = v;
+    uint32_t u = mg_json_getc(doc, 0, "usage"), x;
+    if (u != MG_JSON_NOTFOUND && doc->toks[u].type == MG_JSON_OBJECT) {
+      x = mg_json_getc(doc, u, "prompt_tokens");
+      if (x != MG_JSON_NOTFOUND && mg_json_int(doc, x, &v) == 0)
+        ex->tokens_prompt = v;
+      x = mg_json_getc(doc, u, "completion_tokens");
+      if (x != MG_JSON_NOTFOUND && mg_json_int(doc, x, &v) == 0)
+        ex->tokens_completion = v;
+    }
   }
   a->outcome = "ok";
   return 0;
@@ -1019,9 +1024,14 @@ static int upstream_body(struct mg_exchange *ex, const struct mg_target *t,
                             (!ex->req.input.stream || ex->call_buffered);
   ex->stream_gate = ex->req.input.stream && !ex->call_buffered &&
                     g->enabled && g->source != MG_CONF_JSON;
-  doc->max_tokens = ex->cfg->limits.json_tokens;
-  if (mg_json_parse(doc, ex->body.data, ex->body.len, NULL) != 0)
-    return -EINVAL; /* parsed fine at start; cannot happen */
+  /* The first call reuses the tokens start read; later ones (retries,
+   * fallbacks) scan the body again, as the scratch served others since. */
+  if (!ex->doc_fresh) {
+    doc->max_tokens = ex->cfg->limits.json_tokens;
+    if (mg_json_parse(doc, ex->body.data, ex->body.len, NULL) != 0)
+      return -EINVAL; /* parsed fine at start; cannot happen */
+  }
+  ex->doc_fresh = false;
   mg_buf_init(&b, (size_t)-1 / 2);
   mg_buf_init(&tmp, (size_t)-1 / 2);
   /* Splices, from the end of the body to its start so that earlier
@@ -1392,6 +1402,7 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
     mg_plan_start(&ex->plan, &ex->cfg->fallbacks, ex->target, breakers,
                   (int64_t)now_ms(ex), &ex->step);
   }
+  ex->doc_fresh = true;
   run(ex);
 out:
   release(ex);
