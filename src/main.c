@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "proxy/server.h"
+#include "report/report.h"
 
 /* conf/demo.json, compiled in (CMakeLists.txt). */
 extern const char mg_demo_config[];
@@ -25,6 +26,9 @@ static void usage(FILE *f) {
           "conf/demo.json)\n"
           "  check -c FILE                      validate a config, print every "
           "error\n"
+          "  report [options] LOG...            cohort analysis of decision "
+          "logs\n"
+          "                                     (modelgate report --help)\n"
           "  version                            print the version\n"
           "\n"
           "serve exits 0 after SIGTERM or SIGINT once requests in flight have "
@@ -124,6 +128,9 @@ int main(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
+  /* report has options of its own (src/report/report.h). */
+  if (strcmp(cmd, "report") == 0)
+    return mg_report_main(argc - 1, argv + 1);
   for (i = 2; i < argc; i++) {
     if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
         i + 1 < argc)

@@ -101,6 +101,7 @@ struct mg_rp_wset {
 
 struct mg_rp_flag {
   char *name;                    /* owned; also the key in log->by_name */
+  uint32_t index;                /* position in log->flags */
   struct mg_rp_arm arms[MG_RP_MAX_ARMS];
   uint32_t narms;
   struct mg_rp_row *rows;        /* owned */

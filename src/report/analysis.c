@@ -1,0 +1,1115 @@
+/* analysis.c - metrics, comparisons, checks and alarms (analysis.h).
+ *
+ * Work is organised around two arrays the reader filled: the per-unit
+ * aggregates (one pass gives every arm's per-unit statistics) and each
+ * flag's rows (quantiles, histograms and the input-axis cells, which need
+ * per-unit sums within a cell and so re-aggregate the rows of the cell).
+ * Scratch memory is allocated once for the largest flag and reused. */
+#include "report/analysis.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct mg_rp_metric_info mg_rp_metrics[MG_RP_NMETRICS] = {
+    [MG_RP_M_ERROR] = {"error_rate", "error rate", 1, true},
+    [MG_RP_M_FALLBACK] = {"fallback_rate", "fallback rate", 1, true},
+    [MG_RP_M_LOWCONF] = {"low_confidence_rate", "low-confidence rate", 1,
+                         true},
+    [MG_RP_M_CONFIDENCE] = {"mean_confidence", "mean confidence", -1, false},
+    [MG_RP_M_LATENCY] = {"mean_latency_ms", "mean latency (ms)", 1, false},
+    [MG_RP_M_PROMPT] = {"prompt_tokens", "prompt tokens/request", 0, false},
+    [MG_RP_M_COMPLETION] = {"completion_tokens", "completion tokens/request",
+                            0, false},
+};
+
+/* ---- formatting --------------------------------------------------------- */
+
+const char *mg_rp_fmt_value(char *buf, size_t n, enum mg_rp_metric m,
+                            double v) {
+  if (isnan(v))
+    snprintf(buf, n, "n/a");
+  else if (mg_rp_metrics[m].rate)
+    snprintf(buf, n, "%.2f%%", v * 100);
+  else if (m == MG_RP_M_CONFIDENCE)
+    snprintf(buf, n, "%.3f", v);
+  else
+    snprintf(buf, n, "%.1f", v);
+  return buf;
+}
+
+const char *mg_rp_fmt_diff(char *buf, size_t n, enum mg_rp_metric m,
+                           double d) {
+  if (isnan(d))
+    snprintf(buf, n, "n/a");
+  else if (mg_rp_metrics[m].rate)
+    snprintf(buf, n, "%+.2f pp", d * 100);
+  else if (m == MG_RP_M_CONFIDENCE)
+    snprintf(buf, n, "%+.3f", d);
+  else if (m == MG_RP_M_LATENCY)
+    snprintf(buf, n, "%+.1f ms", d);
+  else
+    snprintf(buf, n, "%+.1f", d);
+  return buf;
+}
+
+const char *mg_rp_fmt_p(char *buf, size_t n, double p) {
+  if (isnan(p))
+    snprintf(buf, n, "n/a");
+  else if (p < 1e-300)
+    snprintf(buf, n, "< 1e-300");
+  else if (p < 0.001)
+    snprintf(buf, n, "%.1e", p);
+  else
+    snprintf(buf, n, "%.3f", p);
+  return buf;
+}
+
+const char *mg_rp_fmt_count(char *buf, size_t n, uint64_t v) {
+  char tmp[32];
+  size_t len, i, o = 0;
+  snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+  len = strlen(tmp);
+  for (i = 0; i < len && o + 2 < n; i++) {
+    if (i > 0 && (len - i) % 3 == 0)
+      buf[o++] = ',';
+    buf[o++] = tmp[i];
+  }
+  buf[o] = '\0';
+  return buf;
+}
+
+/* ---- per-unit sums ------------------------------------------------------- */
+
+/* What one unit (or one request, for request units) contributes. */
+struct sums {
+  double requests, errors, fallbacks, lowconf, conf_n, conf_sum, ms_sum;
+  double tok_n, tok_prompt, tok_completion;
+};
+
+static void sums_of_unit(const struct mg_rp_unit *u, struct sums *s) {
+  s->requests = u->requests;
+  s->errors = u->errors;
+  s->fallbacks = u->fallbacks;
+  s->lowconf = u->lowconf;
+  s->conf_n = u->conf_n;
+  s->conf_sum = u->conf_sum;
+  s->ms_sum = u->ms_sum;
+  s->tok_n = u->tok_n;
+  s->tok_prompt = (double)u->tok_prompt;
+  s->tok_completion = (double)u->tok_completion;
+}
+
+static void sums_of_row(const struct mg_rp_row *r, struct sums *s) {
+  bool tok = (r->bits & MG_RP_TOK) != 0, conf = (r->bits & MG_RP_CONF) != 0;
+  s->requests = 1;
+  s->errors = (r->bits & MG_RP_ERR) != 0;
+  s->fallbacks = (r->bits & MG_RP_FB) != 0;
+  s->lowconf = (r->bits & MG_RP_LC) != 0;
+  s->conf_n = conf;
+  s->conf_sum = conf ? r->confidence : 0;
+  s->ms_sum = r->ms;
+  s->tok_n = tok;
+  s->tok_prompt = tok ? r->tok_prompt : 0;
+  s->tok_completion = tok ? r->tok_completion : 0;
+}
+
+/* The numerator and denominator of metric m for one unit. */
+static void metric_xy(const struct sums *s, int m, double *x, double *y) {
+  switch (m) {
+  case MG_RP_M_ERROR:
+    *x = s->errors, *y = s->requests;
+    break;
+  case MG_RP_M_FALLBACK:
+    *x = s->fallbacks, *y = s->requests;
+    break;
+  case MG_RP_M_LOWCONF:
+    *x = s->lowconf, *y = s->requests;
+    break;
+  case MG_RP_M_CONFIDENCE:
+    *x = s->conf_sum, *y = s->conf_n;
+    break;
+  case MG_RP_M_LATENCY:
+    *x = s->ms_sum, *y = s->requests;
+    break;
+  case MG_RP_M_PROMPT:
+    *x = s->tok_prompt, *y = s->tok_n;
+    break;
+  default:
+    *x = s->tok_completion, *y = s->tok_n;
+    break;
+  }
+}
+
+static void acc_add(struct mg_stats_ratio *acc, int nm, const struct sums *s) {
+  int m;
+  for (m = 0; m < nm; m++) {
+    double x, y;
+    metric_xy(s, m, &x, &y);
+    mg_stats_ratio_add(&acc[m], x, y);
+  }
+}
+
+static void variant_add(struct mg_rp_variant *v, const struct sums *s) {
+  acc_add(v->acc, MG_RP_NMETRICS, s);
+  v->tok_n += (uint64_t)s->tok_n;
+  v->tok_prompt += (uint64_t)s->tok_prompt;
+  v->tok_completion += (uint64_t)s->tok_completion;
+}
+
+/* ---- alarms ------------------------------------------------------------- */
+
+static int alarm_add(struct mg_rp_report *r, const char *check,
+                     const char *flag, const char *variant, double p,
+                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int alarm_add(struct mg_rp_report *r, const char *check,
+                     const char *flag, const char *variant, double p,
+                     const char *fmt, ...) {
+  struct mg_rp_alarm *a;
+  va_list ap;
+  char *text;
+  int len;
+
+  va_start(ap, fmt);
+  len = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  text = malloc((size_t)len + 1);
+  if (text == NULL)
+    return -ENOMEM;
+  va_start(ap, fmt);
+  vsnprintf(text, (size_t)len + 1, fmt, ap);
+  va_end(ap);
+  a = realloc(r->alarms, (r->nalarms + 1) * sizeof(*a));
+  if (a == NULL) {
+    free(text);
+    return -ENOMEM;
+  }
+  r->alarms = a;
+  a += r->nalarms++;
+  a->check = check;
+  a->flag = flag;
+  a->variant = variant;
+  a->p = p;
+  a->text = text;
+  return 0;
+}
+
+/* ---- shared scratch ------------------------------------------------------ */
+
+/* One unit's sums within an input-axis cell. */
+struct cell_sums {
+  uint32_t requests, errors, fallbacks, lowconf, conf_n;
+  double conf_sum, ms_sum;
+};
+
+/* A unit for the cohort-balance ranking. */
+struct ranked {
+  uint32_t requests;
+  uint32_t arm;
+  uint64_t hash;
+};
+
+struct work {
+  const struct mg_rp_log *log;  /* borrowed */
+  uint32_t *by_flag;            /* owned: unit indexes grouped by flag */
+  size_t *flag_first;           /* owned: nflags + 1 offsets into by_flag */
+  double *dbl;                  /* owned: max rows or units of a flag */
+  size_t ndbl;
+  struct cell_sums *cell;       /* owned: one per unit, zero between uses */
+  uint32_t *touched;            /* owned: units touched in a cell pass */
+  struct ranked *rank;          /* owned: units of a flag */
+};
+
+static void work_free(struct work *w) {
+  free(w->by_flag);
+  free(w->flag_first);
+  free(w->dbl);
+  free(w->cell);
+  free(w->touched);
+  free(w->rank);
+}
+
+static int work_init(struct work *w, const struct mg_rp_log *log) {
+  size_t i, maxrows = 0, maxunits = 0;
+
+  memset(w, 0, sizeof(*w));
+  w->log = log;
+  w->flag_first = calloc(log->nflags + 1, sizeof(size_t));
+  w->by_flag = malloc((log->nunits ? log->nunits : 1) * sizeof(uint32_t));
+  w->cell = calloc(log->nunits ? log->nunits : 1, sizeof(*w->cell));
+  w->touched = malloc((log->nunits ? log->nunits : 1) * sizeof(uint32_t));
+  if (!w->flag_first || !w->by_flag || !w->cell || !w->touched)
+    return -ENOMEM;
+  /* Counting sort of the units by flag. */
+  for (i = 0; i < log->nunits; i++)
+    w->flag_first[log->units[i].flag + 1]++;
+  for (i = 0; i < log->nflags; i++) {
+    size_t units = w->flag_first[i + 1];
+    w->flag_first[i + 1] += w->flag_first[i];
+    if (log->flags[i]->nrows > maxrows)
+      maxrows = log->flags[i]->nrows;
+    /* A flag's units: its aggregates plus its request units (rows). */
+    if (units + log->flags[i]->nrows > maxunits)
+      maxunits = units + log->flags[i]->nrows;
+  }
+  {
+    size_t *next = malloc((log->nflags + 1) * sizeof(size_t));
+    if (next == NULL)
+      return -ENOMEM;
+    memcpy(next, w->flag_first, (log->nflags + 1) * sizeof(size_t));
+    for (i = 0; i < log->nunits; i++)
+      w->by_flag[next[log->units[i].flag]++] = (uint32_t)i;
+    free(next);
+  }
+  w->ndbl = maxrows > maxunits ? maxrows : maxunits;
+  w->dbl = malloc((w->ndbl ? w->ndbl : 1) * sizeof(double));
+  w->rank = malloc((maxunits ? maxunits : 1) * sizeof(*w->rank));
+  if (!w->dbl || !w->rank)
+    return -ENOMEM;
+  return 0;
+}
+
+/* ---- per flag: metrics -------------------------------------------------- */
+
+static int flag_init(struct mg_rp_flag_report *fr, const struct mg_rp_flag *f,
+                     bool shown) {
+  uint32_t a;
+  int m;
+
+  fr->src = f;
+  fr->shown = shown;
+  fr->narms = f->narms;
+  fr->control = MG_RP_NONE;
+  fr->modal_wset = -1;
+  fr->records = f->records;
+  fr->v = calloc(f->narms ? f->narms : 1, sizeof(*fr->v));
+  if (fr->v == NULL)
+    return -ENOMEM;
+  for (a = 0; a < f->narms; a++) {
+    struct mg_rp_variant *v = &fr->v[a];
+    v->name = f->arms[a].name;
+    v->records = f->arms[a].records;
+    v->requests = f->arms[a].rollout;
+    fr->rollout += v->requests;
+    for (m = 0; m < MG_RP_NMETRICS; m++)
+      mg_stats_ratio_init(&v->acc[m]);
+    v->p50 = v->p95 = v->p99 = NAN;
+    v->rpu_mean = v->rpu_p50 = v->rpu_p90 = v->rpu_p99 = NAN;
+    v->heavy_requests = NAN;
+  }
+  /* The weight set most rollout records carried. */
+  for (a = 0; a < f->nwsets; a++)
+    if (fr->modal_wset < 0 ||
+        f->wsets[a].records > f->wsets[fr->modal_wset].records)
+      fr->modal_wset = (int)a;
+  return 0;
+}
+
+static bool wset_has(const struct mg_rp_wset *ws, uint32_t arm, uint32_t *bp) {
+  uint32_t i;
+  for (i = 0; i < ws->n; i++)
+    if (ws->arm[i] == arm) {
+      *bp = ws->bp[i];
+      return true;
+    }
+  return false;
+}
+
+static void choose_control(struct mg_rp_flag_report *fr,
+                           const struct mg_rp_options *opt) {
+  const struct mg_rp_flag *f = fr->src;
+  uint64_t best = 0;
+  uint32_t a, bp, best_bp = 0;
+
+  if (opt->control) {
+    for (a = 0; a < fr->narms; a++)
+      if (strcmp(fr->v[a].name, opt->control) == 0) {
+        fr->control = a;
+        fr->control_source = "--control";
+        return;
+      }
+    fr->control_option_missing = true;
+  }
+  /* Records that were not randomized because the flag was killed, outside
+   * its window, blocked, or fell through all name the off_variant, which is
+   * what DESIGN.md compares against. */
+  for (a = 0; a < fr->narms; a++)
+    if (f->arms[a].off > best) {
+      best = f->arms[a].off;
+      fr->control = a;
+    }
+  if (fr->control != MG_RP_NONE) {
+    fr->control_source = "off_variant (named by killed/window/blocked/"
+                         "default records)";
+    return;
+  }
+  for (a = 0; a < fr->narms; a++)
+    if (strcmp(fr->v[a].name, "control") == 0) {
+      fr->control = a;
+      fr->control_source = "the variant named \"control\"";
+      return;
+    }
+  if (fr->modal_wset >= 0) {
+    const struct mg_rp_wset *ws = &f->wsets[fr->modal_wset];
+    for (a = 0; a < fr->narms; a++)
+      if (wset_has(ws, a, &bp) && bp > best_bp && fr->v[a].requests > 0) {
+        best_bp = bp;
+        fr->control = a;
+      }
+    if (fr->control != MG_RP_NONE) {
+      fr->control_source = "the variant with the largest logged weight";
+      return;
+    }
+  }
+  for (a = 0; a < fr->narms; a++)
+    if (fr->v[a].requests > 0) {
+      fr->control = a;
+      fr->control_source = "the first variant seen";
+      return;
+    }
+}
+
+static void finish_metrics(struct mg_rp_flag_report *fr) {
+  uint32_t a;
+  int m;
+  for (a = 0; a < fr->narms; a++) {
+    struct mg_rp_variant *v = &fr->v[a];
+    v->units = (uint64_t)v->acc[0].n;
+    for (m = 0; m < MG_RP_NMETRICS; m++) {
+      v->value[m] = mg_stats_ratio_value(&v->acc[m]);
+      v->se[m] = sqrt(mg_stats_ratio_var(&v->acc[m]));
+    }
+  }
+  if (fr->control == MG_RP_NONE)
+    return;
+  fr->v[fr->control].control = true;
+  for (a = 0; a < fr->narms; a++) {
+    if (a == fr->control || fr->v[a].units == 0)
+      continue;
+    fr->v[a].has_cmp = true;
+    for (m = 0; m < MG_RP_NMETRICS; m++)
+      mg_stats_ratio_compare(&fr->v[a].acc[m], &fr->v[fr->control].acc[m],
+                             &fr->v[a].cmp[m]);
+  }
+}
+
+/* Latency quantiles and histograms: the rows' ms grouped by arm (a
+ * counting sort into scratch), then selection per arm. */
+static void latency(struct mg_rp_flag_report *fr, struct work *w) {
+  const struct mg_rp_flag *f = fr->src;
+  size_t first[MG_RP_MAX_ARMS + 1], next[MG_RP_MAX_ARMS], i;
+  double lo = INFINITY, hi = -INFINITY, span;
+  uint32_t a;
+
+  memset(first, 0, sizeof(first));
+  for (i = 0; i < f->nrows; i++) {
+    double ms = f->rows[i].ms;
+    first[f->rows[i].arm + 1]++;
+    if (ms < lo)
+      lo = ms;
+    if (ms > hi)
+      hi = ms;
+  }
+  for (a = 0; a < fr->narms; a++) {
+    first[a + 1] += first[a];
+    next[a] = first[a];
+  }
+  for (i = 0; i < f->nrows; i++)
+    w->dbl[next[f->rows[i].arm]++] = f->rows[i].ms;
+  for (a = 0; a < fr->narms; a++) {
+    double *v = w->dbl + first[a];
+    size_t n = first[a + 1] - first[a];
+    fr->v[a].p50 = mg_stats_quantile(v, n, 0.50);
+    fr->v[a].p95 = mg_stats_quantile(v, n, 0.95);
+    fr->v[a].p99 = mg_stats_quantile(v, n, 0.99);
+  }
+  /* Log-spaced bins: latencies span decades (a cache hit against a slow
+   * fallback). Sub-0.1 ms values share the first bin. */
+  if (f->nrows == 0)
+    return;
+  lo = log10(lo < 0.1 ? 0.1 : lo);
+  hi = log10(hi < 0.1 ? 0.1 : hi);
+  if (hi - lo < 1e-9)
+    hi = lo + 1;
+  fr->hist_lo = lo;
+  fr->hist_hi = hi;
+  span = hi - lo;
+  for (i = 0; i < f->nrows; i++) {
+    double ms = f->rows[i].ms;
+    int b = (int)((log10(ms < 0.1 ? 0.1 : ms) - lo) / span * MG_RP_HIST_BINS);
+    if (b < 0)
+      b = 0;
+    if (b >= MG_RP_HIST_BINS)
+      b = MG_RP_HIST_BINS - 1;
+    fr->v[f->rows[i].arm].hist[b]++;
+  }
+}
+
+/* ---- per flag: sample ratio --------------------------------------------- */
+
+static void srm(struct mg_rp_flag_report *fr) {
+  const struct mg_rp_wset *ws;
+  double obs[MG_RP_MAX_ARMS], prop[MG_RP_MAX_ARMS], total = 0;
+  uint32_t a, bp;
+
+  if (fr->modal_wset < 0) {
+    fr->srm_note = "no weights in the rollout records";
+    return;
+  }
+  ws = &fr->src->wsets[fr->modal_wset];
+  for (a = 0; a < ws->n; a++)
+    total += ws->bp[a];
+  for (a = 0; a < fr->narms; a++) {
+    obs[a] = (double)fr->v[a].srm_units;
+    prop[a] = wset_has(ws, a, &bp) && total > 0 ? bp / total : 0;
+    fr->v[a].srm_expected = prop[a];
+  }
+  if (mg_stats_chi2_gof(obs, prop, fr->narms, &fr->srm_chi2, &fr->srm_df,
+                        &fr->srm_p) != 0) {
+    fr->srm_note = "fewer than two variants with weight and units";
+    return;
+  }
+  fr->srm_tested = true;
+  fr->srm_alarm = fr->srm_p < MG_RP_ALPHA_SRM;
+}
+
+/* ---- per flag: cohort balance ------------------------------------------- */
+
+static int rank_cmp(const void *pa, const void *pb) {
+  const struct ranked *a = pa, *b = pb;
+  if (a->requests != b->requests)
+    return a->requests > b->requests ? -1 : 1;
+  if (a->hash != b->hash)
+    return a->hash < b->hash ? -1 : 1;
+  return 0;
+}
+
+static void balance(struct mg_rp_flag_report *fr, struct work *w) {
+  const struct mg_rp_log *log = w->log;
+  const struct mg_rp_flag *f = fr->src;
+  size_t first[MG_RP_MAX_ARMS + 1], next[MG_RP_MAX_ARMS];
+  double table[2 * MG_RP_MAX_ARMS], heavy_req[MG_RP_MAX_ARMS];
+  size_t n = 0, k, i, u;
+  uint32_t a, lo = UINT32_MAX, hi = 0;
+
+  for (u = w->flag_first[f->index]; u < w->flag_first[f->index + 1]; u++) {
+    const struct mg_rp_unit *x = &log->units[w->by_flag[u]];
+    w->rank[n].requests = x->requests;
+    w->rank[n].arm = x->arm;
+    w->rank[n].hash = x->hash;
+    n++;
+  }
+  for (i = 0; i < f->nrows; i++) {
+    if (f->rows[i].unit != MG_RP_NONE)
+      continue;
+    w->rank[n].requests = 1;
+    w->rank[n].arm = f->rows[i].arm;
+    /* Request units have no id: order them by a hash of their position. */
+    w->rank[n].hash = (uint64_t)i * UINT64_C(0x9e3779b97f4a7c15);
+    n++;
+  }
+  fr->bal_units = n;
+  for (i = 0; i < n; i++) {
+    if (w->rank[i].requests < lo)
+      lo = w->rank[i].requests;
+    if (w->rank[i].requests > hi)
+      hi = w->rank[i].requests;
+  }
+
+  /* Requests per unit, per arm (descriptive, whatever the test says). */
+  memset(first, 0, sizeof(first));
+  for (i = 0; i < n; i++)
+    first[w->rank[i].arm + 1]++;
+  for (a = 0; a < fr->narms; a++) {
+    first[a + 1] += first[a];
+    next[a] = first[a];
+  }
+  for (i = 0; i < n; i++)
+    w->dbl[next[w->rank[i].arm]++] = w->rank[i].requests;
+  for (a = 0; a < fr->narms; a++) {
+    double *v = w->dbl + first[a];
+    size_t m = first[a + 1] - first[a];
+    if (m == 0)
+      continue;
+    fr->v[a].rpu_mean = (double)fr->v[a].requests / (double)m;
+    fr->v[a].rpu_p50 = mg_stats_quantile(v, m, 0.50);
+    fr->v[a].rpu_p90 = mg_stats_quantile(v, m, 0.90);
+    fr->v[a].rpu_p99 = mg_stats_quantile(v, m, 0.99);
+  }
+
+  if (n < 40) {
+    fr->bal_note = "fewer than 40 units";
+    return;
+  }
+  if (lo == hi) {
+    fr->bal_note = "every unit sent the same number of requests";
+    return;
+  }
+  k = (size_t)ceil(MG_RP_HEAVY_SHARE * (double)n);
+  qsort(w->rank, n, sizeof(*w->rank), rank_cmp);
+  fr->heavy_units = k;
+  fr->heavy_min_requests = w->rank[k - 1].requests;
+  memset(table, 0, sizeof(table));
+  memset(heavy_req, 0, sizeof(heavy_req));
+  for (i = 0; i < n; i++) {
+    a = w->rank[i].arm;
+    if (i < k) {
+      table[a]++;
+      heavy_req[a] += w->rank[i].requests;
+    } else {
+      table[fr->narms + a]++;
+    }
+  }
+  for (a = 0; a < fr->narms; a++) {
+    fr->v[a].heavy = (uint64_t)table[a];
+    if (fr->v[a].requests > 0)
+      fr->v[a].heavy_requests = heavy_req[a] / (double)fr->v[a].requests;
+  }
+  if (mg_stats_chi2_indep(table, 2, fr->narms, &fr->bal_chi2, &fr->bal_df,
+                          &fr->bal_p) != 0) {
+    fr->bal_note = "fewer than two variants with units";
+    return;
+  }
+  fr->bal_tested = true;
+  fr->bal_alarm = fr->bal_p < MG_RP_ALPHA_BALANCE;
+}
+
+/* ---- per flag: the input axis ------------------------------------------- */
+
+static bool in_cell(const struct mg_rp_cell *c, const struct mg_rp_row *r) {
+  double x = c->axis[0] == 'c' ? (double)r->chars : (double)r->tools;
+  if (c->axis[0] == 'c')
+    return x > c->lo && x <= c->hi;
+  return x >= c->lo && x <= c->hi;
+}
+
+static void cell_sums_add(struct cell_sums *s, const struct mg_rp_row *r) {
+  s->requests++;
+  s->errors += (r->bits & MG_RP_ERR) != 0;
+  s->fallbacks += (r->bits & MG_RP_FB) != 0;
+  s->lowconf += (r->bits & MG_RP_LC) != 0;
+  s->ms_sum += r->ms;
+  if (r->bits & MG_RP_CONF) {
+    s->conf_n++;
+    s->conf_sum += r->confidence;
+  }
+}
+
+static void cell_to_sums(const struct cell_sums *c, struct sums *s) {
+  memset(s, 0, sizeof(*s));
+  s->requests = c->requests;
+  s->errors = c->errors;
+  s->fallbacks = c->fallbacks;
+  s->lowconf = c->lowconf;
+  s->conf_n = c->conf_n;
+  s->conf_sum = c->conf_sum;
+  s->ms_sum = c->ms_sum;
+}
+
+/* One cell: per-unit sums within the cell, then per-arm statistics. */
+static void cell_fill(struct mg_rp_flag_report *fr, struct mg_rp_cell *c,
+                      struct work *w,
+                      struct mg_stats_ratio acc[][MG_RP_CELL_METRICS]) {
+  const struct mg_rp_flag *f = fr->src;
+  const struct mg_rp_log *log = w->log;
+  size_t first[MG_RP_MAX_ARMS + 1], next[MG_RP_MAX_ARMS], i, ntouched = 0;
+  struct sums s;
+  uint32_t a;
+  int m;
+
+  for (a = 0; a < fr->narms; a++)
+    for (m = 0; m < MG_RP_CELL_METRICS; m++)
+      mg_stats_ratio_init(&acc[a][m]);
+  memset(first, 0, sizeof(first));
+  for (i = 0; i < f->nrows; i++) {
+    const struct mg_rp_row *r = &f->rows[i];
+    if (!in_cell(c, r))
+      continue;
+    first[r->arm + 1]++;
+    if (r->unit == MG_RP_NONE) {
+      sums_of_row(r, &s);
+      acc_add(acc[r->arm], MG_RP_CELL_METRICS, &s);
+      continue;
+    }
+    if (w->cell[r->unit].requests == 0)
+      w->touched[ntouched++] = r->unit;
+    cell_sums_add(&w->cell[r->unit], r);
+  }
+  for (i = 0; i < ntouched; i++) {
+    struct cell_sums *cs = &w->cell[w->touched[i]];
+    cell_to_sums(cs, &s);
+    acc_add(acc[log->units[w->touched[i]].arm], MG_RP_CELL_METRICS, &s);
+    memset(cs, 0, sizeof(*cs));
+  }
+  /* Latency quantiles of the cell, per arm. */
+  for (a = 0; a < fr->narms; a++) {
+    first[a + 1] += first[a];
+    next[a] = first[a];
+  }
+  for (i = 0; i < f->nrows; i++)
+    if (in_cell(c, &f->rows[i]))
+      w->dbl[next[f->rows[i].arm]++] = f->rows[i].ms;
+  c->requests = first[fr->narms];
+  for (a = 0; a < fr->narms; a++) {
+    struct mg_rp_cell_arm *ca = &c->arms[a];
+    size_t n = first[a + 1] - first[a];
+    ca->requests = n;
+    ca->units = (uint64_t)acc[a][0].n;
+    ca->p50 = mg_stats_quantile(w->dbl + first[a], n, 0.50);
+    ca->p95 = mg_stats_quantile(w->dbl + first[a], n, 0.95);
+    for (m = 0; m < MG_RP_CELL_METRICS; m++) {
+      ca->value[m] = mg_stats_ratio_value(&acc[a][m]);
+      ca->se[m] = sqrt(mg_stats_ratio_var(&acc[a][m]));
+    }
+  }
+  if (fr->control == MG_RP_NONE)
+    return;
+  for (a = 0; a < fr->narms; a++) {
+    struct mg_rp_cell_arm *ca = &c->arms[a];
+    if (a == fr->control || ca->units == 0)
+      continue;
+    ca->has_cmp = true;
+    for (m = 0; m < MG_RP_CELL_METRICS; m++) {
+      mg_stats_ratio_compare(&acc[a][m], &acc[fr->control][m], &ca->cmp[m]);
+      if (!isnan(ca->cmp[m].p))
+        fr->cell_tests++;
+    }
+  }
+}
+
+static int input_axis(struct mg_rp_flag_report *fr, struct work *w) {
+  static const double tools[3][2] = {{0, 0}, {1, 2}, {3, INFINITY}};
+  const struct mg_rp_flag *f = fr->src;
+  struct mg_stats_ratio(*acc)[MG_RP_CELL_METRICS];
+  double e[3];
+  uint32_t c, a, keep = 0;
+  size_t i;
+  int m;
+
+  if (f->nrows == 0)
+    return 0;
+  for (i = 0; i < f->nrows; i++)
+    w->dbl[i] = f->rows[i].chars;
+  /* Quartiles of the flag's rollout records, rounded down to whole
+   * characters so the cells have printable integer edges. */
+  e[0] = floor(mg_stats_quantile(w->dbl, f->nrows, 0.25));
+  e[1] = floor(mg_stats_quantile(w->dbl, f->nrows, 0.50));
+  e[2] = floor(mg_stats_quantile(w->dbl, f->nrows, 0.75));
+  memcpy(fr->chars_edges, e, sizeof(e));
+  /* Every cell's arms are freed with the report, also after a failure
+   * half-way (the report starts zeroed). */
+  fr->ncells = MG_RP_CELLS;
+  for (c = 0; c < MG_RP_CELLS; c++) {
+    struct mg_rp_cell *cell = &fr->cells[c];
+    if (c < 4) {
+      cell->axis = "chars";
+      cell->lo = c == 0 ? -1 : e[c - 1];
+      cell->hi = c == 3 ? INFINITY : e[c];
+      if (c == 0)
+        snprintf(cell->label, sizeof(cell->label), "chars <= %.0f", e[0]);
+      else if (c == 3)
+        snprintf(cell->label, sizeof(cell->label), "chars > %.0f", e[2]);
+      else
+        snprintf(cell->label, sizeof(cell->label), "chars %.0f-%.0f",
+                 e[c - 1] + 1, e[c]);
+    } else {
+      cell->axis = "tools";
+      cell->lo = tools[c - 4][0];
+      cell->hi = tools[c - 4][1];
+      snprintf(cell->label, sizeof(cell->label), "%s",
+               c == 4 ? "tools 0" : c == 5 ? "tools 1-2" : "tools 3+");
+    }
+    cell->arms = calloc(fr->narms, sizeof(*cell->arms));
+    if (cell->arms == NULL)
+      return -ENOMEM;
+  }
+  acc = malloc(fr->narms * sizeof(*acc));
+  if (acc == NULL)
+    return -ENOMEM;
+  for (c = 0; c < MG_RP_CELLS; c++)
+    cell_fill(fr, &fr->cells[c], w, acc);
+  free(acc);
+
+  /* Bonferroni over every cell comparison of the flag: several cells and
+   * metrics per treatment would otherwise raise false alarms in an A/A. */
+  for (c = 0; c < MG_RP_CELLS; c++)
+    for (a = 0; a < fr->narms; a++) {
+      struct mg_rp_cell_arm *ca = &fr->cells[c].arms[a];
+      const struct mg_rp_cell_arm *ctl;
+      if (!ca->has_cmp)
+        continue;
+      ctl = &fr->cells[c].arms[fr->control];
+      for (m = 0; m < MG_RP_CELL_METRICS; m++) {
+        double p = ca->cmp[m].p * fr->cell_tests;
+        ca->p_adj[m] = isnan(p) ? NAN : p > 1 ? 1 : p;
+        ca->flagged[m] = mg_rp_metrics[m].worse * ca->cmp[m].diff > 0 &&
+                         ca->p_adj[m] < MG_RP_ALPHA_CELL &&
+                         ca->units >= MG_RP_MIN_CELL_UNITS &&
+                         ctl->units >= MG_RP_MIN_CELL_UNITS;
+      }
+    }
+  /* Cells no record fell in (tied quartiles) are left out. */
+  for (c = 0; c < MG_RP_CELLS; c++) {
+    if (fr->cells[c].requests == 0) {
+      free(fr->cells[c].arms);
+      continue;
+    }
+    fr->cells[keep++] = fr->cells[c];
+  }
+  fr->ncells = keep;
+  return 0;
+}
+
+/* ---- cross-flag co-assignment -------------------------------------------- */
+
+enum { ST_EMPTY = 0, ST_CONTROL, ST_TREATED, ST_MIXED };
+
+/* A flag's units by hash: in its control, in a treatment, or in both. */
+struct umap {
+  uint64_t *hash; /* owned */
+  uint8_t *st;    /* owned */
+  size_t cap;     /* power of two; 0: no map (nothing to compare) */
+  size_t n;
+};
+
+static uint8_t *umap_slot(const struct umap *m, uint64_t h) {
+  size_t i = (size_t)(h ^ (h >> 29)) & (m->cap - 1);
+  while (m->st[i] != ST_EMPTY && m->hash[i] != h)
+    i = (i + 1) & (m->cap - 1);
+  return &m->st[i];
+}
+
+static int umap_build(struct umap *m, const struct mg_rp_flag_report *fr,
+                      const struct work *w, uint64_t *switched) {
+  const struct mg_rp_flag *f = fr->src;
+  size_t u, first = w->flag_first[f->index], last = w->flag_first[f->index + 1];
+  size_t cap = 16;
+
+  *switched = 0;
+  while (cap < 2 * (last - first))
+    cap *= 2;
+  m->hash = malloc(cap * sizeof(*m->hash));
+  m->st = calloc(cap, 1);
+  if (!m->hash || !m->st)
+    return -ENOMEM;
+  m->cap = cap;
+  for (u = first; u < last; u++) {
+    const struct mg_rp_unit *x = &w->log->units[w->by_flag[u]];
+    uint8_t st = x->arm == fr->control ? ST_CONTROL : ST_TREATED;
+    uint8_t *s = umap_slot(m, x->hash);
+    if (*s == ST_EMPTY) {
+      m->hash[s - m->st] = x->hash;
+      *s = st;
+      m->n++;
+    } else if (*s != ST_MIXED) {
+      /* The same unit in two arms of one flag: weights moved it, or two
+       * unit ids collided. It belongs to neither side of the test. */
+      *s = ST_MIXED;
+      (*switched)++;
+    }
+  }
+  return 0;
+}
+
+static void umap_free(struct umap *m) {
+  free(m->hash);
+  free(m->st);
+}
+
+static void pair_test(struct mg_rp_pair *p, const struct umap *ma,
+                      const struct umap *mb) {
+  double t[4], pa, pb, chi2, df, pv, ex[4], rows[2], cols[2];
+  size_t i;
+  int k;
+
+  for (i = 0; i < ma->cap; i++) {
+    uint8_t sa = ma->st[i], sb;
+    if (sa != ST_CONTROL && sa != ST_TREATED)
+      continue;
+    sb = *umap_slot(mb, ma->hash[i]);
+    if (sb != ST_CONTROL && sb != ST_TREATED)
+      continue;
+    p->common++;
+    if (sa == ST_TREATED && sb == ST_TREATED)
+      p->both++;
+    else if (sa == ST_TREATED)
+      p->a_only++;
+    else if (sb == ST_TREATED)
+      p->b_only++;
+    else
+      p->neither++;
+  }
+  p->expected = p->ratio = p->chi2 = p->p = NAN;
+  if (p->common == 0)
+    return;
+  pa = (double)(p->both + p->a_only) / (double)p->common;
+  pb = (double)(p->both + p->b_only) / (double)p->common;
+  p->expected = (double)p->common * pa * pb;
+  p->ratio = p->expected > 0 ? (double)p->both / p->expected : NAN;
+  t[0] = (double)p->both;
+  t[1] = (double)p->a_only;
+  t[2] = (double)p->b_only;
+  t[3] = (double)p->neither;
+  rows[0] = t[0] + t[1];
+  rows[1] = t[2] + t[3];
+  cols[0] = t[0] + t[2];
+  cols[1] = t[1] + t[3];
+  for (k = 0; k < 4; k++)
+    ex[k] = rows[k / 2] * cols[k % 2] / (double)p->common;
+  if (mg_stats_chi2_indep(t, 2, 2, &chi2, &df, &pv) != 0)
+    return;
+  p->chi2 = chi2;
+  p->p = pv;
+  /* The chi-square approximation needs expected counts of five or more in
+   * every cell; below that a handful of units could sound the alarm. */
+  p->tested = ex[0] >= 5 && ex[1] >= 5 && ex[2] >= 5 && ex[3] >= 5;
+  p->alarm = p->tested && pv < MG_RP_ALPHA_COASSIGN &&
+             (p->ratio >= MG_RP_COASSIGN_RATIO ||
+              p->ratio <= 1.0 / MG_RP_COASSIGN_RATIO);
+}
+
+static int cross_flags(struct mg_rp_report *r, struct work *w) {
+  struct umap *maps;
+  size_t a, b;
+  int rc = 0;
+
+  maps = calloc(r->nflags ? r->nflags : 1, sizeof(*maps));
+  if (maps == NULL)
+    return -ENOMEM;
+  for (a = 0; a < r->nflags; a++) {
+    struct mg_rp_flag_report *fr = &r->flags[a];
+    if (fr->control == MG_RP_NONE || fr->records == 0)
+      continue;
+    rc = umap_build(&maps[a], fr, w, &fr->switched_units);
+    if (rc)
+      goto out;
+  }
+  for (a = 0; a < r->nflags; a++)
+    for (b = a + 1; b < r->nflags; b++) {
+      struct mg_rp_pair *p;
+      if (maps[a].cap == 0 || maps[b].cap == 0 ||
+          !(r->flags[a].shown || r->flags[b].shown))
+        continue;
+      p = realloc(r->pairs, (r->npairs + 1) * sizeof(*p));
+      if (p == NULL) {
+        rc = -ENOMEM;
+        goto out;
+      }
+      r->pairs = p;
+      p += r->npairs++;
+      memset(p, 0, sizeof(*p));
+      p->a = (uint32_t)a;
+      p->b = (uint32_t)b;
+      /* Walk the smaller map, probe the larger. */
+      if (maps[a].n <= maps[b].n) {
+        pair_test(p, &maps[a], &maps[b]);
+      } else {
+        uint64_t t;
+        pair_test(p, &maps[b], &maps[a]);
+        t = p->a_only;
+        p->a_only = p->b_only;
+        p->b_only = t;
+      }
+    }
+out:
+  for (a = 0; a < r->nflags; a++)
+    umap_free(&maps[a]);
+  free(maps);
+  return rc;
+}
+
+/* ---- alarms ------------------------------------------------------------- */
+
+static int alarms(struct mg_rp_report *r) {
+  char b1[64], b2[64], b3[64], b4[64], b5[64], ps[32], pa[32];
+  size_t i, j;
+  uint32_t a;
+  int rc = 0, m;
+
+  for (i = 0; i < r->nflags && !rc; i++) {
+    const struct mg_rp_flag_report *fr = &r->flags[i];
+    char list[1024];
+    size_t o = 0;
+    if (!fr->shown || !fr->srm_alarm)
+      continue;
+    list[0] = '\0';
+    for (a = 0; a < fr->narms && o < sizeof(list) - 128; a++)
+      if (fr->v[a].srm_units > 0 || fr->v[a].srm_expected > 0)
+        o += (size_t)snprintf(
+            list + o, sizeof(list) - o, "%s%s %s (expected %.2f%%)",
+            o ? ", " : "", fr->v[a].name,
+            mg_rp_fmt_count(b1, sizeof(b1), fr->v[a].srm_units),
+            fr->v[a].srm_expected * 100);
+    rc = alarm_add(r, "srm", fr->src->name, NULL, fr->srm_p,
+                   "%s: sample ratio mismatch: units %s against the logged "
+                   "weights; chi-square %.1f, df %.0f, p = %s",
+                   fr->src->name, list, fr->srm_chi2, fr->srm_df,
+                   mg_rp_fmt_p(ps, sizeof(ps), fr->srm_p));
+  }
+  for (i = 0; i < r->nflags && !rc; i++) {
+    const struct mg_rp_flag_report *fr = &r->flags[i];
+    char list[1024];
+    size_t o = 0;
+    if (!fr->shown || !fr->bal_alarm)
+      continue;
+    list[0] = '\0';
+    for (a = 0; a < fr->narms && o < sizeof(list) - 128; a++)
+      if (fr->v[a].units > 0)
+        o += (size_t)snprintf(list + o, sizeof(list) - o,
+                              "%s%.1f%% of %s's units", o ? ", " : "",
+                              100.0 * (double)fr->v[a].heavy /
+                                  (double)fr->v[a].units,
+                              fr->v[a].name);
+    rc = alarm_add(r, "balance", fr->src->name, NULL, fr->bal_p,
+                   "%s: heavy users cluster in one arm: the top 5%% of units "
+                   "by requests (>= %" PRIu64 " requests) are %s; chi-square "
+                   "%.1f, df %.0f, p = %s",
+                   fr->src->name, fr->heavy_min_requests, list, fr->bal_chi2,
+                   fr->bal_df, mg_rp_fmt_p(ps, sizeof(ps), fr->bal_p));
+  }
+  for (i = 0; i < r->npairs && !rc; i++) {
+    const struct mg_rp_pair *p = &r->pairs[i];
+    if (!p->alarm)
+      continue;
+    rc = alarm_add(
+        r, "coassignment", r->flags[p->a].src->name, NULL, p->p,
+        "%s x %s: treatments are not independent: %s of %s shared units are "
+        "in both treatments against %.1f expected from the shares (%.2fx); "
+        "chi-square %.1f, p = %s",
+        r->flags[p->a].src->name, r->flags[p->b].src->name,
+        mg_rp_fmt_count(b1, sizeof(b1), p->both),
+        mg_rp_fmt_count(b2, sizeof(b2), p->common), p->expected, p->ratio,
+        p->chi2, mg_rp_fmt_p(ps, sizeof(ps), p->p));
+  }
+  for (i = 0; i < r->nflags && !rc; i++) {
+    const struct mg_rp_flag_report *fr = &r->flags[i];
+    if (!fr->shown)
+      continue;
+    for (j = 0; j < fr->ncells && !rc; j++)
+      for (a = 0; a < fr->narms && !rc; a++) {
+        const struct mg_rp_cell_arm *ca = &fr->cells[j].arms[a];
+        const struct mg_rp_cell_arm *ctl;
+        if (!ca->has_cmp)
+          continue;
+        ctl = &fr->cells[j].arms[fr->control];
+        for (m = 0; m < MG_RP_CELL_METRICS && !rc; m++) {
+          if (!ca->flagged[m])
+            continue;
+          rc = alarm_add(
+              r, "input_axis", fr->src->name, fr->v[a].name, ca->p_adj[m],
+              "%s: %s is worse than %s on %s: %s %s vs %s (%s, 95%% CI %s "
+              "to %s), p = %s (adjusted for %u comparisons: %s)",
+              fr->src->name, fr->v[a].name, fr->v[fr->control].name,
+              fr->cells[j].label, mg_rp_metrics[m].label,
+              mg_rp_fmt_value(b1, sizeof(b1), m, ca->value[m]),
+              mg_rp_fmt_value(b2, sizeof(b2), m, ctl->value[m]),
+              mg_rp_fmt_diff(b3, sizeof(b3), m, ca->cmp[m].diff),
+              mg_rp_fmt_diff(b4, sizeof(b4), m, ca->cmp[m].lo),
+              mg_rp_fmt_diff(b5, sizeof(b5), m, ca->cmp[m].hi),
+              mg_rp_fmt_p(ps, sizeof(ps), ca->cmp[m].p), fr->cell_tests,
+              mg_rp_fmt_p(pa, sizeof(pa), ca->p_adj[m]));
+        }
+      }
+  }
+  return rc;
+}
+
+/* ---- entry -------------------------------------------------------------- */
+
+int mg_rp_analyze(const struct mg_rp_log *log, const struct mg_rp_options *opt,
+                  struct mg_rp_report *out) {
+  struct work w;
+  struct sums s;
+  size_t i, j;
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  out->log = log;
+  memset(&w, 0, sizeof(w));
+  if (opt->flag) {
+    const struct mg_rp_flag *f = mg_rp_log_flag(log, opt->flag);
+    if (f == NULL || f->records == 0)
+      return -ENOENT;
+  }
+  rc = work_init(&w, log);
+  if (rc)
+    goto out;
+  out->flags = calloc(log->nflags ? log->nflags : 1, sizeof(*out->flags));
+  if (out->flags == NULL) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  out->nflags = log->nflags;
+  for (i = 0; i < log->nflags; i++) {
+    const struct mg_rp_flag *f = log->flags[i];
+    bool shown = f->records > 0 &&
+                 (opt->flag == NULL || strcmp(opt->flag, f->name) == 0);
+    rc = flag_init(&out->flags[i], f, shown);
+    if (rc)
+      goto out;
+    choose_control(&out->flags[i], opt);
+  }
+
+  /* One pass over the unit aggregates feeds every arm of every flag; the
+   * request units come from the rows. */
+  for (i = 0; i < log->nunits; i++) {
+    const struct mg_rp_unit *u = &log->units[i];
+    struct mg_rp_flag_report *fr = &out->flags[u->flag];
+    sums_of_unit(u, &s);
+    variant_add(&fr->v[u->arm], &s);
+    if (fr->modal_wset >= 0 && fr->modal_wset < 32 &&
+        (u->wsets >> fr->modal_wset) & 1)
+      fr->v[u->arm].srm_units++;
+  }
+  for (i = 0; i < log->nflags; i++) {
+    struct mg_rp_flag_report *fr = &out->flags[i];
+    const struct mg_rp_flag *f = log->flags[i];
+    for (j = 0; j < f->nrows; j++) {
+      const struct mg_rp_row *r = &f->rows[j];
+      if (r->unit != MG_RP_NONE)
+        continue;
+      sums_of_row(r, &s);
+      variant_add(&fr->v[r->arm], &s);
+      if (fr->modal_wset >= 0 && r->wset == (uint8_t)fr->modal_wset)
+        fr->v[r->arm].srm_units++;
+    }
+    finish_metrics(fr);
+    latency(fr, &w);
+    srm(fr);
+    balance(fr, &w);
+    rc = input_axis(fr, &w);
+    if (rc)
+      goto out;
+  }
+  rc = cross_flags(out, &w);
+  if (rc)
+    goto out;
+  rc = alarms(out);
+out:
+  work_free(&w);
+  if (rc && rc != -ENOENT) {
+    mg_rp_report_free(out);
+    out->log = log;
+  }
+  return rc;
+}
+
+void mg_rp_report_free(struct mg_rp_report *r) {
+  size_t i;
+  uint32_t c;
+  for (i = 0; i < r->nflags; i++) {
+    for (c = 0; c < r->flags[i].ncells; c++)
+      free(r->flags[i].cells[c].arms);
+    free(r->flags[i].v);
+  }
+  free(r->flags);
+  free(r->pairs);
+  for (i = 0; i < r->nalarms; i++)
+    free(r->alarms[i].text);
+  free(r->alarms);
+  memset(r, 0, sizeof(*r));
+}

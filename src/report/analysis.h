@@ -1,0 +1,204 @@
+/* analysis.h - from what the reader kept to the figures `modelgate report`
+ * prints: per flag and variant the metrics, each treatment against the
+ * control, the checks that guard against wrong conclusions, and the alarms.
+ *
+ * Scope. Only `rollout` records are randomized (DESIGN.md, "Flags"), so the
+ * metrics, the comparisons and the checks use those alone; records with
+ * other reasons are counted by variant and reason and shown as such.
+ *
+ * Statistics (stats.h has the formulas):
+ *   - every metric is a ratio of per-unit sums (errors / requests, summed
+ *     confidence / requests with a confidence, summed ms / requests, ...);
+ *     its 95% interval and each treatment-minus-control difference use the
+ *     delta method with the unit as the sampling unit, and a two-sided
+ *     normal p-value. Latency quantiles are descriptive (request level).
+ *   - sample ratio mismatch: Pearson chi-square goodness of fit of units per
+ *     variant against the most common logged weight set, counting the units
+ *     seen while that set was in force; alarm at p < 0.001.
+ *   - cohort balance: the top 5% of units by requests (ties broken by unit
+ *     hash) are "heavy"; chi-square test of independence of heavy x variant;
+ *     alarm at p < 0.001.
+ *   - cross-flag co-assignment: over units seen in the rollouts of two
+ *     flags, a 2 x 2 chi-square test of "in a treatment of flag A" against
+ *     "in a treatment of flag B"; alarm at p < 0.001 when the observed count
+ *     in both treatments is at least twice, or at most half, the product of
+ *     the shares (and every expected cell is at least 5).
+ *   - input axis: every metric by input.chars quartile and by tool count
+ *     (0, 1-2, 3+), per variant, each treatment against the control in
+ *     each cell; an alarm when a treatment is worse with a Bonferroni-
+ *     adjusted p < 0.01 (p times the number of cell comparisons of the flag)
+ *     and both arms have at least 30 units in the cell. */
+#ifndef MG_REPORT_ANALYSIS_H
+#define MG_REPORT_ANALYSIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "report/reader.h"
+#include "report/stats.h"
+
+#define MG_RP_ALPHA_SRM 0.001
+#define MG_RP_ALPHA_BALANCE 0.001
+#define MG_RP_ALPHA_COASSIGN 0.001
+#define MG_RP_ALPHA_CELL 0.01
+#define MG_RP_COASSIGN_RATIO 2.0
+#define MG_RP_HEAVY_SHARE 0.05
+#define MG_RP_MIN_CELL_UNITS 30
+#define MG_RP_HIST_BINS 40
+#define MG_RP_CELLS 7 /* 4 input.chars quartiles, 3 tool buckets */
+
+enum mg_rp_metric {
+  MG_RP_M_ERROR,
+  MG_RP_M_FALLBACK,
+  MG_RP_M_LOWCONF,
+  MG_RP_M_CONFIDENCE,
+  MG_RP_M_LATENCY,
+  MG_RP_M_PROMPT,
+  MG_RP_M_COMPLETION,
+  MG_RP_NMETRICS
+};
+/* The input-axis breakdown covers the first five metrics. */
+#define MG_RP_CELL_METRICS 5
+
+struct mg_rp_metric_info {
+  const char *key;   /* JSON name: "error_rate", ... */
+  const char *label; /* for people: "error rate" */
+  int worse;         /* +1: higher is worse; -1: lower is; 0: neither */
+  bool rate;         /* a share (printed as a percentage) */
+};
+extern const struct mg_rp_metric_info mg_rp_metrics[MG_RP_NMETRICS];
+
+/* One variant of one flag. */
+struct mg_rp_variant {
+  const char *name;       /* borrowed from the log */
+  bool control;
+  uint64_t records;       /* every reason */
+  uint64_t units;         /* rollout units */
+  uint64_t requests;      /* rollout records */
+  struct mg_stats_ratio acc[MG_RP_NMETRICS];
+  double value[MG_RP_NMETRICS]; /* NaN when undefined */
+  double se[MG_RP_NMETRICS];    /* delta-method standard error */
+  double p50, p95, p99;   /* latency quantiles, ms */
+  uint64_t tok_n, tok_prompt, tok_completion;
+  bool has_cmp;           /* a treatment compared with the control */
+  struct mg_stats_diff cmp[MG_RP_NMETRICS];
+  /* sample ratio */
+  uint64_t srm_units;     /* units seen under the most common weight set */
+  double srm_expected;    /* expected share from those weights */
+  /* cohort balance */
+  uint64_t heavy;         /* heavy units in this arm */
+  double heavy_requests;  /* share of the arm's requests from heavy units */
+  double rpu_mean, rpu_p50, rpu_p90, rpu_p99; /* requests per unit */
+  /* latency histogram: MG_RP_HIST_BINS bins over the flag's log10 range */
+  uint64_t hist[MG_RP_HIST_BINS];
+};
+
+/* One variant in one input-axis cell. */
+struct mg_rp_cell_arm {
+  uint64_t units, requests;
+  double value[MG_RP_CELL_METRICS], se[MG_RP_CELL_METRICS];
+  double p50, p95;
+  bool has_cmp;
+  struct mg_stats_diff cmp[MG_RP_CELL_METRICS];
+  double p_adj[MG_RP_CELL_METRICS];   /* Bonferroni: min(1, p * tests) */
+  bool flagged[MG_RP_CELL_METRICS];   /* worse, p_adj < 0.01, enough units */
+};
+
+struct mg_rp_cell {
+  const char *axis;       /* "chars" or "tools" (static) */
+  char label[64];         /* "chars <= 812", "tools 1-2", ... */
+  double lo, hi;          /* the cell is lo < x <= hi (chars) or lo <= x <=
+                           * hi (tools); -1 / +inf when open */
+  uint64_t requests;
+  struct mg_rp_cell_arm *arms; /* owned: one per variant */
+};
+
+struct mg_rp_flag_report {
+  const struct mg_rp_flag *src; /* borrowed from the log */
+  bool shown;                   /* has records and passes --flag */
+  uint32_t narms;
+  struct mg_rp_variant *v;      /* owned: narms */
+  uint32_t control;             /* index into v, or MG_RP_NONE */
+  const char *control_source;   /* static: how the control was chosen */
+  bool control_option_missing;  /* --control named no variant of this flag */
+  uint64_t records, rollout;
+  uint64_t switched_units;      /* units seen in more than one arm */
+  /* weights */
+  int modal_wset;               /* index into src->wsets, or -1 */
+  /* sample ratio mismatch */
+  bool srm_tested;
+  double srm_chi2, srm_df, srm_p;
+  bool srm_alarm;
+  const char *srm_note;         /* static: why not tested, or NULL */
+  /* cohort balance */
+  bool bal_tested;
+  double bal_chi2, bal_df, bal_p;
+  bool bal_alarm;
+  uint64_t heavy_units, heavy_min_requests, bal_units;
+  const char *bal_note;         /* static: why not tested, or NULL */
+  /* input axis */
+  double chars_edges[3];        /* quartile edges (integers) */
+  uint32_t ncells;
+  struct mg_rp_cell cells[MG_RP_CELLS];
+  uint32_t cell_tests;          /* comparisons behind the Bonferroni factor */
+  /* latency histogram range: log10 ms */
+  double hist_lo, hist_hi;
+};
+
+/* Two flags' treatments over the units they share. */
+struct mg_rp_pair {
+  uint32_t a, b;                /* indexes into report->flags */
+  uint64_t common;              /* units in both rollouts, in one arm each */
+  uint64_t both, a_only, b_only, neither;
+  double expected;              /* common * share_a * share_b */
+  double ratio;                 /* both / expected */
+  bool tested;                  /* every expected cell >= 5 */
+  double chi2, p;
+  bool alarm;
+};
+
+struct mg_rp_alarm {
+  const char *check;            /* static: "srm", "balance", "coassignment",
+                                 * "input_axis" */
+  const char *flag;             /* borrowed from the log */
+  const char *variant;          /* borrowed, or NULL */
+  double p;
+  char *text;                   /* owned: one sentence for people */
+};
+
+struct mg_rp_options {
+  const char *control;          /* --control, or NULL */
+  const char *flag;             /* --flag, or NULL: every flag */
+};
+
+struct mg_rp_report {
+  const struct mg_rp_log *log;  /* borrowed: must outlive the report */
+  struct mg_rp_flag_report *flags; /* owned: one per log flag, same order;
+                                    * renderers print the shown ones */
+  size_t nflags;
+  struct mg_rp_pair *pairs;     /* owned */
+  size_t npairs;
+  struct mg_rp_alarm *alarms;   /* owned */
+  size_t nalarms;
+};
+
+/* Analyse log into out. Returns 0, -ENOENT when opt->flag names no flag in
+ * the logs, or -ENOMEM. out is always safe to free. */
+int mg_rp_analyze(const struct mg_rp_log *log, const struct mg_rp_options *opt,
+                  struct mg_rp_report *out) MG_WARN_UNUSED;
+void mg_rp_report_free(struct mg_rp_report *r);
+
+/* A metric's value for people: "4.10%" for rates, "0.812", "1234.5"
+ * (latency, tokens); "n/a" for NaN. Returns buf. */
+const char *mg_rp_fmt_value(char *buf, size_t n, enum mg_rp_metric m,
+                            double v);
+/* A difference: "+2.08 pp" for rates, "+0.012", "+35.2 ms"; "n/a". */
+const char *mg_rp_fmt_diff(char *buf, size_t n, enum mg_rp_metric m,
+                           double d);
+/* A p-value: "0.043", "3.1e-05", "< 1e-300"; "n/a". */
+const char *mg_rp_fmt_p(char *buf, size_t n, double p);
+/* An integer with thousands separators: "1,000,000". */
+const char *mg_rp_fmt_count(char *buf, size_t n, uint64_t v);
+
+#endif

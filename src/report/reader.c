@@ -1,0 +1,901 @@
+/* reader.c - decision logs into per-flag aggregates (reader.h).
+ *
+ * The hot path is one line: scan it with the reused JSON doc, walk the root
+ * object's members once to find the fields that matter, intern the flag and
+ * variant (a map lookup and a short linear scan), then append a row and add
+ * it to its unit's aggregate. Nothing is allocated per line once the arrays
+ * have grown to size. */
+#include "report/reader.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/hash.h"
+
+#define BLOCK (4u << 20)       /* bytes per read(2) */
+#define MAX_TOKENS (1u << 16)  /* JSON values per line */
+
+void mg_rp_log_init(struct mg_rp_log *log) {
+  memset(log, 0, sizeof(*log));
+  mg_map_init(&log->by_name);
+  mg_json_init(&log->doc, MAX_TOKENS);
+  mg_buf_init(&log->scratch, MG_RP_MAX_LINE);
+}
+
+static void flag_free(struct mg_rp_flag *f) {
+  size_t i;
+  for (i = 0; i < f->narms; i++)
+    free(f->arms[i].name);
+  for (i = 0; i < f->nreasons; i++)
+    free(f->reasons[i].reason);
+  free(f->reasons);
+  free(f->rows);
+  free(f->wsets);
+  free(f->last_weights);
+  free(f->name);
+  free(f);
+}
+
+void mg_rp_log_free(struct mg_rp_log *log) {
+  size_t i;
+  for (i = 0; i < log->nflags; i++)
+    flag_free(log->flags[i]);
+  free(log->flags);
+  mg_map_free(&log->by_name);
+  free(log->units);
+  free(log->slots);
+  for (i = 0; i < log->nevents; i++) {
+    free(log->events[i].name);
+    free(log->events[i].flag);
+  }
+  free(log->events);
+  for (i = 0; i < log->nfiles; i++)
+    free(log->files[i]);
+  free(log->files);
+  mg_json_free(&log->doc);
+  mg_buf_free(&log->scratch);
+  memset(log, 0, sizeof(*log));
+}
+
+struct mg_rp_flag *mg_rp_log_flag(const struct mg_rp_log *log,
+                                  const char *name) {
+  return mg_map_get(&log->by_name, name, strlen(name));
+}
+
+/* Make room for need elements of size bytes in *p (capacity *cap). */
+static int grow(void *pp, size_t *cap, size_t need, size_t size) {
+  void **p = pp, *q;
+  size_t c = *cap ? *cap : 16;
+
+  if (need <= *cap)
+    return 0;
+  while (c < need) {
+    if (c > SIZE_MAX / 2 / size)
+      return -ENOMEM;
+    c *= 2;
+  }
+  q = realloc(*p, c * size);
+  if (q == NULL)
+    return -ENOMEM;
+  *p = q;
+  *cap = c;
+  return 0;
+}
+
+static char *dup_n(const char *p, size_t n) {
+  char *s = malloc(n + 1);
+  if (s) {
+    memcpy(s, p, n);
+    s[n] = '\0';
+  }
+  return s;
+}
+
+/* ---- per-line context --------------------------------------------------- */
+
+struct line_ctx {
+  const char *file; /* borrowed from log->files */
+  uint64_t line;
+};
+
+static void malformed(struct mg_rp_log *log, const struct line_ctx *c,
+                      const char *why) {
+  log->malformed++;
+  if (log->nbad < MG_RP_MAX_BAD) {
+    log->bad[log->nbad].file = c->file;
+    log->bad[log->nbad].line = c->line;
+    log->bad[log->nbad].why = why;
+    log->nbad++;
+  }
+}
+
+/* The string at token i, unescaped when it needs to be: then it lives in
+ * log->scratch until the next call. */
+static int str_at(struct mg_rp_log *log, uint32_t i, struct mg_str *out) {
+  int rc;
+  if (!log->doc.toks[i].escaped) {
+    *out = mg_json_str_raw(&log->doc, i);
+    return 0;
+  }
+  mg_buf_reset(&log->scratch);
+  rc = mg_json_str_decode(&log->doc, i, &log->scratch);
+  if (rc)
+    return rc;
+  out->p = log->scratch.data ? log->scratch.data : "";
+  out->len = log->scratch.len;
+  return 0;
+}
+
+static inline bool is_type(const struct mg_json_doc *d, uint32_t i, int type) {
+  return i != MG_JSON_NOTFOUND && d->toks[i].type == type;
+}
+
+static inline bool is_null(const struct mg_json_doc *d, uint32_t i) {
+  return i == MG_JSON_NOTFOUND || d->toks[i].type == MG_JSON_NULL;
+}
+
+static const double pow10_tab[19] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
+                                     1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
+                                     1e14, 1e15, 1e16, 1e17, 1e18};
+
+/* The number at token i. Plain decimals ("1712.4", the whole of a
+ * record's numbers) are converted here; strtod (through mg_json_num) costs
+ * more than scanning the line and is left for exponents and long mantissas.
+ * The result may differ from strtod's by an ulp, far below what a report
+ * prints. */
+static bool num_at(const struct mg_json_doc *d, uint32_t i, double *out) {
+  const struct mg_json_tok *t;
+  const char *s, *e;
+  uint64_t ip = 0, fp = 0;
+  int idig = 0, fdig = 0;
+  bool neg = false;
+  double v;
+
+  if (!is_type(d, i, MG_JSON_NUMBER))
+    return false;
+  t = &d->toks[i];
+  s = d->src + t->start;
+  e = d->src + t->end;
+  if (*s == '-') {
+    neg = true;
+    s++;
+  }
+  while (s < e && (unsigned)(*s - '0') < 10) {
+    ip = ip * 10 + (uint64_t)(*s - '0');
+    s++;
+    idig++;
+  }
+  if (s < e && *s == '.') {
+    s++;
+    while (s < e && (unsigned)(*s - '0') < 10) {
+      if (fdig < 18) {
+        fp = fp * 10 + (uint64_t)(*s - '0');
+        fdig++;
+      }
+      s++;
+    }
+  }
+  if (s != e || idig > 18)
+    return mg_json_num(d, i, out) == 0;
+  v = (double)ip + (fdig ? (double)fp / pow10_tab[fdig] : 0.0);
+  *out = neg ? -v : v;
+  return true;
+}
+
+static inline uint32_t sat_u32(double v) {
+  if (!(v > 0))
+    return 0;
+  return v >= 4294967295.0 ? UINT32_MAX : (uint32_t)v;
+}
+
+/* ---- interning ---------------------------------------------------------- */
+
+static struct mg_rp_flag *flag_get(struct mg_rp_log *log, struct mg_str name) {
+  struct mg_rp_flag *f = mg_map_get(&log->by_name, name.p, name.len);
+  if (f)
+    return f;
+  if (grow(&log->flags, &log->capflags, log->nflags + 1, sizeof(*log->flags)))
+    return NULL;
+  f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    return NULL;
+  f->name = dup_n(name.p, name.len);
+  f->wsets = calloc(MG_RP_MAX_WSETS, sizeof(*f->wsets));
+  f->last_wset = MG_RP_NO_WSET;
+  if (f->name == NULL || f->wsets == NULL ||
+      mg_map_put(&log->by_name, f->name, name.len, f)) {
+    flag_free(f);
+    return NULL;
+  }
+  f->index = (uint32_t)log->nflags;
+  log->flags[log->nflags++] = f;
+  return f;
+}
+
+/* The arm index of variant name in f, created when new; -ENOMEM, or
+ * -E2BIG past MG_RP_MAX_ARMS. */
+static int arm_get(struct mg_rp_flag *f, struct mg_str name) {
+  uint32_t i;
+  for (i = 0; i < f->narms; i++)
+    if (strlen(f->arms[i].name) == name.len &&
+        memcmp(f->arms[i].name, name.p, name.len) == 0)
+      return (int)i;
+  if (f->narms == MG_RP_MAX_ARMS)
+    return -E2BIG;
+  f->arms[f->narms].name = dup_n(name.p, name.len);
+  if (f->arms[f->narms].name == NULL)
+    return -ENOMEM;
+  return (int)f->narms++;
+}
+
+static int reason_count(struct mg_rp_flag *f, uint8_t arm, struct mg_str r) {
+  size_t i;
+  for (i = 0; i < f->nreasons; i++) {
+    struct mg_rp_reason *x = &f->reasons[i];
+    if (x->arm == arm && strlen(x->reason) == r.len &&
+        memcmp(x->reason, r.p, r.len) == 0) {
+      x->n++;
+      return 0;
+    }
+  }
+  if (grow(&f->reasons, &f->capreasons, f->nreasons + 1, sizeof(*f->reasons)))
+    return -ENOMEM;
+  f->reasons[f->nreasons].reason = dup_n(r.p, r.len);
+  if (f->reasons[f->nreasons].reason == NULL)
+    return -ENOMEM;
+  f->reasons[f->nreasons].arm = arm;
+  f->reasons[f->nreasons].n = 1;
+  f->nreasons++;
+  return 0;
+}
+
+static int event_count(struct mg_rp_log *log, struct mg_str name,
+                       struct mg_str flag) {
+  size_t i;
+  for (i = 0; i < log->nevents; i++) {
+    struct mg_rp_event *e = &log->events[i];
+    if (strlen(e->name) == name.len && memcmp(e->name, name.p, name.len) == 0 &&
+        strlen(e->flag) == flag.len &&
+        (flag.len == 0 || memcmp(e->flag, flag.p, flag.len) == 0)) {
+      e->n++;
+      return 0;
+    }
+  }
+  if (grow(&log->events, &log->capevents, log->nevents + 1,
+           sizeof(*log->events)))
+    return -ENOMEM;
+  log->events[log->nevents].name = dup_n(name.p, name.len);
+  log->events[log->nevents].flag = dup_n(flag.len ? flag.p : "", flag.len);
+  log->events[log->nevents].n = 1;
+  if (log->events[log->nevents].name == NULL ||
+      log->events[log->nevents].flag == NULL) {
+    free(log->events[log->nevents].name);
+    free(log->events[log->nevents].flag);
+    return -ENOMEM;
+  }
+  log->nevents++;
+  return 0;
+}
+
+/* ---- units -------------------------------------------------------------- */
+
+static inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= UINT64_C(0xff51afd7ed558ccd);
+  x ^= x >> 33;
+  x *= UINT64_C(0xc4ceb9fe1a85ec53);
+  x ^= x >> 33;
+  return x;
+}
+
+static inline uint64_t unit_key(uint64_t hash, uint32_t flag, uint8_t arm) {
+  return mix64(hash ^ ((((uint64_t)flag << 8) | arm) + 1) *
+                          UINT64_C(0x9e3779b97f4a7c15));
+}
+
+static int slots_grow(struct mg_rp_log *log) {
+  size_t cap = log->capslots ? log->capslots * 2 : 1024, i;
+  struct mg_rp_slot *s = malloc(cap * sizeof(*s));
+
+  if (s == NULL)
+    return -ENOMEM;
+  for (i = 0; i < cap; i++)
+    s[i].unit = MG_RP_NONE;
+  for (i = 0; i < log->nunits; i++) {
+    const struct mg_rp_unit *u = &log->units[i];
+    uint64_t key = unit_key(u->hash, u->flag, u->arm);
+    size_t j = (size_t)key & (cap - 1);
+    while (s[j].unit != MG_RP_NONE)
+      j = (j + 1) & (cap - 1);
+    s[j].key = key;
+    s[j].unit = (uint32_t)i;
+  }
+  free(log->slots);
+  log->slots = s;
+  log->capslots = cap;
+  return 0;
+}
+
+/* The aggregate of (flag, arm, unit hash), created zeroed when new; its
+ * index, or MG_RP_NONE when out of memory. */
+static uint32_t unit_get(struct mg_rp_log *log, uint64_t hash, uint32_t flag,
+                         uint8_t arm) {
+  uint64_t key = unit_key(hash, flag, arm);
+  struct mg_rp_unit *u;
+  size_t j;
+
+  /* Keep the load under one half so probes stay short. */
+  if ((log->nunits + 1) * 2 > log->capslots && slots_grow(log))
+    return MG_RP_NONE;
+  j = (size_t)key & (log->capslots - 1);
+  while (log->slots[j].unit != MG_RP_NONE) {
+    /* The slot's key settles almost every probe without touching the
+     * aggregate (another cache miss). */
+    if (log->slots[j].key == key) {
+      u = &log->units[log->slots[j].unit];
+      if (u->hash == hash && u->flag == flag && u->arm == arm)
+        return log->slots[j].unit;
+    }
+    j = (j + 1) & (log->capslots - 1);
+  }
+  if (log->nunits >= MG_RP_NONE - 1 ||
+      grow(&log->units, &log->capunits, log->nunits + 1, sizeof(*log->units)))
+    return MG_RP_NONE;
+  u = &log->units[log->nunits];
+  memset(u, 0, sizeof(*u));
+  u->hash = hash;
+  u->flag = flag;
+  u->arm = arm;
+  log->slots[j].key = key;
+  log->slots[j].unit = (uint32_t)log->nunits;
+  return (uint32_t)log->nunits++;
+}
+
+/* ---- weights ------------------------------------------------------------ */
+
+/* The weight set of the "weights" object at token w: MG_RP_NO_WSET when
+ * the record has none or the flag already tracks MG_RP_MAX_WSETS; -1 with
+ * *why set when the object is malformed; -ENOMEM. */
+static int wset_of(struct mg_rp_log *log, struct mg_rp_flag *f, uint32_t w,
+                   const char **why) {
+  const struct mg_json_doc *d = &log->doc;
+  struct mg_str raw;
+  struct mg_rp_wset ws;
+  uint32_t i, k, m;
+
+  if (is_null(d, w))
+    return MG_RP_NO_WSET;
+  if (d->toks[w].type != MG_JSON_OBJECT) {
+    *why = "\"weights\" is not an object";
+    return -1;
+  }
+  /* Every record of a steady experiment carries the same bytes: compare
+   * them before parsing anything. */
+  raw = mg_json_raw(d, w);
+  if (f->last_weights_len == raw.len && f->last_weights &&
+      memcmp(f->last_weights, raw.p, raw.len) == 0)
+    return f->last_wset;
+
+  memset(&ws, 0, sizeof(ws));
+  i = w + 1;
+  for (m = 0; m < d->toks[w].count; m++) {
+    uint32_t key = i, val = i + 1;
+    struct mg_str name;
+    double pct;
+    int arm;
+    i = d->toks[val].next;
+    if (!num_at(d, val, &pct) || pct < 0 || pct > 100) {
+      *why = "a weight is not a percentage";
+      return -1;
+    }
+    if (str_at(log, key, &name))
+      return -ENOMEM;
+    arm = arm_get(f, name);
+    if (arm == -ENOMEM)
+      return -ENOMEM;
+    if (arm < 0) {
+      *why = "more variants than a flag can have";
+      return -1;
+    }
+    /* Insert sorted by arm index, so equal sets compare equal whatever
+     * order the object listed them in. */
+    for (k = ws.n; k > 0 && ws.arm[k - 1] > arm; k--) {
+      ws.arm[k] = ws.arm[k - 1];
+      ws.bp[k] = ws.bp[k - 1];
+    }
+    if (k > 0 && ws.arm[k - 1] == arm) {
+      *why = "a variant appears twice in \"weights\"";
+      return -1;
+    }
+    ws.arm[k] = (uint8_t)arm;
+    ws.bp[k] = (uint32_t)llround(pct * 100.0);
+    ws.n++;
+  }
+  for (k = 0; k < f->nwsets; k++)
+    if (f->wsets[k].n == ws.n &&
+        memcmp(f->wsets[k].arm, ws.arm, ws.n) == 0 &&
+        memcmp(f->wsets[k].bp, ws.bp, ws.n * sizeof(ws.bp[0])) == 0)
+      break;
+  if (k == f->nwsets) {
+    if (f->nwsets == MG_RP_MAX_WSETS)
+      return MG_RP_NO_WSET;
+    f->wsets[f->nwsets++] = ws;
+  }
+  if (f->last_weights_cap < raw.len + 1) {
+    char *p = realloc(f->last_weights, raw.len + 1);
+    if (p == NULL)
+      return -ENOMEM;
+    f->last_weights = p;
+    f->last_weights_cap = raw.len + 1;
+  }
+  memcpy(f->last_weights, raw.p, raw.len);
+  f->last_weights_len = raw.len;
+  f->last_wset = (uint8_t)k;
+  return (int)k;
+}
+
+static void wset_seen(struct mg_rp_wset *ws, const struct mg_json_doc *d,
+                      uint32_t ts) {
+  struct mg_str t;
+  ws->records++;
+  if (!is_type(d, ts, MG_JSON_STRING))
+    return;
+  t = mg_json_str_raw(d, ts);
+  if (t.len >= sizeof(ws->first_ts))
+    t.len = sizeof(ws->first_ts) - 1;
+  /* RFC 3339 UTC stamps of one length order as strings. */
+  if (ws->first_ts[0] == '\0' || strncmp(t.p, ws->first_ts, t.len) < 0) {
+    memcpy(ws->first_ts, t.p, t.len);
+    ws->first_ts[t.len] = '\0';
+  }
+  if (strncmp(t.p, ws->last_ts, t.len) > 0) {
+    memcpy(ws->last_ts, t.p, t.len);
+    ws->last_ts[t.len] = '\0';
+  }
+}
+
+/* ---- one line ----------------------------------------------------------- */
+
+/* Indexes of the root object's values that the report reads. */
+struct fields {
+  uint32_t event, flag, unit, variant, reason, weights, input, attempts, tier,
+      fallback_reason, confidence, status, error, ms, tokens, ts;
+};
+
+static void fields_scan(const struct mg_json_doc *d, struct fields *f) {
+  uint32_t i = 1, m;
+
+  memset(f, 0xff, sizeof(*f)); /* every index MG_JSON_NOTFOUND */
+  for (m = 0; m < d->toks[0].count; m++) {
+    uint32_t k = i, v = i + 1;
+    struct mg_str key;
+    /* Inline mg_json_str_raw: this loop runs for every member of every
+     * line. */
+    key.p = d->src + d->toks[k].start + 1;
+    key.len = d->toks[k].end - d->toks[k].start - 2;
+    i = d->toks[v].next;
+    /* The first of duplicate keys wins, as with mg_json_get. Keys the
+     * record writer never escapes are compared raw. */
+#define FIELD(name, field)                                                    \
+  if (key.len == sizeof(name) - 1 && memcmp(key.p, name, key.len) == 0) {     \
+    if (f->field == MG_JSON_NOTFOUND)                                         \
+      f->field = v;                                                           \
+    continue;                                                                 \
+  }
+    FIELD("ts", ts)
+    FIELD("ms", ms)
+    FIELD("flag", flag)
+    FIELD("unit", unit)
+    FIELD("tier", tier)
+    FIELD("event", event)
+    FIELD("input", input)
+    FIELD("error", error)
+    FIELD("reason", reason)
+    FIELD("status", status)
+    FIELD("tokens", tokens)
+    FIELD("variant", variant)
+    FIELD("weights", weights)
+    FIELD("attempts", attempts)
+    FIELD("confidence", confidence)
+    FIELD("fallback_reason", fallback_reason)
+#undef FIELD
+  }
+}
+
+static bool str_is(const struct mg_json_doc *d, uint32_t i, const char *s) {
+  struct mg_str v;
+  if (!is_type(d, i, MG_JSON_STRING))
+    return false;
+  if (d->toks[i].escaped)
+    return mg_json_str_eq(d, i, s, strlen(s));
+  v = mg_json_str_raw(d, i);
+  return mg_str_eq_c(v, s);
+}
+
+/* Fill the measurements of a rollout record into row; NULL, or why the
+ * record is malformed. */
+static const char *measure(const struct mg_json_doc *d, const struct fields *fl,
+                           struct mg_rp_row *row) {
+  double v;
+  uint32_t i, m;
+
+  if (!num_at(d, fl->ms, &v) || !(v >= 0))
+    return "rollout record without a number in \"ms\"";
+  row->ms = (float)v;
+
+  if (!is_null(d, fl->input)) {
+    uint32_t c, t;
+    if (d->toks[fl->input].type != MG_JSON_OBJECT)
+      return "\"input\" is not an object";
+    c = mg_json_getc(d, fl->input, "chars");
+    t = mg_json_getc(d, fl->input, "tools");
+    if (c != MG_JSON_NOTFOUND) {
+      if (!num_at(d, c, &v))
+        return "\"input.chars\" is not a number";
+      row->chars = sat_u32(v);
+    }
+    if (t != MG_JSON_NOTFOUND) {
+      if (!num_at(d, t, &v))
+        return "\"input.tools\" is not a number";
+      row->tools = v >= 255 ? 255 : (uint8_t)sat_u32(v);
+    }
+  }
+
+  if (is_type(d, fl->error, MG_JSON_TRUE)) {
+    row->bits |= MG_RP_ERR;
+  } else if (fl->error == MG_JSON_NOTFOUND || is_null(d, fl->error)) {
+    /* Older lines without "error": what record.h defines it as. */
+    if (num_at(d, fl->status, &v) && v >= 400 && v != 499)
+      row->bits |= MG_RP_ERR;
+  } else if (!is_type(d, fl->error, MG_JSON_FALSE)) {
+    return "\"error\" is not a boolean";
+  }
+
+  if (!is_null(d, fl->fallback_reason)) {
+    if (d->toks[fl->fallback_reason].type != MG_JSON_STRING)
+      return "\"fallback_reason\" is not a string";
+    row->bits |= MG_RP_FB;
+    if (str_is(d, fl->fallback_reason, "low_confidence"))
+      row->bits |= MG_RP_LC;
+  }
+  if (str_is(d, fl->tier, "fallback") || str_is(d, fl->tier, "cache") ||
+      str_is(d, fl->tier, "traditional"))
+    row->bits |= MG_RP_FB;
+
+  if (!is_null(d, fl->attempts)) {
+    if (d->toks[fl->attempts].type != MG_JSON_ARRAY)
+      return "\"attempts\" is not an array";
+    i = fl->attempts + 1;
+    for (m = 0; m < d->toks[fl->attempts].count; m++) {
+      if (d->toks[i].type == MG_JSON_OBJECT &&
+          str_is(d, mg_json_getc(d, i, "outcome"), "low_confidence"))
+        row->bits |= MG_RP_LC;
+      i = d->toks[i].next;
+    }
+  }
+
+  if (!is_null(d, fl->confidence)) {
+    if (!num_at(d, fl->confidence, &v))
+      return "\"confidence\" is not a number";
+    row->confidence = (float)v;
+    row->bits |= MG_RP_CONF;
+  }
+
+  if (!is_null(d, fl->tokens)) {
+    uint32_t p, c;
+    double pv = 0, cv = 0;
+    if (d->toks[fl->tokens].type != MG_JSON_OBJECT)
+      return "\"tokens\" is not an object";
+    p = mg_json_getc(d, fl->tokens, "prompt");
+    c = mg_json_getc(d, fl->tokens, "completion");
+    if ((p != MG_JSON_NOTFOUND && !is_null(d, p) && !num_at(d, p, &pv)) ||
+        (c != MG_JSON_NOTFOUND && !is_null(d, c) && !num_at(d, c, &cv)))
+      return "\"tokens\" holds a non-number";
+    row->tok_prompt = sat_u32(pv);
+    row->tok_completion = sat_u32(cv);
+    row->bits |= MG_RP_TOK;
+  }
+  return NULL;
+}
+
+static int add_row(struct mg_rp_flag *f, const struct mg_rp_row *row) {
+  if (grow(&f->rows, &f->caprows, f->nrows + 1, sizeof(*f->rows)))
+    return -ENOMEM;
+  f->rows[f->nrows++] = *row;
+  return 0;
+}
+
+static void unit_add(struct mg_rp_unit *u, const struct mg_rp_row *row) {
+  u->requests++;
+  u->errors += (row->bits & MG_RP_ERR) != 0;
+  u->fallbacks += (row->bits & MG_RP_FB) != 0;
+  u->lowconf += (row->bits & MG_RP_LC) != 0;
+  u->ms_sum += row->ms;
+  if (row->bits & MG_RP_CONF) {
+    u->conf_n++;
+    u->conf_sum += row->confidence;
+  }
+  if (row->bits & MG_RP_TOK) {
+    u->tok_n++;
+    u->tok_prompt += row->tok_prompt;
+    u->tok_completion += row->tok_completion;
+  }
+  if (row->wset < 32)
+    u->wsets |= UINT32_C(1) << row->wset;
+}
+
+static bool is_off_reason(struct mg_str r) {
+  return mg_str_eq_c(r, "killed") || mg_str_eq_c(r, "window") ||
+         mg_str_eq_c(r, "blocked") || mg_str_eq_c(r, "default");
+}
+
+/* One line without its newline. Returns 0 (also for malformed lines) or
+ * -ENOMEM. */
+static int line(struct mg_rp_log *log, const char *p, size_t n,
+                const struct line_ctx *c) {
+  struct mg_json_doc *d = &log->doc;
+  struct mg_rp_flag *f;
+  struct mg_rp_row row;
+  struct fields fl;
+  struct mg_str s;
+  const char *why = NULL;
+  bool rollout;
+  uint32_t fi;
+  int arm, ws, rc;
+
+  while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+    n--;
+  log->lines++;
+  if (n == 0) {
+    log->blank++;
+    return 0;
+  }
+  rc = mg_json_parse(d, p, n, NULL);
+  if (rc == MG_JSON_ENOMEM)
+    return -ENOMEM;
+  if (rc) {
+    malformed(log, c, rc == MG_JSON_EINVAL ? "not valid JSON"
+                                           : "too large or too deep");
+    return 0;
+  }
+  if (d->toks[0].type != MG_JSON_OBJECT) {
+    malformed(log, c, "not a JSON object");
+    return 0;
+  }
+  fields_scan(d, &fl);
+
+  if (fl.event != MG_JSON_NOTFOUND) {
+    struct mg_str name, flag = MG_STR_NULL;
+    if (!is_type(d, fl.event, MG_JSON_STRING)) {
+      malformed(log, c, "\"event\" is not a string");
+      return 0;
+    }
+    /* Event names and flags are counted as logged (raw bytes). */
+    name = mg_json_str_raw(d, fl.event);
+    if (is_type(d, fl.flag, MG_JSON_STRING))
+      flag = mg_json_str_raw(d, fl.flag);
+    log->event_lines++;
+    return event_count(log, name, flag);
+  }
+  if (fl.flag == MG_JSON_NOTFOUND) {
+    malformed(log, c, "neither a decision record nor an event");
+    return 0;
+  }
+  log->records++;
+  if (is_null(d, fl.flag)) {
+    log->unflagged++;
+    return 0;
+  }
+  if (!is_type(d, fl.flag, MG_JSON_STRING)) {
+    why = "\"flag\" is not a string";
+    goto bad;
+  }
+  if (!is_type(d, fl.variant, MG_JSON_STRING)) {
+    why = "a flagged record without a \"variant\" string";
+    goto bad;
+  }
+  if (!is_type(d, fl.reason, MG_JSON_STRING)) {
+    why = "a flagged record without a \"reason\" string";
+    goto bad;
+  }
+
+  if (str_at(log, fl.flag, &s))
+    return -ENOMEM;
+  f = flag_get(log, s);
+  if (f == NULL)
+    return -ENOMEM;
+  fi = f->index;
+  if (str_at(log, fl.variant, &s))
+    return -ENOMEM;
+  arm = arm_get(f, s);
+  if (arm == -ENOMEM)
+    return -ENOMEM;
+  if (arm < 0) {
+    why = "more variants than a flag can have";
+    goto bad;
+  }
+  rollout = str_is(d, fl.reason, "rollout");
+
+  memset(&row, 0, sizeof(row));
+  row.unit = MG_RP_NONE;
+  row.arm = (uint8_t)arm;
+  row.wset = MG_RP_NO_WSET;
+  if (rollout) {
+    why = measure(d, &fl, &row);
+    if (why)
+      goto bad;
+    if (!is_null(d, fl.unit) && !is_type(d, fl.unit, MG_JSON_STRING)) {
+      why = "\"unit\" is not a string";
+      goto bad;
+    }
+    ws = wset_of(log, f, fl.weights, &why);
+    if (ws == -ENOMEM)
+      return -ENOMEM;
+    if (ws < 0)
+      goto bad;
+    row.wset = (uint8_t)ws;
+  }
+
+  /* The record is good: count it. The reason is decoded last because
+   * weights may have used the scratch buffer. */
+  if (str_at(log, fl.reason, &s))
+    return -ENOMEM;
+  f->records++;
+  f->arms[arm].records++;
+  if (reason_count(f, (uint8_t)arm, s))
+    return -ENOMEM;
+  if (!rollout) {
+    if (is_off_reason(s))
+      f->arms[arm].off++;
+    return 0;
+  }
+  f->arms[arm].rollout++;
+  if (row.wset != MG_RP_NO_WSET)
+    wset_seen(&f->wsets[row.wset], d, fl.ts);
+  if (is_type(d, fl.unit, MG_JSON_STRING)) {
+    struct mg_str u = mg_json_raw(d, fl.unit);
+    row.unit = unit_get(log, mg_hash64(u.p, u.len), fi, (uint8_t)arm);
+    if (row.unit == MG_RP_NONE)
+      return -ENOMEM;
+    unit_add(&log->units[row.unit], &row);
+  }
+  return add_row(f, &row);
+
+bad:
+  log->records--;
+  malformed(log, c, why);
+  return 0;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static int add_file(struct mg_rp_log *log, const char *name,
+                    struct line_ctx *c) {
+  char **v = realloc(log->files, (log->nfiles + 1) * sizeof(*v));
+  if (v == NULL)
+    return -ENOMEM;
+  log->files = v;
+  v[log->nfiles] = dup_n(name, strlen(name));
+  if (v[log->nfiles] == NULL)
+    return -ENOMEM;
+  c->file = v[log->nfiles++];
+  c->line = 0;
+  return 0;
+}
+
+/* Feed every complete line of p[0..n); returns the bytes consumed (up to
+ * and including the last newline) or -ENOMEM. */
+static ptrdiff_t lines(struct mg_rp_log *log, const char *p, size_t n,
+                       struct line_ctx *c) {
+  const char *s = p, *e = p + n, *nl;
+  while (s < e && (nl = memchr(s, '\n', (size_t)(e - s))) != NULL) {
+    c->line++;
+    if (line(log, s, (size_t)(nl - s), c))
+      return -ENOMEM;
+    s = nl + 1;
+  }
+  return s - p;
+}
+
+int mg_rp_read_mem(struct mg_rp_log *log, const char *p, size_t n,
+                   const char *name) {
+  struct line_ctx c;
+  ptrdiff_t used;
+
+  if (add_file(log, name, &c))
+    return -ENOMEM;
+  log->bytes += n;
+  used = lines(log, p, n, &c);
+  if (used < 0)
+    return -ENOMEM;
+  if ((size_t)used < n) {
+    c.line++;
+    if (line(log, p + used, n - (size_t)used, &c))
+      return -ENOMEM;
+  }
+  return 0;
+}
+
+int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
+  struct line_ctx c;
+  size_t cap = BLOCK, len = 0;
+  char *buf = NULL;
+  bool skipping = false; /* inside a line longer than MG_RP_MAX_LINE */
+  int rc;
+
+  rc = add_file(log, name, &c);
+  if (rc)
+    return rc;
+  buf = malloc(cap);
+  if (buf == NULL)
+    return -ENOMEM;
+  for (;;) {
+    ssize_t got;
+    ptrdiff_t used;
+
+    if (len == cap) {
+      /* A whole buffer without a newline: grow it for a long line, up to
+       * the ceiling; past it, count the line once and drop its bytes up
+       * to its newline. */
+      if (cap >= MG_RP_MAX_LINE) {
+        c.line++;
+        log->lines++;
+        malformed(log, &c, "line longer than the 64 MiB limit");
+        skipping = true;
+        len = 0;
+      } else {
+        char *nb = realloc(buf, cap * 2);
+        if (nb == NULL) {
+          rc = -ENOMEM;
+          goto out;
+        }
+        buf = nb;
+        cap *= 2;
+      }
+    }
+    got = read(fd, buf + len, cap - len);
+    if (got < 0) {
+      if (errno == EINTR)
+        continue;
+      rc = -errno;
+      goto out;
+    }
+    if (got == 0)
+      break;
+    log->bytes += (uint64_t)got;
+    if (skipping) {
+      /* len is 0 here: the bytes read are all of the buffer. */
+      char *nl = memchr(buf, '\n', (size_t)got);
+      if (nl == NULL)
+        continue;
+      skipping = false;
+      len = (size_t)(buf + got - (nl + 1));
+      memmove(buf, nl + 1, len);
+    } else {
+      len += (size_t)got;
+    }
+    /* The kept partial line is scanned again for a newline: it is shorter
+     * than a block but for rare giant lines. */
+    used = lines(log, buf, len, &c);
+    if (used < 0) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    memmove(buf, buf + used, len - (size_t)used);
+    len -= (size_t)used;
+  }
+  if (len > 0 && !skipping) {
+    c.line++;
+    if (line(log, buf, len, &c)) {
+      rc = -ENOMEM;
+      goto out;
+    }
+  }
+  rc = 0;
+out:
+  free(buf);
+  return rc;
+}

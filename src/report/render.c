@@ -1,0 +1,100 @@
+/* render.c - helpers the three renderers share (render.h). */
+#include "report/render.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const char mg_rp_method_text[] =
+    "Only records with reason \"rollout\" (the randomized ones) enter the "
+    "metrics, comparisons and checks; other reasons are counted apart. "
+    "Every metric is a ratio of per-unit sums (errors / requests, fallbacks "
+    "/ requests, low-confidence / requests, summed confidence / requests "
+    "with a confidence, summed ms / requests, tokens / requests with "
+    "tokens). Its 95% interval and each treatment-minus-control difference "
+    "use the delta method with the unit as the sampling unit: requests of "
+    "one unit are not independent, so Var(R) = (s_x^2 - 2R s_xy + R^2 "
+    "s_y^2) / (n ybar^2) over the arm's n units, Var(diff) = Var_t + Var_c, "
+    "and p is two-sided from the normal distribution. The latency "
+    "comparison is of mean latency per request (the same method); p50, p95 "
+    "and p99 are request-level and descriptive. A record without a unit is "
+    "its own unit. Sample ratio: Pearson chi-square goodness of fit of "
+    "units per variant against the most common logged weight set (units "
+    "seen while it was in force), alarm at p < 0.001. Cohort balance: the "
+    "top 5% of units by requests are heavy; chi-square test of heavy x "
+    "variant, alarm at p < 0.001. Cross-flag co-assignment: over units in "
+    "both flags' rollouts, 2x2 chi-square of 'in a treatment of A' x 'in a "
+    "treatment of B' (treatment = any variant but the control); alarm when "
+    "p < 0.001 and the count in both treatments is >= 2x or <= 0.5x the "
+    "product of the shares (every expected cell >= 5). Input axis: "
+    "input.chars quartiles of the flag's rollout records and tool counts 0, "
+    "1-2, 3+; in each cell each treatment is compared with the control as "
+    "above, and flagged when worse with a Bonferroni-adjusted p < 0.01 (p "
+    "times the number of cell comparisons of the flag) and at least 30 "
+    "units per arm in the cell.";
+
+void mg_rp_w_printf(struct mg_rp_w *w, const char *fmt, ...) {
+  va_list ap;
+  if (w->err)
+    return;
+  va_start(ap, fmt);
+  w->err = mg_buf_vprintf(w->b, fmt, ap);
+  va_end(ap);
+}
+
+void mg_rp_w_puts(struct mg_rp_w *w, const char *s) {
+  if (w->err)
+    return;
+  w->err = mg_buf_puts(w->b, s);
+}
+
+void mg_rp_w_json_str(struct mg_rp_w *w, const char *s) {
+  if (w->err)
+    return;
+  w->err = mg_buf_json_str(w->b, s, strlen(s));
+}
+
+void mg_rp_w_json_num(struct mg_rp_w *w, double v) {
+  if (!isfinite(v)) {
+    mg_rp_w_puts(w, "null");
+    return;
+  }
+  /* 17 significant digits round-trip any double; integers print plainly. */
+  if (v == floor(v) && fabs(v) < 9007199254740992.0)
+    mg_rp_w_printf(w, "%.0f", v);
+  else
+    mg_rp_w_printf(w, "%.17g", v);
+}
+
+void mg_rp_w_html(struct mg_rp_w *w, const char *s) {
+  const char *run = s;
+  for (; *s; s++) {
+    const char *esc = NULL;
+    switch (*s) {
+    case '&':
+      esc = "&amp;";
+      break;
+    case '<':
+      esc = "&lt;";
+      break;
+    case '>':
+      esc = "&gt;";
+      break;
+    case '"':
+      esc = "&quot;";
+      break;
+    case '\'':
+      esc = "&#39;";
+      break;
+    default:
+      continue;
+    }
+    if (!w->err && s > run)
+      w->err = mg_buf_append(w->b, run, (size_t)(s - run));
+    mg_rp_w_puts(w, esc);
+    run = s + 1;
+  }
+  if (!w->err && s > run)
+    w->err = mg_buf_append(w->b, run, (size_t)(s - run));
+}

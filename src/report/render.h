@@ -1,0 +1,43 @@
+/* render.h - the three faces of a report: a text table, JSON, and a
+ * self-contained HTML page with inline SVG charts. Each renderer appends
+ * to a buffer and returns 0, -ENOMEM or -E2BIG. */
+#ifndef MG_REPORT_RENDER_H
+#define MG_REPORT_RENDER_H
+
+#include "common/buf.h"
+#include "report/analysis.h"
+
+/* The default: one screen per flag, alarms first. */
+int mg_rp_render_text(const struct mg_rp_report *r,
+                      struct mg_buf *out) MG_WARN_UNUSED;
+/* The structure documented in render_json.c and docs/report.md. */
+int mg_rp_render_json(const struct mg_rp_report *r,
+                      struct mg_buf *out) MG_WARN_UNUSED;
+/* One HTML document: no scripts, no network, no external assets. */
+int mg_rp_render_html(const struct mg_rp_report *r,
+                      struct mg_buf *out) MG_WARN_UNUSED;
+
+/* ---- shared by the renderers (render.c) ---------------------------------- */
+
+/* A buffer with a sticky error: renderers write without checking every
+ * call and read err once at the end. */
+struct mg_rp_w {
+  struct mg_buf *b; /* borrowed */
+  int err;          /* the first append error, or 0 */
+};
+
+void mg_rp_w_printf(struct mg_rp_w *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void mg_rp_w_puts(struct mg_rp_w *w, const char *s);
+/* s as a JSON string literal. */
+void mg_rp_w_json_str(struct mg_rp_w *w, const char *s);
+/* A JSON number with enough digits to round-trip; null for NaN and
+ * infinities. */
+void mg_rp_w_json_num(struct mg_rp_w *w, double v);
+/* s with &, <, >, " and ' escaped for HTML text and attribute values. */
+void mg_rp_w_html(struct mg_rp_w *w, const char *s);
+
+/* The text of the method footnote, shared by every format. */
+extern const char mg_rp_method_text[];
+
+#endif

@@ -1,0 +1,421 @@
+/* render_json.c - the report as one JSON document. The structure is stable:
+ * fields are added, never renamed or removed, without raising "version".
+ * Numbers that are undefined (no data, fewer than two units) are null.
+ *
+ * {
+ *   "report": "modelgate.report", "version": 1,
+ *   "inputs": {
+ *     "files": [str], "bytes", "lines", "blank_lines", "records",
+ *     "event_lines", "unflagged_records", "malformed_lines": int,
+ *     "malformed_examples": [{"file": str, "line": int, "why": str}],
+ *     "events": [{"event": str, "flag": str|null, "count": int}]
+ *   },
+ *   "alarms": [{"check": "srm"|"balance"|"coassignment"|"input_axis",
+ *               "flag": str, "variant": str|null, "p": num,
+ *               "message": str}],
+ *   "flags": [{
+ *     "name": str, "control": str|null, "control_source": str|null,
+ *     "control_option_ignored": bool,   (--control named no variant)
+ *     "records", "rollout_records", "units_in_several_variants": int,
+ *     "weights": [{"weights": {variant: percent}, "records": int,
+ *                  "first_ts": str|null, "last_ts": str|null,
+ *                  "most_common": bool}],
+ *     "reasons": [{"variant": str, "reason": str, "records": int}],
+ *     "variants": [{
+ *       "name": str, "control": bool, "records", "units", "requests": int,
+ *       "metrics": {METRIC: {"value": num, "se": num, "ci": [lo, hi]}},
+ *       "latency_ms": {"p50", "p95", "p99": num,
+ *                      "histogram": {"log10_lo", "log10_hi": num,
+ *                                    "counts": [int x 40]}},
+ *       "tokens": {"requests", "prompt", "completion": int},
+ *       "vs_control": null | {METRIC: {"diff", "se", "z", "p",
+ *                                      "relative": num, "ci": [lo, hi]}},
+ *       "requests_per_unit": {"mean", "p50", "p90", "p99": num},
+ *       "heavy_units": int, "heavy_request_share": num
+ *     }],
+ *     "checks": {
+ *       "srm": {"tested": bool, "note": str|null, "chi2", "df", "p": num,
+ *               "alarm": bool, "units": {variant: int},
+ *               "expected_share": {variant: num}},
+ *       "balance": {"tested": bool, "note": str|null, "units": int,
+ *                   "heavy_share": 0.05, "heavy_units": int,
+ *                   "heavy_min_requests": int, "chi2", "df", "p": num,
+ *                   "alarm": bool}
+ *     },
+ *     "input_axis": {
+ *       "chars_quartiles": [num x 3], "tests": int,
+ *       "cells": [{"axis": "chars"|"tools", "label": str,
+ *                  "min": int, "max": int|null, "requests": int,
+ *                  "variants": [{"name": str, "units", "requests": int,
+ *                                CELL_METRIC: num, "latency_p50_ms",
+ *                                "latency_p95_ms": num,
+ *                                "vs_control": null | {CELL_METRIC:
+ *                                  {"diff", "p", "p_adjusted": num,
+ *                                   "ci": [lo, hi], "flagged": bool}}}]}]
+ *     }
+ *   }],
+ *   "cross_flag": [{"flags": [a, b], "shared_units", "both_treatments",
+ *                   "a_only", "b_only", "neither": int,
+ *                   "expected_both", "ratio": num, "tested": bool,
+ *                   "chi2", "p": num, "alarm": bool}],
+ *   "method": str
+ * }
+ *
+ * METRIC: error_rate, fallback_rate, low_confidence_rate, mean_confidence,
+ * mean_latency_ms, prompt_tokens, completion_tokens (per request with
+ * tokens); CELL_METRIC: the first five. Rates are fractions (0.021). */
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+#include "report/render.h"
+
+static void key(struct mg_rp_w *w, const char *k) {
+  mg_rp_w_json_str(w, k);
+  mg_rp_w_puts(w, ":");
+}
+
+static void kv_num(struct mg_rp_w *w, const char *k, double v, bool comma) {
+  key(w, k);
+  mg_rp_w_json_num(w, v);
+  if (comma)
+    mg_rp_w_puts(w, ",");
+}
+
+static void kv_int(struct mg_rp_w *w, const char *k, uint64_t v, bool comma) {
+  key(w, k);
+  mg_rp_w_printf(w, "%" PRIu64 "%s", v, comma ? "," : "");
+}
+
+static void kv_bool(struct mg_rp_w *w, const char *k, bool v, bool comma) {
+  key(w, k);
+  mg_rp_w_printf(w, "%s%s", v ? "true" : "false", comma ? "," : "");
+}
+
+static void kv_str(struct mg_rp_w *w, const char *k, const char *v,
+                   bool comma) {
+  key(w, k);
+  if (v)
+    mg_rp_w_json_str(w, v);
+  else
+    mg_rp_w_puts(w, "null");
+  if (comma)
+    mg_rp_w_puts(w, ",");
+}
+
+static void ci(struct mg_rp_w *w, double lo, double hi) {
+  key(w, "ci");
+  mg_rp_w_puts(w, "[");
+  mg_rp_w_json_num(w, lo);
+  mg_rp_w_puts(w, ",");
+  mg_rp_w_json_num(w, hi);
+  mg_rp_w_puts(w, "]");
+}
+
+static void inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
+  size_t i;
+  mg_rp_w_puts(w, "\"inputs\":{\"files\":[");
+  for (i = 0; i < log->nfiles; i++) {
+    if (i)
+      mg_rp_w_puts(w, ",");
+    mg_rp_w_json_str(w, log->files[i]);
+  }
+  mg_rp_w_puts(w, "],");
+  kv_int(w, "bytes", log->bytes, true);
+  kv_int(w, "lines", log->lines, true);
+  kv_int(w, "blank_lines", log->blank, true);
+  kv_int(w, "records", log->records, true);
+  kv_int(w, "event_lines", log->event_lines, true);
+  kv_int(w, "unflagged_records", log->unflagged, true);
+  kv_int(w, "malformed_lines", log->malformed, true);
+  mg_rp_w_puts(w, "\"malformed_examples\":[");
+  for (i = 0; i < log->nbad; i++) {
+    mg_rp_w_puts(w, i ? ",{" : "{");
+    kv_str(w, "file", log->bad[i].file, true);
+    kv_int(w, "line", log->bad[i].line, true);
+    kv_str(w, "why", log->bad[i].why, false);
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "],\"events\":[");
+  for (i = 0; i < log->nevents; i++) {
+    mg_rp_w_puts(w, i ? ",{" : "{");
+    kv_str(w, "event", log->events[i].name, true);
+    kv_str(w, "flag", log->events[i].flag[0] ? log->events[i].flag : NULL,
+           true);
+    kv_int(w, "count", log->events[i].n, false);
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "]}");
+}
+
+static void alarms(struct mg_rp_w *w, const struct mg_rp_report *r) {
+  size_t i;
+  mg_rp_w_puts(w, "\"alarms\":[");
+  for (i = 0; i < r->nalarms; i++) {
+    const struct mg_rp_alarm *a = &r->alarms[i];
+    mg_rp_w_puts(w, i ? ",{" : "{");
+    kv_str(w, "check", a->check, true);
+    kv_str(w, "flag", a->flag, true);
+    kv_str(w, "variant", a->variant, true);
+    kv_num(w, "p", a->p, true);
+    kv_str(w, "message", a->text, false);
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "]");
+}
+
+static void weights(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
+  const struct mg_rp_flag *f = fr->src;
+  uint32_t i, k;
+  mg_rp_w_puts(w, "\"weights\":[");
+  for (i = 0; i < f->nwsets; i++) {
+    const struct mg_rp_wset *ws = &f->wsets[i];
+    mg_rp_w_puts(w, i ? ",{\"weights\":{" : "{\"weights\":{");
+    for (k = 0; k < ws->n; k++) {
+      if (k)
+        mg_rp_w_puts(w, ",");
+      kv_num(w, f->arms[ws->arm[k]].name, ws->bp[k] / 100.0, false);
+    }
+    mg_rp_w_puts(w, "},");
+    kv_int(w, "records", ws->records, true);
+    kv_str(w, "first_ts", ws->first_ts[0] ? ws->first_ts : NULL, true);
+    kv_str(w, "last_ts", ws->last_ts[0] ? ws->last_ts : NULL, true);
+    kv_bool(w, "most_common", (int)i == fr->modal_wset, false);
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "],\"reasons\":[");
+  for (i = 0; i < f->nreasons; i++) {
+    mg_rp_w_puts(w, i ? ",{" : "{");
+    kv_str(w, "variant", f->arms[f->reasons[i].arm].name, true);
+    kv_str(w, "reason", f->reasons[i].reason, true);
+    kv_int(w, "records", f->reasons[i].n, false);
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "],");
+}
+
+static void variant(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                    const struct mg_rp_variant *v) {
+  int m, b;
+  mg_rp_w_puts(w, "{");
+  kv_str(w, "name", v->name, true);
+  kv_bool(w, "control", v->control, true);
+  kv_int(w, "records", v->records, true);
+  kv_int(w, "units", v->units, true);
+  kv_int(w, "requests", v->requests, true);
+  mg_rp_w_puts(w, "\"metrics\":{");
+  for (m = 0; m < MG_RP_NMETRICS; m++) {
+    key(w, mg_rp_metrics[m].key);
+    mg_rp_w_puts(w, "{");
+    kv_num(w, "value", v->value[m], true);
+    kv_num(w, "se", v->se[m], true);
+    ci(w, v->value[m] - MG_STATS_Z95 * v->se[m],
+       v->value[m] + MG_STATS_Z95 * v->se[m]);
+    mg_rp_w_puts(w, m + 1 < MG_RP_NMETRICS ? "}," : "}");
+  }
+  mg_rp_w_puts(w, "},\"latency_ms\":{");
+  kv_num(w, "p50", v->p50, true);
+  kv_num(w, "p95", v->p95, true);
+  kv_num(w, "p99", v->p99, true);
+  mg_rp_w_puts(w, "\"histogram\":{");
+  kv_num(w, "log10_lo", fr->hist_lo, true);
+  kv_num(w, "log10_hi", fr->hist_hi, true);
+  mg_rp_w_puts(w, "\"counts\":[");
+  for (b = 0; b < MG_RP_HIST_BINS; b++)
+    mg_rp_w_printf(w, "%s%" PRIu64, b ? "," : "", v->hist[b]);
+  mg_rp_w_puts(w, "]}},\"tokens\":{");
+  kv_int(w, "requests", v->tok_n, true);
+  kv_int(w, "prompt", v->tok_prompt, true);
+  kv_int(w, "completion", v->tok_completion, false);
+  mg_rp_w_puts(w, "},\"vs_control\":");
+  if (!v->has_cmp) {
+    mg_rp_w_puts(w, "null,");
+  } else {
+    mg_rp_w_puts(w, "{");
+    for (m = 0; m < MG_RP_NMETRICS; m++) {
+      const struct mg_stats_diff *d = &v->cmp[m];
+      key(w, mg_rp_metrics[m].key);
+      mg_rp_w_puts(w, "{");
+      kv_num(w, "diff", d->diff, true);
+      kv_num(w, "se", d->se, true);
+      kv_num(w, "z", d->z, true);
+      kv_num(w, "p", d->p, true);
+      kv_num(w, "relative", d->rel, true);
+      ci(w, d->lo, d->hi);
+      mg_rp_w_puts(w, m + 1 < MG_RP_NMETRICS ? "}," : "}");
+    }
+    mg_rp_w_puts(w, "},");
+  }
+  mg_rp_w_puts(w, "\"requests_per_unit\":{");
+  kv_num(w, "mean", v->rpu_mean, true);
+  kv_num(w, "p50", v->rpu_p50, true);
+  kv_num(w, "p90", v->rpu_p90, true);
+  kv_num(w, "p99", v->rpu_p99, false);
+  mg_rp_w_puts(w, "},");
+  kv_int(w, "heavy_units", v->heavy, true);
+  kv_num(w, "heavy_request_share", v->heavy_requests, false);
+  mg_rp_w_puts(w, "}");
+}
+
+static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
+  uint32_t a;
+  mg_rp_w_puts(w, "\"checks\":{\"srm\":{");
+  kv_bool(w, "tested", fr->srm_tested, true);
+  kv_str(w, "note", fr->srm_note, true);
+  kv_num(w, "chi2", fr->srm_tested ? fr->srm_chi2 : NAN, true);
+  kv_num(w, "df", fr->srm_tested ? fr->srm_df : NAN, true);
+  kv_num(w, "p", fr->srm_tested ? fr->srm_p : NAN, true);
+  kv_bool(w, "alarm", fr->srm_alarm, true);
+  mg_rp_w_puts(w, "\"units\":{");
+  for (a = 0; a < fr->narms; a++)
+    kv_int(w, fr->v[a].name, fr->v[a].srm_units, a + 1 < fr->narms);
+  mg_rp_w_puts(w, "},\"expected_share\":{");
+  for (a = 0; a < fr->narms; a++)
+    kv_num(w, fr->v[a].name, fr->v[a].srm_expected, a + 1 < fr->narms);
+  mg_rp_w_puts(w, "}},\"balance\":{");
+  kv_bool(w, "tested", fr->bal_tested, true);
+  kv_str(w, "note", fr->bal_note, true);
+  kv_int(w, "units", fr->bal_units, true);
+  kv_num(w, "heavy_share", MG_RP_HEAVY_SHARE, true);
+  kv_int(w, "heavy_units", fr->heavy_units, true);
+  kv_int(w, "heavy_min_requests", fr->heavy_min_requests, true);
+  kv_num(w, "chi2", fr->bal_tested ? fr->bal_chi2 : NAN, true);
+  kv_num(w, "df", fr->bal_tested ? fr->bal_df : NAN, true);
+  kv_num(w, "p", fr->bal_tested ? fr->bal_p : NAN, true);
+  kv_bool(w, "alarm", fr->bal_alarm, false);
+  mg_rp_w_puts(w, "}},");
+}
+
+static void cells(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
+  uint32_t c, a;
+  int m;
+  mg_rp_w_puts(w, "\"input_axis\":{\"chars_quartiles\":[");
+  for (c = 0; c < 3; c++) {
+    if (c)
+      mg_rp_w_puts(w, ",");
+    mg_rp_w_json_num(w, fr->ncells ? fr->chars_edges[c] : NAN);
+  }
+  mg_rp_w_puts(w, "],");
+  kv_int(w, "tests", fr->cell_tests, true);
+  mg_rp_w_puts(w, "\"cells\":[");
+  for (c = 0; c < fr->ncells; c++) {
+    const struct mg_rp_cell *cell = &fr->cells[c];
+    bool chars = cell->axis[0] == 'c';
+    int k = 0;
+    mg_rp_w_puts(w, c ? ",{" : "{");
+    kv_str(w, "axis", cell->axis, true);
+    kv_str(w, "label", cell->label, true);
+    kv_num(w, "min", chars ? (cell->lo < 0 ? 0 : cell->lo + 1) : cell->lo,
+           true);
+    kv_num(w, "max", cell->hi, true);
+    kv_int(w, "requests", cell->requests, true);
+    mg_rp_w_puts(w, "\"variants\":[");
+    for (a = 0; a < fr->narms; a++) {
+      const struct mg_rp_cell_arm *ca = &cell->arms[a];
+      if (fr->v[a].requests == 0)
+        continue;
+      mg_rp_w_puts(w, k++ ? ",{" : "{");
+      kv_str(w, "name", fr->v[a].name, true);
+      kv_int(w, "units", ca->units, true);
+      kv_int(w, "requests", ca->requests, true);
+      for (m = 0; m < MG_RP_CELL_METRICS; m++)
+        kv_num(w, mg_rp_metrics[m].key, ca->value[m], true);
+      kv_num(w, "latency_p50_ms", ca->p50, true);
+      kv_num(w, "latency_p95_ms", ca->p95, true);
+      key(w, "vs_control");
+      if (!ca->has_cmp) {
+        mg_rp_w_puts(w, "null}");
+        continue;
+      }
+      mg_rp_w_puts(w, "{");
+      for (m = 0; m < MG_RP_CELL_METRICS; m++) {
+        key(w, mg_rp_metrics[m].key);
+        mg_rp_w_puts(w, "{");
+        kv_num(w, "diff", ca->cmp[m].diff, true);
+        kv_num(w, "p", ca->cmp[m].p, true);
+        kv_num(w, "p_adjusted", ca->p_adj[m], true);
+        kv_bool(w, "flagged", ca->flagged[m], true);
+        ci(w, ca->cmp[m].lo, ca->cmp[m].hi);
+        mg_rp_w_puts(w, m + 1 < MG_RP_CELL_METRICS ? "}," : "}");
+      }
+      mg_rp_w_puts(w, "}}");
+    }
+    mg_rp_w_puts(w, "]}");
+  }
+  mg_rp_w_puts(w, "]}");
+}
+
+static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
+  uint32_t a;
+  mg_rp_w_puts(w, "{");
+  kv_str(w, "name", fr->src->name, true);
+  kv_str(w, "control",
+         fr->control != MG_RP_NONE ? fr->v[fr->control].name : NULL, true);
+  kv_str(w, "control_source", fr->control_source, true);
+  kv_bool(w, "control_option_ignored", fr->control_option_missing, true);
+  kv_int(w, "records", fr->records, true);
+  kv_int(w, "rollout_records", fr->rollout, true);
+  kv_int(w, "units_in_several_variants", fr->switched_units, true);
+  weights(w, fr);
+  mg_rp_w_puts(w, "\"variants\":[");
+  for (a = 0; a < fr->narms; a++) {
+    if (a)
+      mg_rp_w_puts(w, ",");
+    variant(w, fr, &fr->v[a]);
+  }
+  mg_rp_w_puts(w, "],");
+  checks(w, fr);
+  cells(w, fr);
+  mg_rp_w_puts(w, "}");
+}
+
+static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
+  size_t i;
+  mg_rp_w_puts(w, "\"cross_flag\":[");
+  for (i = 0; i < r->npairs; i++) {
+    const struct mg_rp_pair *p = &r->pairs[i];
+    mg_rp_w_puts(w, i ? ",{\"flags\":[" : "{\"flags\":[");
+    mg_rp_w_json_str(w, r->flags[p->a].src->name);
+    mg_rp_w_puts(w, ",");
+    mg_rp_w_json_str(w, r->flags[p->b].src->name);
+    mg_rp_w_puts(w, "],");
+    kv_int(w, "shared_units", p->common, true);
+    kv_int(w, "both_treatments", p->both, true);
+    kv_int(w, "a_only", p->a_only, true);
+    kv_int(w, "b_only", p->b_only, true);
+    kv_int(w, "neither", p->neither, true);
+    kv_num(w, "expected_both", p->expected, true);
+    kv_num(w, "ratio", p->ratio, true);
+    kv_bool(w, "tested", p->tested, true);
+    kv_num(w, "chi2", p->chi2, true);
+    kv_num(w, "p", p->p, true);
+    kv_bool(w, "alarm", p->alarm, false);
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "]");
+}
+
+int mg_rp_render_json(const struct mg_rp_report *r, struct mg_buf *out) {
+  struct mg_rp_w w = {out, 0};
+  size_t i;
+  int k = 0;
+
+  mg_rp_w_puts(&w, "{\"report\":\"modelgate.report\",\"version\":1,");
+  inputs(&w, r->log);
+  mg_rp_w_puts(&w, ",");
+  alarms(&w, r);
+  mg_rp_w_puts(&w, ",\"flags\":[");
+  for (i = 0; i < r->nflags; i++) {
+    if (!r->flags[i].shown)
+      continue;
+    if (k++)
+      mg_rp_w_puts(&w, ",");
+    flag(&w, &r->flags[i]);
+  }
+  mg_rp_w_puts(&w, "],");
+  pairs(&w, r);
+  mg_rp_w_puts(&w, ",");
+  kv_str(&w, "method", mg_rp_method_text, false);
+  mg_rp_w_puts(&w, "}\n");
+  return w.err;
+}

@@ -1,0 +1,251 @@
+/* report.c - the `modelgate report` command line: options, reading every
+ * LOG, analysing, rendering, writing. */
+#include "report/report.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "report/analysis.h"
+#include "report/reader.h"
+#include "report/render.h"
+
+/* Rendered reports are small next to the logs; this only bounds a bug. */
+#define MG_REPORT_MAX_OUTPUT (512u << 20)
+
+const char mg_report_usage[] =
+    "usage: modelgate report [--control VARIANT] [--flag NAME]\n"
+    "                        [--format text|json|html] [--out FILE] LOG...\n"
+    "  Cohort analysis of decision logs (JSON lines; several files from\n"
+    "  several instances; \"-\" reads stdin). Per flag and variant: units,\n"
+    "  requests, error, fallback and low-confidence rates, confidence,\n"
+    "  latency and tokens; each treatment against the control with 95%\n"
+    "  intervals and p-values computed per unit; sample-ratio, cohort-\n"
+    "  balance, cross-flag and input-axis checks. Exits 0 when the report\n"
+    "  was written (alarms or not), 1 when a log or the output failed,\n"
+    "  2 on a usage error.\n"
+    "  --control VARIANT  the variant to compare against (default: the\n"
+    "                     flag's off_variant as the records show it, else\n"
+    "                     \"control\", else the largest logged weight)\n"
+    "  --flag NAME        report this flag only\n"
+    "  --format FORMAT    text (default), json, or html (a self-contained\n"
+    "                     page with charts)\n"
+    "  --out FILE         write the report to FILE instead of stdout\n";
+
+enum format { FMT_TEXT, FMT_JSON, FMT_HTML };
+
+struct args {
+  struct mg_rp_options opt;
+  enum format format;
+  const char *out;   /* borrowed from argv, or NULL: stdout */
+  char **logs;       /* borrowed from argv */
+  int nlogs;
+};
+
+static int usage_error(const char *fmt, const char *arg) {
+  fputs("modelgate report: ", stderr);
+  fprintf(stderr, fmt, arg);
+  fputs("\n", stderr);
+  fputs(mg_report_usage, stderr);
+  return 2;
+}
+
+/* The value of option name at argv[*i]: "--name VALUE" or "--name=VALUE".
+ * NULL when argv[*i] is not that option; *missing when it is, without a
+ * value. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name,
+                             bool *missing) {
+  size_t n = strlen(name);
+  if (strncmp(argv[*i], name, n) != 0)
+    return NULL;
+  if (argv[*i][n] == '=')
+    return argv[*i] + n + 1;
+  if (argv[*i][n] != '\0')
+    return NULL;
+  if (*i + 1 >= argc) {
+    *missing = true;
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+/* 0, 2 on a usage error (printed), or -1 for --help (printed). */
+static int parse_args(int argc, char **argv, struct args *a) {
+  bool only_logs = false;
+  int i;
+
+  memset(a, 0, sizeof(*a));
+  a->logs = calloc((size_t)argc + 1, sizeof(char *));
+  if (a->logs == NULL)
+    return 2;
+  for (i = 1; i < argc; i++) {
+    const char *arg = argv[i], *v;
+    bool missing = false;
+    if (only_logs || arg[0] != '-' || strcmp(arg, "-") == 0) {
+      a->logs[a->nlogs++] = argv[i];
+      continue;
+    }
+    if (strcmp(arg, "--") == 0) {
+      only_logs = true;
+      continue;
+    }
+    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+      fputs(mg_report_usage, stdout);
+      return -1;
+    }
+    if ((v = opt_value(argc, argv, &i, "--control", &missing)) != NULL) {
+      a->opt.control = v;
+    } else if ((v = opt_value(argc, argv, &i, "--flag", &missing)) != NULL) {
+      a->opt.flag = v;
+    } else if ((v = opt_value(argc, argv, &i, "--out", &missing)) != NULL ||
+               (!missing &&
+                (v = opt_value(argc, argv, &i, "-o", &missing)) != NULL)) {
+      a->out = v;
+    } else if ((v = opt_value(argc, argv, &i, "--format", &missing)) !=
+               NULL) {
+      if (strcmp(v, "text") == 0)
+        a->format = FMT_TEXT;
+      else if (strcmp(v, "json") == 0)
+        a->format = FMT_JSON;
+      else if (strcmp(v, "html") == 0)
+        a->format = FMT_HTML;
+      else
+        return usage_error("unknown format: %s (text, json or html)", v);
+    } else if (missing) {
+      return usage_error("%s needs a value", arg);
+    } else {
+      return usage_error("unknown option: %s", arg);
+    }
+    if (v[0] == '\0')
+      return usage_error("%s needs a non-empty value", arg);
+  }
+  if (a->nlogs == 0)
+    return usage_error("%s", "no LOG given");
+  return 0;
+}
+
+/* Read every log; 0, or 1 with a message. */
+static int read_logs(struct mg_rp_log *log, const struct args *a) {
+  bool stdin_used = false;
+  int i;
+
+  for (i = 0; i < a->nlogs; i++) {
+    const char *path = a->logs[i];
+    int fd, rc;
+    if (strcmp(path, "-") == 0) {
+      if (stdin_used) {
+        fprintf(stderr, "modelgate report: \"-\" (stdin) given twice\n");
+        return 1;
+      }
+      stdin_used = true;
+      rc = mg_rp_read_fd(log, 0, "<stdin>");
+    } else {
+      fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        fprintf(stderr, "modelgate report: cannot read %s: %s\n", path,
+                strerror(errno));
+        return 1;
+      }
+      rc = mg_rp_read_fd(log, fd, path);
+      close(fd);
+    }
+    if (rc) {
+      fprintf(stderr, "modelgate report: cannot read %s: %s\n",
+              strcmp(path, "-") == 0 ? "<stdin>" : path, strerror(-rc));
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Write the rendered report; 0, or 1 with a message. */
+static int write_out(const struct args *a, const struct mg_buf *b) {
+  int fd = 1, rc;
+
+  if (a->out) {
+    fd = open(a->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      fprintf(stderr, "modelgate report: cannot write %s: %s\n", a->out,
+              strerror(errno));
+      return 1;
+    }
+  }
+  rc = write_all(fd, b->data ? b->data : "", b->len);
+  if (a->out && close(fd) != 0 && rc == 0)
+    rc = -errno;
+  if (rc) {
+    fprintf(stderr, "modelgate report: cannot write %s: %s\n",
+            a->out ? a->out : "<stdout>", strerror(-rc));
+    return 1;
+  }
+  return 0;
+}
+
+static void no_such_flag(const struct mg_rp_log *log, const char *name) {
+  size_t i;
+  int k = 0;
+  fprintf(stderr, "modelgate report: no records for flag \"%s\" in the logs",
+          name);
+  for (i = 0; i < log->nflags; i++)
+    if (log->flags[i]->records > 0)
+      fprintf(stderr, "%s%s", k++ ? ", " : " (flags seen: ",
+              log->flags[i]->name);
+  fprintf(stderr, "%s\n", k ? ")" : " (no flagged records at all)");
+}
+
+int mg_report_main(int argc, char **argv) {
+  struct mg_rp_report report;
+  struct mg_rp_log log;
+  struct mg_buf out;
+  struct args a;
+  int rc, code = 1;
+
+  mg_rp_log_init(&log);
+  mg_buf_init(&out, MG_REPORT_MAX_OUTPUT);
+  memset(&report, 0, sizeof(report));
+  rc = parse_args(argc, argv, &a);
+  if (rc) {
+    code = rc < 0 ? 0 : rc;
+    goto out;
+  }
+  if (read_logs(&log, &a))
+    goto out;
+  rc = mg_rp_analyze(&log, &a.opt, &report);
+  if (rc == -ENOENT) {
+    no_such_flag(&log, a.opt.flag);
+    goto out;
+  }
+  if (rc == 0)
+    rc = a.format == FMT_JSON   ? mg_rp_render_json(&report, &out)
+         : a.format == FMT_HTML ? mg_rp_render_html(&report, &out)
+                                : mg_rp_render_text(&report, &out);
+  if (rc) {
+    fprintf(stderr, "modelgate report: %s\n", strerror(-rc));
+    goto out;
+  }
+  code = write_out(&a, &out);
+out:
+  mg_rp_report_free(&report);
+  mg_rp_log_free(&log);
+  mg_buf_free(&out);
+  free(a.logs);
+  return code;
+}
