@@ -149,13 +149,19 @@ fi
 log "temp dir $T"
 gcc -O2 -w -o "$T/mgload" bench/mgload.c || die "cannot compile bench/mgload.c"
 
+# A port below the kernel's ephemeral range (which the load's own client
+# connections use) that no socket on the machine is bound to.
 USED_PORTS=" "
+EPHEMERAL_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$EPHEMERAL_LO" -gt 12000 ] || EPHEMERAL_LO=60000
 free_port() {
-  local p
+  local p hex
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (EPHEMERAL_LO - 10000)))
     [[ $USED_PORTS == *" $p "* ]] && continue
-    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    hex=$(printf '%04X' "$p")
+    if ! awk -v h="$hex" '{ split($2, a, ":"); if (a[2] == h) f = 1 } END { exit !f }' \
+      /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
       USED_PORTS="$USED_PORTS$p "
       echo "$p"
       return
@@ -235,6 +241,7 @@ start_modelgate() { # NAME -> sets MG_PORT_OUT, MG_PID_OUT
   cat >"$T/$name.json" <<EOF
 {
   "server": {"listen": "127.0.0.1:0", "log_level": "warn"},
+  "admin": {"listen": "127.0.0.1:0"},
   "targets": {
     "canned": {"base_url": "http://127.0.0.1:$UP_PORT/v1", "model": "canned-model"}
   },
@@ -243,8 +250,12 @@ start_modelgate() { # NAME -> sets MG_PORT_OUT, MG_PID_OUT
 }
 EOF
   rm -f "$T/$name.port"
+  # Its working directory is a temp dir of its own: the decision log (on by
+  # default, relative path decisions.jsonl) goes there, not into the tree.
+  mkdir -p "$T/$name.cwd"
   # shellcheck disable=SC2086
-  $cmd_prefix "$MG" serve -c "$T/$name.json" --port-file "$T/$name.port" >"$T/$name.log" 2>&1 &
+  (cd "$T/$name.cwd" && exec $cmd_prefix "$MG" serve -c "$T/$name.json" --port-file "$T/$name.port") \
+    >"$T/$name.log" 2>&1 &
   MG_PID_OUT=$!
   PIDS+=("$MG_PID_OUT")
   local i
@@ -386,6 +397,7 @@ parse_wrk() {
       return -1
     }
     /^Requests\/sec:/ { rps = $2 }
+    / requests in / { reqs = $1 }
     /Latency Distribution/ { dist = 1 }
     dist && $1 == "50%" { p50 = us($2) }
     dist && $1 == "99%" { p99 = us($2) }
@@ -393,7 +405,7 @@ parse_wrk() {
     /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
     END {
       if (rps == "" || p50 == "" || p99 == "") exit 1
-      printf "%.2f\t%.1f\t%.1f\t%d\n", rps, p50, p99, err
+      printf "%.2f\t%.1f\t%.1f\t%d\t%d\n", rps, p50, p99, err, reqs
     }'
 }
 
@@ -462,20 +474,24 @@ for run in $(seq "$BENCH_RUNS"); do
       ours="$UP_PID"
       [ "${PID[$p]}" = "$UP_PID" ] || ours="$ours ${PID[$p]}"
       # shellcheck disable=SC2086
-      t0=$(date +%s.%N) b0=$(busy_ticks) o0=$(proc_ticks $ours)
+      t0=$(date +%s.%N) b0=$(busy_ticks) o0=$(proc_ticks $ours) q0=$(proc_ticks "${PID[$p]}")
       { time timeout $((BENCH_SECONDS + 30)) wrk -t1 -c"$c" -d"${BENCH_SECONDS}s" --timeout 5s \
         --latency -s "$lua" "$url" >"$out" 2>&1; } 2>"$T/wrk.time" ||
         { cat "$out" >&2; die "wrk against $p failed"; }
       # shellcheck disable=SC2086
-      t1=$(date +%s.%N) b1=$(busy_ticks) o1=$(proc_ticks $ours)
+      t1=$(date +%s.%N) b1=$(busy_ticks) o1=$(proc_ticks $ours) q1=$(proc_ticks "${PID[$p]}")
       kill -0 "${PID[$p]}" 2>/dev/null || die "$p died during the measurement"
       res=$(parse_wrk <"$out") || { cat "$out" >&2; die "cannot parse wrk output for $p"; }
       # CPU that neither wrk, the upstream nor the peer used during the
       # measurement, in % of one core: the noise from the rest of the machine.
       other=$(awk -v b="$((b1 - b0))" -v o="$((o1 - o0))" -v hz="$HZ" -v t0="$t0" -v t1="$t1" \
         -v w="$(cat "$T/wrk.time")" 'BEGIN { split(w, x, " "); v = ((b - o) / hz - x[1] - x[2]) / (t1 - t0) * 100; printf "%.0f", v < 0 ? 0 : v }')
-      printf '%s\t%s\t%s\t%s\t%s\n' "$run" "$c" "$p" "$res" "$other" >>"$RAW"
-      log "[$n/$total] run $run c=$c $p: $(echo "$res" | awk -F'\t' '{printf "%s rps, p50 %s us, p99 %s us, errors %s", $1, $2, $3, $4}'), other CPU ${other}% of a core"
+      # CPU time of the peer's own processes per request it served.
+      cpu=$(awk -v t="$((q1 - q0))" -v hz="$HZ" -v n="$(echo "$res" | cut -f5)" \
+        'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+      res=$(echo "$res" | cut -f1-4)
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$c" "$p" "$res" "$other" "$cpu" >>"$RAW"
+      log "[$n/$total] run $run c=$c $p: $(echo "$res" | awk -F'\t' '{printf "%s rps, p50 %s us, p99 %s us, errors %s", $1, $2, $3, $4}'), CPU $cpu us/request, other CPU ${other}% of a core"
     done
   done
 done
@@ -498,15 +514,15 @@ awk -F'\t' '
   function lo(s,   a, n) { n = vals(s, a); return a[1] }
   function hi(s,   a, n) { n = vals(s, a); return a[n] }
   { k = $2 "\t" $3; if (!(k in rps)) order[++nk] = k
-    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; err[k] += $7 }
+    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; err[k] += $7; cpu[k] = cpu[k] " " $9 }
   END {
     for (i = 1; i <= nk; i++) { k = order[i]
-      printf "%s\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%d\n", k, med(rps[k]), lo(rps[k]), hi(rps[k]), med(p50[k]), med(p99[k]), err[k] }
+      printf "%s\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%d\t%.1f\n", k, med(rps[k]), lo(rps[k]), hi(rps[k]), med(p50[k]), med(p99[k]), err[k], med(cpu[k]) }
   }' "$RAW" >"$SUMMARY"
 
-get() { # CONNS PEER FIELD(rps|rps_lo|rps_hi|p50|p99|err)
+get() { # CONNS PEER FIELD(rps|rps_lo|rps_hi|p50|p99|err|cpu)
   awk -F'\t' -v c="$1" -v p="$2" -v f="$3" '
-    BEGIN { col["rps"] = 3; col["rps_lo"] = 4; col["rps_hi"] = 5; col["p50"] = 6; col["p99"] = 7; col["err"] = 8 }
+    BEGIN { col["rps"] = 3; col["rps_lo"] = 4; col["rps_hi"] = 5; col["p50"] = 6; col["p99"] = 7; col["err"] = 8; col["cpu"] = 9 }
     $1 == c && $2 == p { print $(col[f]); found = 1 }
     END { if (!found) print "" }' "$SUMMARY"
 }
@@ -588,14 +604,14 @@ OUT="$T/report.md"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "- command: \`$COMMAND\`"
   echo "- machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
-  echo "- modelgate: $("$MG" version | awk '{print $2}') at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null || echo ' (+ uncommitted changes in src/)'), $BUILD_TYPE, libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), libcurl $(pkg-config --modversion libcurl 2>/dev/null || echo '?'); config: one target on the canned upstream, alias gpt-4o-mini, log_level warn"
+  echo "- modelgate: $("$MG" version | awk '{print $2}') at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null || echo ' (+ uncommitted changes in src/)'), $BUILD_TYPE, libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), libcurl $(pkg-config --modversion libcurl 2>/dev/null || echo '?'); config: one target on the canned upstream, alias gpt-4o-mini, log_level warn, admin API on an ephemeral port, decision log on (the default; written to a temp dir)"
   echo "- peers: $(nginx -v 2>&1 | sed 's/^nginx version: //') (upstream and proxy_pass, 1 worker, upstream keepalive 64), $(haproxy -v | head -1 | awk '{print "haproxy " $3}') (nbthread 1, http-reuse always)$([[ " $BENCH_PEERS " == *" portkey "* ]] && echo ", @portkey-ai/gateway $PORTKEY_VERSION on node $(node --version)")"
   echo "- load: $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}') -t1 -c1 / -t1 -c32, ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s, median of $BENCH_RUNS runs per row (peers alternated within each run); $(valgrind --version)"
   echo
   echo "## Throughput and latency"
   echo
-  echo "| configuration | conns | req/s (median) | req/s min–max | p50 µs | p99 µs | req/s ÷ modelgate | p50 ÷ modelgate | errors |"
-  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+  echo "| configuration | conns | req/s (median) | req/s min–max | p50 µs | p99 µs | req/s ÷ modelgate | p50 ÷ modelgate | CPU µs/req | errors |"
+  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
   for c in $CONNS_LIST; do
     mg_rps=$(get "$c" modelgate rps)
     mg_p50=$(get "$c" modelgate p50)
@@ -604,13 +620,15 @@ OUT="$T/report.md"
       direct) label="upstream directly" ;; modelgate) label="modelgate" ;;
       nginx) label="nginx proxy_pass" ;; haproxy) label="haproxy" ;;
       portkey) label="Portkey gateway" ;; esac
-      printf '| %s | %s | %s | %s–%s | %s | %s | %s | %s | %s |\n' "$label" "$c" \
+      printf '| %s | %s | %s | %s–%s | %s | %s | %s | %s | %s | %s |\n' "$label" "$c" \
         "$(get "$c" "$p" rps)" "$(get "$c" "$p" rps_lo)" "$(get "$c" "$p" rps_hi)" \
         "$(fmt_int "$(get "$c" "$p" p50)")" "$(fmt_int "$(get "$c" "$p" p99)")" \
         "$(calc "$(get "$c" "$p" rps) / $mg_rps")x" "$(calc "$(get "$c" "$p" p50) / $mg_p50")x" \
-        "$(get "$c" "$p" err)"
+        "$(get "$c" "$p" cpu)" "$(get "$c" "$p" err)"
     done
   done
+  echo
+  echo "CPU µs/req: user + system CPU time of the peer's own processes (the upstream's for the direct row) per request served, from /proc; it depends far less on other work on the machine than req/s and latency do."
   echo
   awk -F'\t' '{ v[++n] = $8 } END {
       for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] + 0 > x + 0; j--) v[j + 1] = v[j]; v[j + 1] = x }
@@ -624,10 +642,14 @@ OUT="$T/report.md"
   echo
   echo "## Latency added at 1 connection (p50 minus the direct p50)"
   echo
+  echo "Medians of the runs; the target uses these."
+  echo
   d50=$(get 1 direct p50)
   for p in $BENCH_PEERS; do
     [ "$p" = direct ] && continue
-    printf -- '- %s: %s µs\n' "$p" "$(calc "$(get 1 "$p" p50) - $d50" 0)"
+    per_run=$(awk -F'\t' -v p="$p" '$2 == 1 && $3 == "direct" { d[$1] = $5 } $2 == 1 && $3 == p { v[$1] = $5 }
+      END { for (r = 1; r in v; r++) printf "%s%.0f", (r > 1 ? ", " : ""), v[r] - d[r] }' "$RAW")
+    printf -- '- %s: %s µs (per run, against that run'"'"'s direct p50: %s)\n' "$p" "$(calc "$(get 1 "$p" p50) - $d50" 0)" "$per_run"
   done
   echo
   echo "## Resident memory"
@@ -668,7 +690,7 @@ OUT="$T/report.md"
   echo "- $T2: latency added at 1 connection: modelgate $add_mg µs vs nginx $add_ng µs; target ≤ nginx + 10 µs ($(calc "$add_ng + 10" 1) µs)"
   echo "- $T3: modelgate RSS with $BENCH_IDLE_CONNS idle connections: $(calc "$RSS_IDLE / 1024" 1) MiB; target ≤ 32 MiB"
   echo
-  echo "<details><summary>raw wrk results (run, conns, peer, req/s, p50 µs, p99 µs, errors, other CPU % of a core)</summary>"
+  echo "<details><summary>raw wrk results (run, conns, peer, req/s, p50 µs, p99 µs, errors, other CPU % of a core, peer CPU µs/request)</summary>"
   echo
   echo '```'
   cat "$RAW"
