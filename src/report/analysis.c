@@ -343,8 +343,8 @@ static void choose_control(struct mg_rp_flag_report *fr,
       fr->control = a;
     }
   if (fr->control != MG_RP_NONE) {
-    fr->control_source = "off_variant (named by killed/window/blocked/"
-                         "default records)";
+    fr->control_source = "the off_variant, named by killed/window/"
+                         "blocked/default records";
     return;
   }
   for (a = 0; a < fr->narms; a++)

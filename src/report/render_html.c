@@ -68,7 +68,8 @@ static const char CSS[] =
     "margin-right:5px;vertical-align:baseline}"
     ".ok{color:#2e7d32;font-weight:600}.alarm{color:#c0392b;font-weight:600}"
     "svg.chart{display:block;margin:6px 0 14px;background:#fcfcfd;"
-    "border:1px solid #e3e6eb;border-radius:4px}"
+    "border:1px solid #e3e6eb;border-radius:4px;max-width:100%;height:auto}"
+    "td.wrap{white-space:normal;min-width:380px;max-width:560px}"
     "svg text{" FONT ";fill:#1d2330}"
     ".charts{display:flex;flex-wrap:wrap;gap:0 18px}"
     "p.method{font-size:13px;color:#3b4452;max-width:1100px}"
@@ -126,11 +127,12 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
   mg_rp_w_puts(w, "<header><h1>modelgate report</h1><p class=\"meta\">");
   mg_rp_w_printf(w,
                  "%zu file%s, %s lines: %s decision records, %s event "
-                 "lines, %s malformed line%s skipped",
+                 "line%s, %s malformed line%s skipped",
                  log->nfiles, log->nfiles == 1 ? "" : "s",
                  count(a, sizeof(a), log->lines),
                  count(b, sizeof(b), log->records),
                  count(c, sizeof(c), log->event_lines),
+                 log->event_lines == 1 ? "" : "s",
                  count(d, sizeof(d), log->malformed),
                  log->malformed == 1 ? "" : "s");
   if (log->unflagged)
@@ -456,7 +458,7 @@ static void latency_chart(struct mg_rp_w *w,
                           const struct mg_rp_flag_report *fr, size_t fi,
                           uint32_t a, double ymax) {
   const struct mg_rp_variant *v = &fr->v[a];
-  const double left = 50, width = 560, top = 56, height = 120;
+  const double left = 50, width = 560, top = 66, height = 120;
   const double lo = fr->hist_lo, hi = fr->hist_hi, span = hi - lo;
   const double bw = width / MG_RP_HIST_BINS;
   static const double steps[] = {1, 2, 5};
@@ -478,8 +480,11 @@ static void latency_chart(struct mg_rp_w *w,
                  left + width + 30, top + height + 34, left + width + 30,
                  top + height + 34);
   esc(w, v->name);
-  mg_rp_w_printf(w, " &mdash; %s requests, share per bin</text>",
-                 count(b, sizeof(b), v->requests));
+  mg_rp_w_printf(w,
+                 " &mdash; %s requests</text><text x=\"10\" y=\"34\" "
+                 "font-size=\"11\">share of requests per bin; p50 %.0f ms, "
+                 "p95 %.0f ms, p99 %.0f ms</text>",
+                 count(b, sizeof(b), v->requests), v->p50, v->p95, v->p99);
   /* Bars. */
   for (i = 0; i < MG_RP_HIST_BINS; i++) {
     double share = v->requests ? (double)v->hist[i] / (double)v->requests : 0;
@@ -513,22 +518,19 @@ static void latency_chart(struct mg_rp_w *w,
                      x, top + height, x, top + height + 4, x,
                      top + height + 17, pow(10, t));
     }
-  /* Quantile markers; labels on three rows above the bars so they never
-   * overlap, each anchored away from the chart's right edge. */
+  /* Quantile markers, the values being in the subtitle: short names on
+   * three staggered rows, centred on their lines, never overlap. */
   for (k = 0; k < 3; k++) {
-    double x, ly = 31 + 11 * k;
-    bool right = false;
+    double x, ly = top - 16 + 7 * k;
     if (!(q[k] > 0))
       continue;
     x = left + width * (log10(q[k] < 0.1 ? 0.1 : q[k]) - lo) / span;
-    right = x > left + width - 90;
     mg_rp_w_printf(w,
                    "<line class=\"quantile\" x1=\"%.1f\" y1=\"%.1f\" "
                    "x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1d2330\" "
                    "stroke-dasharray=\"3,2\"/><text x=\"%.1f\" y=\"%.1f\" "
-                   "font-size=\"11\" text-anchor=\"%s\">%s %.0f ms</text>",
-                   x, ly + 2, x, top + height, x + (right ? -3 : 3), ly,
-                   right ? "end" : "start", qn[k], q[k]);
+                   "font-size=\"10\" text-anchor=\"middle\">%s</text>",
+                   x, ly + 3, x, top + height, x, ly, qn[k]);
   }
   mg_rp_w_puts(w, "</svg>\n");
 }
@@ -683,7 +685,8 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
   int m;
 
   mg_rp_w_printf(w,
-                 "<table id=\"axis-table-%zu\" class=\"input-axis\"><tr>"
+                 "<div class=\"wide\"><table id=\"axis-table-%zu\" "
+                 "class=\"input-axis\"><tr>"
                  "<th class=\"l\">cell</th><th class=\"l\">variant</th>"
                  "<th>units</th><th>requests</th><th>error</th>"
                  "<th>fallback</th><th>low-conf</th><th>conf</th>"
@@ -711,7 +714,7 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       mg_rp_w_printf(
           w,
           "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-          "<td>%s</td><td>%.1f</td><td>%.1f</td><td class=\"l\">",
+          "<td>%s</td><td>%.1f</td><td>%.1f</td><td class=\"l wrap\">",
           count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
           mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
           mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
@@ -738,7 +741,7 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       mg_rp_w_puts(w, "</td></tr>");
     }
   }
-  mg_rp_w_puts(w, "</table>\n");
+  mg_rp_w_puts(w, "</table></div>\n");
 }
 
 static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {

@@ -28,11 +28,12 @@ static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
 
   mg_rp_w_printf(w,
                  "modelgate report: %zu file%s, %s lines: %s decision "
-                 "records, %s event lines, %s malformed line%s skipped\n",
+                 "records, %s event line%s, %s malformed line%s skipped\n",
                  log->nfiles, log->nfiles == 1 ? "" : "s",
                  count(a, sizeof(a), log->lines),
                  count(b, sizeof(b), log->records),
                  count(c, sizeof(c), log->event_lines),
+                 log->event_lines == 1 ? "" : "s",
                  count(d, sizeof(d), log->malformed),
                  log->malformed == 1 ? "" : "s");
   for (i = 0; i < log->nbad; i++)
@@ -221,14 +222,17 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                    count(b[0], 32, fr->bal_units), fr->heavy_min_requests,
                    fr->bal_chi2, fr->bal_df, mg_rp_fmt_p(b[1], 32, fr->bal_p));
   }
-  mg_rp_w_printf(w, "      %-*s %9s %8s %8s %6s %6s %6s %13s\n", nw,
-                 "requests/unit", "units", "heavy", "mean", "p50", "p90",
-                 "p99", "heavy's req.");
+  mg_rp_w_printf(w,
+                 "      %-*s %9s %8s   requests per unit: %6s %6s %6s %6s  "
+                 "heavy users' share of requests\n",
+                 nw, "variant", "units", "heavy", "mean", "p50", "p90", "p99");
   for (a = 0; a < fr->narms; a++) {
     const struct mg_rp_variant *v = &fr->v[a];
     if (v->units == 0)
       continue;
-    mg_rp_w_printf(w, "      %-*s %9s %7.1f%% %8.1f %6.0f %6.0f %6.0f %12.1f%%\n",
+    mg_rp_w_printf(w,
+                   "      %-*s %9s %7.1f%%                      %6.1f %6.0f "
+                   "%6.0f %6.0f  %5.1f%%\n",
                    nw, v->name, count(b[0], 32, v->units),
                    100.0 * (double)v->heavy / (double)v->units, v->rpu_mean,
                    v->rpu_p50, v->rpu_p90, v->rpu_p99,

@@ -1,0 +1,581 @@
+/* test_report.c - the pieces of `modelgate report`: the statistics against
+ * values computed independently (closed forms, published tables, a
+ * hand-worked delta-method example), the reader on awkward lines, and the
+ * analysis on small logs with known answers. The real binary on large
+ * generated logs is tests/integration/test_report.c. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "report/analysis.h"
+#include "report/reader.h"
+#include "report/render.h"
+#include "report/stats.h"
+
+/* |a - b| <= tol * max(1, |b|)... relative for large values, absolute for
+ * small ones; for tail probabilities use rel(). */
+static void near(double a, double b, double tol) {
+  if (!(fabs(a - b) <= tol * fmax(1.0, fabs(b))))
+    fail_msg("%.17g is not within %g of %.17g", a, tol, b);
+}
+
+static void rel(double a, double b, double tol) {
+  if (!(fabs(a - b) <= tol * fabs(b)))
+    fail_msg("%.17g is not within a relative %g of %.17g", a, tol, b);
+}
+
+/* ---- normal ------------------------------------------------------------- */
+
+static void test_norm(void **state) {
+  (void)state;
+  near(mg_stats_norm_cdf(0), 0.5, 1e-15);
+  /* 0.5 erfc(1/sqrt 2) and 0.5 erfc(-3/sqrt 2), from Python's math.erfc. */
+  near(mg_stats_norm_cdf(-1), 0.15865525393145707, 1e-15);
+  near(mg_stats_norm_cdf(3), 0.9986501019683699, 1e-15);
+  near(mg_stats_norm_cdf(MG_STATS_Z95), 0.975, 1e-12);
+  near(mg_stats_norm_p2(MG_STATS_Z95), 0.05, 1e-12);
+  near(mg_stats_norm_p2(-MG_STATS_Z95), 0.05, 1e-12);
+  near(mg_stats_norm_p2(0), 1.0, 1e-15);
+  /* 2.5758293035489 is the 99.5% quantile. */
+  near(mg_stats_norm_p2(2.5758293035489004), 0.01, 1e-12);
+  /* The far tail keeps its relative precision (no 1 - Phi cancellation):
+   * P(|Z| > 10) = erfc(10 / sqrt 2) = 1.5239706048321186e-23 (Python). */
+  rel(mg_stats_norm_p2(10), 1.5239706048321186e-23, 1e-10);
+  assert_true(isnan(mg_stats_norm_p2(NAN)));
+}
+
+/* ---- chi-square --------------------------------------------------------- */
+
+static void test_chi2_table(void **state) {
+  /* Critical values from the standard chi-square table (NIST/SEMATECH
+   * e-Handbook 1.3.6.7.4), checked against the closed forms below. */
+  static const struct {
+    double x, df, p;
+  } t[] = {
+      {3.841458820694124, 1, 0.05},   {6.634896601021214, 1, 0.01},
+      {10.827566170662733, 1, 0.001}, {5.991464547107979, 2, 0.05},
+      {7.814727903251178, 3, 0.05},   {18.307038053275146, 10, 0.05},
+      {43.77297182574219, 30, 0.05},  {124.3421134, 100, 0.05},
+  };
+  size_t i;
+  (void)state;
+  for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+    rel(mg_stats_chi2_sf(t[i].x, t[i].df), t[i].p, 1e-7);
+  /* The rounded textbook triple the report's alarms rest on. */
+  near(mg_stats_chi2_sf(3.841, 1), 0.05, 2e-5);
+  near(mg_stats_chi2_sf(6.635, 1), 0.01, 2e-6);
+  near(mg_stats_chi2_sf(10.828, 1), 0.001, 5e-7);
+}
+
+static void test_chi2_closed_forms(void **state) {
+  /* Independent closed forms (Abramowitz and Stegun 26.4.4, 26.4.5),
+   * evaluated in Python with math.erfc / math.exp:
+   *   df = 1: erfc(sqrt(x/2));  df = 2: exp(-x/2);
+   *   df even: exp(-x/2) sum_{k<df/2} (x/2)^k / k!
+   *   df odd: erfc(sqrt(x/2)) + exp(-x/2) sum_{k=1}^{(df-1)/2}
+   *           (x/2)^(k-1/2) / Gamma(k+1/2) */
+  double x;
+  (void)state;
+  for (x = 0.01; x < 60; x *= 1.7) {
+    rel(mg_stats_chi2_sf(x, 1), erfc(sqrt(x / 2)), 1e-10);
+    rel(mg_stats_chi2_sf(x, 2), exp(-x / 2), 1e-10);
+    rel(mg_stats_chi2_sf(x, 4), exp(-x / 2) * (1 + x / 2), 1e-10);
+  }
+  rel(mg_stats_chi2_sf(0.5, 3), 0.9188914116546758, 1e-10);
+  rel(mg_stats_chi2_sf(50, 4), 3.610865404890645e-10, 1e-9);
+  rel(mg_stats_chi2_sf(200, 5), 2.8406228986415315e-41, 1e-8);
+  near(mg_stats_chi2_sf(0, 3), 1.0, 0);
+  near(mg_stats_chi2_sf(-1, 3), 1.0, 0);
+  near(mg_stats_chi2_sf(INFINITY, 3), 0.0, 0);
+}
+
+static void test_gamma(void **state) {
+  double a, x;
+  (void)state;
+  /* P(1, x) = 1 - e^-x; P + Q = 1 on both sides of the switch at a + 1. */
+  for (x = 0.05; x < 30; x *= 1.9)
+    near(mg_stats_gamma_p(1, x), 1 - exp(-x), 1e-13);
+  for (a = 0.3; a < 200; a *= 2.3)
+    for (x = 0.1; x < 400; x *= 2.1)
+      near(mg_stats_gamma_p(a, x) + mg_stats_gamma_q(a, x), 1.0, 1e-12);
+  assert_true(isnan(mg_stats_gamma_p(-1, 1)));
+  assert_true(isnan(mg_stats_gamma_q(1, -1)));
+}
+
+static void test_chi2_tests(void **state) {
+  double obs[3] = {90, 110, 0}, prop[3] = {0.5, 0.5, 0};
+  double t[4] = {10, 20, 30, 40};
+  double chi2, df, p;
+  (void)state;
+  /* (90-100)^2/100 + (110-100)^2/100 = 2, df 1: p = erfc(1). */
+  assert_int_equal(mg_stats_chi2_gof(obs, prop, 3, &chi2, &df, &p), 0);
+  near(chi2, 2.0, 1e-12);
+  near(df, 1, 0);
+  rel(p, 0.15729920705028513, 1e-10);
+  /* Units in a variant at weight 0: impossible under the weights. */
+  obs[2] = 5;
+  assert_int_equal(mg_stats_chi2_gof(obs, prop, 3, &chi2, &df, &p), 0);
+  assert_true(isinf(chi2));
+  near(p, 0, 0);
+  /* [[10,20],[30,40]]: expected [[12,18],[28,42]], chi2 = 0.79365..., df 1
+   * (Python, from the margins). */
+  assert_int_equal(mg_stats_chi2_indep(t, 2, 2, &chi2, &df, &p), 0);
+  near(chi2, 0.7936507936507936, 1e-12);
+  rel(p, 0.37299848361348714, 1e-9);
+  /* A single non-empty column has no degrees of freedom. */
+  t[1] = t[3] = 0;
+  assert_int_equal(mg_stats_chi2_indep(t, 2, 2, &chi2, &df, &p), -1);
+}
+
+/* ---- quantiles ---------------------------------------------------------- */
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Type 7 by sorting: the reference the selection must agree with. */
+static double quantile_sorted(const double *s, size_t n, double p) {
+  double h = (double)(n - 1) * p;
+  size_t k = (size_t)floor(h);
+  if (k + 1 >= n)
+    return s[n - 1];
+  return s[k] + (h - (double)k) * (s[k + 1] - s[k]);
+}
+
+static void test_quantile(void **state) {
+  static const double probs[] = {0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1};
+  double v[4] = {4, 1, 3, 2}, *a, *b, *c;
+  uint64_t s = 42;
+  size_t n, i, k;
+  (void)state;
+  /* numpy.percentile([1,2,3,4], [25, 50, 100]) = 1.75, 2.5, 4. */
+  near(mg_stats_quantile(v, 4, 0.25), 1.75, 1e-15);
+  near(mg_stats_quantile(v, 4, 0.5), 2.5, 1e-15);
+  near(mg_stats_quantile(v, 4, 1), 4, 0);
+  near(mg_stats_quantile(v, 1, 0.7), v[0], 0);
+  assert_true(isnan(mg_stats_quantile(v, 0, 0.5)));
+  /* Random, sorted, reversed and heavily tied inputs. */
+  for (n = 1; n < 5000; n = n * 3 + 1) {
+    a = malloc(n * sizeof(double));
+    b = malloc(n * sizeof(double));
+    c = malloc(n * sizeof(double));
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    for (k = 0; k < 4; k++) {
+      for (i = 0; i < n; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        a[i] = k == 0   ? (double)(s >> 11)
+               : k == 1 ? (double)i
+               : k == 2 ? (double)(n - i)
+                        : (double)((s >> 33) % 3);
+      }
+      memcpy(b, a, n * sizeof(double));
+      qsort(b, n, sizeof(double), cmp_d);
+      for (i = 0; i < sizeof(probs) / sizeof(probs[0]); i++) {
+        memcpy(c, a, n * sizeof(double));
+        near(mg_stats_quantile(c, n, probs[i]),
+             quantile_sorted(b, n, probs[i]), 1e-12);
+      }
+    }
+    free(a);
+    free(b);
+    free(c);
+  }
+}
+
+/* ---- the delta method --------------------------------------------------- */
+
+static void test_delta_method(void **state) {
+  /* Per-unit (errors, requests). By hand:
+   *   treatment (0,1) (1,3) (2,4) (0,2): R = 3/10; xbar .75, ybar 2.5;
+   *     s_x^2 = 2.75/3 = 11/12, s_y^2 = 5/3, s_xy = 3.5/3 = 7/6;
+   *     Var = (11/12 - 2(.3)(7/6) + .09(5/3)) / (4 * 6.25) = 11/750
+   *   control (0,2) (1,2) (0,1) (0,3) (1,2): R = 2/10; xbar .4, ybar 2;
+   *     s_x^2 = .3, s_y^2 = .5, s_xy = 0;
+   *     Var = (.3 + .04 * .5) / (5 * 4) = .016
+   *   diff .1, se sqrt(11/750 + .016) = 0.17511900715418263,
+   *   z 0.5710402407201608, p = erfc(z / sqrt 2) = 0.5679723655099227
+   * (checked with Python's fractions and math.erfc). */
+  static const double t[][2] = {{0, 1}, {1, 3}, {2, 4}, {0, 2}};
+  static const double c[][2] = {{0, 2}, {1, 2}, {0, 1}, {0, 3}, {1, 2}};
+  struct mg_stats_ratio rt, rc;
+  struct mg_stats_diff d;
+  size_t i;
+  (void)state;
+
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 4; i++)
+    mg_stats_ratio_add(&rt, t[i][0], t[i][1]);
+  for (i = 0; i < 5; i++)
+    mg_stats_ratio_add(&rc, c[i][0], c[i][1]);
+  near(mg_stats_ratio_value(&rt), 0.3, 1e-15);
+  near(mg_stats_ratio_value(&rc), 0.2, 1e-15);
+  near(mg_stats_ratio_var(&rt), 11.0 / 750.0, 1e-15);
+  near(mg_stats_ratio_var(&rc), 0.016, 1e-15);
+  mg_stats_ratio_compare(&rt, &rc, &d);
+  near(d.diff, 0.1, 1e-15);
+  near(d.se, 0.17511900715418263, 1e-14);
+  near(d.z, 0.5710402407201608, 1e-13);
+  near(d.p, 0.5679723655099227, 1e-13);
+  near(d.lo, -0.24322694703061, 1e-13);
+  near(d.hi, 0.44322694703061005, 1e-13);
+  near(d.rel, 0.5, 1e-14);
+
+  /* One unit: no variance, so no comparison. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_add(&rt, 1, 2);
+  assert_true(isnan(mg_stats_ratio_var(&rt)));
+  mg_stats_ratio_compare(&rt, &rc, &d);
+  assert_true(isnan(d.p));
+  /* Identical units on both sides: no noise, p 1. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 10; i++) {
+    mg_stats_ratio_add(&rt, 1, 4);
+    mg_stats_ratio_add(&rc, 1, 4);
+  }
+  mg_stats_ratio_compare(&rt, &rc, &d);
+  near(d.p, 1, 0);
+}
+
+/* With one request per unit, the delta method is the classic two-
+ * proportion z-test with unpooled variances p(1-p)/(n-1)... exactly:
+ * Var(R) = s_x^2 / n where s_x^2 = n p (1 - p) / (n - 1). */
+static void test_delta_single_requests(void **state) {
+  struct mg_stats_ratio r;
+  const int n = 1000, k = 37;
+  double p = (double)k / n;
+  int i;
+  (void)state;
+  mg_stats_ratio_init(&r);
+  for (i = 0; i < n; i++)
+    mg_stats_ratio_add(&r, i < k, 1);
+  near(mg_stats_ratio_value(&r), p, 1e-15);
+  near(mg_stats_ratio_var(&r), p * (1 - p) / (n - 1), 1e-15);
+}
+
+/* ---- reader ------------------------------------------------------------- */
+
+#define REC(flag, unit, variant, reason, extra)                               \
+  "{\"ts\":\"2026-11-21T13:00:00.000Z\",\"flag\":" flag ",\"unit\":" unit    \
+  ",\"unit_kind\":\"user\",\"variant\":" variant ",\"reason\":" reason       \
+  ",\"weights\":{\"control\":90,\"treatment\":10},\"input\":{\"chars\":100," \
+  "\"messages\":1,\"tools\":0,\"stream\":false},\"attempts\":[],\"tier\":"   \
+  "\"primary\",\"fallback_reason\":null,\"confidence\":0.9,\"status\":200,"  \
+  "\"error\":false,\"ms\":100.5,\"tokens\":{\"prompt\":10,\"completion\":5}" \
+  extra "}"
+
+static void test_reader_lines(void **state) {
+  static const char log[] =
+      REC("\"f\"", "\"u1\"", "\"control\"", "\"rollout\"", "") "\n"
+      REC("\"f\"", "\"u1\"", "\"control\"", "\"rollout\"", "") "\r\n"
+      "\n"
+      "   \n"
+      "not json\n"
+      "[1,2]\n"
+      "{\"ts\":\"x\",\"event\":\"kill\",\"flag\":\"f\"}\n"
+      "{\"ts\":\"x\",\"event\":\"kill\",\"flag\":\"f\"}\n"
+      "{\"ts\":\"x\",\"event\":\"reload\"}\n"
+      "{\"hello\":1}\n"
+      REC("null", "null", "null", "null", "") "\n"
+      REC("\"f\"", "null", "\"treatment\"", "\"rollout\"", "") "\n"
+      REC("\"f\"", "\"u2\"", "\"control\"", "\"killed\"", "") "\n"
+      REC("\"f\"", "\"u2\"", "\"control\"", "\"rollout\"",
+          ",\"ms\":\"slow\"") "\n" /* duplicate key: the first wins */
+      "{\"flag\":\"f\",\"variant\":\"control\",\"reason\":\"rollout\","
+      "\"ms\":\"slow\"}\n"
+      "{\"flag\":\"f\",\"variant\":\"control\",\"reason\":\"rollout\","
+      "\"ms\":5,\"error\":\"yes\"}\n"
+      "{\"flag\":\"f\",\"variant\":7,\"reason\":\"rollout\",\"ms\":5}\n"
+      /* Escapes in names decode; the last line has no newline. */
+      "{\"flag\":\"f\\u0032\",\"variant\":\"c\\\"q\",\"reason\":\"rollout\","
+      "\"ms\":1e3,\"unit\":\"u9\"}";
+  struct mg_rp_log lg;
+  const struct mg_rp_flag *f, *f2;
+  size_t i;
+  (void)state;
+
+  mg_rp_log_init(&lg);
+  assert_int_equal(mg_rp_read_mem(&lg, log, sizeof(log) - 1, "mem"), 0);
+  assert_int_equal(lg.lines, 18);
+  assert_int_equal(lg.blank, 2);
+  assert_int_equal(lg.event_lines, 3);
+  assert_int_equal(lg.malformed, 6);
+  assert_int_equal(lg.unflagged, 1);
+  assert_int_equal(lg.records, 7);
+  assert_int_equal(lg.nbad, 6);
+  assert_string_equal(lg.bad[0].why, "not valid JSON");
+  assert_int_equal(lg.bad[0].line, 5);
+  assert_string_equal(lg.bad[1].why, "not a JSON object");
+  assert_string_equal(lg.bad[2].why, "neither a decision record nor an event");
+  assert_int_equal(lg.bad[2].line, 10);
+  assert_string_equal(lg.bad[3].file, "mem");
+  assert_int_equal(lg.nevents, 2);
+  assert_string_equal(lg.events[0].name, "kill");
+  assert_string_equal(lg.events[0].flag, "f");
+  assert_int_equal(lg.events[0].n, 2);
+
+  f = mg_rp_log_flag(&lg, "f");
+  assert_non_null(f);
+  assert_int_equal(f->records, 5);
+  assert_int_equal(f->nrows, 4);
+  assert_int_equal(f->narms, 2);
+  assert_string_equal(f->arms[0].name, "control");
+  assert_int_equal(f->arms[0].rollout, 3);
+  assert_int_equal(f->arms[0].off, 1);
+  assert_int_equal(f->arms[1].rollout, 1);
+  assert_int_equal(f->nwsets, 1);
+  assert_int_equal(f->wsets[0].bp[0], 9000);
+  assert_int_equal(f->wsets[0].records, 4);
+  assert_string_equal(f->wsets[0].first_ts, "2026-11-21T13:00:00.000Z");
+  /* Units: u1 (two requests) and u2 in control; the treatment request had
+   * no unit, so it has no aggregate. */
+  assert_int_equal(lg.nunits, 3);
+  for (i = 0; i < lg.nunits; i++)
+    if (lg.units[i].flag == f->index && lg.units[i].requests == 2)
+      break;
+  assert_true(i < lg.nunits);
+  near(lg.units[i].ms_sum, 201.0, 1e-9);
+  assert_int_equal(lg.units[i].tok_prompt, 20);
+  assert_int_equal(f->rows[2].unit, MG_RP_NONE);
+
+  f2 = mg_rp_log_flag(&lg, "f2");
+  assert_non_null(f2);
+  assert_string_equal(f2->arms[0].name, "c\"q");
+  near(f2->rows[0].ms, 1000, 0);
+  mg_rp_log_free(&lg);
+}
+
+static void test_reader_bits(void **state) {
+  static const char log[] =
+      /* error, fallback via tier, low confidence via an attempt */
+      "{\"flag\":\"f\",\"variant\":\"a\",\"reason\":\"rollout\",\"ms\":1,"
+      "\"error\":true,\"tier\":\"cache\",\"attempts\":[{\"outcome\":\"ok\"},"
+      "{\"outcome\":\"low_confidence\"}],\"confidence\":null}\n"
+      /* fallback via fallback_reason, low confidence by it too */
+      "{\"flag\":\"f\",\"variant\":\"a\",\"reason\":\"rollout\",\"ms\":1,"
+      "\"tier\":\"none\",\"fallback_reason\":\"low_confidence\","
+      "\"confidence\":0.25,\"tokens\":null}\n"
+      /* no "error": derived from the status (499 is the client's own) */
+      "{\"flag\":\"f\",\"variant\":\"a\",\"reason\":\"rollout\",\"ms\":1,"
+      "\"status\":502}\n"
+      "{\"flag\":\"f\",\"variant\":\"a\",\"reason\":\"rollout\",\"ms\":1,"
+      "\"status\":499,\"input\":{\"chars\":70000,\"tools\":900}}\n";
+  struct mg_rp_log lg;
+  const struct mg_rp_flag *f;
+  (void)state;
+
+  mg_rp_log_init(&lg);
+  assert_int_equal(mg_rp_read_mem(&lg, log, sizeof(log) - 1, "mem"), 0);
+  assert_int_equal(lg.malformed, 0);
+  f = mg_rp_log_flag(&lg, "f");
+  assert_int_equal(f->nrows, 4);
+  assert_int_equal(f->rows[0].bits, MG_RP_ERR | MG_RP_FB | MG_RP_LC);
+  assert_int_equal(f->rows[1].bits, MG_RP_FB | MG_RP_LC | MG_RP_CONF);
+  near(f->rows[1].confidence, 0.25, 0);
+  assert_int_equal(f->rows[2].bits, MG_RP_ERR);
+  assert_int_equal(f->rows[3].bits, 0);
+  assert_int_equal(f->rows[3].chars, 70000);
+  assert_int_equal(f->rows[3].tools, 255);
+  assert_int_equal(f->rows[0].wset, MG_RP_NO_WSET);
+  mg_rp_log_free(&lg);
+}
+
+/* ---- analysis on small generated logs ----------------------------------- */
+
+struct rng {
+  uint64_t s;
+};
+
+static double unif(struct rng *r) {
+  r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (double)(r->s >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* units users, each with 1-4 requests, treatment share t, error rates. */
+static void gen(struct mg_buf *b, const char *flag, int units, double t,
+                double err_c, double err_t, const char *extra_weights,
+                uint64_t seed) {
+  struct rng r = {seed};
+  int u, k, n;
+  for (u = 0; u < units; u++) {
+    bool treat = unif(&r) < t;
+    n = 1 + (int)(unif(&r) * 4);
+    for (k = 0; k < n; k++) {
+      bool e = unif(&r) < (treat ? err_t : err_c);
+      assert_int_equal(
+          mg_buf_printf(b,
+                        "{\"flag\":\"%s\",\"unit\":\"%s-%d\",\"variant\":"
+                        "\"%s\",\"reason\":\"rollout\",\"weights\":%s,"
+                        "\"input\":{\"chars\":%d,\"tools\":%d},"
+                        "\"error\":%s,\"ms\":%.1f}\n",
+                        flag, flag, u, treat ? "b" : "a",
+                        extra_weights ? extra_weights
+                                      : "{\"a\":50,\"b\":50}",
+                        (int)(unif(&r) * 1000), (int)(unif(&r) * 5),
+                        e ? "true" : "false", 100 + unif(&r) * 50),
+          0);
+    }
+  }
+}
+
+static void analyse(const char *text, size_t len,
+                    const struct mg_rp_options *opt, struct mg_rp_log *lg,
+                    struct mg_rp_report *r) {
+  mg_rp_log_init(lg);
+  assert_int_equal(mg_rp_read_mem(lg, text, len, "gen"), 0);
+  assert_int_equal(mg_rp_analyze(lg, opt, r), 0);
+}
+
+static void test_analysis_aa(void **state) {
+  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b, out;
+  const struct mg_rp_flag_report *fr;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  mg_buf_init(&out, SIZE_MAX);
+  gen(&b, "f", 4000, 0.5, 0.05, 0.05, NULL, 7);
+  analyse(b.data, b.len, &opt, &lg, &r);
+  assert_int_equal(r.nalarms, 0);
+  fr = &r.flags[0];
+  /* No off-variant records, no variant named "control", equal weights:
+   * the first variant seen with the largest weight. */
+  assert_string_equal(fr->control_source,
+                      "the variant with the largest logged weight");
+  assert_true(fr->srm_tested);
+  assert_false(fr->srm_alarm);
+  assert_true(fr->bal_tested);
+  assert_int_equal(fr->v[0].units + fr->v[1].units, 4000);
+  assert_true(fr->v[1].has_cmp);
+  assert_true(fr->v[1].cmp[MG_RP_M_ERROR].p > 0.001);
+  assert_int_equal(fr->ncells, 7);
+  /* Every renderer runs on it. */
+  assert_int_equal(mg_rp_render_text(&r, &out), 0);
+  assert_non_null(strstr(out.data, "ALARMS: none"));
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_json(&r, &out), 0);
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_html(&r, &out), 0);
+  assert_non_null(strstr(out.data, "class=\"chart rates\""));
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+
+  /* --control picks the other arm; an unknown --flag is -ENOENT. */
+  opt.control = "b";
+  analyse(b.data, b.len, &opt, &lg, &r);
+  assert_string_equal(r.flags[0].v[r.flags[0].control].name, "b");
+  assert_string_equal(r.flags[0].control_source, "--control");
+  mg_rp_report_free(&r);
+  opt.control = NULL;
+  opt.flag = "nope";
+  assert_int_equal(mg_rp_analyze(&lg, &opt, &r), -ENOENT);
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+  mg_buf_free(&out);
+}
+
+static void test_analysis_srm_and_effect(void **state) {
+  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b;
+  const struct mg_rp_flag_report *fr;
+  (void)state;
+
+  /* 40% of units in the treatment against logged 50/50; treatment errs
+   * three times as often. */
+  mg_buf_init(&b, SIZE_MAX);
+  gen(&b, "f", 6000, 0.4, 0.02, 0.06, NULL, 11);
+  analyse(b.data, b.len, &opt, &lg, &r);
+  fr = &r.flags[0];
+  assert_true(fr->srm_alarm);
+  assert_true(fr->srm_p < 1e-20);
+  assert_true(r.nalarms >= 1);
+  assert_string_equal(r.alarms[0].check, "srm");
+  assert_true(fr->v[1].cmp[MG_RP_M_ERROR].diff > 0.03);
+  assert_true(fr->v[1].cmp[MG_RP_M_ERROR].p < 1e-10);
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+}
+
+static void test_analysis_control_choice(void **state) {
+  static const char log[] =
+      "{\"flag\":\"f\",\"unit\":\"1\",\"variant\":\"new\",\"reason\":"
+      "\"rollout\",\"weights\":{\"old\":20,\"new\":80},\"ms\":1}\n"
+      "{\"flag\":\"f\",\"unit\":\"2\",\"variant\":\"old\",\"reason\":"
+      "\"rollout\",\"weights\":{\"old\":20,\"new\":80},\"ms\":1}\n"
+      "{\"flag\":\"g\",\"unit\":\"1\",\"variant\":\"new\",\"reason\":"
+      "\"rollout\",\"ms\":1}\n"
+      "{\"flag\":\"g\",\"unit\":\"2\",\"variant\":\"control\",\"reason\":"
+      "\"rollout\",\"ms\":1}\n"
+      "{\"flag\":\"h\",\"unit\":\"1\",\"variant\":\"x\",\"reason\":"
+      "\"rollout\",\"ms\":1}\n"
+      "{\"flag\":\"h\",\"unit\":\"1\",\"variant\":\"y\",\"reason\":"
+      "\"default\",\"ms\":1}\n";
+  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  (void)state;
+
+  analyse(log, sizeof(log) - 1, &opt, &lg, &r);
+  /* f: largest weight; g: the variant named control; h: the off_variant
+   * that a "default" record names. */
+  assert_string_equal(r.flags[0].v[r.flags[0].control].name, "new");
+  assert_string_equal(r.flags[1].v[r.flags[1].control].name, "control");
+  assert_string_equal(r.flags[2].v[r.flags[2].control].name, "y");
+  assert_non_null(strstr(r.flags[2].control_source, "off_variant"));
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+}
+
+static void test_format(void **state) {
+  char b[64];
+  (void)state;
+  assert_string_equal(mg_rp_fmt_count(b, sizeof(b), 0), "0");
+  assert_string_equal(mg_rp_fmt_count(b, sizeof(b), 999), "999");
+  assert_string_equal(mg_rp_fmt_count(b, sizeof(b), 1000000), "1,000,000");
+  assert_string_equal(mg_rp_fmt_value(b, sizeof(b), MG_RP_M_ERROR, 0.0412),
+                      "4.12%");
+  assert_string_equal(mg_rp_fmt_diff(b, sizeof(b), MG_RP_M_ERROR, 0.0208),
+                      "+2.08 pp");
+  assert_string_equal(mg_rp_fmt_p(b, sizeof(b), 0.0431), "0.043");
+  assert_string_equal(mg_rp_fmt_p(b, sizeof(b), 3.1e-5), "3.1e-05");
+  assert_string_equal(mg_rp_fmt_p(b, sizeof(b), NAN), "n/a");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_norm),
+      cmocka_unit_test(test_chi2_table),
+      cmocka_unit_test(test_chi2_closed_forms),
+      cmocka_unit_test(test_gamma),
+      cmocka_unit_test(test_chi2_tests),
+      cmocka_unit_test(test_quantile),
+      cmocka_unit_test(test_delta_method),
+      cmocka_unit_test(test_delta_single_requests),
+      cmocka_unit_test(test_reader_lines),
+      cmocka_unit_test(test_reader_bits),
+      cmocka_unit_test(test_analysis_aa),
+      cmocka_unit_test(test_analysis_srm_and_effect),
+      cmocka_unit_test(test_analysis_control_choice),
+      cmocka_unit_test(test_format),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
