@@ -15,8 +15,16 @@ static uint32_t budget(const struct mg_plan *p, int64_t now) {
 
 static bool allow(struct mg_plan *p, const struct mg_target *t, int64_t now) {
   const struct mg_policy *pol = mg_policy_of(p->fb, t);
-  bool probe = false;
-  if (!mg_breaker_allow(p->breakers[t->index], &pol->breaker, now, &probe))
+  struct mg_breaker *b = p->breakers[t->index];
+  enum mg_breaker_state before = b->state;
+  bool probe = false, ok = mg_breaker_allow(b, &pol->breaker, now, &probe);
+  /* Asking can change the state too (open -> half-open after the
+   * cooldown): the owner reports it like any other change. */
+  if (b->state != before && p->breaker_target == NULL) {
+    p->breaker_target = t;
+    p->breaker_state = (int)b->state;
+  }
+  if (!ok)
     return false;
   p->probe = probe;
   return true;
@@ -130,18 +138,32 @@ static uint32_t retry_wait(const struct mg_retry_cfg *r, uint32_t tries,
                     span * ((double)(rnd >> 11) / (double)(1ULL << 53)));
 }
 
-void mg_plan_result(struct mg_plan *p, const struct mg_outcome *o,
-                    int64_t now, uint64_t rnd, struct mg_step *out) {
+/* Tell the current target's breaker how the call went. */
+static void record(struct mg_plan *p, const struct mg_outcome *o, int64_t now) {
   const struct mg_target *t = p->current;
   const struct mg_policy *pol = mg_policy_of(p->fb, t);
   /* Low confidence says nothing about the upstream's health. */
   bool ok = o->trigger == 0 || o->trigger == MG_TRIG_LOW_CONF;
   int changed =
       mg_breaker_record(p->breakers[t->index], &pol->breaker, now, ok, p->probe);
-
-  p->breaker_target = changed >= 0 ? t : NULL;
-  p->breaker_state = changed;
+  if (changed >= 0) {
+    p->breaker_target = t;
+    p->breaker_state = changed;
+  }
   p->probe = false;
+}
+
+void mg_plan_end(struct mg_plan *p, const struct mg_outcome *o, int64_t now) {
+  if (p->current)
+    record(p, o, now);
+}
+
+void mg_plan_result(struct mg_plan *p, const struct mg_outcome *o,
+                    int64_t now, uint64_t rnd, struct mg_step *out) {
+  const struct mg_target *t = p->current;
+  const struct mg_policy *pol = mg_policy_of(p->fb, t);
+
+  record(p, o, now);
   if (o->trigger == 0) {
     memset(out, 0, sizeof(*out));
     out->kind = MG_STEP_DONE;

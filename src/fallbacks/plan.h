@@ -50,7 +50,8 @@ struct mg_plan {
   uint32_t why;                      /* the trigger of the first fallback */
   uint32_t last;                     /* the latest failure's trigger */
   uint32_t calls;                    /* calls made, all targets */
-  /* Set by the call that changed a breaker's state, cleared by the next. */
+  /* A breaker whose state a call to the plan changed, for the owner to
+   * report and then clear (set breaker_target to NULL). */
   const struct mg_target *breaker_target;
   int breaker_state;                 /* enum mg_breaker_state, or -1 */
 };
@@ -66,6 +67,11 @@ void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
  * gives MG_STEP_DONE). rnd: a random number for retry jitter. */
 void mg_plan_result(struct mg_plan *p, const struct mg_outcome *o,
                     int64_t now, uint64_t rnd, struct mg_step *out);
+
+/* The last CALL ended with outcome o and nothing more will be tried
+ * whatever it was (a stream already under way, the client's own 4xx, an
+ * abstention): only the breaker learns from it. */
+void mg_plan_end(struct mg_plan *p, const struct mg_outcome *o, int64_t now);
 
 /* The WAIT is over: call again. */
 void mg_plan_resume(struct mg_plan *p, int64_t now, struct mg_step *out);

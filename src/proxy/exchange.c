@@ -102,6 +102,8 @@ struct mg_exchange {
   int status;                   /* status sent to the client */
   double confidence;            /* of the answer served, when known */
   bool has_confidence;
+  double rejected_confidence;   /* of the last answer below the gate */
+  bool has_rejected;
   /* The last failure, to answer with when nothing else can. */
   const char *fail_tier;        /* borrowed: who failed ("" for none) */
   int fail_status;
@@ -125,6 +127,7 @@ struct mg_exchange {
 };
 
 static void run(struct mg_exchange *ex);
+static void report_breaker(struct mg_exchange *ex);
 
 static void timer_release(struct mg_exchange *ex);
 
@@ -317,7 +320,11 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
   /* What the client saw as an error; 499 is its own disconnect. */
   r.error = (ex->status >= 400 && ex->status != 499) || ex->stream_failed;
   r.ms = total_ns / 1e6;
-  r.ttfb_ms = ex->t_head ? (ex->t_head - ex->t_start) / 1e6 : r.ms;
+  /* A whole answer goes out at the end; a client that left got nothing. */
+  if (ex->t_head)
+    r.ttfb_ms = (ex->t_head - ex->t_start) / 1e6;
+  else
+    r.ttfb_ms = ex->status == 499 ? -1 : r.ms;
   r.overhead_us = total_ns > ex->up_ns ? (total_ns - ex->up_ns) / 1000 : 0;
   r.tokens_prompt = ex->tokens_prompt;
   r.tokens_completion = ex->tokens_completion;
@@ -341,7 +348,10 @@ static void finish(struct mg_exchange *ex, int status) {
   mg_server__observe(srv, ex->alias ? ex->alias->name : "-",
                      ex->target ? ex->target->name : NULL, ex->status,
                      total_ns, ex->up_ns);
-  if (ex->plan.why && ex->target)
+  /* Counted when a fallback tier gave the answer, not when every tier
+   * failed (the metric counts answered requests). */
+  if (ex->plan.why && ex->target && ex->status < 400 && !ex->stream_failed &&
+      ex->served_by[0])
     mg_server__observe_fallback(srv, ex->target->name, ex->served_by,
                                 mg_trigger_name(ex->plan.why));
   /* A stream that failed after its head went out is a 200 on the wire but
@@ -565,6 +575,12 @@ static void answer_failure(struct mg_exchange *ex) {
   }
   if (ex->fail_status == 0)
     set_failure(ex, 502, "upstream_error", "No fallback could answer.");
+  /* Nothing replaced an unsure answer: the client is told how unsure. */
+  if (ex->fail_code && strcmp(ex->fail_code, "low_confidence") == 0 &&
+      ex->has_rejected) {
+    ex->confidence = ex->rejected_confidence;
+    ex->has_confidence = true;
+  }
   respond_error(ex, ex->fail_status, ex->fail_msg, ex->fail_code, NULL);
 }
 
@@ -841,7 +857,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
       }
       mg_conn_stream_end(ex->conn);
       o.trigger = 0;
-      mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
+      mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
       finish(ex, 200);
     } else {
       const char *code = NULL;
@@ -851,7 +867,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
                        sizeof(msg), &code);
       a->outcome = mg_up_result_name(res);
       o.trigger = trigger_of(res);
-      mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
+      mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
       fail_stream(ex, msg, code);
     }
     goto breaker;
@@ -906,7 +922,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
      * masked by a fallback (DESIGN.md). The upstream itself is fine. */
     struct mg_json_doc *doc = &ex->srv->scratch;
     a->outcome = "client_error";
-    mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
+    mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
     served_by(ex, "", t->name);
     doc->max_tokens = UINT32_MAX;
     if (call->body.len &&
@@ -931,10 +947,18 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   } else {
     o.trigger = judge_answer(ex, call, &answer, a);
     if (o.trigger == MG_TRIG_LOW_CONF &&
+        !mg_policy_of(&ex->cfg->fallbacks, t)->gate.abstain) {
+      /* Another tier will answer: the header and the record describe the
+       * answer served, not this one (the attempt keeps its value). */
+      ex->rejected_confidence = ex->confidence;
+      ex->has_rejected = ex->has_confidence;
+      ex->has_confidence = false;
+      ex->has_threshold = false;
+    }
+    if (o.trigger == MG_TRIG_LOW_CONF &&
         mg_policy_of(&ex->cfg->fallbacks, t)->gate.abstain) {
       /* Abstain: say the model is unsure rather than try another. */
-      mg_plan_result(&ex->plan, &(struct mg_outcome){0, 0},
-                     (int64_t)now_ms(ex), 0, &ex->step);
+      mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
       served_by(ex, "", t->name);
       respond_error(ex, 422, ex->fail_msg, "low_confidence", NULL);
       goto breaker;
@@ -951,9 +975,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     run(ex);
   }
 breaker:
-  if (ex->plan.breaker_target)
-    mg_server__breaker_changed(ex->srv, ex->plan.breaker_target,
-                               ex->plan.breaker_state);
+  report_breaker(ex);
 out:
   mg_buf_free(&answer);
   mg_up_call_release(call);
@@ -1216,8 +1238,18 @@ static void wait_then_retry(struct mg_exchange *ex, uint32_t ms) {
 
 /* ---- the plan's steps ------------------------------------------------------ */
 
+/* Report a breaker state change the plan noted, once. */
+static void report_breaker(struct mg_exchange *ex) {
+  if (ex->plan.breaker_target == NULL)
+    return;
+  mg_server__breaker_changed(ex->srv, ex->plan.breaker_target,
+                             ex->plan.breaker_state);
+  ex->plan.breaker_target = NULL;
+}
+
 static void run(struct mg_exchange *ex) {
   for (;;) {
+    report_breaker(ex);
     if (ex->finished)
       return;
     switch (ex->step.kind) {
@@ -1419,8 +1451,16 @@ void mg_exchange_client_gone(struct mg_exchange *ex) {
   hold(ex);
   if (ex->call) {
     struct mg_up_call *call = ex->call;
+    uint64_t spent = uv_hrtime() - call->t_start;
+    struct attempt *a = attempt_add(
+        ex, ex->call_target ? ex->call_target->name
+                            : (ex->call_trad ? ex->call_trad->name : "-"));
     ex->call = NULL;
-    ex->up_ns += uv_hrtime() - call->t_start;
+    ex->up_ns += spent;
+    if (a) {
+      a->outcome = "client_gone";
+      a->ms = (uint32_t)(spent / 1000000);
+    }
     mg_up_call_cancel(call);
     mg_plan_abandon(&ex->plan);
   }
