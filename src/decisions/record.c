@@ -71,15 +71,51 @@ static void w_num(struct w *w, double v, int decimals) {
   w_raw(w, frac, (size_t)n);
 }
 
-/* A JSON string: at most 6 bytes per input byte, plus the quotes. */
+/* Length of the well-formed UTF-8 sequence at s (s[0] >= 0x80), or 0 when
+ * it is not one: overlong forms, surrogates and code points past U+10FFFF
+ * are refused as RFC 3629 says. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+  unsigned char c = s[0];
+  if (c >= 0xc2 && c <= 0xdf)
+    return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    return n >= 3 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3
+                                                                         : 0;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    return n >= 4 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 &&
+                   (s[3] & 0xc0) == 0x80
+               ? 4
+               : 0;
+  }
+  return 0;
+}
+
+/* A JSON string: at most 6 bytes per input byte, plus the quotes. Bytes
+ * that are not UTF-8 (a Latin-1 header value, say) become U+FFFD so that
+ * every line stays valid JSON. */
 static void w_str(struct w *w, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   size_t i, run = 0;
   *w->p++ = '"';
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
       run++;
+      continue;
+    }
+    if (c >= 0x80) {
+      size_t k = utf8_len((const unsigned char *)s + i, n - i);
+      if (k) {
+        run += k;
+        i += k - 1;
+        continue;
+      }
+      w_raw(w, s + i - run, run);
+      run = 0;
+      W_LIT(w, "\\ufffd");
       continue;
     }
     w_raw(w, s + i - run, run);
