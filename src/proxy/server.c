@@ -1351,6 +1351,10 @@ int mg_server_init(struct mg_server *s, uv_loop_t *loop, struct mg_config *cfg,
   rc = load_state(s);
   if (rc == 0)
     rc = rebuild_states(s, 0);
+  /* Ramps that just started are on record, so that a restart resumes the
+   * hold of their first step instead of beginning it again. */
+  if (rc == 0 && s->ramp_rt.count)
+    save_state(s);
   if (rc == 0)
     rc = dlog_apply(s, &cfg->dlog);
   read_token(s);
