@@ -203,6 +203,7 @@ static int alarm_add(struct mg_rp_report *r, const char *check,
 /* One unit's sums within an input-axis cell. */
 struct cell_sums {
   uint32_t requests, errors, fallbacks, lowconf, conf_n;
+  uint32_t arm; /* the unit's arm, kept here to spare a lookup */
   double conf_sum, ms_sum;
 };
 
@@ -222,6 +223,7 @@ struct work {
   struct cell_sums *cell;       /* owned: one per unit, zero between uses */
   uint32_t *touched;            /* owned: units touched in a cell pass */
   struct ranked *rank;          /* owned: units of a flag */
+  uint32_t *cellrows;           /* owned: 2 x max rows, rows by cell */
 };
 
 static void work_free(struct work *w) {
@@ -231,6 +233,7 @@ static void work_free(struct work *w) {
   free(w->cell);
   free(w->touched);
   free(w->rank);
+  free(w->cellrows);
 }
 
 static int work_init(struct work *w, const struct mg_rp_log *log) {
@@ -268,7 +271,8 @@ static int work_init(struct work *w, const struct mg_rp_log *log) {
   w->ndbl = maxrows > maxunits ? maxrows : maxunits;
   w->dbl = malloc((w->ndbl ? w->ndbl : 1) * sizeof(double));
   w->rank = malloc((maxunits ? maxunits : 1) * sizeof(*w->rank));
-  if (!w->dbl || !w->rank)
+  w->cellrows = malloc((maxrows ? 2 * maxrows : 1) * sizeof(uint32_t));
+  if (!w->dbl || !w->rank || !w->cellrows)
     return -ENOMEM;
   return 0;
 }
@@ -421,11 +425,12 @@ static void latency(struct mg_rp_flag_report *fr, struct work *w) {
   for (i = 0; i < f->nrows; i++)
     w->dbl[next[f->rows[i].arm]++] = f->rows[i].ms;
   for (a = 0; a < fr->narms; a++) {
-    double *v = w->dbl + first[a];
-    size_t n = first[a + 1] - first[a];
-    fr->v[a].p50 = mg_stats_quantile(v, n, 0.50);
-    fr->v[a].p95 = mg_stats_quantile(v, n, 0.95);
-    fr->v[a].p99 = mg_stats_quantile(v, n, 0.99);
+    static const double ps[3] = {0.50, 0.95, 0.99};
+    double q[3];
+    mg_stats_quantiles(w->dbl + first[a], first[a + 1] - first[a], ps, 3, q);
+    fr->v[a].p50 = q[0];
+    fr->v[a].p95 = q[1];
+    fr->v[a].p99 = q[2];
   }
   /* Log-spaced bins: latencies span decades (a cache hit against a slow
    * fallback). Sub-0.1 ms values share the first bin. */
@@ -531,14 +536,16 @@ static void balance(struct mg_rp_flag_report *fr, struct work *w) {
   for (i = 0; i < n; i++)
     w->dbl[next[w->rank[i].arm]++] = w->rank[i].requests;
   for (a = 0; a < fr->narms; a++) {
-    double *v = w->dbl + first[a];
+    static const double ps[3] = {0.50, 0.90, 0.99};
     size_t m = first[a + 1] - first[a];
+    double q[3];
     if (m == 0)
       continue;
+    mg_stats_quantiles(w->dbl + first[a], m, ps, 3, q);
     fr->v[a].rpu_mean = (double)fr->v[a].requests / (double)m;
-    fr->v[a].rpu_p50 = mg_stats_quantile(v, m, 0.50);
-    fr->v[a].rpu_p90 = mg_stats_quantile(v, m, 0.90);
-    fr->v[a].rpu_p99 = mg_stats_quantile(v, m, 0.99);
+    fr->v[a].rpu_p50 = q[0];
+    fr->v[a].rpu_p90 = q[1];
+    fr->v[a].rpu_p99 = q[2];
   }
 
   if (n < 40) {
@@ -580,11 +587,14 @@ static void balance(struct mg_rp_flag_report *fr, struct work *w) {
 
 /* ---- per flag: the input axis ------------------------------------------- */
 
-static bool in_cell(const struct mg_rp_cell *c, const struct mg_rp_row *r) {
-  double x = c->axis[0] == 'c' ? (double)r->chars : (double)r->tools;
-  if (c->axis[0] == 'c')
-    return x > c->lo && x <= c->hi;
-  return x >= c->lo && x <= c->hi;
+/* The chars cell (0-3) and the tools cell (4-6) of a row. */
+static void cells_of(const struct mg_rp_flag_report *fr,
+                     const struct mg_rp_row *r, uint32_t *chars,
+                     uint32_t *tools) {
+  const double *e = fr->chars_edges;
+  double x = r->chars;
+  *chars = x <= e[0] ? 0 : x <= e[1] ? 1 : x <= e[2] ? 2 : 3;
+  *tools = r->tools == 0 ? 4 : r->tools <= 2 ? 5 : 6;
 }
 
 static void cell_sums_add(struct cell_sums *s, const struct mg_rp_row *r) {
@@ -610,12 +620,12 @@ static void cell_to_sums(const struct cell_sums *c, struct sums *s) {
   s->ms_sum = c->ms_sum;
 }
 
-/* One cell: per-unit sums within the cell, then per-arm statistics. */
+/* One cell, whose rows are rows[idx[0..n)]: per-unit sums within the
+ * cell, then per-arm statistics. */
 static void cell_fill(struct mg_rp_flag_report *fr, struct mg_rp_cell *c,
-                      struct work *w,
+                      struct work *w, const uint32_t *idx, size_t n,
                       struct mg_stats_ratio acc[][MG_RP_CELL_METRICS]) {
   const struct mg_rp_flag *f = fr->src;
-  const struct mg_rp_log *log = w->log;
   size_t first[MG_RP_MAX_ARMS + 1], next[MG_RP_MAX_ARMS], i, ntouched = 0;
   struct sums s;
   uint32_t a;
@@ -625,24 +635,24 @@ static void cell_fill(struct mg_rp_flag_report *fr, struct mg_rp_cell *c,
     for (m = 0; m < MG_RP_CELL_METRICS; m++)
       mg_stats_ratio_init(&acc[a][m]);
   memset(first, 0, sizeof(first));
-  for (i = 0; i < f->nrows; i++) {
-    const struct mg_rp_row *r = &f->rows[i];
-    if (!in_cell(c, r))
-      continue;
+  for (i = 0; i < n; i++) {
+    const struct mg_rp_row *r = &f->rows[idx[i]];
     first[r->arm + 1]++;
     if (r->unit == MG_RP_NONE) {
       sums_of_row(r, &s);
       acc_add(acc[r->arm], MG_RP_CELL_METRICS, &s);
       continue;
     }
-    if (w->cell[r->unit].requests == 0)
+    if (w->cell[r->unit].requests == 0) {
       w->touched[ntouched++] = r->unit;
+      w->cell[r->unit].arm = r->arm;
+    }
     cell_sums_add(&w->cell[r->unit], r);
   }
   for (i = 0; i < ntouched; i++) {
     struct cell_sums *cs = &w->cell[w->touched[i]];
     cell_to_sums(cs, &s);
-    acc_add(acc[log->units[w->touched[i]].arm], MG_RP_CELL_METRICS, &s);
+    acc_add(acc[cs->arm], MG_RP_CELL_METRICS, &s);
     memset(cs, 0, sizeof(*cs));
   }
   /* Latency quantiles of the cell, per arm. */
@@ -650,17 +660,18 @@ static void cell_fill(struct mg_rp_flag_report *fr, struct mg_rp_cell *c,
     first[a + 1] += first[a];
     next[a] = first[a];
   }
-  for (i = 0; i < f->nrows; i++)
-    if (in_cell(c, &f->rows[i]))
-      w->dbl[next[f->rows[i].arm]++] = f->rows[i].ms;
+  for (i = 0; i < n; i++)
+    w->dbl[next[f->rows[idx[i]].arm]++] = f->rows[idx[i]].ms;
   c->requests = first[fr->narms];
   for (a = 0; a < fr->narms; a++) {
+    static const double ps[2] = {0.50, 0.95};
     struct mg_rp_cell_arm *ca = &c->arms[a];
-    size_t n = first[a + 1] - first[a];
-    ca->requests = n;
+    double q[2];
+    ca->requests = first[a + 1] - first[a];
     ca->units = (uint64_t)acc[a][0].n;
-    ca->p50 = mg_stats_quantile(w->dbl + first[a], n, 0.50);
-    ca->p95 = mg_stats_quantile(w->dbl + first[a], n, 0.95);
+    mg_stats_quantiles(w->dbl + first[a], ca->requests, ps, 2, q);
+    ca->p50 = q[0];
+    ca->p95 = q[1];
     for (m = 0; m < MG_RP_CELL_METRICS; m++) {
       ca->value[m] = mg_stats_ratio_value(&acc[a][m]);
       ca->se[m] = sqrt(mg_stats_ratio_var(&acc[a][m]));
@@ -685,6 +696,7 @@ static int input_axis(struct mg_rp_flag_report *fr, struct work *w) {
   static const double tools[3][2] = {{0, 0}, {1, 2}, {3, INFINITY}};
   const struct mg_rp_flag *f = fr->src;
   struct mg_stats_ratio(*acc)[MG_RP_CELL_METRICS];
+  size_t cfirst[MG_RP_CELLS + 1], cnext[MG_RP_CELLS];
   double e[3];
   uint32_t c, a, keep = 0;
   size_t i;
@@ -696,9 +708,12 @@ static int input_axis(struct mg_rp_flag_report *fr, struct work *w) {
     w->dbl[i] = f->rows[i].chars;
   /* Quartiles of the flag's rollout records, rounded down to whole
    * characters so the cells have printable integer edges. */
-  e[0] = floor(mg_stats_quantile(w->dbl, f->nrows, 0.25));
-  e[1] = floor(mg_stats_quantile(w->dbl, f->nrows, 0.50));
-  e[2] = floor(mg_stats_quantile(w->dbl, f->nrows, 0.75));
+  {
+    static const double ps[3] = {0.25, 0.50, 0.75};
+    mg_stats_quantiles(w->dbl, f->nrows, ps, 3, e);
+    for (c = 0; c < 3; c++)
+      e[c] = floor(e[c]);
+  }
   memcpy(fr->chars_edges, e, sizeof(e));
   /* Every cell's arms are freed with the report, also after a failure
    * half-way (the report starts zeroed). */
@@ -727,11 +742,32 @@ static int input_axis(struct mg_rp_flag_report *fr, struct work *w) {
     if (cell->arms == NULL)
       return -ENOMEM;
   }
+  /* Group the rows by cell once (a counting sort of their indexes, each
+   * row in one chars cell and one tools cell) instead of scanning every
+   * row for every cell. */
+  memset(cfirst, 0, sizeof(cfirst));
+  for (i = 0; i < f->nrows; i++) {
+    uint32_t cc, tc;
+    cells_of(fr, &f->rows[i], &cc, &tc);
+    cfirst[cc + 1]++;
+    cfirst[tc + 1]++;
+  }
+  for (c = 0; c < MG_RP_CELLS; c++) {
+    cfirst[c + 1] += cfirst[c];
+    cnext[c] = cfirst[c];
+  }
+  for (i = 0; i < f->nrows; i++) {
+    uint32_t cc, tc;
+    cells_of(fr, &f->rows[i], &cc, &tc);
+    w->cellrows[cnext[cc]++] = (uint32_t)i;
+    w->cellrows[cnext[tc]++] = (uint32_t)i;
+  }
   acc = malloc(fr->narms * sizeof(*acc));
   if (acc == NULL)
     return -ENOMEM;
   for (c = 0; c < MG_RP_CELLS; c++)
-    cell_fill(fr, &fr->cells[c], w, acc);
+    cell_fill(fr, &fr->cells[c], w, w->cellrows + cfirst[c],
+              cfirst[c + 1] - cfirst[c], acc);
   free(acc);
 
   /* Bonferroni over every cell comparison of the flag: several cells and

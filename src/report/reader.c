@@ -9,8 +9,10 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/hash.h"
@@ -20,6 +22,7 @@
 
 void mg_rp_log_init(struct mg_rp_log *log) {
   memset(log, 0, sizeof(*log));
+  log->threads = 1;
   mg_map_init(&log->by_name);
   mg_json_init(&log->doc, MAX_TOKENS);
   mg_buf_init(&log->scratch, MG_RP_MAX_LINE);
@@ -47,6 +50,7 @@ void mg_rp_log_free(struct mg_rp_log *log) {
   mg_map_free(&log->by_name);
   free(log->units);
   free(log->slots);
+  free(log->pend);
   for (i = 0; i < log->nevents; i++) {
     free(log->events[i].name);
     free(log->events[i].flag);
@@ -231,13 +235,15 @@ static int arm_get(struct mg_rp_flag *f, struct mg_str name) {
   return (int)f->narms++;
 }
 
-static int reason_count(struct mg_rp_flag *f, uint8_t arm, struct mg_str r) {
+/* Count n records of arm with reason r. */
+static int reason_count(struct mg_rp_flag *f, uint8_t arm, struct mg_str r,
+                        uint64_t n) {
   size_t i;
   for (i = 0; i < f->nreasons; i++) {
     struct mg_rp_reason *x = &f->reasons[i];
     if (x->arm == arm && strlen(x->reason) == r.len &&
         memcmp(x->reason, r.p, r.len) == 0) {
-      x->n++;
+      x->n += n;
       return 0;
     }
   }
@@ -247,20 +253,21 @@ static int reason_count(struct mg_rp_flag *f, uint8_t arm, struct mg_str r) {
   if (f->reasons[f->nreasons].reason == NULL)
     return -ENOMEM;
   f->reasons[f->nreasons].arm = arm;
-  f->reasons[f->nreasons].n = 1;
+  f->reasons[f->nreasons].n = n;
   f->nreasons++;
   return 0;
 }
 
+/* Count n event lines of this name and flag. */
 static int event_count(struct mg_rp_log *log, struct mg_str name,
-                       struct mg_str flag) {
+                       struct mg_str flag, uint64_t n) {
   size_t i;
   for (i = 0; i < log->nevents; i++) {
     struct mg_rp_event *e = &log->events[i];
     if (strlen(e->name) == name.len && memcmp(e->name, name.p, name.len) == 0 &&
         strlen(e->flag) == flag.len &&
         (flag.len == 0 || memcmp(e->flag, flag.p, flag.len) == 0)) {
-      e->n++;
+      e->n += n;
       return 0;
     }
   }
@@ -269,7 +276,7 @@ static int event_count(struct mg_rp_log *log, struct mg_str name,
     return -ENOMEM;
   log->events[log->nevents].name = dup_n(name.p, name.len);
   log->events[log->nevents].flag = dup_n(flag.len ? flag.p : "", flag.len);
-  log->events[log->nevents].n = 1;
+  log->events[log->nevents].n = n;
   if (log->events[log->nevents].name == NULL ||
       log->events[log->nevents].flag == NULL) {
     free(log->events[log->nevents].name);
@@ -291,9 +298,16 @@ static inline uint64_t mix64(uint64_t x) {
   return x;
 }
 
-static inline uint64_t unit_key(uint64_t hash, uint32_t flag, uint8_t arm) {
-  return mix64(hash ^ ((((uint64_t)flag << 8) | arm) + 1) *
-                          UINT64_C(0x9e3779b97f4a7c15));
+static inline uint64_t unit_key(uint64_t hash, uint32_t flag_arm) {
+  return mix64(hash ^ ((uint64_t)flag_arm + 1) * UINT64_C(0x9e3779b97f4a7c15));
+}
+
+/* Where the probe for a unit starts, fetched ahead of the probe. */
+static inline void unit_prefetch(const struct mg_rp_log *log, uint64_t hash,
+                                 uint32_t flag_arm) {
+  if (log->capslots)
+    __builtin_prefetch(
+        &log->slots[unit_key(hash, flag_arm) & (log->capslots - 1)]);
 }
 
 static int slots_grow(struct mg_rp_log *log) {
@@ -306,11 +320,12 @@ static int slots_grow(struct mg_rp_log *log) {
     s[i].unit = MG_RP_NONE;
   for (i = 0; i < log->nunits; i++) {
     const struct mg_rp_unit *u = &log->units[i];
-    uint64_t key = unit_key(u->hash, u->flag, u->arm);
-    size_t j = (size_t)key & (cap - 1);
+    uint32_t fa = u->flag << 8 | u->arm;
+    size_t j = (size_t)unit_key(u->hash, fa) & (cap - 1);
     while (s[j].unit != MG_RP_NONE)
       j = (j + 1) & (cap - 1);
-    s[j].key = key;
+    s[j].hash = u->hash;
+    s[j].flag_arm = fa;
     s[j].unit = (uint32_t)i;
   }
   free(log->slots);
@@ -323,22 +338,17 @@ static int slots_grow(struct mg_rp_log *log) {
  * index, or MG_RP_NONE when out of memory. */
 static uint32_t unit_get(struct mg_rp_log *log, uint64_t hash, uint32_t flag,
                          uint8_t arm) {
-  uint64_t key = unit_key(hash, flag, arm);
+  uint32_t fa = flag << 8 | arm;
   struct mg_rp_unit *u;
   size_t j;
 
   /* Keep the load under one half so probes stay short. */
   if ((log->nunits + 1) * 2 > log->capslots && slots_grow(log))
     return MG_RP_NONE;
-  j = (size_t)key & (log->capslots - 1);
+  j = (size_t)unit_key(hash, fa) & (log->capslots - 1);
   while (log->slots[j].unit != MG_RP_NONE) {
-    /* The slot's key settles almost every probe without touching the
-     * aggregate (another cache miss). */
-    if (log->slots[j].key == key) {
-      u = &log->units[log->slots[j].unit];
-      if (u->hash == hash && u->flag == flag && u->arm == arm)
-        return log->slots[j].unit;
-    }
+    if (log->slots[j].hash == hash && log->slots[j].flag_arm == fa)
+      return log->slots[j].unit;
     j = (j + 1) & (log->capslots - 1);
   }
   if (log->nunits >= MG_RP_NONE - 1 ||
@@ -349,7 +359,8 @@ static uint32_t unit_get(struct mg_rp_log *log, uint64_t hash, uint32_t flag,
   u->hash = hash;
   u->flag = flag;
   u->arm = arm;
-  log->slots[j].key = key;
+  log->slots[j].hash = hash;
+  log->slots[j].flag_arm = fa;
   log->slots[j].unit = (uint32_t)log->nunits;
   return (uint32_t)log->nunits++;
 }
@@ -678,7 +689,7 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
     if (is_type(d, fl.flag, MG_JSON_STRING))
       flag = mg_json_str_raw(d, fl.flag);
     log->event_lines++;
-    return event_count(log, name, flag);
+    return event_count(log, name, flag, 1);
   }
   if (fl.flag == MG_JSON_NOTFOUND) {
     malformed(log, c, "neither a decision record nor an event");
@@ -745,7 +756,7 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
     return -ENOMEM;
   f->records++;
   f->arms[arm].records++;
-  if (reason_count(f, (uint8_t)arm, s))
+  if (reason_count(f, (uint8_t)arm, s, 1))
     return -ENOMEM;
   if (!rollout) {
     if (is_off_reason(s))
@@ -756,11 +767,17 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
   if (row.wset != MG_RP_NO_WSET)
     wset_seen(&f->wsets[row.wset], d, fl.ts);
   if (is_type(d, fl.unit, MG_JSON_STRING)) {
+    /* The unit's index comes later, in a batch (resolve_pending); its
+     * sums later still (sum_units). */
     struct mg_str u = mg_json_raw(d, fl.unit);
-    row.unit = unit_get(log, mg_hash64(u.p, u.len), fi, (uint8_t)arm);
-    if (row.unit == MG_RP_NONE)
+    struct mg_rp_pending *pd;
+    if (grow(&log->pend, &log->cappend, log->npend + 1, sizeof(*log->pend)))
       return -ENOMEM;
-    unit_add(&log->units[row.unit], &row);
+    pd = &log->pend[log->npend++];
+    pd->hash = mg_hash64(u.p, u.len);
+    pd->flag = fi;
+    pd->arm = (uint32_t)arm;
+    pd->row = f->nrows;
   }
   return add_row(f, &row);
 
@@ -770,7 +787,21 @@ bad:
   return 0;
 }
 
-/* ---- files -------------------------------------------------------------- */
+/* ---- files ------------------------------------------------------------- */
+
+/* Add the rows appended since the last call to their units' sums. The
+ * rows are read in order and the units touched at random, but no
+ * iteration waits for another, so the cache misses overlap. */
+static void sum_units(struct mg_rp_log *log) {
+  size_t i, k;
+  for (i = 0; i < log->nflags; i++) {
+    struct mg_rp_flag *f = log->flags[i];
+    for (k = f->summed; k < f->nrows; k++)
+      if (f->rows[k].unit != MG_RP_NONE)
+        unit_add(&log->units[f->rows[k].unit], &f->rows[k]);
+    f->summed = f->nrows;
+  }
+}
 
 static int add_file(struct mg_rp_log *log, const char *name,
                     struct line_ctx *c) {
@@ -786,6 +817,28 @@ static int add_file(struct mg_rp_log *log, const char *name,
   return 0;
 }
 
+/* Give the queued rows their units' indexes. Each probe would wait for
+ * memory; fetching the slot of the row PREFETCH places ahead lets the
+ * waits overlap. */
+#define PREFETCH 12
+static int resolve_pending(struct mg_rp_log *log) {
+  const struct mg_rp_pending *p = log->pend;
+  size_t i, n = log->npend;
+
+  for (i = 0; i < n; i++) {
+    uint32_t u;
+    if (i + PREFETCH < n)
+      unit_prefetch(log, p[i + PREFETCH].hash,
+                    p[i + PREFETCH].flag << 8 | p[i + PREFETCH].arm);
+    u = unit_get(log, p[i].hash, p[i].flag, (uint8_t)p[i].arm);
+    if (u == MG_RP_NONE)
+      return -ENOMEM;
+    log->flags[p[i].flag]->rows[p[i].row].unit = u;
+  }
+  log->npend = 0;
+  return 0;
+}
+
 /* Feed every complete line of p[0..n); returns the bytes consumed (up to
  * and including the last newline) or -ENOMEM. */
 static ptrdiff_t lines(struct mg_rp_log *log, const char *p, size_t n,
@@ -797,6 +850,8 @@ static ptrdiff_t lines(struct mg_rp_log *log, const char *p, size_t n,
       return -ENOMEM;
     s = nl + 1;
   }
+  if (resolve_pending(log))
+    return -ENOMEM;
   return s - p;
 }
 
@@ -813,37 +868,38 @@ int mg_rp_read_mem(struct mg_rp_log *log, const char *p, size_t n,
     return -ENOMEM;
   if ((size_t)used < n) {
     c.line++;
-    if (line(log, p + used, n - (size_t)used, &c))
+    if (line(log, p + used, n - (size_t)used, &c) || resolve_pending(log))
       return -ENOMEM;
   }
+  sum_units(log);
   return 0;
 }
 
-int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
-  struct line_ctx c;
+/* Read lines from fd into log: the bytes [start, end) with pread when end
+ * is not -1, else everything read(2) gives until its end. c counts lines
+ * from where the range starts. Returns 0, -errno or -ENOMEM. */
+static int read_range(struct mg_rp_log *log, int fd, off_t start, off_t end,
+                      struct line_ctx *c) {
   size_t cap = BLOCK, len = 0;
-  char *buf = NULL;
+  char *buf = malloc(cap);
   bool skipping = false; /* inside a line longer than MG_RP_MAX_LINE */
   int rc;
 
-  rc = add_file(log, name, &c);
-  if (rc)
-    return rc;
-  buf = malloc(cap);
   if (buf == NULL)
     return -ENOMEM;
   for (;;) {
     ssize_t got;
     ptrdiff_t used;
+    size_t want;
 
     if (len == cap) {
       /* A whole buffer without a newline: grow it for a long line, up to
        * the ceiling; past it, count the line once and drop its bytes up
        * to its newline. */
       if (cap >= MG_RP_MAX_LINE) {
-        c.line++;
+        c->line++;
         log->lines++;
-        malformed(log, &c, "line longer than the 64 MiB limit");
+        malformed(log, c, "line longer than the 64 MiB limit");
         skipping = true;
         len = 0;
       } else {
@@ -856,7 +912,16 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
         cap *= 2;
       }
     }
-    got = read(fd, buf + len, cap - len);
+    want = cap - len;
+    if (end >= 0) {
+      if (start >= end)
+        break;
+      if ((off_t)want > end - start)
+        want = (size_t)(end - start);
+      got = pread(fd, buf + len, want, start);
+    } else {
+      got = read(fd, buf + len, want);
+    }
     if (got < 0) {
       if (errno == EINTR)
         continue;
@@ -865,6 +930,7 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
     }
     if (got == 0)
       break;
+    start += got;
     log->bytes += (uint64_t)got;
     if (skipping) {
       /* len is 0 here: the bytes read are all of the buffer. */
@@ -879,7 +945,7 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
     }
     /* The kept partial line is scanned again for a newline: it is shorter
      * than a block but for rare giant lines. */
-    used = lines(log, buf, len, &c);
+    used = lines(log, buf, len, c);
     if (used < 0) {
       rc = -ENOMEM;
       goto out;
@@ -888,8 +954,8 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
     len -= (size_t)used;
   }
   if (len > 0 && !skipping) {
-    c.line++;
-    if (line(log, buf, len, &c)) {
+    c->line++;
+    if (line(log, buf, len, c) || resolve_pending(log)) {
       rc = -ENOMEM;
       goto out;
     }
@@ -897,5 +963,273 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
   rc = 0;
 out:
   free(buf);
+  return rc;
+}
+
+/* ---- parallel reading ----------------------------------------------------- */
+
+/* Files smaller than this are not worth a thread. */
+#define PARALLEL_MIN (16 << 20)
+#define MAX_THREADS 8
+
+/* One range of a file, parsed by its own thread into its own log. */
+struct job {
+  struct mg_rp_log log;  /* owned: the partial result */
+  int fd;
+  off_t start, end;
+  struct line_ctx c;     /* c.file borrowed from the main log */
+  int rc;
+  pthread_t thread;
+  bool started;
+};
+
+static void *job_run(void *arg) {
+  struct job *j = arg;
+  j->rc = read_range(&j->log, j->fd, j->start, j->end, &j->c);
+  return NULL;
+}
+
+/* The offset just past the first newline at or after pos, or size when
+ * there is none. */
+static int line_start_after(int fd, off_t pos, off_t size, off_t *out) {
+  char buf[65536];
+  while (pos < size) {
+    ssize_t got = pread(fd, buf, sizeof(buf), pos);
+    char *nl;
+    if (got < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (got == 0)
+      break;
+    nl = memchr(buf, '\n', (size_t)got);
+    if (nl) {
+      *out = pos + (nl - buf) + 1;
+      return 0;
+    }
+    pos += got;
+  }
+  *out = size;
+  return 0;
+}
+
+/* Merge the weight set ws of a partial flag (arms renumbered by am) into
+ * f; its index there, or MG_RP_NO_WSET when f tracks the maximum. */
+static uint8_t wset_merge(struct mg_rp_flag *f, const struct mg_rp_wset *ws,
+                          const int *am) {
+  struct mg_rp_wset n;
+  uint32_t i, k;
+
+  memset(&n, 0, sizeof(n));
+  for (i = 0; i < ws->n; i++) {
+    uint8_t arm = (uint8_t)am[ws->arm[i]];
+    for (k = n.n; k > 0 && n.arm[k - 1] > arm; k--) {
+      n.arm[k] = n.arm[k - 1];
+      n.bp[k] = n.bp[k - 1];
+    }
+    n.arm[k] = arm;
+    n.bp[k] = ws->bp[i];
+    n.n++;
+  }
+  for (k = 0; k < f->nwsets; k++)
+    if (f->wsets[k].n == n.n && memcmp(f->wsets[k].arm, n.arm, n.n) == 0 &&
+        memcmp(f->wsets[k].bp, n.bp, n.n * sizeof(n.bp[0])) == 0)
+      break;
+  if (k == f->nwsets) {
+    if (f->nwsets == MG_RP_MAX_WSETS) {
+      f->wsets_untracked += ws->records;
+      return MG_RP_NO_WSET;
+    }
+    f->wsets[f->nwsets++] = n;
+    f->wsets[k].records = 0;
+    f->wsets[k].first_ts[0] = f->wsets[k].last_ts[0] = '\0';
+  }
+  f->wsets[k].records += ws->records;
+  if (ws->first_ts[0] && (f->wsets[k].first_ts[0] == '\0' ||
+                          strcmp(ws->first_ts, f->wsets[k].first_ts) < 0))
+    memcpy(f->wsets[k].first_ts, ws->first_ts, sizeof(ws->first_ts));
+  if (strcmp(ws->last_ts, f->wsets[k].last_ts) > 0)
+    memcpy(f->wsets[k].last_ts, ws->last_ts, sizeof(ws->last_ts));
+  return (uint8_t)k;
+}
+
+/* Append partial log p (parsed from a later range of the same file, whose
+ * first line is number line_offset + 1) to log. */
+static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
+                 uint64_t line_offset) {
+  uint32_t *um = NULL;
+  size_t i, k;
+  int rc = 0;
+
+  log->bytes += p->bytes;
+  log->lines += p->lines;
+  log->blank += p->blank;
+  log->records += p->records;
+  log->event_lines += p->event_lines;
+  log->unflagged += p->unflagged;
+  log->malformed += p->malformed;
+  for (i = 0; i < p->nbad && log->nbad < MG_RP_MAX_BAD; i++) {
+    log->bad[log->nbad] = p->bad[i];
+    log->bad[log->nbad].line += line_offset;
+    log->nbad++;
+  }
+  for (i = 0; i < p->nevents; i++)
+    if ((rc = event_count(log, mg_str_c(p->events[i].name),
+                          mg_str_c(p->events[i].flag), p->events[i].n)) != 0)
+      return rc;
+
+  um = malloc((p->nunits ? p->nunits : 1) * sizeof(*um));
+  if (um == NULL)
+    return -ENOMEM;
+  for (i = 0; i < p->nunits; i++)
+    um[i] = MG_RP_NONE;
+  for (i = 0; i < p->nflags; i++) {
+    const struct mg_rp_flag *pf = p->flags[i];
+    struct mg_rp_flag *f = flag_get(log, mg_str_c(pf->name));
+    uint8_t wm[MG_RP_MAX_WSETS];
+    int am[MG_RP_MAX_ARMS];
+    uint32_t a;
+
+    if (f == NULL) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    for (a = 0; a < pf->narms; a++) {
+      am[a] = arm_get(f, mg_str_c(pf->arms[a].name));
+      if (am[a] == -ENOMEM) {
+        rc = -ENOMEM;
+        goto out;
+      }
+      if (am[a] >= 0) {
+        f->arms[am[a]].records += pf->arms[a].records;
+        f->arms[am[a]].rollout += pf->arms[a].rollout;
+        f->arms[am[a]].off += pf->arms[a].off;
+      }
+    }
+    for (k = 0; k < pf->nreasons; k++) {
+      const struct mg_rp_reason *r = &pf->reasons[k];
+      if (am[r->arm] >= 0 &&
+          reason_count(f, (uint8_t)am[r->arm], mg_str_c(r->reason), r->n)) {
+        rc = -ENOMEM;
+        goto out;
+      }
+    }
+    for (k = 0; k < pf->nwsets; k++) {
+      bool ok = true;
+      for (a = 0; a < pf->wsets[k].n; a++)
+        ok &= am[pf->wsets[k].arm[a]] >= 0;
+      wm[k] = ok ? wset_merge(f, &pf->wsets[k], am) : MG_RP_NO_WSET;
+    }
+    f->wsets_untracked += pf->wsets_untracked;
+    f->records += pf->records;
+    for (k = 0; k < pf->nrows; k++) {
+      struct mg_rp_row row = pf->rows[k];
+      if (am[row.arm] < 0) {
+        /* The union of both ranges' variants outgrew a flag. */
+        log->records--;
+        log->malformed++;
+        continue;
+      }
+      row.arm = (uint8_t)am[row.arm];
+      row.wset = row.wset == MG_RP_NO_WSET ? MG_RP_NO_WSET : wm[row.wset];
+      if (row.unit != MG_RP_NONE) {
+        uint32_t u = row.unit;
+        if (um[u] == MG_RP_NONE) {
+          um[u] = unit_get(log, p->units[u].hash, f->index, row.arm);
+          if (um[u] == MG_RP_NONE) {
+            rc = -ENOMEM;
+            goto out;
+          }
+        }
+        row.unit = um[u];
+      }
+      if (add_row(f, &row)) {
+        rc = -ENOMEM;
+        goto out;
+      }
+    }
+  }
+out:
+  free(um);
+  return rc;
+}
+
+/* Cut [0, size) at newlines into up to n ranges, parse them in parallel,
+ * merge in order. */
+static int read_parallel(struct mg_rp_log *log, int fd, off_t size,
+                         unsigned n, struct line_ctx *c) {
+  struct job *jobs;
+  off_t bounds[MAX_THREADS + 1];
+  unsigned i, nj = 0;
+  uint64_t offset;
+  int rc = 0;
+
+  bounds[0] = 0;
+  for (i = 1; i < n; i++) {
+    rc = line_start_after(fd, size / n * i, size, &bounds[i]);
+    if (rc)
+      return rc;
+    if (bounds[i] < bounds[i - 1])
+      bounds[i] = bounds[i - 1];
+  }
+  bounds[n] = size;
+  jobs = calloc(n, sizeof(*jobs));
+  if (jobs == NULL)
+    return -ENOMEM;
+  /* Ranges 1..n-1 on threads into their own logs; range 0 here, straight
+   * into log. */
+  for (i = 1; i < n; i++) {
+    struct job *j = &jobs[nj++];
+    mg_rp_log_init(&j->log);
+    j->fd = fd;
+    j->start = bounds[i];
+    j->end = bounds[i + 1];
+    j->c.file = c->file;
+    if (pthread_create(&j->thread, NULL, job_run, j) == 0) {
+      j->started = true;
+    } else {
+      /* No thread: parse the range here, after range 0. */
+      j->started = false;
+    }
+  }
+  rc = read_range(log, fd, 0, bounds[1], c);
+  for (i = 0; i < nj; i++) {
+    if (jobs[i].started)
+      pthread_join(jobs[i].thread, NULL);
+    else
+      job_run(&jobs[i]);
+  }
+  offset = c->line;
+  for (i = 0; i < nj; i++) {
+    if (rc == 0)
+      rc = jobs[i].rc;
+    if (rc == 0)
+      rc = merge(log, &jobs[i].log, offset);
+    offset += jobs[i].c.line;
+    mg_rp_log_free(&jobs[i].log);
+  }
+  c->line = offset;
+  free(jobs);
+  return rc;
+}
+
+int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
+  struct line_ctx c;
+  struct stat st;
+  unsigned n = log->threads ? log->threads : 1;
+  int rc;
+
+  rc = add_file(log, name, &c);
+  if (rc)
+    return rc;
+  if (n > MAX_THREADS)
+    n = MAX_THREADS;
+  if (n > 1 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      st.st_size >= PARALLEL_MIN && lseek(fd, 0, SEEK_CUR) == 0)
+    rc = read_parallel(log, fd, st.st_size, n, &c);
+  else
+    rc = read_range(log, fd, 0, -1, &c);
+  sum_units(log);
   return rc;
 }

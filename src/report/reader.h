@@ -18,6 +18,15 @@
  * A record without a unit (unit null: unit_kind "request") is its own unit:
  * its row carries MG_RP_NONE and it gets no aggregate.
  *
+ * Speed. A line costs one JSON scan (the larger part) and a probe of the
+ * unit map. Probes miss the cache, so they are not made line by line:
+ * each block of lines queues its rows, then resolves them in one loop that
+ * prefetches the slot of the row a few places ahead; rows are added to
+ * their units once a read call ends, in one pass whose misses overlap. A large regular file is cut
+ * at newlines into log->threads ranges, each parsed by its own thread into
+ * its own log, and the partial logs are merged in file order (so line
+ * numbers and examples read as if one thread had done it all).
+ *
  * A line that is not JSON, not an object, or a record whose fields have the
  * wrong types is counted as malformed and skipped, with the first few kept
  * as examples (file, line number, why). Blank lines are ignored. Lines that
@@ -106,6 +115,7 @@ struct mg_rp_flag {
   uint32_t narms;
   struct mg_rp_row *rows;        /* owned */
   size_t nrows, caprows;
+  size_t summed;                 /* rows already added to their units */
   struct mg_rp_reason *reasons;  /* owned */
   size_t nreasons, capreasons;
   struct mg_rp_wset *wsets;      /* owned: MG_RP_MAX_WSETS slots */
@@ -131,10 +141,20 @@ struct mg_rp_bad {
   const char *why;               /* static text */
 };
 
-/* One slot of the unit map: the key's hash and the aggregate it names. */
+/* One slot of the unit map. It holds the whole key, so a probe settles
+ * without touching the aggregate (another cache miss). */
 struct mg_rp_slot {
-  uint64_t key;
+  uint64_t hash;                 /* the unit's hash */
+  uint32_t flag_arm;             /* flag index << 8 | arm */
   uint32_t unit;                 /* index into units; MG_RP_NONE: empty */
+};
+
+/* A row waiting for its unit's index (resolved in batches). */
+struct mg_rp_pending {
+  uint64_t hash;
+  uint32_t flag;
+  uint32_t arm;
+  size_t row;                    /* index into the flag's rows */
 };
 
 struct mg_rp_log {
@@ -146,6 +166,8 @@ struct mg_rp_log {
   size_t nunits, capunits;
   struct mg_rp_slot *slots;      /* owned: open addressing, power of two */
   size_t capslots;
+  struct mg_rp_pending *pend;    /* owned: rows of the current block */
+  size_t npend, cappend;
   struct mg_rp_event *events;    /* owned */
   size_t nevents, capevents;
   char **files;                  /* owned: the names read, in order */
@@ -155,14 +177,17 @@ struct mg_rp_log {
   size_t nbad;
   struct mg_json_doc doc;        /* reused for every line */
   struct mg_buf scratch;         /* unescaped strings */
+  unsigned threads;              /* parsers for a large regular file; set
+                                  * before reading (mg_rp_log_init: 1) */
 };
 
 void mg_rp_log_init(struct mg_rp_log *log);
 void mg_rp_log_free(struct mg_rp_log *log);
 
 /* Read one log from fd to its end; name labels it in messages and examples.
- * Returns 0, -errno on a read error, or -ENOMEM. Malformed lines are not
- * errors. */
+ * A regular file is read as it was when this call began (bytes appended
+ * later are not). Returns 0, -errno on a read error, or -ENOMEM. Malformed
+ * lines are not errors. */
 int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name)
     MG_WARN_UNUSED;
 

@@ -128,6 +128,16 @@ static int parse_args(int argc, char **argv, struct args *a) {
   return 0;
 }
 
+/* Parsers per large file: the processors online (at most 8), or
+ * MG_REPORT_THREADS. */
+static unsigned threads(void) {
+  const char *env = getenv("MG_REPORT_THREADS");
+  long n = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1)
+    n = 1;
+  return n > 8 ? 8 : (unsigned)n;
+}
+
 /* Read every log; 0, or 1 with a message. */
 static int read_logs(struct mg_rp_log *log, const struct args *a) {
   bool stdin_used = false;
@@ -226,6 +236,7 @@ int mg_report_main(int argc, char **argv) {
     code = rc < 0 ? 0 : rc;
     goto out;
   }
+  log.threads = threads();
   if (read_logs(&log, &a))
     goto out;
   rc = mg_rp_analyze(&log, &a.opt, &report);

@@ -184,6 +184,40 @@ double mg_stats_quantile(double *v, size_t n, double p) {
   return a + frac * (b - a);
 }
 
+void mg_stats_quantiles(double *v, size_t n, const double *p, size_t k,
+                        double *out) {
+  size_t lo = 0, i, j;
+
+  for (i = 0; i < k; i++) {
+    double h, frac, a, b;
+    size_t kk;
+    if (n == 0 || isnan(p[i])) {
+      out[i] = NAN;
+      continue;
+    }
+    h = (double)(n - 1) * (p[i] < 0 ? 0 : p[i] > 1 ? 1 : p[i]);
+    kk = (size_t)floor(h);
+    if (kk >= n - 1)
+      kk = n - 1;
+    frac = h - (double)kk;
+    /* Everything from lo on is >= everything before it, and v[lo] is the
+     * lo-th order statistic: select within that part. */
+    if (kk < lo)
+      kk = lo;
+    select_k(v + lo, (ptrdiff_t)(n - lo), (ptrdiff_t)(kk - lo));
+    a = v[kk];
+    if (frac > 0 && kk + 1 < n) {
+      b = v[kk + 1];
+      for (j = kk + 2; j < n; j++)
+        if (v[j] < b)
+          b = v[j];
+      a += frac * (b - a);
+    }
+    out[i] = a;
+    lo = kk;
+  }
+}
+
 void mg_stats_ratio_init(struct mg_stats_ratio *r) {
   r->n = r->mx = r->my = r->m2x = r->m2y = r->cxy = 0;
 }

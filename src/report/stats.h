@@ -53,6 +53,12 @@ double mg_stats_chi2_sf(double x, double df);
  * Reorders v (Hoare selection, expected O(n)); NaN when n is 0. */
 double mg_stats_quantile(double *v, size_t n, double p);
 
+/* Several quantiles of v[0..n) at once: p[0..k) ascending, results in
+ * out. Each selection works on the part the previous one left at its
+ * right, so p50, p95 and p99 together cost little more than p50. */
+void mg_stats_quantiles(double *v, size_t n, const double *p, size_t k,
+                        double *out);
+
 /* Running co-moments of per-unit (numerator, denominator) pairs, updated
  * one unit at a time (Welford's update extended to the covariance), so
  * large sums never cancel catastrophically. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -545,6 +546,64 @@ static void test_analysis_control_choice(void **state) {
   mg_rp_log_free(&lg);
 }
 
+/* A large file parsed on several threads gives the very report one thread
+ * gives: same counts, same line numbers in the examples, same figures. */
+static void test_parallel_read_matches(void **state) {
+  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_report r1, r3;
+  struct mg_rp_log l1, l3;
+  struct mg_buf b, o1, o3;
+  char path[] = "/tmp/mg-test-report-XXXXXX";
+  int fd;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  mg_buf_init(&o1, SIZE_MAX);
+  mg_buf_init(&o3, SIZE_MAX);
+  /* Past the 16 MiB below which one thread reads, with malformed lines
+   * and an event in every part. */
+  while (b.len < (24u << 20)) {
+    gen(&b, "f", 3000, 0.5, 0.05, 0.06, NULL, b.len + 1);
+    gen(&b, "g", 1000, 0.2, 0.05, 0.05, "{\"a\":80,\"b\":20}", b.len + 7);
+    assert_int_equal(mg_buf_puts(&b, "torn {\"flag\n"
+                                      "{\"event\":\"kill\",\"flag\":\"f\"}\n"),
+                     0);
+  }
+  fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, b.data, b.len), (ssize_t)b.len);
+
+  mg_rp_log_init(&l1);
+  mg_rp_log_init(&l3);
+  l3.threads = 3;
+  assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+  assert_int_equal(mg_rp_read_fd(&l1, fd, "big"), 0);
+  assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+  assert_int_equal(mg_rp_read_fd(&l3, fd, "big"), 0);
+  close(fd);
+  unlink(path);
+  assert_int_equal(l1.lines, l3.lines);
+  assert_int_equal(l1.malformed, l3.malformed);
+  assert_true(l1.malformed > 8);
+  assert_int_equal(l1.nbad, l3.nbad);
+  assert_int_equal(l1.bad[MG_RP_MAX_BAD - 1].line,
+                   l3.bad[MG_RP_MAX_BAD - 1].line);
+  assert_int_equal(l1.nunits, l3.nunits);
+  assert_int_equal(mg_rp_analyze(&l1, &opt, &r1), 0);
+  assert_int_equal(mg_rp_analyze(&l3, &opt, &r3), 0);
+  assert_int_equal(mg_rp_render_json(&r1, &o1), 0);
+  assert_int_equal(mg_rp_render_json(&r3, &o3), 0);
+  assert_int_equal(o1.len, o3.len);
+  assert_memory_equal(o1.data, o3.data, o1.len);
+  mg_rp_report_free(&r1);
+  mg_rp_report_free(&r3);
+  mg_rp_log_free(&l1);
+  mg_rp_log_free(&l3);
+  mg_buf_free(&b);
+  mg_buf_free(&o1);
+  mg_buf_free(&o3);
+}
+
 static void test_format(void **state) {
   char b[64];
   (void)state;
@@ -575,6 +634,7 @@ int main(void) {
       cmocka_unit_test(test_analysis_aa),
       cmocka_unit_test(test_analysis_srm_and_effect),
       cmocka_unit_test(test_analysis_control_choice),
+      cmocka_unit_test(test_parallel_read_matches),
       cmocka_unit_test(test_format),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
