@@ -140,7 +140,7 @@ static void after_change(struct mg_server *s, struct mg_conn *c,
         if (e == 0)
           e = mg_buf_json_str(ev, v, strlen(v));
         if (e == 0)
-          e = mg_buf_printf(ev, ":%.2f",
+          e = mg_buf_printf(ev, ":%.10g",
                             s->flag_states[f->index].weights[i] / 100.0);
       }
       if (e == 0)

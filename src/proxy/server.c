@@ -646,7 +646,7 @@ static void ramp_changed(struct mg_server *s, const struct mg_flag *f,
       mg_buf_json_str(ev, f->name, strlen(f->name)) == 0 &&
       mg_buf_puts(ev, ",\"variant\":") == 0 &&
       mg_buf_json_str(ev, rt->treatment, strlen(rt->treatment)) == 0 &&
-      mg_buf_printf(ev, ",\"status\":\"%s\",\"step\":%u,\"weight\":%.2f",
+      mg_buf_printf(ev, ",\"status\":\"%s\",\"step\":%u,\"weight\":%.10g",
                     mg_ramp_status_name(rt->st.status), rt->st.step,
                     w / 100.0) == 0) {
     int e = 0;
