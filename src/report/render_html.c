@@ -126,11 +126,12 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
                  CSS);
   mg_rp_w_puts(w, "<header><h1>modelgate report</h1><p class=\"meta\">");
   mg_rp_w_printf(w,
-                 "%zu file%s, %s lines: %s decision records, %s event "
+                 "%zu file%s, %s line%s: %s decision record%s, %s event "
                  "line%s, %s malformed line%s skipped",
                  log->nfiles, log->nfiles == 1 ? "" : "s",
-                 count(a, sizeof(a), log->lines),
+                 count(a, sizeof(a), log->lines), log->lines == 1 ? "" : "s",
                  count(b, sizeof(b), log->records),
+                 log->records == 1 ? "" : "s",
                  count(c, sizeof(c), log->event_lines),
                  log->event_lines == 1 ? "" : "s",
                  count(d, sizeof(d), log->malformed),

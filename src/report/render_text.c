@@ -27,11 +27,12 @@ static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
   size_t i;
 
   mg_rp_w_printf(w,
-                 "modelgate report: %zu file%s, %s lines: %s decision "
-                 "records, %s event line%s, %s malformed line%s skipped\n",
+                 "modelgate report: %zu file%s, %s line%s: %s decision "
+                 "record%s, %s event line%s, %s malformed line%s skipped\n",
                  log->nfiles, log->nfiles == 1 ? "" : "s",
-                 count(a, sizeof(a), log->lines),
+                 count(a, sizeof(a), log->lines), log->lines == 1 ? "" : "s",
                  count(b, sizeof(b), log->records),
+                 log->records == 1 ? "" : "s",
                  count(c, sizeof(c), log->event_lines),
                  log->event_lines == 1 ? "" : "s",
                  count(d, sizeof(d), log->malformed),
@@ -59,9 +60,13 @@ static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
 
 static void alarms(struct mg_rp_w *w, const struct mg_rp_report *r) {
   size_t i;
+  size_t shown = 0;
+  for (i = 0; i < r->nflags; i++)
+    shown += r->flags[i].shown;
   if (r->nalarms == 0) {
-    mg_rp_w_puts(w, "\nALARMS: none (sample ratio, cohort balance, "
-                    "cross-flag co-assignment and input axis all pass)\n");
+    mg_rp_w_puts(w, shown ? "\nALARMS: none (sample ratio, cohort balance, "
+                            "cross-flag co-assignment and input axis)\n"
+                          : "\nALARMS: none (no flagged records)\n");
     return;
   }
   mg_rp_w_printf(w, "\nALARMS (%zu)\n", r->nalarms);

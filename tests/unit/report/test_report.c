@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "decisions/record.h"
 #include "report/analysis.h"
 #include "report/reader.h"
 #include "report/render.h"
@@ -394,6 +395,111 @@ static void test_reader_bits(void **state) {
   mg_rp_log_free(&lg);
 }
 
+/* Lines from the proxy's own writer (decisions/record.c) read back as
+ * they were meant. */
+static void test_reader_real_records(void **state) {
+  static const struct mg_record_weight w1[] = {{"control", 9000},
+                                               {"treatment", 1000}};
+  static const struct mg_record_weight w2[] = {{"control", 8750},
+                                               {"treatment", 1250}};
+  static const struct mg_record_attempt at[] = {
+      {"primary", "low_confidence", 200, 1500, 0.41, true},
+      {"secondary", "ok", 200, 200, 0.93, true}};
+  struct mg_record r;
+  struct mg_rp_log lg;
+  struct mg_buf b;
+  const struct mg_rp_flag *f;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  memset(&r, 0, sizeof(r));
+  r.ts_ms = 1795266000123; /* 2026-11-21T13:00:00.123Z */
+  r.id = "0123456789abcdef0123456789abcdef";
+  r.config = "00c0ffee00c0ffee";
+  r.endpoint = "chat";
+  r.alias = "gpt-4o";
+  r.flag = "chat";
+  r.unit = "00ff00ff00ff00ff";
+  r.unit_len = 16;
+  r.unit_kind = "user";
+  r.bucket = 417;
+  r.variant = "treatment";
+  r.reason = "rollout";
+  r.weights = w1;
+  r.nweights = 2;
+  r.input_chars = 812;
+  r.input_messages = 3;
+  r.input_tools = 3;
+  r.attempts = at;
+  r.nattempts = 2;
+  r.served_by = "secondary";
+  r.tier = "fallback";
+  r.fallback_reason = "low_confidence";
+  r.confidence = 0.93;
+  r.has_confidence = true;
+  r.cache = "miss";
+  r.status = 200;
+  r.ms = 1712.5;
+  r.ttfb_ms = 1700;
+  r.overhead_us = 38;
+  r.tokens_prompt = 31;
+  r.tokens_completion = 12;
+  assert_int_equal(mg_record_format(&r, &b), 0);
+  assert_int_equal(mg_buf_puts(&b, "\n"), 0);
+  /* A request unit that failed: no unit, no confidence, no tokens. */
+  r.unit = NULL;
+  r.unit_len = 0;
+  r.unit_kind = "request";
+  r.bucket = -1;
+  r.variant = "control";
+  r.weights = w2;
+  r.attempts = NULL;
+  r.nattempts = 0;
+  r.served_by = NULL;
+  r.tier = "none";
+  r.fallback_reason = NULL;
+  r.has_confidence = false;
+  r.status = 502;
+  r.error = true;
+  r.ms = 30000;
+  r.ttfb_ms = -1;
+  r.tokens_prompt = r.tokens_completion = -1;
+  assert_int_equal(mg_record_format(&r, &b), 0);
+  assert_int_equal(mg_buf_puts(&b, "\n"), 0);
+  assert_int_equal(mg_record_event_begin(&b, r.ts_ms, "kill"), 0);
+  assert_int_equal(mg_buf_puts(&b, ",\"flag\":\"chat\"}\n"), 0);
+
+  mg_rp_log_init(&lg);
+  assert_int_equal(mg_rp_read_mem(&lg, b.data, b.len, "real"), 0);
+  if (lg.malformed)
+    fail_msg("%s: %s", lg.bad[0].why, b.data);
+  assert_int_equal(lg.records, 2);
+  assert_int_equal(lg.event_lines, 1);
+  f = mg_rp_log_flag(&lg, "chat");
+  assert_non_null(f);
+  assert_int_equal(f->nrows, 2);
+  assert_int_equal(f->rows[0].bits, MG_RP_FB | MG_RP_LC | MG_RP_CONF |
+                                        MG_RP_TOK);
+  assert_int_equal(f->rows[0].chars, 812);
+  assert_int_equal(f->rows[0].tools, 3);
+  near(f->rows[0].ms, 1712.5, 0);
+  near(f->rows[0].confidence, 0.93, 1e-6);
+  assert_int_equal(f->rows[0].tok_prompt, 31);
+  assert_int_equal(f->rows[0].tok_completion, 12);
+  assert_int_not_equal(f->rows[0].unit, MG_RP_NONE);
+  assert_int_equal(f->rows[1].bits, MG_RP_ERR);
+  assert_int_equal(f->rows[1].unit, MG_RP_NONE);
+  assert_int_equal(f->nwsets, 2);
+  assert_int_equal(f->wsets[0].bp[0] + f->wsets[0].bp[1], 10000);
+  /* Arms are numbered as first seen: "treatment" (the first record's
+   * variant) is 0, and weight sets are sorted by arm. */
+  assert_string_equal(f->arms[f->wsets[1].arm[0]].name, "treatment");
+  assert_int_equal(f->wsets[1].bp[0], 1250);
+  assert_string_equal(f->wsets[0].first_ts, "2026-11-21T13:00:00.123Z");
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+}
+
 /* ---- analysis on small generated logs ----------------------------------- */
 
 struct rng {
@@ -631,6 +737,7 @@ int main(void) {
       cmocka_unit_test(test_delta_single_requests),
       cmocka_unit_test(test_reader_lines),
       cmocka_unit_test(test_reader_bits),
+      cmocka_unit_test(test_reader_real_records),
       cmocka_unit_test(test_analysis_aa),
       cmocka_unit_test(test_analysis_srm_and_effect),
       cmocka_unit_test(test_analysis_control_choice),
