@@ -303,6 +303,15 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
     } else if (f == NULL) {
       snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
       fail(c, 404, msg, "unknown_flag");
+    } else if (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0 &&
+               strcmp(action, "promote") != 0 &&
+               strcmp(action, "rollback") != 0 &&
+               strcmp(action, "restart") != 0) {
+      snprintf(msg, sizeof(msg),
+               "No ramp action \"%s\": use pause, resume, promote, rollback "
+               "or restart.",
+               action);
+      fail(c, 404, msg, "unknown_url");
     } else if ((rc = mg_server__ramp_action(s, f, action, msg, sizeof(msg))) ==
                0) {
       mg_info("admin: ramp %s on flag %s", action, f->name);

@@ -293,6 +293,10 @@ static void test_weights_refused_kill_wins(void **state) {
   admin(e, "DELETE", "/admin/flags/chat/weights", NULL, &r);
   assert_error(&r, 409, "ramp_conflict");
   mg_h_resp_free(&r);
+  /* A mistyped action is an unknown URL, not a conflict. */
+  admin(e, "POST", "/admin/flags/chat/ramp/pasue", NULL, &r);
+  assert_error(&r, 404, "unknown_url");
+  mg_h_resp_free(&r);
   st = admin_state(e);
   assert_true(weight_in(st, "new") == 50);
   assert_false(cJSON_IsTrue(at(st, "flags.chat.weights_override")));
