@@ -196,6 +196,8 @@ const char *mg_rp_fmt_value(char *buf, size_t n, enum mg_rp_metric m,
 /* A difference: "+2.08 pp" for rates, "+0.012", "+35.2 ms"; "n/a". */
 const char *mg_rp_fmt_diff(char *buf, size_t n, enum mg_rp_metric m,
                            double d);
+/* Milliseconds: "1712.4"; "n/a" for NaN. */
+const char *mg_rp_fmt_ms(char *buf, size_t n, double v);
 /* A p-value: "0.043", "3.1e-05", "< 1e-300"; "n/a". */
 const char *mg_rp_fmt_p(char *buf, size_t n, double p);
 /* An integer with thousands separators: "1,000,000". */

@@ -766,6 +766,8 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
   f->arms[arm].rollout++;
   if (row.wset != MG_RP_NO_WSET)
     wset_seen(&f->wsets[row.wset], d, fl.ts);
+  if (add_row(f, &row))
+    return -ENOMEM;
   if (is_type(d, fl.unit, MG_JSON_STRING)) {
     /* The unit's index comes later, in a batch (resolve_pending); its
      * sums later still (sum_units). */
@@ -777,9 +779,9 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
     pd->hash = mg_hash64(u.p, u.len);
     pd->flag = fi;
     pd->arm = (uint32_t)arm;
-    pd->row = f->nrows;
+    pd->row = f->nrows - 1;
   }
-  return add_row(f, &row);
+  return 0;
 
 bad:
   log->records--;
@@ -864,12 +866,16 @@ int mg_rp_read_mem(struct mg_rp_log *log, const char *p, size_t n,
     return -ENOMEM;
   log->bytes += n;
   used = lines(log, p, n, &c);
-  if (used < 0)
+  if (used < 0) {
+    log->npend = 0; /* rows of a failed read never get their units */
     return -ENOMEM;
+  }
   if ((size_t)used < n) {
     c.line++;
-    if (line(log, p + used, n - (size_t)used, &c) || resolve_pending(log))
+    if (line(log, p + used, n - (size_t)used, &c) || resolve_pending(log)) {
+      log->npend = 0;
       return -ENOMEM;
+    }
   }
   sum_units(log);
   return 0;
@@ -1230,6 +1236,8 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name) {
     rc = read_parallel(log, fd, st.st_size, n, &c);
   else
     rc = read_range(log, fd, 0, -1, &c);
+  /* After a failure, queued rows never get their units. */
+  log->npend = 0;
   sum_units(log);
   return rc;
 }

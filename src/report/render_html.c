@@ -229,9 +229,10 @@ static void metrics_table(struct mg_rp_w *w,
     for (m = 0; m < MG_RP_NMETRICS; m++) {
       value_text(b[2], 32, m, v->value[m]);
       if (m == MG_RP_M_LATENCY)
-        mg_rp_w_printf(w,
-                       "<td>%s</td><td>%.1f</td><td>%.1f</td><td>%.1f</td>",
-                       b[2], v->p50, v->p95, v->p99);
+        mg_rp_w_printf(w, "<td>%s</td><td>%s</td><td>%s</td><td>%s</td>",
+                       b[2], mg_rp_fmt_ms(b[3], 32, v->p50),
+                       mg_rp_fmt_ms(b[4], 32, v->p95),
+                       mg_rp_fmt_ms(b[5], 32, v->p99));
       else
         mg_rp_w_printf(w, "<td>%s</td>", b[2]);
     }
@@ -681,7 +682,7 @@ static void axis_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
 
 static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                        size_t fi) {
-  char b[8][32];
+  char b[10][32];
   uint32_t c, a;
   int m;
 
@@ -715,7 +716,7 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       mg_rp_w_printf(
           w,
           "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-          "<td>%s</td><td>%.1f</td><td>%.1f</td><td class=\"l wrap\">",
+          "<td>%s</td><td>%s</td><td>%s</td><td class=\"l wrap\">",
           count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
           mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
           mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
@@ -724,7 +725,7 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                           ca->value[MG_RP_M_LOWCONF]),
           mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
                           ca->value[MG_RP_M_CONFIDENCE]),
-          ca->p50, ca->p95);
+          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95));
       if (ca->has_cmp)
         for (m = 0; m < MG_RP_CELL_METRICS; m++)
           mg_rp_w_printf(w, "%s%s%s %s (p %s)%s", m ? ", " : "",

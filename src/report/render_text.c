@@ -135,7 +135,7 @@ static void metrics(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   for (a = 0; a < fr->narms; a++) {
     const struct mg_rp_variant *v = &fr->v[a];
     mg_rp_w_printf(
-        w, "  %-*s %9s %10s %8s %8s %8s %6s %8.1f %8.1f %8.1f %8s %8s%s\n",
+        w, "  %-*s %9s %10s %8s %8s %8s %6s %8s %8s %8s %8s %8s%s\n",
         nw, v->name, count(b[0], 32, v->units), count(b[1], 32, v->requests),
         mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, v->value[MG_RP_M_ERROR]),
         mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
@@ -143,7 +143,8 @@ static void metrics(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
         mg_rp_fmt_value(b[4], 32, MG_RP_M_LOWCONF, v->value[MG_RP_M_LOWCONF]),
         mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
                         v->value[MG_RP_M_CONFIDENCE]),
-        v->p50, v->p95, v->p99,
+        mg_rp_fmt_ms(b[8], 32, v->p50), mg_rp_fmt_ms(b[9], 32, v->p95),
+        mg_rp_fmt_ms(b[10], 32, v->p99),
         mg_rp_fmt_value(b[6], 32, MG_RP_M_PROMPT, v->value[MG_RP_M_PROMPT]),
         mg_rp_fmt_value(b[7], 32, MG_RP_M_COMPLETION,
                         v->value[MG_RP_M_COMPLETION]),
@@ -272,7 +273,7 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
       if (ca->requests == 0 && fr->v[a].requests == 0)
         continue;
       mg_rp_w_printf(
-          w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8.1f %8.1f\n",
+          w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s\n",
           a == 0 ? cell->label : "", nw, fr->v[a].name,
           count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
           mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
@@ -282,7 +283,7 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                           ca->value[MG_RP_M_LOWCONF]),
           mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
                           ca->value[MG_RP_M_CONFIDENCE]),
-          ca->p50, ca->p95);
+          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95));
     }
     for (a = 0; a < fr->narms; a++) {
       const struct mg_rp_cell_arm *ca = &cell->arms[a];
