@@ -172,9 +172,18 @@ static int parse_completions(struct mg_mock_req *rq, const cJSON *body,
 static int parse_embeddings(struct mg_mock_req *rq, const cJSON *body,
                             struct mg_buf *err) {
   const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
+  const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(body, "encoding_format");
   const cJSON *it;
   size_t chars = 0;
 
+  /* The OpenAI Node SDK (v4.x) asks for base64 unless told otherwise and
+   * decodes it to float32 itself. */
+  if (fmt && !cJSON_IsNull(fmt)) {
+    if (cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0)
+      rq->base64 = true;
+    else if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "float") != 0)
+      return set_err(err, "encoding_format must be \"float\" or \"base64\"");
+  }
   if ((rq->inputs = cJSON_CreateArray()) == NULL)
     return -ENOMEM;
   if (cJSON_IsString(input)) {
@@ -418,17 +427,53 @@ static void id_str(char *out, size_t n, const struct mg_mock_req *rq,
            id);
 }
 
-/* Eight floats in [-1, 1] from the model and the input text. */
-static cJSON *embedding(struct jb *j, const char *model, const char *text) {
-  cJSON *arr = cJSON_CreateArray();
+#define EMBEDDING_DIMS 8
+
+/* Eight floats in [-1, 1] from the model and the input text: a JSON array,
+ * or (base64) what OpenAI sends for encoding_format "base64": the
+ * little-endian float32 values, base64-encoded. */
+static cJSON *embedding(struct jb *j, const char *model, const char *text,
+                        bool base64) {
+  static const char b64[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  unsigned char raw[EMBEDDING_DIMS * 4];
+  char enc[(sizeof(raw) + 2) / 3 * 4 + 1], *o = enc;
+  double vals[EMBEDDING_DIMS];
   uint64_t seed = mg_hash64(model, strlen(model));
+  cJSON *arr;
+  size_t i;
   int k;
-  for (k = 0; k < 8 && arr; k++) {
+
+  for (k = 0; k < EMBEDDING_DIMS; k++) {
     uint64_t h = mg_xxh64(text, strlen(text), seed + (uint64_t)k);
     double v = (double)(h >> 11) / 9007199254740992.0 * 2.0 - 1.0;
-    add(j, arr, NULL, cJSON_CreateNumber(round(v * 1e6) / 1e6));
+    vals[k] = round(v * 1e6) / 1e6;
   }
-  return arr;
+  if (!base64) {
+    arr = cJSON_CreateArray();
+    for (k = 0; k < EMBEDDING_DIMS && arr; k++)
+      add(j, arr, NULL, cJSON_CreateNumber(vals[k]));
+    return arr;
+  }
+  for (k = 0; k < EMBEDDING_DIMS; k++) {
+    float f = (float)vals[k];
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    for (i = 0; i < 4; i++)
+      raw[k * 4 + (int)i] = (unsigned char)(u >> (8 * i));
+  }
+  for (i = 0; i < sizeof(raw); i += 3) {
+    size_t left = sizeof(raw) - i;
+    uint32_t w = (uint32_t)raw[i] << 16 |
+                 (left > 1 ? (uint32_t)raw[i + 1] << 8 : 0) |
+                 (left > 2 ? (uint32_t)raw[i + 2] : 0);
+    *o++ = b64[w >> 18 & 63];
+    *o++ = b64[w >> 12 & 63];
+    *o++ = left > 1 ? b64[w >> 6 & 63] : '=';
+    *o++ = left > 2 ? b64[w & 63] : '=';
+  }
+  *o = '\0';
+  return cJSON_CreateString(enc);
 }
 
 int mg_mock_answer(const struct mg_mock_req *rq, double confidence,
@@ -449,7 +494,8 @@ int mg_mock_answer(const struct mg_mock_req *rq, double confidence,
       cJSON *e = add(&j, data, NULL, cJSON_CreateObject());
       add(&j, e, "object", cJSON_CreateString("embedding"));
       add(&j, e, "index", cJSON_CreateNumber(i++));
-      add(&j, e, "embedding", embedding(&j, rq->model, in->valuestring));
+      add(&j, e, "embedding",
+          embedding(&j, rq->model, in->valuestring, rq->base64));
     }
     add(&j, root, "model", cJSON_CreateString(rq->model));
     add(&j, root, "usage", usage(&j, rq, false));

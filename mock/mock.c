@@ -9,7 +9,8 @@
  * tests rely on it to prove backpressure.
  *
  * API: POST /v1/chat/completions, /v1/completions, /v1/embeddings (OpenAI
- * shapes, `stream`, `logprobs`, `stream_options.include_usage`); GET /healthz.
+ * shapes, `stream`, `logprobs`, `stream_options.include_usage`,
+ * `encoding_format` "float" or "base64"); GET /healthz.
  *
  * Control (not counted in `requests`):
  *   POST /_mock/behaviour  {"model": "<name>"|"*", "mode": "ok|slow|status|

@@ -90,6 +90,7 @@ struct mg_mock_req {
   long prompt_tokens;
   long completion_tokens;
   cJSON *inputs; /* owned: embeddings, one string per input */
+  bool base64;   /* embeddings: encoding_format "base64" */
 };
 
 /* Parse and check a request body. On error (-EINVAL) err holds an

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 mg_install $MG_BUILD_PKGS $MG_TEST_PKGS
+mg_install_node
+mg_sdk_modules
 
 jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() {

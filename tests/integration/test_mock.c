@@ -299,6 +299,30 @@ static void test_logprobs(void **state) {
   cJSON_Delete(a);
 }
 
+/* Decode standard base64 (with padding) into out; the byte count, or
+ * SIZE_MAX on a bad character or when out is too small. */
+static size_t unbase64(const char *s, unsigned char *out, size_t cap) {
+  static const char digits[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  uint32_t acc = 0;
+  size_t n = 0;
+  int bits = 0;
+  for (; *s && *s != '='; s++) {
+    const char *d = strchr(digits, *s);
+    if (d == NULL)
+      return SIZE_MAX;
+    acc = acc << 6 | (uint32_t)(d - digits);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (n == cap)
+        return SIZE_MAX;
+      out[n++] = (unsigned char)(acc >> bits);
+    }
+  }
+  return n;
+}
+
 static void test_completions_and_embeddings(void **state) {
   int port = port_of(state);
   struct mg_h_resp r;
@@ -363,8 +387,42 @@ static void test_completions_and_embeddings(void **state) {
       cJSON_Compare(at(a, "data.0.embedding"), at(b, "data.1.embedding"), 1));
   assert_false(
       cJSON_Compare(at(a, "data.0.embedding"), at(b, "data.0.embedding"), 1));
+  cJSON_Delete(b);
+
+  /* encoding_format "base64" (the OpenAI Node SDK's default): the same
+   * vector as little-endian float32 values in base64. */
+  assert_int_equal(post(port, "/v1/embeddings",
+                        "{\"model\":\"e\",\"input\":\"hello\","
+                        "\"encoding_format\":\"base64\"}",
+                        &r),
+                   0);
+  assert_int_equal(r.status, 200);
+  b = json_body(&r);
+  mg_h_resp_free(&r);
+  {
+    unsigned char raw[64];
+    size_t n = unbase64(str_at(b, "data.0.embedding"), raw, sizeof(raw)), k;
+    assert_int_equal(n, 8 * 4);
+    for (k = 0; k < 8; k++) {
+      uint32_t u = (uint32_t)raw[k * 4] | (uint32_t)raw[k * 4 + 1] << 8 |
+                   (uint32_t)raw[k * 4 + 2] << 16 |
+                   (uint32_t)raw[k * 4 + 3] << 24;
+      float f;
+      char path[64];
+      memcpy(&f, &u, sizeof(f));
+      snprintf(path, sizeof(path), "data.0.embedding.%zu", k);
+      assert_true(fabs((double)f - num_at(a, path)) < 1e-6);
+    }
+  }
   cJSON_Delete(a);
   cJSON_Delete(b);
+  assert_int_equal(post(port, "/v1/embeddings",
+                        "{\"model\":\"e\",\"input\":\"hello\","
+                        "\"encoding_format\":\"int8\"}",
+                        &r),
+                   0);
+  assert_int_equal(r.status, 400);
+  mg_h_resp_free(&r);
 }
 
 static void test_bad_requests(void **state) {

@@ -1,0 +1,258 @@
+/* test_sdk.c - the official OpenAI Node SDK (npm package "openai", pinned
+ * in tests/sdk/package.json) through the real modelgate in front of
+ * mg-mock, both on loopback ports chosen at run time.
+ *
+ * One mock and one modelgate serve the whole group; every test runs one case
+ * of tests/sdk/openai_sdk.mjs, which asserts on what the SDK returns or
+ * throws (an application's view), and then checks here what the mock saw.
+ * Each alias leads to an upstream model of its own, so the mock's behaviours
+ * are set once and the cases do not disturb each other.
+ *
+ * Exits 77 (ctest: skipped) when node or tests/sdk/node_modules is missing;
+ * scripts/test.sh installs both, so CI always runs it. */
+#define _DEFAULT_SOURCE 1
+#define _GNU_SOURCE 1
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "common.h"
+#include "test_fallbacks.h"
+
+#define SDK_DIR MG_SOURCE_DIR "/tests/sdk"
+/* One run of node: its start-up, a few calls, one 300 ms first-byte timeout.
+ * The script's own watchdog fires first (45 s); this bounds node itself. */
+#define NODE_MS 60000
+
+static char node_bin[512];
+
+/* node (or Debian's older name, nodejs) on PATH; false when there is none. */
+static bool find_node(void) {
+  static const char *const names[] = {"node", "nodejs"};
+  const char *path = getenv("PATH");
+  char dirs[4096], *save = NULL, *d;
+  size_t i;
+
+  snprintf(dirs, sizeof(dirs), "%s", path ? path : "/usr/bin:/bin");
+  for (d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save))
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+      snprintf(node_bin, sizeof(node_bin), "%s/%s", d, names[i]);
+      if (access(node_bin, X_OK) == 0)
+        return true;
+    }
+  return false;
+}
+
+/* Every alias leads to an upstream model of its own. Only "main" has an API
+ * key: one is enough to prove the client's own key is not forwarded. */
+static const char config[] =
+    "'targets':{"
+    "'main':{'base_url':'@MOCK','model':'m-main','api_key_env':'" KEY_ENV "'},"
+    /* A flag whose whole rollout is on the canary. */
+    "'canary':{'base_url':'@MOCK','model':'m-canary'},"
+    /* Dies half-way through a stream. */
+    "'dying':{'base_url':'@MOCK','model':'m-die'},"
+    /* Refuses the request with its own 400: returned as is, although the
+     * target has a fallback. */
+    "'picky':{'base_url':'@MOCK','model':'m-picky','fallbacks':['backup']},"
+    /* Upstream errors with no fallback: 503, and 429 with Retry-After. */
+    "'down':{'base_url':'@MOCK','model':'m-down'},"
+    "'limited':{'base_url':'@MOCK','model':'m-limited'},"
+    /* Unsure answers, and a gate that abstains. */
+    "'gated':{'base_url':'@MOCK','model':'m-gated',"
+    "'confidence':{'min':0.8,'action':'abstain'}},"
+    /* 503, then a hang past first_byte_ms: the backup answers. */
+    "'primary':{'base_url':'@MOCK','model':'m-primary',"
+    "'fallbacks':['backup']},"
+    "'sleepy':{'base_url':'@MOCK','model':'m-sleepy',"
+    "'timeouts':{'first_byte_ms':300},'fallbacks':['backup']},"
+    "'backup':{'base_url':'@MOCK','model':'m-backup'}},"
+    "'flags':{'chat-model':{'off_variant':'stable','variants':{"
+    "'stable':{'target':'main','weight':0},"
+    "'canary':{'target':'canary','weight':100}}}},"
+    "'aliases':{'gpt-test':{'target':'main'},"
+    "'gpt-flag':{'flag':'chat-model'},"
+    "'gpt-die':{'target':'dying'},"
+    "'gpt-picky':{'target':'picky'},"
+    "'gpt-down':{'target':'down'},"
+    "'gpt-limited':{'target':'limited'},"
+    "'gpt-gated':{'target':'gated'},"
+    "'gpt-fallback':{'target':'primary'},"
+    "'gpt-slow-fallback':{'target':'sleepy'},"
+    "'gpt-instruct':{'target':'main'},"
+    "'text-embedding-test':{'target':'main'}}";
+
+static const char *const behaviours[] = {
+    "{'model':'m-die','mode':'stream_die','chunks':6,'die_after':3,"
+    "'chunk_ms':20}",
+    "{'model':'m-picky','mode':'status','status':400,'body':{'error':{"
+    "'message':'max_tokens is too large for this model',"
+    "'type':'invalid_request_error','param':'max_tokens',"
+    "'code':'context_length_exceeded'}}}",
+    "{'model':'m-down','mode':'status','status':503,'body':{'error':{"
+    "'message':'The upstream is overloaded','type':'server_error',"
+    "'param':null,'code':'overloaded'}}}",
+    "{'model':'m-limited','mode':'status','status':429,'retry_after':7,"
+    "'body':{'error':{'message':'Rate limit reached','type':'requests',"
+    "'param':null,'code':'rate_limit_exceeded'}}}",
+    "{'model':'m-gated','mode':'low_confidence'}",
+    "{'model':'m-primary','mode':'status','status':503}",
+    "{'model':'m-sleepy','mode':'hang'}",
+};
+
+static int group_setup(void **state) {
+  struct tenv *e;
+  size_t i;
+
+  if (tenv_setup(state) != 0)
+    return -1;
+  e = *state;
+  gate_cfg_level(e, "info", config);
+  for (i = 0; i < sizeof(behaviours) / sizeof(behaviours[0]); i++)
+    behave(e, behaviours[i]);
+  return 0;
+}
+
+/* Zero the mock's counters before each test (its behaviours stay). */
+static int reset_stats(void **state) {
+  struct tenv *e = *state;
+  struct mg_h_resp r;
+  int rc = mg_h_request(e->mock.port, "DELETE", "/_mock/stats", NULL, NULL, &r,
+                        T_MS);
+  rc = rc == 0 && r.status == 200 ? 0 : -1;
+  mg_h_resp_free(&r);
+  return rc;
+}
+
+/* Run `node openai_sdk.mjs PORT name`; it must exit 0 and say "ok name". */
+static void sdk_case(struct tenv *e, const char *name) {
+  char port[16], want[64], script[] = SDK_DIR "/openai_sdk.mjs";
+  const char *argv[] = {node_bin, script, port, name, NULL};
+  char *out = NULL;
+  double t0 = mg_h_now_ms();
+  int rc;
+
+  snprintf(port, sizeof(port), "%d", e->gate.port);
+  snprintf(want, sizeof(want), "ok %s:", name);
+  rc = mg_h_run(argv, &out, NODE_MS);
+  /* On failure the harness prints modelgate's log as well. */
+  if (rc != 0 || out == NULL || strstr(out, want) == NULL) {
+    print_error("%s", out ? out : "(no output)\n");
+    free(out);
+    fail_msg("node openai_sdk.mjs %s %s: exit %d", port, name, rc);
+  }
+  print_message("%s(%.0f ms)\n", out, mg_h_now_ms() - t0);
+  free(out);
+}
+
+/* The last request the mock saw for model carried this header value. */
+static void assert_mock_header(struct tenv *e, const char *model,
+                               const char *name, const char *want) {
+  char ptr[160], v[256];
+  char *s = mg_h_mock_stats(e->mock.port);
+  assert_non_null(s);
+  snprintf(ptr, sizeof(ptr), "/last/%s/headers/%s", model, name);
+  if (want == NULL) {
+    if (mg_h_json_str(s, ptr, v, sizeof(v)) != NULL)
+      fail_msg("%s: unexpected %s: %s", model, name, v);
+  } else if (mg_h_json_str(s, ptr, v, sizeof(v)) == NULL ||
+             strcmp(v, want) != 0) {
+    fail_msg("%s: want %s: %s in %s", model, name, want, s);
+  }
+  free(s);
+}
+
+static void test_chat(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "chat");
+  /* modelgate sent the target's own key, never the one the SDK sent. */
+  assert_mock_header(e, "m-main", "authorization", "Bearer " KEY_VALUE);
+  assert_mock_header(e, "m-canary", "authorization", NULL);
+}
+
+static void test_stream(void **state) { sdk_case(*state, "stream"); }
+
+static void test_stream_dies(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "stream_die");
+  /* Both streams were cut by the upstream; nothing was tried again. */
+  assert_int_equal(stat_num(e->mock.port, "/streams_died"), 2);
+  assert_int_equal(mock_count(e, "m-die"), 2);
+}
+
+static void test_unknown_model(void **state) {
+  sdk_case(*state, "unknown_model");
+}
+
+static void test_bad_request(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "bad_request");
+  /* The client's own fault: the backup was not asked. */
+  assert_int_equal(mock_count(e, "m-picky"), 1);
+  assert_int_equal(mock_count(e, "m-backup"), 0);
+}
+
+static void test_body_too_large(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "body_too_large");
+  /* Refused before anything went upstream. */
+  assert_int_equal(mock_count(e, "m-main"), 0);
+}
+
+/* With maxRetries: 0 and no retries configured, each failure is exactly one
+ * upstream request: what the SDK reports is modelgate's first answer. */
+static void test_upstream_errors(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "upstream_errors");
+  assert_int_equal(mock_count(e, "m-down"), 1);
+  assert_int_equal(mock_count(e, "m-limited"), 1);
+  assert_int_equal(mock_count(e, "m-gated"), 1);
+}
+
+static void test_fallback(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "fallback");
+  assert_int_equal(mock_count(e, "m-primary"), 2);
+  assert_int_equal(mock_count(e, "m-sleepy"), 1);
+  assert_int_equal(mock_count(e, "m-backup"), 3);
+}
+
+static void test_completions(void **state) { sdk_case(*state, "completions"); }
+
+static void test_embeddings(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "embeddings");
+  /* The SDK's default asked the upstream for base64 itself. */
+  cJSON *b = mock_last_body(e, "m-main");
+  assert_string_equal(str_at(b, "encoding_format"), "base64");
+  cJSON_Delete(b);
+}
+
+int main(void) {
+#define SDK_TEST(f) cmocka_unit_test_setup(f, reset_stats)
+  const struct CMUnitTest tests[] = {
+      SDK_TEST(test_chat),        SDK_TEST(test_stream),
+      SDK_TEST(test_stream_dies), SDK_TEST(test_unknown_model),
+      SDK_TEST(test_bad_request), SDK_TEST(test_upstream_errors),
+      SDK_TEST(test_fallback),    SDK_TEST(test_completions),
+      SDK_TEST(test_embeddings),  SDK_TEST(test_body_too_large),
+  };
+  char probe[] = SDK_DIR "/node_modules/openai/package.json";
+
+  if (!find_node()) {
+    printf("node is not installed (scripts/test.sh installs it): "
+           "skipping\n");
+    return 77;
+  }
+  if (access(probe, R_OK) != 0) {
+    printf("%s is missing (npm ci --prefix tests/sdk installs it; "
+           "scripts/test.sh does): skipping\n",
+           probe);
+    return 77;
+  }
+  return cmocka_run_group_tests(tests, group_setup, tenv_teardown);
+}
