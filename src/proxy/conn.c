@@ -40,7 +40,13 @@ static const struct mg_server_cfg *scfg(const struct mg_conn *c) {
 static void conn_process(struct mg_conn *c);
 static void conn_arm(struct mg_conn *c);
 static void conn_fail(struct mg_conn *c);
+static void conn_finish(struct mg_conn *c);
 static void read_start(struct mg_conn *c);
+
+/* The bounds of a lingering close (conn_finish): in all, and without a
+ * byte from the client. */
+#define LINGER_MS 5000
+#define LINGER_IDLE_MS 1000
 
 /* Decision headers for answers that never reached routing: every answer
  * carries them (issue 3), with "-" for what does not apply. */
@@ -357,7 +363,7 @@ static void on_write(uv_write_t *req, int status) {
   }
   c->last_progress = uv_now(c->srv->loop);
   if (c->queued == 0 && c->close_after) {
-    mg_conn_close(c);
+    conn_finish(c);
     return;
   }
   if (c->drain_wait && c->queued <= limits(c)->write_low_bytes) {
@@ -543,6 +549,7 @@ static void on_timer(uv_timer_t *t) {
     char extra[PLAIN_EXTRA_MAX];
     c->req.keep_alive = false;
     c->close_after = true;
+    c->linger = true;
     c->state = MG_CONN_BUSY;
     plain_extra(c, extra);
     mg_conn_respond_error(c, 408,
@@ -550,7 +557,7 @@ static void on_timer(uv_timer_t *t) {
                                : "The request body did not arrive in time.",
                           "request_timeout", NULL, extra);
     if (c->state != MG_CONN_CLOSING && c->queued == 0)
-      mg_conn_close(c);
+      conn_finish(c);
     return;
   }
   case MG_CONN_BUSY:
@@ -559,6 +566,14 @@ static void on_timer(uv_timer_t *t) {
       mg_debug("conn: client read nothing for %u ms, closing",
                scfg(c)->send_timeout_ms);
       conn_fail(c);
+      return;
+    }
+    conn_arm(c);
+    return;
+  case MG_CONN_LINGER:
+    if (now >= c->started + LINGER_MS ||
+        now >= c->last_progress + LINGER_IDLE_MS) {
+      mg_conn_close(c);
       return;
     }
     conn_arm(c);
@@ -590,6 +605,11 @@ static void conn_arm(struct mg_conn *c) {
       return;
     }
     deadline = c->last_progress + s->send_timeout_ms;
+    break;
+  case MG_CONN_LINGER:
+    deadline = c->started + LINGER_MS;
+    if (c->last_progress + LINGER_IDLE_MS < deadline)
+      deadline = c->last_progress + LINGER_IDLE_MS;
     break;
   default:
     return;
@@ -715,6 +735,7 @@ static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
                : "");
   c->req.keep_alive = false;
   c->close_after = true;
+  c->linger = true;
   c->state = MG_CONN_BUSY;
   uv_timer_stop(&c->timer);
   plain_extra(c, extra);
@@ -724,7 +745,7 @@ static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
     strcat(extra, "allow: GET, HEAD, POST\r\n");
   mg_conn_respond_error(c, status, msg, code, NULL, extra);
   if (c->state != MG_CONN_CLOSING && c->queued == 0)
-    mg_conn_close(c);
+    conn_finish(c);
 }
 
 /* Feed bytes to the parser. Bytes after a complete request are kept in
@@ -751,6 +772,7 @@ static bool conn_feed(struct mg_conn *c, const char *data, size_t len) {
   }
   if (err == HPE_PAUSED && c->req.answer_now) {
     /* Paused at the headers: answer and close, ignoring what follows. */
+    c->linger = true;
     dispatch(c);
     return false;
   }
@@ -760,6 +782,7 @@ static bool conn_feed(struct mg_conn *c, const char *data, size_t len) {
         mg_buf_append(&c->pending, pos, (size_t)(data + len - pos))) {
       /* Too much pipelined: refuse to buffer more; answer what we have. */
       c->req.keep_alive = false;
+      c->linger = true;
     }
     if (err == HPE_PAUSED_UPGRADE)
       c->req.keep_alive = false;
@@ -820,6 +843,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (c->state == MG_CONN_CLOSING)
     return;
+  if (c->state == MG_CONN_LINGER) {
+    c->last_progress = uv_now(srv->loop); /* discarded */
+    return;
+  }
   if (c->state == MG_CONN_BUSY || c->pending.len > 0) {
     /* Pipelined bytes wait for the current answer. Past the ceiling we stop
      * reading until they are parsed (TCP then pushes back). */
@@ -859,7 +886,7 @@ void mg_conn_request_done(struct mg_conn *c) {
   if (closing_after(c)) {
     c->close_after = true;
     if (c->queued == 0)
-      mg_conn_close(c);
+      conn_finish(c);
     return;
   }
   c->state = MG_CONN_IDLE;
@@ -902,8 +929,36 @@ void mg_conn_close(struct mg_conn *c) {
 /* The client is gone or misbehaved: close without answering. */
 static void conn_fail(struct mg_conn *c) { mg_conn_close(c); }
 
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req; /* UV_ECANCELED when the close came first */
+  (void)status;
+}
+
+/* Close once an answer is written. After an answer given before the whole
+ * request was read (a body too large, bad framing, a refused expectation),
+ * closing at once with bytes unread makes the kernel reset the connection,
+ * and the reset can destroy the answer before the client reads it: the
+ * client sees "connection reset" instead of the 413. So linger (RFC 9112,
+ * 9.6): send FIN, then read and discard until the client closes, goes
+ * quiet for LINGER_IDLE_MS, or LINGER_MS pass. */
+static void conn_finish(struct mg_conn *c) {
+  if (c->state == MG_CONN_CLOSING)
+    return;
+  if (!c->linger || c->srv->draining ||
+      uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    mg_conn_close(c);
+    return;
+  }
+  c->state = MG_CONN_LINGER;
+  c->started = c->last_progress = uv_now(c->srv->loop);
+  mg_buf_reset(&c->pending);
+  conn_arm(c);
+  read_start(c);
+}
+
 void mg_conn_drain(struct mg_conn *c) {
-  if (c->state == MG_CONN_IDLE && c->pending.len == 0 && c->queued == 0)
+  if ((c->state == MG_CONN_IDLE && c->pending.len == 0 && c->queued == 0) ||
+      c->state == MG_CONN_LINGER)
     mg_conn_close(c);
   /* Busy ones see srv->draining when they answer and close after it. */
 }

@@ -48,12 +48,15 @@ enum mg_conn_state {
   MG_CONN_HEAD,    /* reading a request line and headers */
   MG_CONN_BODY,    /* reading a body */
   MG_CONN_BUSY,    /* a request is being answered */
+  MG_CONN_LINGER,  /* answered early and half-closed: discarding input */
   MG_CONN_CLOSING,
 };
 
 struct mg_conn {
   uv_tcp_t tcp;               /* handle.data = this */
-  uv_timer_t timer;           /* header, body, keep-alive or send timeout */
+  uv_timer_t timer;           /* header, body, keep-alive, send or linger
+                               * timeout */
+  uv_shutdown_t shutdown;     /* the half-close of a lingering close */
   struct mg_server *srv;      /* borrowed: outlives every connection */
   struct mg_conn *prev, *next; /* the server's list */
   llhttp_t parser;
@@ -73,6 +76,8 @@ struct mg_conn {
   bool admin;                 /* accepted on the admin listener */
   bool fresh;                 /* no request seen yet */
   bool close_after;           /* close once the queued bytes are written */
+  bool linger;                /* the client may still be sending: half-close
+                               * and discard before closing */
   bool in_process;
   bool drain_wait;            /* the exchange waits for the queue to drain */
 };

@@ -125,6 +125,41 @@ static void test_url_too_long(void **state) {
 /* ---- request body ----------------------------------------------------------
  */
 
+/* A client that sends a too-large body without waiting (as SDKs do) must
+ * still read its 413: modelgate half-closes and discards the rest of the
+ * body instead of closing on unread bytes, which would reset the
+ * connection and destroy the answer before the client reads it. */
+static void test_body_too_large_while_uploading(void **state) {
+  struct tenv *e = *state;
+  const size_t len = 8u << 20;
+  char *req, *body;
+  int i;
+
+  gate_std(e, "", "", "", ""); /* the default limit, 4 MiB */
+  body = malloc(len);
+  assert_non_null(body);
+  memset(body, 'x', len);
+  req = fmt("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+            len);
+  for (i = 0; i < 5; i++) {
+    struct mg_h_resp r;
+    int fd = mg_h_connect(e->gate.port);
+    assert_true(fd >= 0);
+    if (mg_h_sends(fd, req) != 0 || mg_h_send(fd, body, len) != 0)
+      fail_msg("upload %d: the connection was reset while sending", i);
+    if (mg_h_read_response(fd, &r, T_MS) != 0)
+      fail_msg("upload %d: no answer (status %d)", i, r.status);
+    assert_error(&r, 413, "body_too_large");
+    assert_true(r.closed);
+    mg_h_resp_free(&r);
+    close(fd);
+  }
+  free(req);
+  free(body);
+  assert_gate_ok(e);
+}
+
 static void test_body_too_large(void **state) {
   struct tenv *e = *state;
   struct mg_h_resp r;
@@ -601,6 +636,7 @@ int main(void) {
       T(test_too_many_headers),
       T(test_url_too_long),
       T(test_body_too_large),
+      T(test_body_too_large_while_uploading),
       T(test_invalid_json_and_model),
       T(test_bad_framing),
       T(test_method_not_allowed),
