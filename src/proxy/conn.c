@@ -25,6 +25,7 @@ enum req_kind {
   KIND_HEALTHZ,
   KIND_READYZ,
   KIND_METRICS,
+  KIND_MODELS, /* GET /v1/models[/<id>]: the aliases clients may name */
   KIND_REJECT, /* answer req.reject_status once the body has been read */
   KIND_ADMIN,  /* the admin API (admin listener only) */
 };
@@ -244,6 +245,16 @@ static void classify(struct mg_conn *c) {
       r->kind = KIND_PROXY;
       return;
     }
+  }
+  if (!c->admin && len >= 10 && memcmp(url, "/v1/models", 10) == 0 &&
+      (len == 10 || url[10] == '/')) {
+    if (m != HTTP_GET && m != HTTP_HEAD) {
+      reject(r, 405, "Only GET and HEAD are allowed on this URL.",
+             "method_not_allowed");
+      return;
+    }
+    r->kind = KIND_MODELS;
+    return;
   }
   if ((len == 8 && memcmp(url, "/healthz", 8) == 0) ||
       (len == 7 && memcmp(url, "/readyz", 7) == 0) ||
@@ -619,6 +630,91 @@ static void conn_arm(struct mg_conn *c) {
 
 /* ---- reading and dispatch ------------------------------------------------- */
 
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
+static int model_json(struct mg_buf *b, const char *name, int64_t created) {
+  if (mg_buf_puts(b, "{\"id\":") || mg_buf_json_str(b, name, strlen(name)))
+    return -1;
+  return mg_buf_printf(b,
+                       ",\"object\":\"model\",\"created\":%lld,"
+                       "\"owned_by\":\"modelgate\"}",
+                       (long long)created);
+}
+
+/* GET /v1/models lists the aliases (what clients put in `model`), as
+ * OpenAI's API does, so that SDK helpers and frameworks that list or
+ * check models work; GET /v1/models/<id> is one of them, or 404. */
+static void answer_models(struct mg_conn *c, const char *extra) {
+  const struct mg_routes *rt = &c->srv->cfg->routes;
+  int64_t created = c->srv->config_loaded_ms / 1000;
+  const char *url = c->req.head.data ? c->req.head.data : "";
+  const char *p = url;
+  size_t len, i;
+  struct mg_buf out;
+  char id[256];
+  size_t n = 0;
+  int rc = 0;
+
+  /* classify() found "/v1/models" in the path, maybe after "http://host". */
+  while (p + 10 <= url + c->req.url_len && memcmp(p, "/v1/models", 10) != 0)
+    p++;
+  len = c->req.url_len - (size_t)(p - url) - 10;
+  p += 10;
+  for (i = 0; i < len; i++)
+    if (p[i] == '?' || p[i] == '#')
+      break;
+  len = i;
+  mg_buf_init(&out, 16u << 20);
+  if (len <= 1) { /* "/v1/models" or "/v1/models/" */
+    rc = mg_buf_puts(&out, "{\"object\":\"list\",\"data\":[");
+    for (i = 0; rc == 0 && i < rt->n; i++) {
+      if (i)
+        rc = mg_buf_puts(&out, ",");
+      if (rc == 0)
+        rc = model_json(&out, rt->v[i].name, created);
+    }
+    if (rc == 0)
+      rc = mg_buf_puts(&out, "]}");
+  } else {
+    const struct mg_alias *a = NULL;
+    for (i = 1; i < len && n < sizeof(id) - 1; i++) {
+      int hi, lo;
+      if (p[i] == '%' && i + 2 < len &&
+          (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
+        id[n++] = (char)(hi * 16 + lo);
+        i += 2;
+      } else {
+        id[n++] = p[i];
+      }
+    }
+    id[n] = '\0';
+    if (i == len && memchr(id, '\0', n) == NULL)
+      a = mg_map_get(&rt->by_name, id, n);
+    if (a == NULL) {
+      char msg[320];
+      snprintf(msg, sizeof(msg), "The model '%.200s' does not exist.", id);
+      mg_conn_respond_error(c, 404, msg, "model_not_found", "model", extra);
+      mg_buf_free(&out);
+      return;
+    }
+    rc = model_json(&out, a->name, created);
+  }
+  if (rc == 0)
+    mg_conn_respond(c, 200, "application/json", extra, out.data, out.len);
+  else
+    mg_conn_respond_error(c, 500, "Could not list the models.", NULL, NULL,
+                          extra);
+  mg_buf_free(&out);
+}
+
 static void answer_internal(struct mg_conn *c) {
   struct mg_server *srv = c->srv;
   char extra[PLAIN_EXTRA_MAX + 32];
@@ -649,6 +745,9 @@ static void answer_internal(struct mg_conn *c) {
     mg_buf_free(&out);
     break;
   }
+  case KIND_MODELS:
+    answer_models(c, extra);
+    break;
   case KIND_REJECT: {
     char msg[160];
     const char *text = c->req.reject_msg;

@@ -274,6 +274,68 @@ static void test_unknown_model_and_default_route(void **state) {
   assert_int_equal((int)stat_num(e->mock.port, "/by_model/no-such-model"), -1);
 }
 
+/* GET /v1/models lists the aliases as OpenAI's API lists models, and
+ * /v1/models/<id> is one of them (percent-decoded) or a 404. */
+static void test_models(void **state) {
+  struct tenv *e = *state;
+  struct mg_h_resp r;
+  cJSON *j, *d;
+  char msg[512];
+
+  {
+    /* std_config with a second alias, one that needs percent-encoding. */
+    char *cfg = std_config(e->mock.port, "", "", "", ""), *at, *cfg2;
+    at = strstr(cfg, "\"gpt-test\":{");
+    assert_non_null(at);
+    cfg2 = fmt("%.*s\"org/model x\":{\"target\":\"main\"},%s",
+               (int)(at - cfg), cfg, at);
+    assert_int_equal(gate_start(e, cfg2), 0);
+    free(cfg2);
+    free(cfg);
+  }
+  assert_int_equal(get(e->gate.port, "/v1/models", &r), 0);
+  assert_int_equal(r.status, 200);
+  j = json_body(&r);
+  assert_string_equal(str_at(j, "object"), "list");
+  d = cJSON_GetObjectItem(j, "data");
+  assert_int_equal(cJSON_GetArraySize(d), 2);
+  {
+    bool seen[2] = {false, false};
+    cJSON *m;
+    cJSON_ArrayForEach(m, d) {
+      const char *id = str_at(m, "id");
+      assert_string_equal(str_at(m, "object"), "model");
+      assert_string_equal(str_at(m, "owned_by"), "modelgate");
+      assert_true(cJSON_IsNumber(cJSON_GetObjectItem(m, "created")));
+      seen[0] |= strcmp(id, "gpt-test") == 0;
+      seen[1] |= strcmp(id, "org/model x") == 0;
+    }
+    assert_true(seen[0] && seen[1]);
+  }
+  cJSON_Delete(j);
+  mg_h_resp_free(&r);
+
+  assert_int_equal(get(e->gate.port, "/v1/models/org/model%20x", &r), 0);
+  assert_int_equal(r.status, 200);
+  j = json_body(&r);
+  assert_string_equal(str_at(j, "id"), "org/model x");
+  cJSON_Delete(j);
+  mg_h_resp_free(&r);
+
+  assert_int_equal(get(e->gate.port, "/v1/models/gpt-nope", &r), 0);
+  assert_error_msg(&r, 404, "model_not_found", msg, sizeof(msg));
+  assert_non_null(strstr(msg, "gpt-nope"));
+  mg_h_resp_free(&r);
+
+  assert_int_equal(mg_h_request(e->gate.port, "POST", "/v1/models", NULL, "{}",
+                                &r, T_MS),
+                   0);
+  assert_error(&r, 405, "method_not_allowed");
+  mg_h_resp_free(&r);
+  /* Nothing went upstream. */
+  assert_int_equal((int)stat_num(e->mock.port, "/requests"), 0);
+}
+
 /* ---- connections --------------------------------------------------------- */
 
 static void test_keepalive(void **state) {
@@ -795,6 +857,7 @@ int main(void) {
       T(test_authorization),
       T(test_chunked_request_not_forwarded),
       T(test_unknown_model_and_default_route),
+      T(test_models),
       T(test_keepalive),
       T(test_pipelining),
       T(test_split_request),

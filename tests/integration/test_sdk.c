@@ -222,6 +222,7 @@ static void test_fallback(void **state) {
 }
 
 static void test_completions(void **state) { sdk_case(*state, "completions"); }
+static void test_models(void **state) { sdk_case(*state, "models"); }
 
 static void test_embeddings(void **state) {
   struct tenv *e = *state;
@@ -240,6 +241,7 @@ int main(void) {
       SDK_TEST(test_bad_request), SDK_TEST(test_upstream_errors),
       SDK_TEST(test_fallback),    SDK_TEST(test_completions),
       SDK_TEST(test_embeddings),  SDK_TEST(test_body_too_large),
+      SDK_TEST(test_models),
   };
   char probe[] = SDK_DIR "/node_modules/openai/package.json";
 

@@ -372,6 +372,24 @@ const CASES = {
     }
     return `${f.data[0].embedding.length} dimensions`;
   },
+
+  // models.list() pages through the aliases; retrieve() finds one and
+  // throws NotFoundError for a name that is not routed.
+  async models() {
+    const ids = [];
+    for await (const m of client.models.list(opts)) {
+      assert.equal(m.object, "model");
+      ids.push(m.id);
+    }
+    for (const want of ["gpt-test", "gpt-flag", "text-embedding-test"])
+      assert.ok(ids.includes(want), `${want} listed in ${ids.join(", ")}`);
+    const one = await client.models.retrieve("gpt-flag", opts);
+    assert.equal(one.id, "gpt-flag");
+    await rejects(() => client.models.retrieve("gpt-nope", opts),
+      OpenAI.NotFoundError, { status: 404, code: "model_not_found" },
+      "retrieve of an unknown model");
+    return `${ids.length} models`;
+  },
 };
 
 // ---- main ------------------------------------------------------------------
