@@ -111,9 +111,9 @@ MG="$ROOT/$BUILD/modelgate"
 T=$(mktemp -d /tmp/modelgate-bench.XXXXXX)
 PIDS=()
 cleanup() {
-  local pid i
+  local pid
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     local alive=0
     for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ $alive -eq 0 ] && break
@@ -127,9 +127,9 @@ trap 'exit 130' INT TERM
 
 # Stop one process we started and wait for it (bounded).
 stop_pid() {
-  local pid=$1 sig=${2:-TERM} secs=${3:-10} i
+  local pid=$1 sig=${2:-TERM} secs=${3:-10}
   kill -"$sig" "$pid" 2>/dev/null || return 0
-  for i in $(seq $((secs * 10))); do
+  for _ in $(seq $((secs * 10))); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -171,8 +171,8 @@ free_port() {
 
 # Wait until PORT accepts connections while PID lives; LOG is shown on failure.
 wait_port() {
-  local port=$1 pid=$2 what=$3 logf=$4 secs=${5:-30} i
-  for i in $(seq $((secs * 10))); do
+  local port=$1 pid=$2 what=$3 logf=$4 secs=${5:-30}
+  for _ in $(seq $((secs * 10))); do
     kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2 || true; die "$what exited during start-up"; }
     (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0
     sleep 0.1
@@ -258,8 +258,7 @@ EOF
     >"$T/$name.log" 2>&1 &
   MG_PID_OUT=$!
   PIDS+=("$MG_PID_OUT")
-  local i
-  for i in $(seq 600); do
+  for _ in $(seq 600); do
     [ -s "$T/$name.port" ] && break
     kill -0 "$MG_PID_OUT" 2>/dev/null || { cat "$T/$name.log" >&2; die "modelgate ($name) exited during start-up"; }
     sleep 0.1
@@ -539,7 +538,7 @@ RSS_FRESH=$(vmrss_kib "$MEM_PID")
 "$T/mgload" "$MG_PORT_OUT" "$BENCH_IDLE_CONNS" 0 --idle "$BENCH_IDLE_SECONDS" >"$T/idle.out" 2>&1 &
 IDLE_PID=$!
 PIDS+=("$IDLE_PID")
-for i in $(seq 300); do
+for _ in $(seq 300); do
   grep -q '^idle:' "$T/idle.out" && break
   kill -0 "$IDLE_PID" 2>/dev/null || break
   sleep 0.1
