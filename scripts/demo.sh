@@ -23,7 +23,7 @@ trap cleanup EXIT INT TERM
 mock=$!
 # The demo's admin token, so that the walkthrough can flip the kill switch.
 export MODELGATE_ADMIN_TOKEN=demo-token
-rm -f /tmp/modelgate-demo.state.json
+rm -f /tmp/modelgate-demo.state.json /tmp/modelgate-demo.decisions.jsonl*
 ./build/modelgate serve 2>"$logs/modelgate.log" &
 gate=$!
 for _ in $(seq 50); do
@@ -58,6 +58,17 @@ curl -s http://127.0.0.1:9900/_mock/behaviour -d '{"model":"*","mode":"hang"}' >
 show "curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\":\"gpt-4o-mini\",\"messages\":[]}'"
 curl -s -X DELETE http://127.0.0.1:9900/_mock/behaviour >/dev/null
 show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_(requests_total|flag_requests_total|fallbacks_total)'"
+
+echo "# every request left a decision record (prompts and answers never written):"
+show "tail -n 1 /tmp/modelgate-demo.decisions.jsonl"
+echo "# 300 users call gpt-4o; then compare the two arms of the flag, per user:"
+for i in $(seq 300); do
+  [ "$i" -gt 1 ] && echo next
+  printf 'silent\nurl = "http://127.0.0.1:8080/v1/chat/completions"\ndata = "{\\"model\\":\\"gpt-4o\\",\\"user\\":\\"user-%d\\",\\"messages\\":[{\\"role\\":\\"user\\",\\"content\\":\\"Hi\\"}]}"\noutput = "/dev/null"\n' "$i"
+done >"$logs/users.curl"
+curl -s --parallel --parallel-max 8 -K "$logs/users.curl" 2>/dev/null
+sleep 0.5 # the log writer flushes every 200 ms
+show "./build/modelgate report --flag chat-model /tmp/modelgate-demo.decisions.jsonl | sed -n '1,24p'"
 
 if [ "${MG_DEMO_EXIT:-0}" = 1 ]; then
   exit 0
