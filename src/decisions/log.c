@@ -212,6 +212,10 @@ static void *writer(void *arg) {
     struct mg_buf tmp;
 
     pthread_mutex_lock(&l->mu);
+    /* Nothing queued: sleep until the first line of the next batch (an
+     * idle gate does not wake every flush_ms). */
+    while (!l->stop && !l->reopen && l->front.len == 0)
+      pthread_cond_wait(&l->cv, &l->mu);
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_nsec += (long)(l->cfg.flush_ms % 1000) * 1000000L;
     deadline.tv_sec += l->cfg.flush_ms / 1000 + deadline.tv_nsec / 1000000000L;
@@ -312,7 +316,9 @@ int mg_dlog_write(struct mg_dlog *l, const char *line, size_t len) {
   } else {
     l->st.dropped++;
   }
-  wake = l->front.len >= WAKE_BYTES;
+  /* The first line of a batch starts the writer's flush_ms wait; a full
+   * batch cuts it short. */
+  wake = l->front.len >= WAKE_BYTES || (rc == 0 && l->front.len == len + 1);
   pthread_mutex_unlock(&l->mu);
   if (wake)
     pthread_cond_signal(&l->cv);
