@@ -40,6 +40,17 @@ char *mg_str_dup(struct mg_str s);
 /* Parse a decimal unsigned integer that fills the whole slice. */
 int mg_str_to_u64(struct mg_str s, uint64_t *out);
 
+/* Decimal digits of v at the end of buf[24]; returns where they begin
+ * (not NUL-terminated; the length is buf + 24 - the result). */
+static inline char *mg_u64_digits(char buf[24], uint64_t v) {
+  char *p = buf + 24;
+  do {
+    *--p = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  return p;
+}
+
 /* Lower-case hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
 void mg_hex(const void *p, size_t n, char *out);
 

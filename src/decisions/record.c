@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/str.h"
 #include "common/time.h"
 
 /* ---- the record: an upper bound reserved once, then unchecked writes ---- */
@@ -24,13 +25,8 @@ static void w_raw(struct w *w, const char *s, size_t n) {
 #define W_LIT(w, lit) w_raw((w), (lit), sizeof(lit) - 1)
 
 static void w_u64(struct w *w, uint64_t v) {
-  char tmp[24];
-  size_t i = sizeof(tmp);
-  do {
-    tmp[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  w_raw(w, tmp + i, sizeof(tmp) - i);
+  char tmp[24], *d = mg_u64_digits(tmp, v);
+  w_raw(w, d, (size_t)(tmp + sizeof(tmp) - d));
 }
 
 static void w_i64(struct w *w, int64_t v) {

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/str.h"
+
 const char *mg_http_reason(int s) {
   switch (s) {
   case 100: return "Continue";
@@ -78,13 +80,8 @@ int mg_http_error_json(struct mg_buf *out, const char *message,
 }
 
 void mg_head_u64(struct mg_head *h, uint64_t v) {
-  char tmp[24];
-  size_t i = sizeof(tmp);
-  do {
-    tmp[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  mg_head_put(h, tmp + i, sizeof(tmp) - i);
+  char tmp[24], *d = mg_u64_digits(tmp, v);
+  mg_head_put(h, d, (size_t)(tmp + sizeof(tmp) - d));
 }
 
 void mg_head_begin(struct mg_head *h, int status, const char *date) {

@@ -98,3 +98,20 @@ void mg_rp_w_html(struct mg_rp_w *w, const char *s) {
   if (!w->err && s > run)
     w->err = mg_buf_append(w->b, run, (size_t)(s - run));
 }
+
+static const char *plural(uint64_t n) { return n == 1 ? "" : "s"; }
+
+void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
+  char a[32], b[32], c[32], d[32];
+  mg_rp_w_printf(w,
+                 "%zu file%s, %s line%s: %s decision record%s, %s event "
+                 "line%s, %s malformed line%s skipped",
+                 log->nfiles, plural(log->nfiles),
+                 mg_rp_fmt_count(a, sizeof(a), log->lines), plural(log->lines),
+                 mg_rp_fmt_count(b, sizeof(b), log->records),
+                 plural(log->records),
+                 mg_rp_fmt_count(c, sizeof(c), log->event_lines),
+                 plural(log->event_lines),
+                 mg_rp_fmt_count(d, sizeof(d), log->malformed),
+                 plural(log->malformed));
+}

@@ -37,6 +37,11 @@ void mg_rp_w_json_num(struct mg_rp_w *w, double v);
 /* s with &, <, >, " and ' escaped for HTML text and attribute values. */
 void mg_rp_w_html(struct mg_rp_w *w, const char *s);
 
+/* "N files, N lines: N decision records, N event lines, N malformed lines
+ * skipped", plural where due, counts with thousands separators; the
+ * opening of the text and HTML reports. */
+void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log);
+
 /* The text of the method footnote, shared by every format. */
 extern const char mg_rp_method_text[];
 

@@ -115,7 +115,7 @@ static void value_text(char *buf, size_t n, enum mg_rp_metric m, double v) {
 
 static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
   const struct mg_rp_log *log = r->log;
-  char a[32], b[32], c[32], d[32];
+  char a[32];
   size_t i;
 
   mg_rp_w_printf(w,
@@ -125,17 +125,7 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
                  "</title><style>%s</style></head><body>\n",
                  CSS);
   mg_rp_w_puts(w, "<header><h1>modelgate report</h1><p class=\"meta\">");
-  mg_rp_w_printf(w,
-                 "%zu file%s, %s line%s: %s decision record%s, %s event "
-                 "line%s, %s malformed line%s skipped",
-                 log->nfiles, log->nfiles == 1 ? "" : "s",
-                 count(a, sizeof(a), log->lines), log->lines == 1 ? "" : "s",
-                 count(b, sizeof(b), log->records),
-                 log->records == 1 ? "" : "s",
-                 count(c, sizeof(c), log->event_lines),
-                 log->event_lines == 1 ? "" : "s",
-                 count(d, sizeof(d), log->malformed),
-                 log->malformed == 1 ? "" : "s");
+  mg_rp_w_inputs(w, log);
   if (log->unflagged)
     mg_rp_w_printf(w, "; %s records without a flag",
                    count(a, sizeof(a), log->unflagged));

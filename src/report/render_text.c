@@ -23,20 +23,12 @@ static int name_width(const struct mg_rp_flag_report *fr) {
 
 static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
   const struct mg_rp_log *log = r->log;
-  char a[32], b[32], c[32], d[32];
+  char a[32];
   size_t i;
 
-  mg_rp_w_printf(w,
-                 "modelgate report: %zu file%s, %s line%s: %s decision "
-                 "record%s, %s event line%s, %s malformed line%s skipped\n",
-                 log->nfiles, log->nfiles == 1 ? "" : "s",
-                 count(a, sizeof(a), log->lines), log->lines == 1 ? "" : "s",
-                 count(b, sizeof(b), log->records),
-                 log->records == 1 ? "" : "s",
-                 count(c, sizeof(c), log->event_lines),
-                 log->event_lines == 1 ? "" : "s",
-                 count(d, sizeof(d), log->malformed),
-                 log->malformed == 1 ? "" : "s");
+  mg_rp_w_puts(w, "modelgate report: ");
+  mg_rp_w_inputs(w, log);
+  mg_rp_w_puts(w, "\n");
   for (i = 0; i < log->nbad; i++)
     mg_rp_w_printf(w, "  malformed: %s:%" PRIu64 ": %s\n", log->bad[i].file,
                    log->bad[i].line, log->bad[i].why);
