@@ -46,6 +46,14 @@ static void fail(struct mg_conn *c, int status, const char *msg,
   mg_conn_respond_error(c, status, msg, code, NULL, NULL);
 }
 
+/* 405 names the methods the URL takes (RFC 9110, 15.5.6). */
+static void fail_method(struct mg_conn *c, const char *allow,
+                        const char *msg) {
+  char extra[64];
+  snprintf(extra, sizeof(extra), "allow: %s\r\n", allow);
+  mg_conn_respond_error(c, 405, msg, "method_not_allowed", NULL, extra);
+}
+
 /* ---- state ------------------------------------------------------------------ */
 
 static cJSON *weights_json(const struct mg_flag *f, const uint32_t *w) {
@@ -80,7 +88,13 @@ static cJSON *state_json(struct mg_server *s) {
     cJSON_AddBoolToObject(o, "enabled", f->enabled);
     cJSON_AddBoolToObject(o, "killed", st->killed);
     cJSON_AddStringToObject(o, "off_variant", f->variants[f->off_variant].name);
-    cJSON_AddStringToObject(o, "unit", mg_unit_kind_name(f->unit));
+    if (f->unit == MG_UNIT_ATTR) {
+      char u[300];
+      snprintf(u, sizeof(u), "attr:%s", f->unit_attr);
+      cJSON_AddStringToObject(o, "unit", u);
+    } else {
+      cJSON_AddStringToObject(o, "unit", mg_unit_kind_name(f->unit));
+    }
     if (st->has_weights)
       cJSON_AddItemToObject(o, "weights", weights_json(f, st->weights));
     else
@@ -167,6 +181,7 @@ static void set_weights(struct mg_server *s, struct mg_conn *c,
   cJSON *j = cJSON_ParseWithLength(body, len), *it;
   const char *names[MG_FLAG_MAX_VARIANTS];
   uint32_t w[MG_FLAG_MAX_VARIANTS], sum = 0, n = 0;
+  bool seen[MG_FLAG_MAX_VARIANTS] = {false};
   char msg[256];
 
   if (!cJSON_IsObject(j)) {
@@ -177,12 +192,20 @@ static void set_weights(struct mg_server *s, struct mg_conn *c,
   }
   cJSON_ArrayForEach(it, j) {
     double bp = cJSON_IsNumber(it) ? it->valuedouble * 100 : -1;
-    if (mg_flag_variant_index(f, it->string) < 0) {
+    int vi = mg_flag_variant_index(f, it->string);
+    if (vi < 0) {
       snprintf(msg, sizeof(msg), "Flag %s has no variant \"%s\".", f->name,
                it->string);
       fail(c, 400, msg, "unknown_variant");
       goto out;
     }
+    if (seen[vi]) {
+      snprintf(msg, sizeof(msg), "The weight of \"%s\" is given twice.",
+               it->string);
+      fail(c, 400, msg, "invalid_weights");
+      goto out;
+    }
+    seen[vi] = true;
     if (!(bp >= 0 && bp <= 10000) || fabs(bp - round(bp)) > 1e-6 ||
         n == MG_FLAG_MAX_VARIANTS) {
       snprintf(msg, sizeof(msg),
@@ -256,9 +279,20 @@ static bool authorized(struct mg_server *s, struct mg_conn *c, bool mutation) {
          "admin_disabled");
     return false;
   }
-  if (!mg_conn_header(c, "authorization", &auth) ||
-      !mg_str_has_prefix_nocase(auth, "bearer ") ||
-      !mg_admin_token_equal(s->admin_token, auth.p + 7, auth.len - 7)) {
+  if (mg_conn_header(c, "authorization", &auth) &&
+      mg_str_has_prefix_nocase(auth, "bearer ")) {
+    /* "Bearer" 1*SP token (RFC 6750, 2.1; RFC 9110, 11.4) */
+    auth.p += 7;
+    auth.len -= 7;
+    while (auth.len && auth.p[0] == ' ') {
+      auth.p++;
+      auth.len--;
+    }
+  } else {
+    auth = MG_STR_NULL;
+  }
+  if (auth.p == NULL ||
+      !mg_admin_token_equal(s->admin_token, auth.p, auth.len)) {
     fail(c, 401, "A valid admin bearer token is required.", "unauthorized");
     return false;
   }
@@ -283,12 +317,12 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
 
   if (strcmp(path, "/admin/state") == 0) {
     if (m != HTTP_GET && m != HTTP_HEAD)
-      fail(c, 405, "Use GET.", "method_not_allowed");
+      fail_method(c, "GET, HEAD", "Use GET.");
     else if (authorized(s, c, false))
       reply(c, 200, state_json(s));
   } else if (strcmp(path, "/admin/reload") == 0) {
     if (m != HTTP_POST)
-      fail(c, 405, "Use POST.", "method_not_allowed");
+      fail_method(c, "POST", "Use POST.");
     else if (authorized(s, c, true))
       reload(s, c);
   } else if (sscanf(path, "/admin/flags/%255[^/]/ramp/%31[a-z]", flag,
@@ -297,7 +331,7 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
     char msg[320];
     int rc;
     if (m != HTTP_POST) {
-      fail(c, 405, "Use POST.", "method_not_allowed");
+      fail_method(c, "POST", "Use POST.");
     } else if (!authorized(s, c, true)) {
       /* answered */
     } else if (f == NULL) {
@@ -330,10 +364,10 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
     if (!kill && !unkill && !weights) {
       fail(c, 404, "Unknown admin URL.", "unknown_url");
     } else if ((kill || unkill) && m != HTTP_POST) {
-      fail(c, 405, "Use POST.", "method_not_allowed");
+      fail_method(c, "POST", "Use POST.");
     } else if (weights && m != HTTP_PUT && m != HTTP_DELETE) {
-      fail(c, 405, "Use PUT to set weights, DELETE to clear them.",
-           "method_not_allowed");
+      fail_method(c, "PUT, DELETE",
+                  "Use PUT to set weights, DELETE to clear them.");
     } else if (!authorized(s, c, true)) {
       /* answered */
     } else if (f == NULL) {

@@ -19,6 +19,7 @@ struct mg_series {
   uint64_t *buckets;          /* owned: histogram counts per bound */
   uint64_t count;
   double sum;
+  int hidden;                 /* not rendered until set again */
 };
 
 struct mg_family {
@@ -149,14 +150,25 @@ out:
   return s;
 }
 
+void mg_metrics_hide(struct mg_metrics *m, const char *name) {
+  struct mg_family *f = mg_map_get(&m->by_name, name, strlen(name));
+  struct mg_series *s;
+  for (s = f ? f->series : NULL; s; s = s->next)
+    s->hidden = 1;
+}
+
 void mg_series_add(struct mg_series *s, double v) {
-  if (s)
+  if (s) {
     s->value += v;
+    s->hidden = 0;
+  }
 }
 
 void mg_series_set(struct mg_series *s, double v) {
-  if (s)
+  if (s) {
     s->value = v;
+    s->hidden = 0;
+  }
 }
 
 double mg_series_value(const struct mg_series *s) { return s ? s->value : 0; }
@@ -250,6 +262,8 @@ int mg_metrics_render(const struct mg_metrics *m, struct mg_buf *out) {
     rc = mg_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help,
                        f->name, types[f->type]);
     for (s = f->series; rc == 0 && s; s = s->next) {
+      if (s->hidden)
+        continue;
       if (f->type == MG_HISTOGRAM) {
         rc = render_hist(f, s, out);
         continue;

@@ -28,6 +28,11 @@ int mg_metrics_family(struct mg_metrics *m, const char *name, const char *help,
 struct mg_series *mg_metrics_series(struct mg_metrics *m, const char *name,
                                     const char *labels);
 
+/* Hide every series of a gauge family until it is set again: for gauges
+ * describing the config in force (its hash, the flags and targets it has),
+ * so that what a reload removed stops being exported. */
+void mg_metrics_hide(struct mg_metrics *m, const char *name);
+
 void mg_series_add(struct mg_series *s, double v);  /* counters, gauges */
 void mg_series_set(struct mg_series *s, double v);  /* gauges */
 void mg_series_observe(struct mg_series *s, double v); /* histograms */

@@ -287,6 +287,11 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
   mg_series_set(mg_metrics_series(s->metrics, "modelgate_cache_bytes", ""),
                 (double)cs.bytes);
   /* Ramps of the current snapshot's flags. */
+  mg_metrics_hide(s->metrics, "modelgate_ramp_step");
+  mg_metrics_hide(s->metrics, "modelgate_ramp_rolled_back");
+  mg_metrics_hide(s->metrics, "modelgate_ramp_window_requests");
+  mg_metrics_hide(s->metrics, "modelgate_ramp_window_error_rate");
+  mg_metrics_hide(s->metrics, "modelgate_ramp_window_p95_ms");
   for (i = 0; i < s->cfg->flags.n; i++) {
     const struct mg_flag *f = &s->cfg->flags.v[i];
     const struct mg_ramp_cfg *rc = &s->cfg->ramps.v[i];
@@ -327,6 +332,7 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
     mg_buf_free(&fl);
   }
   /* Breaker states of the current snapshot's targets. */
+  mg_metrics_hide(s->metrics, "modelgate_breaker_state");
   for (i = 0; i < s->cfg->targets.n; i++) {
     const struct mg_target *t = &s->cfg->targets.v[i];
     struct mg_breaker *b = mg_map_get(&s->breakers, t->name, strlen(t->name));
@@ -350,6 +356,7 @@ int mg_server__render_metrics(struct mg_server *s, struct mg_buf *out) {
       mg_metrics_series(s->metrics, "modelgate_upstream_paused_total", ""),
       (double)s->up.paused_total);
   mg_buf_init(&l, 256);
+  mg_metrics_hide(s->metrics, "modelgate_config_info");
   if (mg_metrics_labels(&l, "hash", s->cfg->hash, NULL) == 0)
     mg_series_set(mg_metrics_series(s->metrics, "modelgate_config_info",
                                     l.data),
@@ -888,7 +895,10 @@ static int rebuild_states(struct mg_server *s, size_t old_nflags) {
   s->flag_states = st;
   s->flag_stale = stale;
   s->flag_series = fs;
-  /* Gauges for what is in force now. */
+  /* Gauges for what is in force now; flags and variants a reload removed
+   * are no longer exported. */
+  mg_metrics_hide(s->metrics, "modelgate_flag_killed");
+  mg_metrics_hide(s->metrics, "modelgate_flag_weight_percent");
   for (i = 0; i < fl->n; i++) {
     const struct mg_flag *f = &fl->v[i];
     struct mg_buf l;

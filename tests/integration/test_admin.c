@@ -290,6 +290,12 @@ static void test_auth(void **state) {
   users_follow(e, 40, 70, 30, "rollout");
   assert_true(mnow(e, "modelgate_config_reloads_total", "result=\"ok\"") <= 0);
 
+  /* More than one space after the scheme is allowed (RFC 9110, 11.4). */
+  assert_int_equal(adm_h(e, "GET", "/admin/state",
+                         "Authorization: Bearer   " TOKEN "\r\n", NULL, &r),
+                   200);
+  mg_h_resp_free(&r);
+
   /* The scheme is case-insensitive, as HTTP's are. */
   assert_int_equal(adm_h(e, "POST", "/admin/flags/chat/kill",
                          "authorization: bearer " TOKEN "\r\n", "", &r),
@@ -515,6 +521,7 @@ static void test_state_content(void **state) {
 
   /* Disabled in the file: killed, without an override. */
   assert_false(bool_of(st, "flags.dark.enabled"));
+  assert_string_equal(str_at(st, "flags.dark.unit"), "attr:org");
   assert_true(bool_of(st, "flags.dark.killed"));
   assert_false(bool_of(st, "flags.dark.kill_override"));
   assert_true(w_of(st, "dark", "weights", "trt") == 20);
