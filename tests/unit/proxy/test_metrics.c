@@ -53,9 +53,36 @@ static void test_render(void **state) {
   mg_metrics_free(m);
 }
 
+/* A hidden gauge series is not rendered until it is set again. */
+static void test_hide(void **state) {
+  struct mg_metrics *m = mg_metrics_new();
+  struct mg_buf out;
+  (void)state;
+  assert_int_equal(mg_metrics_family(m, "info", "Info.", MG_GAUGE, NULL, 0),
+                   0);
+  mg_series_set(mg_metrics_series(m, "info", "hash=\"old\""), 1);
+  mg_metrics_hide(m, "info");
+  mg_series_set(mg_metrics_series(m, "info", "hash=\"new\""), 1);
+  mg_metrics_hide(m, "no_such_family");
+  mg_buf_init(&out, 1 << 20);
+  assert_int_equal(mg_metrics_render(m, &out), 0);
+  assert_non_null(strstr(out.data, "info{hash=\"new\"} 1\n"));
+  assert_null(strstr(out.data, "old"));
+  /* Set again: back. */
+  mg_metrics_hide(m, "info");
+  mg_series_set(mg_metrics_series(m, "info", "hash=\"old\""), 1);
+  mg_buf_reset(&out);
+  assert_int_equal(mg_metrics_render(m, &out), 0);
+  assert_non_null(strstr(out.data, "info{hash=\"old\"} 1\n"));
+  assert_null(strstr(out.data, "new"));
+  mg_buf_free(&out);
+  mg_metrics_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_render),
+      cmocka_unit_test(test_hide),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
