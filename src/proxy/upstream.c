@@ -28,7 +28,8 @@
  * learn about every close of the descriptor, or libuv would be left
  * watching a number that now belongs to another socket:
  *
- * - A socket that carried response bytes (`active`) is connected, and
+ * - A socket curl watched for reading and that became readable (`active`)
+ *   is connected (curl waits for writability while connecting), and
  *   libcurl closes connected sockets through CURLOPT_CLOSESOCKETFUNCTION
  *   (on_curl_close), which closes our handle first. Active sockets keep
  *   their handle across CURL_POLL_REMOVE.
@@ -47,7 +48,7 @@ struct up_sock {
   uint32_t gen;         /* the descriptor's generation at creation */
   int events;           /* UV_READABLE/UV_WRITABLE being polled */
   bool wanted;          /* curl watches it (between add and REMOVE) */
-  bool active;          /* response bytes arrived on it: connected */
+  bool active;          /* it was readable: connected */
 };
 
 struct up_fdslot {
@@ -172,6 +173,13 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (status < 0)
     flags = CURL_CSELECT_ERR;
   else {
+    /* Readable without error: curl watches a socket for reading only once
+     * it is connected (while connecting it waits for writability), so this
+     * one is, and its close will reach on_curl_close (struct up_sock).
+     * CURLINFO_ACTIVESOCKET cannot tell: in 7.88 it answers only after a
+     * transfer. */
+    if (events & UV_READABLE)
+      s->active = true;
     if (events & UV_READABLE)
       flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE)
@@ -294,15 +302,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata) {
 
   if (!call->got_data) {
     char *ct = NULL;
-    curl_socket_t fd = CURL_SOCKET_BAD;
-    struct up_sock *s;
     call->got_data = true;
-    /* Bytes arrived: the socket is connected, and curl will report its
-     * closing (see struct up_sock). */
-    if (curl_easy_getinfo(call->easy, CURLINFO_ACTIVESOCKET, &fd) ==
-            CURLE_OK &&
-        (s = sock_find(call->up, fd)) != NULL)
-      s->active = true;
     call->t_first_byte = uv_hrtime();
     curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
     curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
