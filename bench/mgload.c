@@ -70,21 +70,28 @@ int main(int argc, char **argv) {
   const char *body = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":"
                      "\"user\",\"content\":\"Say hello to the benchmark, "
                      "please.\"}]}";
-  char req[4096], *buf;
+  char req[16384], *buf;
   double *lat, t0;
   int *fds;
 
   if (argc < 4) {
-    fprintf(stderr, "usage: mgload PORT CONNS REQUESTS [--idle SECONDS]\n"
+    fprintf(stderr, "usage: mgload PORT CONNS REQUESTS [--idle SECONDS] "
+                    "[--body JSON]\n"
                     "  --idle: open CONNS connections, send one request on "
-                    "each, then hold them idle\n");
+                    "each, then hold them idle\n"
+                    "  --body: the request body (default: a small chat "
+                    "completion request)\n");
     return 2;
   }
   port = atoi(argv[1]);
   conns = atoi(argv[2]);
   n = atol(argv[3]);
-  if (argc > 5 && strcmp(argv[4], "--idle") == 0)
-    idle_only = atoi(argv[5]);
+  for (i = 4; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "--idle") == 0)
+      idle_only = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--body") == 0)
+      body = argv[i + 1];
+  }
   snprintf(req, sizeof(req),
            "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
            "application/json\r\nContent-Length: %zu\r\n\r\n%s",

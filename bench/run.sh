@@ -4,9 +4,12 @@
 # A canned upstream (nginx, one worker, `return 200` with a fixed chat
 # completion) is measured with wrk at 1 and 32 connections: directly, through
 # modelgate, through nginx proxy_pass, through haproxy and through Portkey's
-# open-source gateway. Then modelgate's resident memory with idle keep-alive
-# connections, and user-space instructions per proxied request under callgrind
-# for modelgate and nginx. See bench/README.md for how to read the output.
+# open-source gateway; and, as further modelgate configurations, modelgate
+# with a flag on the path (5 rules, 3 variants, requests carrying a user) and
+# modelgate with its decision log off, for issues 3.8 and 5.7. Then
+# modelgate's resident memory with idle keep-alive connections, and
+# user-space instructions per proxied request under callgrind for modelgate
+# and nginx. See bench/README.md for how to read the output.
 #
 # Output: a Markdown report on stdout and in bench/out/latest.md; progress on
 # stderr. Exit 0 when the benchmark ran (targets may FAIL: they are printed,
@@ -18,7 +21,10 @@ set -euo pipefail
 BENCH_SECONDS=${BENCH_SECONDS:-10}     # wrk duration of one measurement
 BENCH_WARMUP=${BENCH_WARMUP:-2}        # wrk warm-up before each measurement
 BENCH_RUNS=${BENCH_RUNS:-3}            # measurements per configuration (median)
-BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey"}
+BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-nolog"}
+# Connections at which the extra modelgate configurations (modelgate-flag,
+# modelgate-nolog) are measured; their targets are defined at 32.
+BENCH_VARIANT_CONNS=${BENCH_VARIANT_CONNS:-32}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
 BENCH_IDLE_SECONDS=${BENCH_IDLE_SECONDS:-20}
 BENCH_CG_N1=${BENCH_CG_N1:-2000}       # callgrind: requests in the short run
@@ -29,16 +35,15 @@ BENCH_BUILD_DIR=${BENCH_BUILD_DIR:-build}
 BENCH_STRICT=${BENCH_STRICT:-0}
 BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-0} # wait up to N s for an idle machine
-PORTKEY_VERSION=1.15.2                 # keep in step with bench/package.json
 CONNS_LIST="1 32"                      # the targets are defined at these two
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 COMMAND="$({ env | grep -E '^BENCH_' || true; } | sort | tr '\n' ' ')bash bench/run.sh${*:+ $*}"
 START_TS=$(date +%s)
-
-log() { printf '[bench %3ds] %s\n' "$(($(date +%s) - START_TS))" "$*" >&2; }
-die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 for v in BENCH_SECONDS BENCH_WARMUP BENCH_RUNS BENCH_IDLE_CONNS BENCH_QUIET_WAIT \
   BENCH_IDLE_SECONDS BENCH_CG_N1 BENCH_CG_N2 BENCH_CG_CONNS; do
@@ -47,98 +52,37 @@ done
 [ "$BENCH_RUNS" -ge 1 ] && [ "$BENCH_SECONDS" -ge 1 ] || die "BENCH_RUNS and BENCH_SECONDS must be >= 1"
 [ "$BENCH_CG_N2" -gt "$BENCH_CG_N1" ] || die "BENCH_CG_N2 must exceed BENCH_CG_N1"
 for p in $BENCH_PEERS; do
-  case $p in direct | modelgate | nginx | haproxy | portkey) ;;
+  case $p in direct | modelgate | nginx | haproxy | portkey | modelgate-flag | modelgate-nolog) ;;
   *) die "unknown peer '$p' in BENCH_PEERS" ;; esac
+done
+for c in $BENCH_VARIANT_CONNS; do
+  [[ " $CONNS_LIST " == *" $c "* ]] || die "BENCH_VARIANT_CONNS may hold only: $CONNS_LIST"
 done
 for p in direct modelgate nginx; do
   [[ " $BENCH_PEERS " == *" $p "* ]] || die "BENCH_PEERS must include $p (the targets need it)"
 done
 
 # ---- install what is missing ---------------------------------------------
-install_debs() {
-  local missing="" sudo=""
-  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
-  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
-  command -v wrk >/dev/null || missing="$missing wrk"
-  command -v valgrind >/dev/null || missing="$missing valgrind"
-  command -v curl >/dev/null || missing="$missing curl"
-  command -v gcc >/dev/null || missing="$missing gcc libc6-dev"
-  if [[ " $BENCH_PEERS " == *" portkey "* ]]; then
-    command -v node >/dev/null || missing="$missing nodejs"
-    command -v npm >/dev/null || missing="$missing npm"
-  fi
-  [ -z "$missing" ] && return 0
-  log "installing Debian packages:$missing"
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  # shellcheck disable=SC2086
-  $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
-}
-install_debs
-export PATH="$PATH:/usr/sbin:/sbin"
-
+need_cmd nginx nginx-light
+need_cmd haproxy haproxy
+need_cmd wrk wrk
+need_cmd valgrind valgrind
+need_cmd curl curl
+need_cmd gcc gcc libc6-dev
 if [[ " $BENCH_PEERS " == *" portkey "* ]]; then
-  PK_DIR=bench/node_modules/@portkey-ai/gateway
-  have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$PK_DIR/package.json" 2>/dev/null | head -1 || true)
-  if [ "$have" != "$PORTKEY_VERSION" ]; then
-    log "installing @portkey-ai/gateway@$PORTKEY_VERSION into bench/node_modules"
-    (cd bench && timeout 600 npm install --no-audit --no-fund --loglevel=error >&2) ||
-      die "npm install of @portkey-ai/gateway failed"
-  fi
-  [ -f "$PK_DIR/build/start-server.js" ] || die "$PK_DIR/build/start-server.js missing after npm install"
+  need_cmd node nodejs
+  need_cmd npm npm
 fi
+install_missing
+export PATH="$PATH:/usr/sbin:/sbin"
+[[ " $BENCH_PEERS " == *" portkey "* ]] && install_portkey
 
 # ---- build modelgate ---------------------------------------------------------
 BUILD="$BENCH_BUILD_DIR"
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-  log "configuring $BUILD (RelWithDebInfo)"
-  . scripts/deps.sh
-  # shellcheck disable=SC2086
-  mg_install $MG_BUILD_PKGS
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-fi
-grep -q '^MG_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" &&
-  die "$BUILD is a sanitizer build: set BENCH_BUILD_DIR to a plain RelWithDebInfo build"
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
-log "building modelgate in $BUILD ($BUILD_TYPE)"
-cmake --build "$BUILD" -j"$(nproc)" --target modelgate >/dev/null ||
-  die "cmake --build $BUILD --target modelgate failed"
-MG="$ROOT/$BUILD/modelgate"
-[ -x "$MG" ] || die "$MG missing after the build"
+build_modelgate "$BUILD" modelgate
 
 # ---- temp dir, processes, cleanup -----------------------------------------
-T=$(mktemp -d /tmp/modelgate-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    local alive=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ $alive -eq 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  if [ "$BENCH_KEEP_TMP" = 1 ]; then echo "bench: temp files kept in $T" >&2; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Stop one process we started and wait for it (bounded).
-stop_pid() {
-  local pid=$1 sig=${2:-TERM} secs=${3:-10}
-  kill -"$sig" "$pid" 2>/dev/null || return 0
-  for _ in $(seq $((secs * 10))); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local keep=() q
-  for q in "${PIDS[@]}"; do [ "$q" = "$pid" ] || keep+=("$q"); done
-  PIDS=("${keep[@]}")
-}
+bench_tmp_init modelgate-bench
 
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
   ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -149,123 +93,73 @@ fi
 log "temp dir $T"
 gcc -O2 -w -o "$T/mgload" bench/mgload.c || die "cannot compile bench/mgload.c"
 
-# A port below the kernel's ephemeral range (which the load's own client
-# connections use) that no socket on the machine is bound to.
-USED_PORTS=" "
-EPHEMERAL_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[ "$EPHEMERAL_LO" -gt 12000 ] || EPHEMERAL_LO=60000
-free_port() {
-  local p hex
-  while :; do
-    p=$((10000 + RANDOM % (EPHEMERAL_LO - 10000)))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    hex=$(printf '%04X' "$p")
-    if ! awk -v h="$hex" '{ split($2, a, ":"); if (a[2] == h) f = 1 } END { exit !f }' \
-      /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$p "
-      echo "$p"
-      return
-    fi
-  done
-}
-
-# Wait until PORT accepts connections while PID lives; LOG is shown on failure.
-wait_port() {
-  local port=$1 pid=$2 what=$3 logf=$4 secs=${5:-30}
-  for _ in $(seq $((secs * 10))); do
-    kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2 || true; die "$what exited during start-up"; }
-    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  cat "$logf" >&2 || true
-  die "$what did not listen on 127.0.0.1:$port within ${secs}s"
-}
-
-NGINX_USER=""
-[ "$(id -u)" -eq 0 ] && NGINX_USER="user root root;"
-
-TOKEN="chatcmpl-bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-CANNED='{"id":"'$TOKEN'","object":"chat.completion","created":1700000000,"model":"canned-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark! This is a canned answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
+start_canned_upstream
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark, please."}]}'
-API=/v1/chat/completions
-
-# nginx config common head: one worker, no access log, temp paths in $T.
-nginx_head() { # NAME [extra main-context lines]
-  local d="$T/$1"
-  mkdir -p "$d"
-  cat <<EOF
-$NGINX_USER
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-${2:-}
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  keepalive_requests 1000000000;
-  keepalive_timeout 300s;
-EOF
-}
-
-# ---- canned upstream ---------------------------------------------------------
-UP_PORT=$(free_port)
-{
-  nginx_head upstream
-  cat <<EOF
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location = $API {
-      default_type application/json;
-      return 200 '$CANNED';
-    }
-  }
-}
-EOF
-} >"$T/upstream.conf"
-nginx -c "$T/upstream.conf" -e "$T/upstream/error.log" >"$T/upstream.log" 2>&1 &
-UP_PID=$!
-PIDS+=("$UP_PID")
-wait_port "$UP_PORT" "$UP_PID" "canned upstream (nginx)" "$T/upstream.log"
+# modelgate-flag's body: the same request with a user (so the flag's rollout
+# bucketing runs) and attributes that no rule matches (so all five rules are
+# evaluated before the rollout decides).
+BODY_FLAG='{"model":"gpt-4o-mini","user":"user-4242","messages":[{"role":"user","content":"Say hello to the benchmark, please."}],"metadata":{"region":"eu","tier":"pro","customer":"acme-4242","plan":"team"}}'
 
 # ---- peers -----------------------------------------------------------------
 declare -A PORT PID HDRS
 
-start_modelgate() { # NAME -> sets MG_PORT_OUT, MG_PID_OUT
-  local name=$1 cmd_prefix=${2:-}
-  cat >"$T/$name.json" <<EOF
+# modelgate's config for a configuration of the table: plain (one target on
+# the canned upstream, decision log on as by default), flag (the alias routed
+# through a flag with 5 rules and 3 variants, like bench/flagbench.c's, every
+# variant's target on the canned upstream), nolog (plain, decision log off).
+modelgate_config() { # plain|flag|nolog
+  local targets route log=""
+  targets='"canned": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"}'
+  route='"gpt-4o-mini": {"target": "canned"}'
+  case $1 in
+  flag)
+    targets='"v1": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"},
+    "v2": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"},
+    "v3": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"}'
+    route='"gpt-4o-mini": {"flag": "chat"}'
+    ;;
+  nolog) log=',
+  "decision_log": {"enabled": false}' ;;
+  esac
+  cat <<EOF
 {
   "server": {"listen": "127.0.0.1:0", "log_level": "warn"},
   "admin": {"listen": "127.0.0.1:0"},
   "targets": {
-    "canned": {"base_url": "http://127.0.0.1:$UP_PORT/v1", "model": "canned-model"}
-  },
-  "aliases": {"gpt-4o-mini": {"target": "canned"}},
-  "default_route": "gpt-4o-mini"
+    $targets
+  },$([ "$1" = flag ] && cat <<'FLAG'
+
+  "flags": {"chat": {
+    "off_variant": "control",
+    "block": ["banned-1", "banned-2"],
+    "variants": {
+      "control": {"target": "v1", "weight": 80, "allow": ["qa-1"]},
+      "treatment": {"target": "v2", "weight": 15, "allow": ["beta-1"]},
+      "large": {"target": "v3", "weight": 5}
+    },
+    "rules": [
+      {"if": {"attr": "region", "op": "in", "values": ["cn", "ru"]}, "variant": "control"},
+      {"if": {"all": [{"attr": "tier", "op": "eq", "value": "enterprise"},
+                      {"input": "tools", "op": "gt", "value": 4}]}, "variant": "large"},
+      {"if": {"input": "chars", "op": "gt", "value": 50000}, "variant": "control"},
+      {"if": {"attr": "customer", "op": "prefix", "value": "internal-"}, "variant": "treatment"},
+      {"if": {"not": {"attr": "plan", "op": "exists"}}, "variant": "control"}
+    ]
+  }},
+FLAG
+)
+  "aliases": {$route},
+  "default_route": "gpt-4o-mini"$log
 }
 EOF
-  rm -f "$T/$name.port"
-  # Its working directory is a temp dir of its own: the decision log (on by
-  # default, relative path decisions.jsonl) goes there, not into the tree.
-  mkdir -p "$T/$name.cwd"
-  # shellcheck disable=SC2086
-  (cd "$T/$name.cwd" && exec $cmd_prefix "$MG" serve -c "$T/$name.json" --port-file "$T/$name.port") \
-    >"$T/$name.log" 2>&1 &
-  MG_PID_OUT=$!
-  PIDS+=("$MG_PID_OUT")
-  for _ in $(seq 600); do
-    [ -s "$T/$name.port" ] && break
-    kill -0 "$MG_PID_OUT" 2>/dev/null || { cat "$T/$name.log" >&2; die "modelgate ($name) exited during start-up"; }
-    sleep 0.1
-  done
-  MG_PORT_OUT=$(sed -n 's/^listen=//p' "$T/$name.port")
-  [ -n "$MG_PORT_OUT" ] || { cat "$T/$name.log" >&2; die "modelgate ($name) wrote no port file"; }
-  wait_port "$MG_PORT_OUT" "$MG_PID_OUT" "modelgate ($name)" "$T/$name.log" 60
+}
+
+# start_modelgate NAME [COMMAND_PREFIX] [plain|flag|nolog]: sets MG_PORT_OUT,
+# MG_PID_OUT. Its working directory is a temp dir of its own: the decision
+# log (on by default, relative path decisions.jsonl) goes there, not into
+# the tree.
+start_modelgate() {
+  start_modelgate_cfg "$1" "$(modelgate_config "${3:-plain}")" "${2:-}"
 }
 
 start_nginx_proxy() { # NAME PORT [main-context extra]
@@ -298,10 +192,13 @@ for p in $BENCH_PEERS; do
     PORT[direct]=$UP_PORT
     PID[direct]=$UP_PID
     ;;
-  modelgate)
-    start_modelgate modelgate
-    PORT[modelgate]=$MG_PORT_OUT
-    PID[modelgate]=$MG_PID_OUT
+  modelgate | modelgate-flag | modelgate-nolog)
+    v=plain
+    [ "$p" = modelgate-flag ] && v=flag
+    [ "$p" = modelgate-nolog ] && v=nolog
+    start_modelgate "$p" "" "$v"
+    PORT[$p]=$MG_PORT_OUT
+    PID[$p]=$MG_PID_OUT
     ;;
   nginx)
     PORT[nginx]=$(free_port)
@@ -351,15 +248,27 @@ Authorization: Bearer sk-bench-not-a-key"
   esac
 done
 
+body_for() { case $1 in modelgate-flag | modelgate-flagbody) echo "$BODY_FLAG" ;; *) echo "$BODY" ;; esac; }
+
 # A request through each peer must reach the canned upstream (its body carries
-# this run's random id) and come back 200.
+# this run's random id) and come back 200; through modelgate-flag, it must
+# also have been decided by the flag's rollout (which variant it got is
+# reported).
+FLAG_VARIANT=""
 verify() {
-  local p=$1 code h args=()
+  local p=$1 code h args=() ok=1
   while IFS= read -r h; do [ -n "$h" ] && args+=(-H "$h"); done <<<"${HDRS[$p]:-}"
-  code=$(curl -s -m 10 -o "$T/verify.$p" -w '%{http_code}' -X POST \
-    -H 'Content-Type: application/json' "${args[@]}" --data-binary "$BODY" \
+  code=$(curl -s -m 10 -D "$T/verify.$p.h" -o "$T/verify.$p" -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' "${args[@]}" --data-binary "$(body_for "$p")" \
     "http://127.0.0.1:${PORT[$p]}$API" || true)
-  if [ "$code" != 200 ] || ! grep -q "$TOKEN" "$T/verify.$p"; then
+  [ "$code" = 200 ] && grep -q "$TOKEN" "$T/verify.$p" || ok=0
+  if [ "$p" = modelgate-flag ]; then
+    grep -qi '^x-modelgate-flag: chat' "$T/verify.$p.h" &&
+      grep -qi '^x-modelgate-reason: rollout' "$T/verify.$p.h" || ok=0
+    FLAG_VARIANT=$(sed -n 's/^x-modelgate-variant: *\([^[:space:]]*\).*/\1/ip' "$T/verify.$p.h")
+  fi
+  if [ $ok = 0 ]; then
+    cat "$T/verify.$p.h" >&2 || true
     echo "--- response from $p (HTTP $code):" >&2
     cat "$T/verify.$p" >&2 || true
     echo "--- log of $p:" >&2
@@ -375,7 +284,7 @@ lua_for() { # PEER -> path of its wrk script
   local p=$1 f="$T/wrk.$1.lua" h
   {
     echo 'wrk.method = "POST"'
-    echo "wrk.body = '$BODY'"
+    echo "wrk.body = '$(body_for "$p")'"
     echo 'wrk.headers["Content-Type"] = "application/json"'
     while IFS= read -r h; do
       [ -n "$h" ] && printf 'wrk.headers["%s"] = "%s"\n' "${h%%: *}" "${h#*: }"
@@ -408,60 +317,29 @@ parse_wrk() {
     }'
 }
 
-# CPU accounting, in clock ticks: the whole machine's busy time, and that of
-# some processes with their children (nginx's worker is its master's child).
-HZ=$(getconf CLK_TCK)
+# CPU accounting (lib.sh): busy_ticks, proc_ticks, machine_busy, quiet_wait.
 TIMEFORMAT='%3U %3S'
-# user + nice + system + steal; irq and softirq are left out: loopback traffic
-# is mostly softirq work done for our own processes.
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $9; exit }' /proc/stat; }
-proc_ticks() {
-  local p q sum=0
-  for p in "$@"; do
-    for q in "$p" $(cat /proc/"$p"/task/*/children 2>/dev/null || true); do
-      [ -r "/proc/$q/stat" ] || continue
-      sum=$((sum + $(sed 's/.*) //' "/proc/$q/stat" | awk '{ print $12 + $13 }')))
-    done
-  done
-  echo "$sum"
-}
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-
-# Busy CPU of the whole machine over 2 s, in % of one core (nothing of ours
-# runs then: the peers are idle).
-machine_busy() {
-  local b0 b1
-  b0=$(busy_ticks)
-  sleep 2
-  b1=$(busy_ticks)
-  echo $(((b1 - b0) * 100 / HZ / 2))
-}
-if [ "$BENCH_QUIET_WAIT" -gt 0 ]; then
-  waited=0
-  while :; do
-    busy=$(machine_busy)
-    [ "$busy" -le 25 ] && break
-    [ "$waited" -ge "$BENCH_QUIET_WAIT" ] && { log "machine still busy (${busy}% of a core); measuring anyway"; break; }
-    log "machine busy (${busy}% of a core used by other processes); waiting for it to quieten"
-    sleep 8
-    waited=$((waited + 10))
-  done
-fi
-IDLE_BUSY=$(machine_busy)
-[ "$IDLE_BUSY" -le 25 ] || log "WARNING: other processes use ${IDLE_BUSY}% of a core: expect noisy figures"
+quiet_wait
 
 RAW="$T/raw.tsv"
 : >"$RAW"
 read -r -a PEERS <<<"$BENCH_PEERS"
 NP=${#PEERS[@]}
-total=$((BENCH_RUNS * 2 * NP))
+is_variant() { [ "$1" = modelgate-flag ] || [ "$1" = modelgate-nolog ]; }
+# Is PEER measured at CONNS connections?
+measured_at() { ! is_variant "$1" || [[ " $BENCH_VARIANT_CONNS " == *" $2 "* ]]; }
+total=0
+for c in $CONNS_LIST; do for p in "${PEERS[@]}"; do measured_at "$p" "$c" && total=$((total + 1)); done; done
+total=$((total * BENCH_RUNS))
 n=0
-log "wrk: $BENCH_RUNS runs x {1,32} connections x $NP peers, ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s each (~$((total * (BENCH_SECONDS + BENCH_WARMUP + 1) / 60)) min)"
+log "wrk: $BENCH_RUNS runs x {1,32} connections x $NP peers (modelgate-flag/-nolog at $BENCH_VARIANT_CONNS only), ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s each (~$((total * (BENCH_SECONDS + BENCH_WARMUP + 1) / 60)) min)"
 for run in $(seq "$BENCH_RUNS"); do
   for c in $CONNS_LIST; do
     # Rotate the order every run so that no peer always goes first or last.
     for k in $(seq 0 $((NP - 1))); do
       p=${PEERS[$(((k + run - 1) % NP))]}
+      measured_at "$p" "$c" || continue
       url="http://127.0.0.1:${PORT[$p]}$API"
       lua=$(lua_for "$p")
       n=$((n + 1))
@@ -555,24 +433,42 @@ log "memory: fresh $RSS_FRESH KiB, with idle connections $RSS_IDLE KiB ($IDLE_LI
 
 # ---- instructions per request (callgrind) --------------------------------------
 cg_total() { sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$1" | head -1; }
-cg_load() { # PORT N NAME
-  timeout 300 "$T/mgload" "$1" "$BENCH_CG_CONNS" "$2" >"$T/cg.$3.$2.load" 2>&1 ||
+cg_load() { # PORT N NAME [BODY]
+  timeout 300 "$T/mgload" "$1" "$BENCH_CG_CONNS" "$2" ${4:+--body "$4"} >"$T/cg.$3.$2.load" 2>&1 ||
     { cat "$T/cg.$3.$2.load" >&2; die "mgload against $3 under callgrind failed"; }
 }
-CG_MG_1="" CG_MG_2="" CG_NG_1="" CG_NG_2=""
+# cg_modelgate PEER N: total instructions of modelgate (configuration of
+# PEER) serving N requests from mgload (plus one from curl).
+cg_modelgate() {
+  local peer=$1 N=$2 v=plain name
+  [ "$peer" = modelgate-flag ] && v=flag
+  [ "$peer" = modelgate-nolog ] && v=nolog
+  name="cg.$peer.$N"
+  log "callgrind: $peer, $N requests"
+  start_modelgate "$name" "valgrind --tool=callgrind --callgrind-out-file=$T/callgrind.$peer.$N.out" "$v"
+  curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' \
+    --data-binary "$(body_for "$peer")" "http://127.0.0.1:$MG_PORT_OUT$API" || true
+  cg_load "$MG_PORT_OUT" "$N" "$peer" "$(body_for "$peer")"
+  stop_pid "$MG_PID_OUT" INT 60
+  CG_OUT=$(cg_total "$T/callgrind.$peer.$N.out")
+  [ -n "$CG_OUT" ] || { tail -n 20 "$T/$name.log" >&2; die "no callgrind totals for $peer ($N)"; }
+}
+# The modelgate configurations measured under callgrind: plain, and the
+# extra ones in BENCH_PEERS; with modelgate-flag, also plain modelgate sent
+# the flag's request body (modelgate-flagbody), which splits the flag's cost
+# into the larger body and the flag itself.
+CG_PEERS="modelgate"
+for p in modelgate-flag modelgate-nolog; do
+  [[ " $BENCH_PEERS " == *" $p "* ]] && CG_PEERS="$CG_PEERS $p"
+done
+[[ " $BENCH_PEERS " == *" modelgate-flag "* ]] && CG_PEERS="$CG_PEERS modelgate-flagbody"
+declare -A CG1 CG2
 if [ "$BENCH_CALLGRIND" = 1 ]; then
   for N in "$BENCH_CG_N1" "$BENCH_CG_N2"; do
-    log "callgrind: modelgate, $N requests"
-    start_modelgate "cgmg$N" "valgrind --tool=callgrind --callgrind-out-file=$T/callgrind.modelgate.$N.out"
-    pid=$MG_PID_OUT
-    verify_port=$MG_PORT_OUT
-    curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' \
-      --data-binary "$BODY" "http://127.0.0.1:$verify_port$API" || true
-    cg_load "$verify_port" "$N" modelgate
-    stop_pid "$pid" INT 60
-    v=$(cg_total "$T/callgrind.modelgate.$N.out")
-    [ -n "$v" ] || { tail -n 20 "$T/cgmg$N.log" >&2; die "no callgrind totals for modelgate ($N)"; }
-    if [ "$N" = "$BENCH_CG_N1" ]; then CG_MG_1=$v; else CG_MG_2=$v; fi
+    for p in $CG_PEERS; do
+      cg_modelgate "$p" "$N"
+      if [ "$N" = "$BENCH_CG_N1" ]; then CG1[$p]=$CG_OUT; else CG2[$p]=$CG_OUT; fi
+    done
 
     log "callgrind: nginx, $N requests"
     port=$(free_port)
@@ -588,13 +484,33 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
     stop_pid "$pid" QUIT 60
     v=$(cg_total "$T/callgrind.nginx.$N.out")
     [ -n "$v" ] || { tail -n 20 "$T/cgng$N.log" >&2; die "no callgrind totals for nginx ($N)"; }
-    if [ "$N" = "$BENCH_CG_N1" ]; then CG_NG_1=$v; else CG_NG_2=$v; fi
+    if [ "$N" = "$BENCH_CG_N1" ]; then CG1[nginx]=$v; else CG2[nginx]=$v; fi
   done
 fi
 
 # ---- report ------------------------------------------------------------------------
 fmt_int() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.0f", x }'; }
+label_of() {
+  case $1 in
+  direct) echo "upstream directly" ;; modelgate) echo "modelgate" ;;
+  nginx) echo "nginx proxy_pass" ;; haproxy) echo "haproxy" ;;
+  portkey) echo "Portkey gateway" ;; modelgate-flag) echo "modelgate + flag" ;;
+  modelgate-nolog) echo "modelgate, log off" ;;
+  modelgate-flagbody) echo "modelgate, the flag's request body but no flag" ;; esac
+}
+# Per run, PEER's req/s over OTHER's at CONNS connections: "r1, r2, ..." and
+# their median (RUN_RATIO_MED).
+run_ratios() { # CONNS PEER OTHER
+  awk -F'\t' -v c="$1" -v p="$2" -v o="$3" '$2 == c && $3 == p { a[$1] = $4 } $2 == c && $3 == o { b[$1] = $4 }
+    END { for (r = 1; r in a; r++) if (r in b && b[r] > 0) printf "%s%.2f", (r > 1 ? ", " : ""), a[r] / b[r] }' "$RAW"
+}
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+declare -A IPR
+dn=$((BENCH_CG_N2 - BENCH_CG_N1))
+if [ "$BENCH_CALLGRIND" = 1 ]; then
+  for p in $CG_PEERS nginx; do IPR[$p]=$(calc "(${CG2[$p]} - ${CG1[$p]}) / $dn" 0); done
+fi
 
 OUT="$T/report.md"
 {
@@ -602,8 +518,14 @@ OUT="$T/report.md"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "- command: \`$COMMAND\`"
-  echo "- machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
-  echo "- modelgate: $("$MG" version | awk '{print $2}') at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null || echo ' (+ uncommitted changes in src/)'), $BUILD_TYPE, libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), libcurl $(pkg-config --modversion libcurl 2>/dev/null || echo '?'); config: one target on the canned upstream, alias gpt-4o-mini, log_level warn, admin API on an ephemeral port, decision log on (the default; written to a temp dir)"
+  echo "- machine: $(machine_desc)"
+  echo "- modelgate: $(modelgate_desc); config: one target on the canned upstream, alias gpt-4o-mini, log_level warn, admin API on an ephemeral port, decision log on (the default; written to a temp dir)"
+  if [[ " $BENCH_PEERS " == *" modelgate-flag "* ]]; then
+    echo "- modelgate + flag: the alias names a flag with 5 rules and 3 variants (80/15/5, block and allow lists, as in bench/flagbench.c), each variant's target on the canned upstream; requests carry \`user\` and \`metadata\` that no rule matches, so every request evaluates all five rules and is bucketed by the rollout (this user's variant: ${FLAG_VARIANT:-?}); decision log on"
+  fi
+  if [[ " $BENCH_PEERS " == *" modelgate-nolog "* ]]; then
+    echo "- modelgate, log off: as modelgate, with \`decision_log.enabled: false\`"
+  fi
   echo "- peers: $(nginx -v 2>&1 | sed 's/^nginx version: //') (upstream and proxy_pass, 1 worker, upstream keepalive 64), $(haproxy -v | head -1 | awk '{print "haproxy " $3}') (nbthread 1, http-reuse always)$([[ " $BENCH_PEERS " == *" portkey "* ]] && echo ", @portkey-ai/gateway $PORTKEY_VERSION on node $(node --version)")"
   echo "- load: $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}') -t1 -c1 / -t1 -c32, ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s, median of $BENCH_RUNS runs per row (peers alternated within each run); $(valgrind --version)"
   echo
@@ -615,10 +537,8 @@ OUT="$T/report.md"
     mg_rps=$(get "$c" modelgate rps)
     mg_p50=$(get "$c" modelgate p50)
     for p in $BENCH_PEERS; do
-      case $p in
-      direct) label="upstream directly" ;; modelgate) label="modelgate" ;;
-      nginx) label="nginx proxy_pass" ;; haproxy) label="haproxy" ;;
-      portkey) label="Portkey gateway" ;; esac
+      measured_at "$p" "$c" || continue
+      label=$(label_of "$p")
       printf '| %s | %s | %s | %s–%s | %s | %s | %s | %s | %s | %s |\n' "$label" "$c" \
         "$(get "$c" "$p" rps)" "$(get "$c" "$p" rps_lo)" "$(get "$c" "$p" rps_hi)" \
         "$(fmt_int "$(get "$c" "$p" p50)")" "$(fmt_int "$(get "$c" "$p" p99)")" \
@@ -646,6 +566,7 @@ OUT="$T/report.md"
   d50=$(get 1 direct p50)
   for p in $BENCH_PEERS; do
     [ "$p" = direct ] && continue
+    measured_at "$p" 1 || continue
     per_run=$(awk -F'\t' -v p="$p" '$2 == 1 && $3 == "direct" { d[$1] = $5 } $2 == 1 && $3 == p { v[$1] = $5 }
       END { for (r = 1; r in v; r++) printf "%s%.0f", (r > 1 ? ", " : ""), v[r] - d[r] }' "$RAW")
     printf -- '- %s: %s µs (per run, against that run'"'"'s direct p50: %s)\n' "$p" "$(calc "$(get 1 "$p" p50) - $d50" 0)" "$per_run"
@@ -659,35 +580,89 @@ OUT="$T/report.md"
   echo "## User-space instructions per proxied request (callgrind)"
   echo
   if [ "$BENCH_CALLGRIND" = 1 ]; then
-    dn=$((BENCH_CG_N2 - BENCH_CG_N1))
-    IPR_MG=$(calc "($CG_MG_2 - $CG_MG_1) / $dn" 0)
-    IPR_NG=$(calc "($CG_NG_2 - $CG_NG_1) / $dn" 0)
     echo "mgload at $BENCH_CG_CONNS connections; (I($BENCH_CG_N2) − I($BENCH_CG_N1)) / $dn requests."
     echo
-    echo "| process | I($BENCH_CG_N1 req) | I($BENCH_CG_N2 req) | instructions / request |"
-    echo "|---|--:|--:|--:|"
-    echo "| modelgate | $CG_MG_1 | $CG_MG_2 | $IPR_MG |"
-    echo "| nginx proxy_pass | $CG_NG_1 | $CG_NG_2 | $IPR_NG |"
+    echo "| process | I($BENCH_CG_N1 req) | I($BENCH_CG_N2 req) | instructions / request | ÷ nginx |"
+    echo "|---|--:|--:|--:|--:|"
+    for p in $CG_PEERS nginx; do
+      echo "| $(label_of "$p") | ${CG1[$p]} | ${CG2[$p]} | ${IPR[$p]} | $(calc "${IPR[$p]} / ${IPR[nginx]}")x |"
+    done
     echo
-    echo "modelgate ÷ nginx: $(calc "$IPR_MG / $IPR_NG")x"
+    echo "modelgate ÷ nginx: $(calc "${IPR[modelgate]} / ${IPR[nginx]}")x"
   else
     echo "skipped (BENCH_CALLGRIND=0)"
   fi
   echo
-  echo "## Targets"
-  echo
   mg32=$(get 32 modelgate rps)
   ng32=$(get 32 nginx rps)
   r=$(calc "$mg32 / $ng32")
+  pf() { awk "BEGIN { exit !($1) }" && echo PASS || echo FAIL; }
+  HAVE_FLAG=0 HAVE_NOLOG=0
+  measured_at modelgate-flag 32 && [[ " $BENCH_PEERS " == *" modelgate-flag "* ]] && HAVE_FLAG=1
+  measured_at modelgate-nolog 32 && [[ " $BENCH_PEERS " == *" modelgate-nolog "* ]] && HAVE_NOLOG=1
+  if [ $HAVE_FLAG = 1 ] || [ $HAVE_NOLOG = 1 ]; then
+    echo "## Flag and decision log on the path (issues 3.8 and 5.7)"
+    echo
+    echo "At 32 connections; medians of the runs (\"per run\" pairs the two configurations' measurements of the same run)."
+    echo
+    echo "| configuration | flag | decision log | req/s | ÷ nginx | ÷ modelgate | CPU µs/req | instructions/req |"
+    echo "|---|---|---|--:|--:|--:|--:|--:|"
+    for p in modelgate modelgate-flag modelgate-nolog nginx; do
+      [[ " $BENCH_PEERS " == *" $p "* ]] && measured_at "$p" 32 || continue
+      case $p in modelgate) fl="no" lg="on" ;; modelgate-flag) fl="5 rules, 3 variants" lg="on" ;;
+      modelgate-nolog) fl="no" lg="off" ;; nginx) fl="–" lg="–" ;; esac
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label_of "$p")" "$fl" "$lg" "$(get 32 "$p" rps)" \
+        "$(calc "$(get 32 "$p" rps) / $ng32")x" "$(calc "$(get 32 "$p" rps) / $mg32")x" "$(get 32 "$p" cpu)" "${IPR[$p]:-n/a}"
+    done
+    echo
+    if [ $HAVE_FLAG = 1 ]; then
+      fl32=$(get 32 modelgate-flag rps)
+      printf -- '- cost of the flag: modelgate + flag ÷ modelgate = %sx req/s (per run: %s); CPU %+.1f µs/request' \
+        "$(calc "$fl32 / $mg32")" "$(run_ratios 32 modelgate-flag modelgate)" "$(calc "$(get 32 modelgate-flag cpu) - $(get 32 modelgate cpu)" 1)"
+      if [ -n "${IPR[modelgate-flag]:-}" ]; then
+        printf '; %+d instructions/request (%+.1f%%), of which %+d for the larger request body (plain modelgate sent the same body: %s) and %+d for the flag itself (evaluation, its headers, the longer decision record)' \
+          "$((IPR[modelgate-flag] - IPR[modelgate]))" "$(calc "(${IPR[modelgate-flag]} - ${IPR[modelgate]}) * 100 / ${IPR[modelgate]}" 1)" \
+          "$((IPR[modelgate-flagbody] - IPR[modelgate]))" "${IPR[modelgate-flagbody]}" "$((IPR[modelgate-flag] - IPR[modelgate-flagbody]))"
+      fi
+      echo " (the flag's request carries \`user\` and four \`metadata\` attributes)"
+    fi
+    if [ $HAVE_NOLOG = 1 ]; then
+      nl32=$(get 32 modelgate-nolog rps)
+      printf -- '- cost of the decision log: modelgate (log on) ÷ modelgate, log off = %sx req/s (per run: %s); CPU %+.1f µs/request' \
+        "$(calc "$mg32 / $nl32")" "$(run_ratios 32 modelgate modelgate-nolog)" "$(calc "$(get 32 modelgate cpu) - $(get 32 modelgate-nolog cpu)" 1)"
+      [ -n "${IPR[modelgate-nolog]:-}" ] &&
+        printf '; %+d instructions/request (%+.1f%%; the writer thread'"'"'s share included)' "$((IPR[modelgate] - IPR[modelgate-nolog]))" "$(calc "(${IPR[modelgate]} - ${IPR[modelgate-nolog]}) * 100 / ${IPR[modelgate-nolog]}" 1)"
+      echo
+    fi
+    echo
+  fi
+  echo "## Targets"
+  echo
   add_mg=$(calc "$(get 1 modelgate p50) - $d50" 1)
   add_ng=$(calc "$(get 1 nginx p50) - $d50" 1)
-  pf() { awk "BEGIN { exit !($1) }" && echo PASS || echo FAIL; }
   T1=$(pf "$mg32 >= 1.0 * $ng32")
   T2=$(pf "$add_mg <= $add_ng + 10")
   T3=$(pf "$RSS_IDLE <= 32 * 1024")
   echo "- $T1: throughput at 32 connections: modelgate $mg32 req/s = ${r}x nginx ($ng32 req/s); target ≥ 1.00x"
   echo "- $T2: latency added at 1 connection: modelgate $add_mg µs vs nginx $add_ng µs; target ≤ nginx + 10 µs ($(calc "$add_ng + 10" 1) µs)"
   echo "- $T3: modelgate RSS with $BENCH_IDLE_CONNS idle connections: $(calc "$RSS_IDLE / 1024" 1) MiB; target ≤ 32 MiB"
+  FIG="$T/figures.tsv"
+  printf '%s\t%s\n' rps32_modelgate "$mg32" rps32_nginx "$ng32" ratio32_modelgate "$r" T1 "$T1" \
+    added1_modelgate "$add_mg" added1_nginx "$add_ng" T2 "$T2" rss_idle_mib "$(calc "$RSS_IDLE / 1024" 1)" idle_conns "$BENCH_IDLE_CONNS" T3 "$T3" \
+    other_cpu_median "$other_med" ipr_modelgate "${IPR[modelgate]:-}" ipr_nginx "${IPR[nginx]:-}" >"$FIG"
+  if [ $HAVE_FLAG = 1 ]; then
+    T4=$(pf "$fl32 >= 1.0 * $ng32")
+    echo "- $T4: issue 3.8, throughput at 32 connections with a flag on the path: modelgate + flag $fl32 req/s = $(calc "$fl32 / $ng32")x nginx; target ≥ 1.00x"
+    printf '%s\t%s\n' rps32_flag "$fl32" ratio32_flag "$(calc "$fl32 / $ng32")" T4 "$T4" \
+      flag_cost "$(calc "$fl32 / $mg32")" ipr_flag "${IPR[modelgate-flag]:-}" >>"$FIG"
+  fi
+  T5=$(pf "$mg32 >= 1.0 * $ng32")
+  echo "- $T5: issue 5.7, throughput at 32 connections with the decision log on (the modelgate row): ${r}x nginx; target ≥ 1.00x"
+  printf '%s\t%s\n' T5 "$T5" >>"$FIG"
+  if [ $HAVE_NOLOG = 1 ]; then
+    printf '%s\t%s\n' rps32_nolog "$nl32" ratio32_nolog "$(calc "$nl32 / $ng32")" log_cost "$(calc "$mg32 / $nl32")" \
+      ipr_nolog "${IPR[modelgate-nolog]:-}" >>"$FIG"
+  fi
   echo
   echo "<details><summary>raw wrk results (run, conns, peer, req/s, p50 µs, p99 µs, errors, other CPU % of a core, peer CPU µs/request)</summary>"
   echo
@@ -703,6 +678,7 @@ OUT="$T/report.md"
 mkdir -p bench/out
 cp "$OUT" bench/out/latest.md
 cp "$RAW" bench/out/latest.raw.tsv
+cp "$FIG" bench/out/latest.figures.tsv
 cat "$OUT"
 log "report written to bench/out/latest.md"
 if [ "$BENCH_STRICT" = 1 ] && grep -q '^- FAIL' "$OUT"; then exit 1; fi
