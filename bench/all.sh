@@ -99,9 +99,10 @@ OUT="$OUTDIR/all.md"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "- command: \`$COMMAND\`"
   echo "- machine: $(machine_desc)"
-  [ -x "$ROOT/$BENCH_BUILD_DIR/modelgate" ] && MG="$ROOT/$BENCH_BUILD_DIR/modelgate" &&
-    BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BENCH_BUILD_DIR/CMakeCache.txt") &&
-    echo "- modelgate: $(modelgate_desc)"
+  for part in run outage; do
+    has "$part" && sed -n 's/^- modelgate: \(.* built at [^,]*\),.*/- modelgate ('"$part"'.sh): \1/p' "$OUTDIR/$part.md" | head -1
+  done
+  has flag && echo "- mg-flagbench: built at ${MG_BUILT_FROM:-?}"
   echo "- parts: $ALL_PARTS (their own reports follow the table)"
   echo
   echo "| issue | figure | measured | target | verdict | by |"

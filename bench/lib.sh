@@ -59,7 +59,9 @@ build_modelgate() {
   grep -q '^MG_SANITIZE:BOOL=ON' "$dir/CMakeCache.txt" &&
     die "$dir is a sanitizer build: set BENCH_BUILD_DIR to a plain RelWithDebInfo build"
   BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt")
-  log "building $* in $dir ($BUILD_TYPE)"
+  # What is being built, read now: others may commit while the bench runs.
+  MG_BUILT_FROM="$(git rev-parse --short HEAD 2>/dev/null || echo '?') (src/ last changed in $(git log -1 --format=%h -- src CMakeLists.txt 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null || echo '; + uncommitted changes in src/'))"
+  log "building $* in $dir ($BUILD_TYPE) at $MG_BUILT_FROM"
   cmake --build "$dir" -j"$(nproc)" --target "$@" >/dev/null ||
     die "cmake --build $dir --target $* failed"
   MG="$ROOT/$dir/modelgate"
@@ -68,7 +70,7 @@ build_modelgate() {
 
 # modelgate's version line for a report header.
 modelgate_desc() {
-  echo "$("$MG" version | awk '{print $2}') at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null || echo ' (+ uncommitted changes in src/)'), $BUILD_TYPE, libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), libcurl $(pkg-config --modversion libcurl 2>/dev/null || echo '?')"
+  echo "$("$MG" version | awk '{print $2}') built at ${MG_BUILT_FROM:-?}, $BUILD_TYPE, libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), libcurl $(pkg-config --modversion libcurl 2>/dev/null || echo '?')"
 }
 # shellcheck disable=SC1091
 machine_desc() {
