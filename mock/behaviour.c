@@ -106,7 +106,7 @@ static const char *const allowed_keys[] = {
     "model",     "mode",        "ms",         "status",
     "body",      "retry_after", "confidence", "header_confidence",
     "content",   "chunks",      "chunk_ms",   "chunk_bytes",
-    "die_after", "times",       NULL};
+    "die_after", "times",       "retry_after_format", NULL};
 
 /* Parse one behaviour object; errors go to e. *model is a fresh copy. */
 static void parse_one(const cJSON *o, const char *path, struct mg_mock_bhv *b,
@@ -149,6 +149,21 @@ static void parse_one(const cJSON *o, const char *path, struct mg_mock_bhv *b,
   if ((v = cJSON_GetObjectItemCaseSensitive(o, "retry_after")) != NULL) {
     b->has_retry_after = true;
     b->retry_after = mg_cfg_num(o, "retry_after", path, 0, 0, 86400, e);
+  }
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, "retry_after_format")) != NULL) {
+    static const char *const formats[] = {"seconds", "date", "ms", NULL};
+    char *f = mg_cfg_str(o, "retry_after_format", path, "seconds", true, e);
+    for (i = 0; f && formats[i]; i++)
+      if (strcmp(f, formats[i]) == 0)
+        break;
+    if (f && formats[i] == NULL) {
+      char p[MG_CFG_PATH_MAX];
+      mg_cfg_join(p, path, "retry_after_format");
+      mg_cfg_error(e, p, "unknown format \"%s\" (seconds, date, ms)", f);
+    } else if (f) {
+      b->retry_after_format = (int)i;
+    }
+    free(f);
   }
   b->confidence =
       mg_cfg_num(o, "confidence", path, b->confidence, 1e-300, 1, e);

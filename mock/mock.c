@@ -16,7 +16,9 @@
  *   POST /_mock/behaviour  {"model": "<name>"|"*", "mode": "ok|slow|status|
  *       hang|reset|garbage|truncate|low_confidence|stream_die", "ms",
  *       "status", "body", "retry_after", "confidence", "header_confidence",
- *       "content", "chunks", "chunk_ms", "chunk_bytes", "die_after", "times"}
+ *       "content", "chunks", "chunk_ms", "chunk_bytes", "die_after", "times",
+ *       "retry_after_format": "seconds" (default), "date" (an HTTP date
+ *       retry_after seconds from now, rounded up) or "ms" (retry-after-ms)}
  *       or an array of such objects (all validated before any is applied).
  *       `ms` delays any mode (default 1000 for slow, 0 otherwise). Without
  *       `times` a behaviour replaces the model's behaviour and its queue;
@@ -30,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <llhttp.h>
 #include <uv.h>
@@ -343,6 +346,27 @@ static const char *reason(int status) {
   }
 }
 
+/* The Retry-After of a behaviour, in the format it asks for. */
+static int retry_after(struct mg_buf *h, const struct mg_mock_bhv *b) {
+  if (b->retry_after_format == 2)
+    return mg_buf_printf(h, "retry-after-ms: %.0f\r\n", b->retry_after * 1000);
+  if (b->retry_after_format == 1) {
+    struct timespec now;
+    struct tm tm;
+    char date[64];
+    long long at_ms;
+    time_t at;
+    clock_gettime(CLOCK_REALTIME, &now);
+    at_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 +
+            (long long)(b->retry_after * 1000);
+    at = (time_t)((at_ms + 999) / 1000); /* whole seconds: never early */
+    gmtime_r(&at, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return mg_buf_printf(h, "retry-after: %s\r\n", date);
+  }
+  return mg_buf_printf(h, "retry-after: %g\r\n", b->retry_after);
+}
+
 /* Status line and headers; clen < 0 means chunked. */
 static int head(struct mg_buf *h, struct conn *c, int status, const char *ctype,
                 long long clen) {
@@ -356,7 +380,7 @@ static int head(struct mg_buf *h, struct conn *c, int status, const char *ctype,
                    : mg_buf_puts(h, "transfer-encoding: chunked\r\n"
                                     "cache-control: no-cache\r\n");
   if (rc == 0 && c->is_api && c->bhv.has_retry_after)
-    rc = mg_buf_printf(h, "retry-after: %g\r\n", c->bhv.retry_after);
+    rc = retry_after(h, &c->bhv);
   if (rc == 0 && c->is_api && c->bhv.has_header_confidence)
     rc = mg_buf_printf(h, "x-confidence: %g\r\n", c->bhv.header_confidence);
   if (rc == 0 && (c->close_after || !c->keep_alive || srv.stopping))

@@ -36,6 +36,9 @@ struct mg_mock_bhv {
   char *body; /* owned, or NULL: a default server_error body */
   bool has_retry_after;
   double retry_after; /* seconds, for the Retry-After header */
+  int retry_after_format; /* 0: Retry-After in seconds; 1: Retry-After as an
+                             HTTP date (now + retry_after, rounded up to the
+                             second); 2: retry-after-ms instead */
   double confidence;  /* per-token probability in logprobs */
   bool has_header_confidence;
   double header_confidence; /* value of the x-confidence header */

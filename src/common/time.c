@@ -2,7 +2,9 @@
 #include "common/time.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 /* Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm),
@@ -97,6 +99,90 @@ void mg_rfc3339_format(int64_t ms, char out[32]) {
            (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u,
            (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
            (unsigned)tm.tm_sec % 100u, (unsigned)frac % 1000u);
+}
+
+/* "Jan".."Dec" to 1..12, or 0. Case-sensitive, as the grammar is. */
+static int month_of(const char *p) {
+  static const char names[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  int i;
+  for (i = 0; i < 12; i++)
+    if (p[0] == names[3 * i] && p[1] == names[3 * i + 1] &&
+        p[2] == names[3 * i + 2])
+      return i + 1;
+  return 0;
+}
+
+static int hms(const char **p, int *h, int *mi, int *sec) {
+  if (digits(p, 2, h) || *(*p)++ != ':' || digits(p, 2, mi) ||
+      *(*p)++ != ':' || digits(p, 2, sec))
+    return -EINVAL;
+  return 0;
+}
+
+int mg_http_date_parse(const char *s, int64_t *ms) {
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const char *p = s;
+  int y, mo, d, h, mi, sec;
+
+  /* The day name: "Sun," (IMF-fixdate), "Sunday," (RFC 850), "Sun " (asctime). */
+  while ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z'))
+    p++;
+  if (p == s)
+    return -EINVAL;
+  if (*p == ',') {
+    bool rfc850 = p - s > 3;
+    if (*++p != ' ')
+      return -EINVAL;
+    p++;
+    if (digits(&p, 2, &d) || *p++ != (rfc850 ? '-' : ' ') ||
+        (mo = month_of(p)) == 0)
+      return -EINVAL;
+    p += 3;
+    if (*p++ != (rfc850 ? '-' : ' '))
+      return -EINVAL;
+    if (rfc850) {
+      if (digits(&p, 2, &y))
+        return -EINVAL;
+      y += y >= 70 ? 1900 : 2000;
+    } else if (digits(&p, 4, &y)) {
+      return -EINVAL;
+    }
+    if (*p++ != ' ' || hms(&p, &h, &mi, &sec) || strncmp(p, " GMT", 4) != 0)
+      return -EINVAL;
+    p += 4;
+  } else if (*p == ' ' && p - s == 3) {
+    /* asctime: "Nov  6 08:49:37 1994" */
+    p++;
+    if ((mo = month_of(p)) == 0 || p[3] != ' ')
+      return -EINVAL;
+    p += 4;
+    if (*p == ' ')
+      p++;
+    if (*p < '0' || *p > '9')
+      return -EINVAL;
+    d = *p++ - '0';
+    if (*p >= '0' && *p <= '9')
+      d = d * 10 + (*p++ - '0');
+    if (*p++ != ' ' || hms(&p, &h, &mi, &sec) || *p++ != ' ' ||
+        digits(&p, 4, &y))
+      return -EINVAL;
+  } else {
+    return -EINVAL;
+  }
+  while (*p == ' ' || *p == '\t')
+    p++;
+  if (*p != '\0')
+    return -EINVAL;
+  if (d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+    return -EINVAL;
+  if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+    return -EINVAL;
+  if (sec == 60)
+    sec = 59;
+  *ms = (days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
+         mi * 60 + sec) *
+        1000;
+  return 0;
 }
 
 int64_t mg_wall_ms(void) {

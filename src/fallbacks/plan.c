@@ -1,7 +1,47 @@
 /* plan.c - the fallback chain as a state machine. */
 #include "fallbacks/plan.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/time.h"
+
+#define RETRY_AFTER_MAX_MS 86400000.0
+
+/* A non-negative number of `unit` ms, whitespace around it allowed. */
+static bool wait_of(const char *v, double unit, uint32_t *out) {
+  char *end;
+  double x;
+  while (*v == ' ' || *v == '\t')
+    v++;
+  if (*v < '0' || *v > '9')
+    return false; /* no sign, no "inf", no hex */
+  x = strtod(v, &end);
+  while (*end == ' ' || *end == '\t')
+    end++;
+  if (*end != '\0' || !(x >= 0))
+    return false;
+  x *= unit;
+  *out = x > RETRY_AFTER_MAX_MS ? (uint32_t)RETRY_AFTER_MAX_MS : (uint32_t)x;
+  return true;
+}
+
+uint32_t mg_retry_after_ms(const char *retry_after_ms, const char *retry_after,
+                           int64_t now_ms) {
+  uint32_t w;
+  int64_t at;
+  if (retry_after_ms && wait_of(retry_after_ms, 1.0, &w))
+    return w;
+  if (retry_after == NULL)
+    return 0;
+  if (wait_of(retry_after, 1000.0, &w))
+    return w;
+  if (mg_http_date_parse(retry_after, &at) != 0 || at <= now_ms)
+    return 0;
+  return at - now_ms > (int64_t)RETRY_AFTER_MAX_MS
+             ? (uint32_t)RETRY_AFTER_MAX_MS
+             : (uint32_t)(at - now_ms);
+}
 
 static void fail(struct mg_plan *p, struct mg_step *out) {
   memset(out, 0, sizeof(*out));

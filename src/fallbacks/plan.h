@@ -38,6 +38,15 @@ struct mg_outcome {
   uint32_t retry_after_ms; /* the upstream's Retry-After, or 0 */
 };
 
+/* The wait an upstream asked for before a retry, in ms, from the values of
+ * its `retry-after-ms` header (milliseconds, sent by OpenAI and Azure; it
+ * wins) and its `Retry-After` header (delta-seconds, a fraction accepted, or
+ * an HTTP date, counted from now_ms); NULL for a header that is absent.
+ * 0 when neither gives a wait (absent, unreadable, or a date in the past);
+ * at most a day. */
+uint32_t mg_retry_after_ms(const char *retry_after_ms, const char *retry_after,
+                           int64_t now_ms);
+
 struct mg_plan {
   const struct mg_fallbacks *fb;     /* borrowed: the request's snapshot */
   const struct mg_policy *owner;     /* the first target's policy */

@@ -111,6 +111,7 @@ struct mg_exchange {
   char fail_msg[320];
   struct mg_buf fail_body;      /* owned: an upstream's own JSON error */
   char fail_retry_after[32];    /* ...and its Retry-After, or "" */
+  char fail_retry_after_ms[32]; /* ...and its retry-after-ms, or "" */
   struct attempt attempts[MAX_ATTEMPTS];
   int nattempts;
   struct mg_gate_acc acc;       /* logprobs of a stream passing through */
@@ -535,6 +536,7 @@ static uint32_t trigger_of(enum mg_up_result res) {
 static void set_failure(struct mg_exchange *ex, int status, const char *code,
                         const char *msg) {
   ex->fail_retry_after[0] = '\0';
+  ex->fail_retry_after_ms[0] = '\0';
   if (ex->call_target)
     ex->fail_tier = ex->call_target->name;
   ex->fail_status = status;
@@ -559,12 +561,15 @@ static void answer_failure(struct mg_exchange *ex) {
   }
   if (ex->fail_body.len) {
     /* The upstream's own error (5xx, 429), passed on as it is, with its
-     * Retry-After. */
-    if (ex->fail_retry_after[0] && ex->conn) {
+     * Retry-After and retry-after-ms. */
+    if ((ex->fail_retry_after[0] || ex->fail_retry_after_ms[0]) && ex->conn) {
       size_t len;
       set_extra(ex);
       len = strlen(ex->extra);
-      extra_add(ex, &len, "retry-after", ex->fail_retry_after);
+      if (ex->fail_retry_after[0])
+        extra_add(ex, &len, "retry-after", ex->fail_retry_after);
+      if (ex->fail_retry_after_ms[0])
+        extra_add(ex, &len, "retry-after-ms", ex->fail_retry_after_ms);
       mg_conn_respond(ex->conn, ex->fail_status, "application/json",
                       ex->extra, ex->fail_body.data, ex->fail_body.len);
       finish(ex, ex->fail_status);
@@ -726,16 +731,15 @@ static void on_trad_done(struct mg_up_call *call, enum mg_up_result res);
 static const struct mg_up_call_cbs target_cbs = {on_data, on_target_done};
 static const struct mg_up_call_cbs trad_cbs = {on_data, on_trad_done};
 
-/* The Retry-After of a 429 or 503, in milliseconds (delta-seconds only). */
+/* The wait a 429 or 5xx asked for, in milliseconds: `retry-after-ms`, or
+ * `Retry-After` in seconds or as an HTTP date. */
 static uint32_t retry_after(struct mg_up_call *call) {
-  char v[64], *end;
-  double s;
-  if (mg_up_call_header(call, "retry-after", v, sizeof(v)) != 0)
-    return 0;
-  s = strtod(v, &end);
-  if (end == v || !(s >= 0) || s > 86400)
-    return 0;
-  return (uint32_t)(s * 1000);
+  char v_ms[64], v[64];
+  bool has_ms = mg_up_call_header(call, "retry-after-ms", v_ms,
+                                  sizeof(v_ms)) == 0;
+  bool has = mg_up_call_header(call, "retry-after", v, sizeof(v)) == 0;
+  return mg_retry_after_ms(has_ms ? v_ms : NULL, has ? v : NULL,
+                           mg_wall_ms());
 }
 
 /* A complete answer from a target: 0 and the body to serve (maybe with
@@ -909,6 +913,9 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
         if (mg_up_call_header(call, "retry-after", ex->fail_retry_after,
                               sizeof(ex->fail_retry_after)) != 0)
           ex->fail_retry_after[0] = '\0';
+        if (mg_up_call_header(call, "retry-after-ms", ex->fail_retry_after_ms,
+                              sizeof(ex->fail_retry_after_ms)) != 0)
+          ex->fail_retry_after_ms[0] = '\0';
       } else {
         snprintf(msg, sizeof(msg),
                  "The upstream of %s answered HTTP %ld with a body that is "

@@ -244,6 +244,39 @@ static void test_429_retry_after(void **state) {
   assert_hdr(&r, "x-modelgate-fallback", NULL);
   assert_non_null(strstr(r.body, "mock server error"));
   mg_h_resp_free(&r);
+
+  /* ...and retry-after-ms, which OpenAI's SDKs read first. */
+  behave(e, "{'model':'m-limited','mode':'status','status':429,"
+            "'retry_after':7,'retry_after_format':'ms'}");
+  ask(e, "gpt-limited", "limited", "", &r);
+  assert_int_equal(r.status, 429);
+  assert_hdr(&r, "retry-after-ms", "7000");
+  assert_hdr(&r, "retry-after", NULL);
+  mg_h_resp_free(&r);
+
+  /* retry-after-ms (OpenAI, Azure): a 300 ms wait. */
+  behave(e, "{'model':'m-primary','mode':'ok'}");
+  behave(e, "{'model':'m-primary','mode':'status','status':429,"
+            "'retry_after':0.3,'retry_after_format':'ms','times':1}");
+  ask(e, "gpt-fb", "ms", "", &r);
+  assert_served(&r, 200, "primary", NULL);
+  assert_between("a retry-after-ms wait of 300 ms (ms)", r.ms, 290,
+                 300 + 200 * SLOW);
+  mg_h_resp_free(&r);
+  assert_int_equal(mock_count(e, "m-primary"), 8);
+
+  /* Retry-After as an HTTP date one second or so ahead (whole seconds,
+   * rounded up by the mock): the retry waits until then, not the 10 ms
+   * backoff. */
+  behave(e, "{'model':'m-primary','mode':'status','status':429,"
+            "'retry_after':1,'retry_after_format':'date','times':1}");
+  ask(e, "gpt-fb", "date", "", &r);
+  assert_served(&r, 200, "primary", NULL);
+  assert_between("a Retry-After date 1-2 s ahead (ms)", r.ms, 950,
+                 2000 + 200 * SLOW);
+  mg_h_resp_free(&r);
+  assert_int_equal(mock_count(e, "m-primary"), 10);
+  assert_metric(e, "modelgate_retries_total{target=\"primary\"}", 6);
 }
 
 /* Invalid answers: invalid JSON on a 200, a truncated body, a status that

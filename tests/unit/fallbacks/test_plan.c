@@ -284,6 +284,50 @@ static void test_config_errors(void **state) {
   mg_cfg_errors_free(&e);
 }
 
+/* The headers an upstream asks for a wait with: retry-after-ms wins, then
+ * Retry-After as seconds or as an HTTP date; garbage and past dates ask for
+ * nothing; a wait is capped at a day. */
+static void test_retry_after_headers(void **state) {
+  /* 1994-11-06T08:49:37Z */
+  const int64_t at = 784111777000;
+  (void)state;
+  assert_int_equal(mg_retry_after_ms(NULL, NULL, at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "2", at), 2000);
+  assert_int_equal(mg_retry_after_ms(NULL, " 0.25 ", at), 250);
+  assert_int_equal(mg_retry_after_ms(NULL, "0", at), 0);
+  assert_int_equal(mg_retry_after_ms("1500", "2", at), 1500);
+  assert_int_equal(mg_retry_after_ms("12.7", NULL, at), 12);
+  /* An unreadable retry-after-ms leaves Retry-After in charge. */
+  assert_int_equal(mg_retry_after_ms("soon", "3", at), 3000);
+  /* Dates, in the three forms, relative to now. */
+  assert_int_equal(
+      mg_retry_after_ms(NULL, "Sun, 06 Nov 1994 08:49:40 GMT", at), 3000);
+  assert_int_equal(
+      mg_retry_after_ms(NULL, "Sunday, 06-Nov-94 08:49:42 GMT", at), 5000);
+  assert_int_equal(mg_retry_after_ms(NULL, "Sun Nov  6 08:50:37 1994", at),
+                   60000);
+  assert_int_equal(
+      mg_retry_after_ms(NULL, "Sun, 06 Nov 1994 08:49:40 GMT", at + 2500),
+      500);
+  /* The past, now, garbage, negatives, signs: no wait. */
+  assert_int_equal(
+      mg_retry_after_ms(NULL, "Sun, 06 Nov 1994 08:49:30 GMT", at), 0);
+  assert_int_equal(
+      mg_retry_after_ms(NULL, "Sun, 06 Nov 1994 08:49:37 GMT", at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "tomorrow", at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "-5", at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "+5", at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "5s", at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "inf", at), 0);
+  assert_int_equal(mg_retry_after_ms("-1", NULL, at), 0);
+  assert_int_equal(mg_retry_after_ms(NULL, "", at), 0);
+  /* Capped at a day. */
+  assert_int_equal(mg_retry_after_ms(NULL, "999999999", at), 86400000);
+  assert_int_equal(mg_retry_after_ms("1e300", NULL, at), 86400000);
+  assert_int_equal(
+      mg_retry_after_ms(NULL, "Sun, 06 Nov 2094 08:49:37 GMT", at), 86400000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_success_first_try, setup, teardown),
@@ -304,6 +348,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_low_confidence_is_not_an_outage,
                                       setup, teardown),
       cmocka_unit_test(test_config_errors),
+      cmocka_unit_test(test_retry_after_headers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
