@@ -33,9 +33,27 @@ static int digits(const char **p, int n, int *out) {
   return 0;
 }
 
-int mg_rfc3339_parse(const char *s, int64_t *ms) {
+/* Seconds since the epoch of a UTC civil time, checked: 0, or -EINVAL for a
+ * day the month does not have or a time of day out of range. A leap second
+ * counts as the second before it. */
+static int civil_seconds(int y, int mo, int d, int h, int mi, int sec,
+                         int64_t *out) {
   static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
+      sec > 60)
+    return -EINVAL;
+  if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+    return -EINVAL;
+  if (sec == 60)
+    sec = 59;
+  *out = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
+         mi * 60 + sec;
+  return 0;
+}
+
+int mg_rfc3339_parse(const char *s, int64_t *ms) {
   int y, mo, d, h, mi, sec, frac_ms = 0, off = 0;
+  int64_t secs;
   const char *p = s;
 
   if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
@@ -44,11 +62,6 @@ int mg_rfc3339_parse(const char *s, int64_t *ms) {
   p++;
   if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) ||
       *p++ != ':' || digits(&p, 2, &sec))
-    return -EINVAL;
-  if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
-      sec > 60)
-    return -EINVAL;
-  if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
     return -EINVAL;
   if (*p == '.') {
     int n = 0;
@@ -76,14 +89,9 @@ int mg_rfc3339_parse(const char *s, int64_t *ms) {
   } else {
     return -EINVAL;
   }
-  if (*p != '\0')
+  if (*p != '\0' || civil_seconds(y, mo, d, h, mi, sec, &secs) != 0)
     return -EINVAL;
-  if (sec == 60)
-    sec = 59; /* a leap second counts as the second before it */
-  *ms = ((days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
-          mi * 60 + sec - off * 60) *
-         1000) +
-        frac_ms;
+  *ms = (secs - off * 60) * 1000 + frac_ms;
   return 0;
 }
 
@@ -120,9 +128,9 @@ static int hms(const char **p, int *h, int *mi, int *sec) {
 }
 
 int mg_http_date_parse(const char *s, int64_t *ms) {
-  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   const char *p = s;
   int y, mo, d, h, mi, sec;
+  int64_t secs;
 
   /* The day name: "Sun," (IMF-fixdate), "Sunday," (RFC 850), "Sun " (asctime). */
   while ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z'))
@@ -171,17 +179,9 @@ int mg_http_date_parse(const char *s, int64_t *ms) {
   }
   while (*p == ' ' || *p == '\t')
     p++;
-  if (*p != '\0')
+  if (*p != '\0' || civil_seconds(y, mo, d, h, mi, sec, &secs) != 0)
     return -EINVAL;
-  if (d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
-    return -EINVAL;
-  if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-    return -EINVAL;
-  if (sec == 60)
-    sec = 59;
-  *ms = (days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
-         mi * 60 + sec) *
-        1000;
+  *ms = secs * 1000;
   return 0;
 }
 
