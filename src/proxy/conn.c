@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/time.h"
 #include "config/config.h"
+#include "decisions/record.h"
 #include "proxy/admin.h"
 #include "proxy/exchange.h"
 #include "proxy/http.h"
@@ -50,15 +52,48 @@ static void read_start(struct mg_conn *c);
 #define LINGER_IDLE_MS 1000
 
 /* Decision headers for answers that never reached routing: every answer
- * carries them (issue 3), with "-" for what does not apply. */
+ * carries them (issue 3), with "-" for what does not apply. id gets the
+ * decision id. */
 #define PLAIN_EXTRA_MAX 256
-static void plain_extra(struct mg_conn *c, char out[PLAIN_EXTRA_MAX]) {
-  char id[33];
+static void plain_extra(struct mg_conn *c, char out[PLAIN_EXTRA_MAX],
+                        char id[33]) {
   mg_server__new_id(c->srv, id);
   snprintf(out, PLAIN_EXTRA_MAX,
            "x-modelgate-decision: %s\r\nx-modelgate-flag: -\r\n"
            "x-modelgate-variant: -\r\nx-modelgate-reason: unrouted\r\n",
            id);
+}
+
+/* The decision record of an answer given before routing: a request refused
+ * at the HTTP level (bad framing, a limit, a timeout, an unknown URL, a
+ * method the URL does not take). Model requests that reach routing are
+ * recorded by the exchange; the admin listener and the operational
+ * endpoints (health, metrics, the model list) choose no model and are not
+ * recorded. */
+static void plain_record(struct mg_conn *c, const char *id, int status) {
+  struct mg_record r;
+  uint64_t now = uv_now(c->srv->loop);
+  if (c->admin)
+    return;
+  memset(&r, 0, sizeof(r));
+  r.ts_ms = mg_wall_ms();
+  r.id = id;
+  r.config = c->srv->cfg->hash;
+  r.endpoint = c->req.endpoint >= 0
+                   ? mg_endpoint_name((enum mg_endpoint)c->req.endpoint)
+                   : NULL;
+  r.unit_kind = "request";
+  r.bucket = -1;
+  r.reason = "unrouted";
+  r.tier = "none";
+  r.cache = "off";
+  r.status = status;
+  r.error = status >= 400;
+  r.ms = now > c->started ? (double)(now - c->started) : 0.0;
+  r.ttfb_ms = r.ms;
+  r.overhead_us = (uint64_t)(r.ms * 1000);
+  r.tokens_prompt = r.tokens_completion = -1;
+  mg_server__decision(c->srv, &r);
 }
 
 /* ---- parser callbacks ------------------------------------------------------ */
@@ -557,16 +592,17 @@ static void on_timer(uv_timer_t *t) {
   case MG_CONN_BODY: {
     /* Slow headers (slowloris) or a stalled body: say so, then close. */
     bool head = c->state == MG_CONN_HEAD;
-    char extra[PLAIN_EXTRA_MAX];
+    char extra[PLAIN_EXTRA_MAX], id[33];
     c->req.keep_alive = false;
     c->close_after = true;
     c->linger = true;
     c->state = MG_CONN_BUSY;
-    plain_extra(c, extra);
+    plain_extra(c, extra, id);
     mg_conn_respond_error(c, 408,
                           head ? "The request headers did not arrive in time."
                                : "The request body did not arrive in time.",
                           "request_timeout", NULL, extra);
+    plain_record(c, id, 408);
     if (c->state != MG_CONN_CLOSING && c->queued == 0)
       conn_finish(c);
     return;
@@ -717,9 +753,9 @@ static void answer_models(struct mg_conn *c, const char *extra) {
 
 static void answer_internal(struct mg_conn *c) {
   struct mg_server *srv = c->srv;
-  char extra[PLAIN_EXTRA_MAX + 32];
+  char extra[PLAIN_EXTRA_MAX + 32], id[33];
 
-  plain_extra(c, extra);
+  plain_extra(c, extra, id);
   switch (c->req.kind) {
   case KIND_HEALTHZ:
     mg_conn_respond(c, 200, "application/json", extra, "{\"status\":\"ok\"}",
@@ -765,6 +801,7 @@ static void answer_internal(struct mg_conn *c) {
     }
     mg_conn_respond_error(c, c->req.reject_status, text, c->req.reject_code,
                           NULL, extra);
+    plain_record(c, id, c->req.reject_status);
     break;
   }
   default:
@@ -790,7 +827,7 @@ static void dispatch(struct mg_conn *c) {
 static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
   int status = c->err_status;
   const char *msg = c->err_msg, *code = c->err_code;
-  char extra[PLAIN_EXTRA_MAX + 32];
+  char extra[PLAIN_EXTRA_MAX + 32], id[33];
 
   if (status == 0) {
     switch (err) {
@@ -837,12 +874,13 @@ static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
   c->linger = true;
   c->state = MG_CONN_BUSY;
   uv_timer_stop(&c->timer);
-  plain_extra(c, extra);
+  plain_extra(c, extra, id);
   /* A method llhttp does not know: the URL was never read, so name every
    * method modelgate accepts anywhere (RFC 9110, 15.5.6). */
   if (status == 405)
     strcat(extra, "allow: GET, HEAD, POST\r\n");
   mg_conn_respond_error(c, status, msg, code, NULL, extra);
+  plain_record(c, id, status);
   if (c->state != MG_CONN_CLOSING && c->queued == 0)
     conn_finish(c);
 }
@@ -1077,6 +1115,7 @@ void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener, bool admin) {
   }
   c->srv = srv;
   c->admin = admin;
+  c->req.endpoint = -1;
   uv_tcp_init(srv->loop, &c->tcp);
   uv_timer_init(srv->loop, &c->timer);
   c->tcp.data = c;

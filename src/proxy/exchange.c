@@ -207,9 +207,6 @@ static void served_by(struct mg_exchange *ex, const char *prefix,
 
 /* ---- the decision record --------------------------------------------------- */
 
-static const char *const endpoint_names[] = {"chat", "completions",
-                                             "embeddings"};
-
 static const char *tier_of(const struct mg_exchange *ex) {
   if (ex->cache == CACHE_HIT)
     return "cache";
@@ -237,7 +234,7 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
   r.ts_ms = mg_wall_ms();
   r.id = ex->id;
   r.config = ex->cfg->hash;
-  r.endpoint = endpoint_names[ex->ep];
+  r.endpoint = mg_endpoint_name(ex->ep);
   r.alias = ex->alias ? ex->alias->name : NULL;
   r.bucket = -1;
   r.unit_kind = "request";

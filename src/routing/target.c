@@ -14,6 +14,11 @@ static const char *const ep_suffix[MG_EP__COUNT] = {
 
 const char *mg_endpoint_path(enum mg_endpoint ep) { return ep_paths[ep]; }
 
+const char *mg_endpoint_name(enum mg_endpoint ep) {
+  static const char *const names[] = {"chat", "completions", "embeddings"};
+  return ep < MG_EP__COUNT ? names[ep] : NULL;
+}
+
 int mg_endpoint_from_path(const char *path, size_t len) {
   int i;
   for (i = 0; i < MG_EP__COUNT; i++) {

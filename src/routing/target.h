@@ -22,6 +22,9 @@ enum mg_endpoint {
 
 /* "/v1/chat/completions" and so on. */
 const char *mg_endpoint_path(enum mg_endpoint ep);
+/* "chat", "completions", "embeddings": the endpoint's name in decision
+ * records and metrics. */
+const char *mg_endpoint_name(enum mg_endpoint ep);
 /* Map a request path to an endpoint; -1 when it is not one of ours. */
 int mg_endpoint_from_path(const char *path, size_t len);
 

@@ -7,6 +7,8 @@
  *                  left, bad input, streams, a stream that died, an
  *                  abstain, three endpoints), each consistent with what the
  *                  client saw; no prompt or answer text anywhere; metrics
+ *   HTTP rejects   a request refused before routing (limit, framing,
+ *                  method, URL) has a record under its answer's id
  *   raw_units      unit ids as sent, when the config asks
  *   attrs          only the attribute names listed
  *   events         kill, unkill, weights, weights cleared, reload (ok and
@@ -1851,12 +1853,88 @@ static void test_stuck_disk_never_blocks_requests(void **state) {
   free(fifo);
 }
 
+/* Requests refused at the HTTP level, before any routing, still get a
+ * record under the id their answer carries: status, reason "unrouted",
+ * tier "none", an error, the endpoint when the URL named one. */
+static void test_http_rejects_recorded(void **state) {
+  static const struct {
+    const char *what, *raw, *endpoint;
+    int status;
+  } cases[] = {
+      {"declared body over the limit",
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+       "Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n",
+       "chat", 413},
+      {"bad chunking",
+       "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
+       "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+       "embeddings", 400},
+      {"wrong method", "GET /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n",
+       "completions", 405},
+      {"unknown URL",
+       "POST /v1/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+       NULL, 404},
+      {"unknown method", "BREW /v1/chat/completions HTTP/1.1\r\n\r\n", NULL,
+       405},
+  };
+  enum { N = sizeof(cases) / sizeof(cases[0]) };
+  struct tenv *e = *state;
+  char *path = log_path(e, "decisions.jsonl");
+  char ids[N][33];
+  struct dlog d;
+  size_t i;
+
+  start_plain(e, "");
+  for (i = 0; i < N; i++) {
+    struct mg_h_resp r;
+    int fd = mg_h_connect(e->gate.port);
+    assert_true(fd >= 0);
+    assert_int_equal(mg_h_sends(fd, cases[i].raw), 0);
+    if (mg_h_read_response(fd, &r, 5000 * SLOW) != 0 ||
+        r.status != cases[i].status)
+      fail_msg("%s: want HTTP %d, got %d", cases[i].what, cases[i].status,
+               r.status);
+    if (!decision_id(&r, ids[i]))
+      fail_msg("%s: no x-modelgate-decision", cases[i].what);
+    mg_h_resp_free(&r);
+    close(fd);
+  }
+  /* One proxied request, for contrast, and a probe that leaves nothing. */
+  {
+    char id[33];
+    struct mg_h_resp r;
+    plain_request(e, id);
+    assert_int_equal(get(e->gate.port, "/healthz", &r), 0);
+    mg_h_resp_free(&r);
+  }
+  stop(e);
+  dlog_read(&d, path);
+  assert_int_equal(count_records(&d), N + 1);
+  for (i = 0; i < N; i++) {
+    const cJSON *rec = record_of(&d, ids[i]);
+    if (nfield(rec, "status") != cases[i].status)
+      fail_msg("%s: record status %.0f, want %d", cases[i].what,
+               nfield(rec, "status"), cases[i].status);
+    expect_sfield(rec, "reason", "unrouted", cases[i].what);
+    expect_sfield(rec, "tier", "none", cases[i].what);
+    expect_sfield(rec, "cache", "off", cases[i].what);
+    if (!cJSON_IsTrue(field(rec, "error")))
+      fail_msg("%s: record not marked as an error", cases[i].what);
+    if (!cJSON_IsNull(field(rec, "alias")) || !cJSON_IsNull(field(rec, "flag")))
+      fail_msg("%s: a refused request names an alias or flag", cases[i].what);
+    expect_sfield(rec, "endpoint", cases[i].endpoint, cases[i].what);
+  }
+  dlog_free(&d);
+  free(path);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tenv_setup, tenv_teardown)
   const struct CMUnitTest tests[] = {
       T(test_completeness),
       T(test_client_gone_attempt),
       T(test_stream_died_not_a_fallback),
+      T(test_http_rejects_recorded),
       T(test_raw_units),
       T(test_attrs),
       T(test_attr_not_utf8),
