@@ -64,12 +64,12 @@ static void plain_extra(struct mg_conn *c, char out[PLAIN_EXTRA_MAX],
            id);
 }
 
-/* The decision record of an answer given before routing: a request refused
- * at the HTTP level (bad framing, a limit, a timeout, an unknown URL, a
- * method the URL does not take). Model requests that reach routing are
- * recorded by the exchange; the admin listener and the operational
- * endpoints (health, metrics, the model list) choose no model and are not
- * recorded. */
+/* The decision record and the request metrics (route "-") of an answer
+ * given before routing: a request refused at the HTTP level (bad framing, a
+ * limit, a timeout, an unknown URL, a method the URL does not take). Model
+ * requests that reach routing are recorded by the exchange; the admin
+ * listener and the operational endpoints (health, metrics, the model list)
+ * choose no model and are not recorded. */
 static void plain_record(struct mg_conn *c, const char *id, int status) {
   struct mg_record r;
   uint64_t now = uv_now(c->srv->loop);
@@ -94,6 +94,8 @@ static void plain_record(struct mg_conn *c, const char *id, int status) {
   r.overhead_us = (uint64_t)(r.ms * 1000);
   r.tokens_prompt = r.tokens_completion = -1;
   mg_server__decision(c->srv, &r);
+  mg_server__observe(c->srv, "-", NULL, status,
+                     (uint64_t)(r.ms * 1e6), 0);
 }
 
 /* ---- parser callbacks ------------------------------------------------------ */

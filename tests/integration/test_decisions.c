@@ -1855,7 +1855,8 @@ static void test_stuck_disk_never_blocks_requests(void **state) {
 
 /* Requests refused at the HTTP level, before any routing, still get a
  * record under the id their answer carries: status, reason "unrouted",
- * tier "none", an error, the endpoint when the URL named one. */
+ * tier "none", an error, the endpoint when the URL named one; and they are
+ * counted in modelgate_requests_total. */
 static void test_http_rejects_recorded(void **state) {
   static const struct {
     const char *what, *raw, *endpoint;
@@ -1898,6 +1899,22 @@ static void test_http_rejects_recorded(void **state) {
       fail_msg("%s: no x-modelgate-decision", cases[i].what);
     mg_h_resp_free(&r);
     close(fd);
+  }
+  /* ...and they count in the request metrics, on route "-". */
+  {
+    static const struct {
+      const char *status;
+      double n;
+    } want[] = {{"413", 1}, {"400", 1}, {"405", 2}, {"404", 1}};
+    for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+      char name[96];
+      snprintf(name, sizeof(name),
+               "modelgate_requests_total{route=\"-\",status=\"%s\"}",
+               want[i].status);
+      if (metric(e->gate.port, name) != want[i].n)
+        fail_msg("%s: %g, want %g", name, metric(e->gate.port, name),
+                 want[i].n);
+    }
   }
   /* One proxied request, for contrast, and a probe that leaves nothing. */
   {
