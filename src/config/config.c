@@ -29,7 +29,7 @@ static const char *const limit_keys[] = {
     "write_low_bytes",  "json_tokens",      NULL};
 static const char *const upstream_keys[] = {
     "max_idle_connections", "max_host_connections", "idle_connection_ms",
-    "proxy", NULL};
+    "proxy", "send_decision_id", NULL};
 
 static void parse_server(struct mg_server_cfg *s, const cJSON *obj,
                          struct mg_cfg_errors *e) {
@@ -121,8 +121,11 @@ static void parse_upstream(struct mg_upstream_cfg *u, const cJSON *obj,
   u->max_idle_connections = 256;
   u->max_host_connections = 0;
   u->idle_connection_ms = 60000;
+  u->send_decision_id = false;
   if (obj == NULL || !mg_cfg_object(obj, p, upstream_keys, e))
     return;
+  u->send_decision_id =
+      mg_cfg_bool(obj, "send_decision_id", p, u->send_decision_id, e);
   u->max_idle_connections = (uint32_t)mg_cfg_int(
       obj, "max_idle_connections", p, u->max_idle_connections, 1, 100000, e);
   u->max_host_connections = (uint32_t)mg_cfg_int(

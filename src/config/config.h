@@ -49,6 +49,7 @@ struct mg_upstream_cfg {
   uint32_t max_host_connections; /* 0: no limit */
   uint32_t idle_connection_ms;   /* drop cached connections older than this */
   char *proxy;                   /* owned: egress proxy URL, or NULL */
+  bool send_decision_id;         /* x-modelgate-decision on upstream calls */
 };
 
 struct mg_admin_cfg {

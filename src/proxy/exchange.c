@@ -1148,6 +1148,7 @@ static void start_target_call(struct mg_exchange *ex,
   ur.max_response = ex->cfg->limits.response_bytes;
   ur.ca_file = t->ca_file;
   ur.tls_verify = t->tls_verify;
+  ur.decision = ex->cfg->upstream.send_decision_id ? ex->id : NULL;
   ex->t_call = uv_hrtime();
   ex->call_timeouts = ur.timeouts;
   ex->call = mg_up_call_start(&ex->srv->up, &ur, &target_cbs, ex);
@@ -1181,6 +1182,7 @@ static void start_trad_call(struct mg_exchange *ex,
   memcpy(body, ex->body.data ? ex->body.data : "", ex->body.len);
   ur.url = view->url;
   ur.headers = view->headers;
+  ur.decision = ex->cfg->upstream.send_decision_id ? ex->id : NULL;
   ur.body = body;
   ur.body_len = ex->body.len;
   ur.timeouts.connect_ms = min_u32(t->timeout_ms, budget);

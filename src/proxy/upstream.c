@@ -585,7 +585,18 @@ struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
   call->body.max = req->max_response;
 
   curl_easy_setopt(e, CURLOPT_CURLU, req->url);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  if (req->decision) {
+    /* curl only reads the list: a node of ours in front of the shared,
+     * prebuilt one carries this request's decision id upstream, so the
+     * upstream's logs can be joined with the decision log. */
+    snprintf(call->decision_line, sizeof(call->decision_line),
+             "x-modelgate-decision: %s", req->decision);
+    call->decision_node.data = call->decision_line;
+    call->decision_node.next = (struct curl_slist *)req->headers;
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, &call->decision_node);
+  } else {
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  }
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeouts.connect_ms);

@@ -92,6 +92,7 @@ struct mg_up_request {
   size_t max_response;   /* ceiling for a buffered body */
   const char *ca_file;   /* borrowed, or NULL for the system bundle */
   bool tls_verify;
+  const char *decision;  /* sent as x-modelgate-decision, or NULL */
 };
 
 struct mg_up_call {
@@ -123,6 +124,10 @@ struct mg_up_call {
   bool want_stream;
   bool got_data;
   bool aborted, too_big;
+  /* The request's own header line, chained in front of the shared list
+   * (no allocation per call). */
+  struct curl_slist decision_node;
+  char decision_line[64];
 };
 
 struct mg_upstream_cfg;

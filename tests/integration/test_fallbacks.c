@@ -128,7 +128,7 @@ static void test_5xx(void **state) {
                             "\"code\":\"backup_down\"}}";
   char *b;
 
-  gate_cfg(e, "'targets':{"
+  gate_cfg(e, "'upstream':{'send_decision_id':true},'targets':{"
               "'primary':{'base_url':'@MOCK','model':'m-primary',"
               "'fallbacks':['backup']}," BACKUP "},"
               "'aliases':{'gpt-fb':{'target':'primary'}}");
@@ -137,6 +137,24 @@ static void test_5xx(void **state) {
   ask(e, "gpt-fb", "five hundred", "", &r);
   assert_served(&r, 200, "backup", "5xx");
   assert_content(&r, "Mock answer from m-backup to: five hundred");
+  /* With send_decision_id, every attempt carries the request's one
+   * decision id upstream. */
+  {
+    char id[33], v[64], *st = mg_h_mock_stats(e->mock.port);
+    assert_true(decision_id(&r, id));
+    assert_non_null(st);
+    assert_string_equal(mg_h_json_str(st,
+                                      "/last/m-primary/headers/"
+                                      "x-modelgate-decision",
+                                      v, sizeof(v)),
+                        id);
+    assert_string_equal(mg_h_json_str(st,
+                                      "/last/m-backup/headers/"
+                                      "x-modelgate-decision",
+                                      v, sizeof(v)),
+                        id);
+    free(st);
+  }
   mg_h_resp_free(&r);
 
   b = fmt("{\"model\":\"m-backup\",\"mode\":\"status\",\"status\":500,"

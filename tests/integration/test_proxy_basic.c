@@ -27,7 +27,7 @@ static void test_chat_completions_embeddings(void **state) {
   char v[256], id1[33], id2[33], *s, *printed;
   cJSON *a;
 
-  gate_std(e, "", "", "", "");
+  gate_std(e, "", "", "", ",\"upstream\":{\"send_decision_id\":true}");
   gp = e->gate.port;
 
   /* Chat: the mock answers for the upstream model; other members of the
@@ -77,6 +77,12 @@ static void test_chat_completions_embeddings(void **state) {
   assert_string_equal(
       mg_h_json_str(s, "/last/up-model/headers/content-type", v, sizeof(v)),
       "application/json");
+  /* With upstream.send_decision_id, the upstream gets the decision id the
+   * client got, to join its logs with the decision log. */
+  assert_string_equal(
+      mg_h_json_str(s, "/last/up-model/headers/x-modelgate-decision", v,
+                    sizeof(v)),
+      id1);
   free(s);
 
   /* Legacy completions. */
@@ -165,6 +171,9 @@ static void test_authorization(void **state) {
       "Bearer " KEY_VALUE);
   assert_null(mg_h_json_str(s, "/last/nokey-model/headers/authorization", v,
                             sizeof(v)));
+  /* No decision id upstream unless upstream.send_decision_id asks. */
+  assert_null(mg_h_json_str(s, "/last/up-model/headers/x-modelgate-decision",
+                            v, sizeof(v)));
   /* A trailing slash in base_url does not double up in the path. */
   assert_int_equal((int)mg_h_json_num(s, "/by_model/nokey-model", -1), 1);
   assert_null(strstr(s, "client-own-key"));
