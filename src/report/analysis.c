@@ -16,15 +16,19 @@
 #include <string.h>
 
 const struct mg_rp_metric_info mg_rp_metrics[MG_RP_NMETRICS] = {
-    [MG_RP_M_ERROR] = {"error_rate", "error rate", 1, true},
-    [MG_RP_M_FALLBACK] = {"fallback_rate", "fallback rate", 1, true},
+    [MG_RP_M_ERROR] = {"error_rate", "error rate", 1, true, "error"},
+    [MG_RP_M_FALLBACK] = {"fallback_rate", "fallback rate", 1, true,
+                          "fallback"},
     [MG_RP_M_LOWCONF] = {"low_confidence_rate", "low-confidence rate", 1,
-                         true},
-    [MG_RP_M_CONFIDENCE] = {"mean_confidence", "mean confidence", -1, false},
-    [MG_RP_M_LATENCY] = {"mean_latency_ms", "mean latency (ms)", 1, false},
-    [MG_RP_M_PROMPT] = {"prompt_tokens", "prompt tokens/request", 0, false},
+                         true, "low-conf"},
+    [MG_RP_M_CONFIDENCE] = {"mean_confidence", "mean confidence", -1, false,
+                            "conf"},
+    [MG_RP_M_LATENCY] = {"mean_latency_ms", "mean latency (ms)", 1, false,
+                         "latency"},
+    [MG_RP_M_PROMPT] = {"prompt_tokens", "prompt tokens/request", 0, false,
+                        "prompt tok"},
     [MG_RP_M_COMPLETION] = {"completion_tokens", "completion tokens/request",
-                            0, false},
+                            0, false, "compl. tok"},
 };
 
 /* ---- formatting --------------------------------------------------------- */
@@ -210,9 +214,10 @@ static int alarm_add(struct mg_rp_report *r, const char *check,
 
 /* One unit's sums within an input-axis cell. */
 struct cell_sums {
-  uint32_t requests, errors, fallbacks, lowconf, conf_n;
+  uint32_t requests, errors, fallbacks, lowconf, conf_n, tok_n;
   uint32_t arm; /* the unit's arm, kept here to spare a lookup */
   double conf_sum, ms_sum;
+  uint64_t tok_prompt, tok_completion;
 };
 
 /* A unit for the cohort-balance ranking. */
@@ -615,6 +620,11 @@ static void cell_sums_add(struct cell_sums *s, const struct mg_rp_row *r) {
     s->conf_n++;
     s->conf_sum += r->confidence;
   }
+  if (r->bits & MG_RP_TOK) {
+    s->tok_n++;
+    s->tok_prompt += r->tok_prompt;
+    s->tok_completion += r->tok_completion;
+  }
 }
 
 static void cell_to_sums(const struct cell_sums *c, struct sums *s) {
@@ -626,6 +636,9 @@ static void cell_to_sums(const struct cell_sums *c, struct sums *s) {
   s->conf_n = c->conf_n;
   s->conf_sum = c->conf_sum;
   s->ms_sum = c->ms_sum;
+  s->tok_n = c->tok_n;
+  s->tok_prompt = (double)c->tok_prompt;
+  s->tok_completion = (double)c->tok_completion;
 }
 
 /* One cell, whose rows are rows[idx[0..n)]: per-unit sums within the
@@ -697,7 +710,7 @@ static void cell_fill(struct mg_rp_flag_report *fr, struct mg_rp_cell *c,
     ca->has_cmp = true;
     for (m = 0; m < MG_RP_CELL_METRICS; m++) {
       mg_stats_ratio_compare(&acc[a][m], &acc[fr->control][m], &ca->cmp[m]);
-      if (!isnan(ca->cmp[m].p))
+      if (!isnan(ca->cmp[m].p) && mg_rp_metrics[m].worse != 0)
         fr->cell_tests++;
     }
   }

@@ -58,14 +58,17 @@ enum mg_rp_metric {
   MG_RP_M_COMPLETION,
   MG_RP_NMETRICS
 };
-/* The input-axis breakdown covers the first five metrics. */
-#define MG_RP_CELL_METRICS 5
+/* The input-axis breakdown covers every metric; only those with a
+ * direction (error, fallback and low-confidence rates, confidence,
+ * latency) can be flagged and count in the Bonferroni factor. */
+#define MG_RP_CELL_METRICS MG_RP_NMETRICS
 
 struct mg_rp_metric_info {
   const char *key;   /* JSON name: "error_rate", ... */
   const char *label; /* for people: "error rate" */
   int worse;         /* +1: higher is worse; -1: lower is; 0: neither */
   bool rate;         /* a share (printed as a percentage) */
+  const char *abbr;  /* for narrow columns: "low-conf" */
 };
 extern const struct mg_rp_metric_info mg_rp_metrics[MG_RP_NMETRICS];
 
@@ -141,7 +144,8 @@ struct mg_rp_flag_report {
   double chars_edges[3];        /* quartile edges (integers) */
   uint32_t ncells;
   struct mg_rp_cell cells[MG_RP_CELLS];
-  uint32_t cell_tests;          /* comparisons behind the Bonferroni factor */
+  uint32_t cell_tests;          /* comparisons behind the Bonferroni factor
+                                 * (directional metrics only) */
   /* latency histogram range: log10 ms */
   double hist_lo, hist_hi;
 };

@@ -672,7 +672,7 @@ static void axis_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
 
 static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                        size_t fi) {
-  char b[10][32];
+  char b[12][32];
   uint32_t c, a;
   int m;
 
@@ -682,7 +682,8 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                  "<th class=\"l\">cell</th><th class=\"l\">variant</th>"
                  "<th>units</th><th>requests</th><th>error</th>"
                  "<th>fallback</th><th>low-conf</th><th>conf</th>"
-                 "<th>p50 ms</th><th>p95 ms</th><th class=\"l\">vs control "
+                 "<th>p50 ms</th><th>p95 ms</th><th>prompt tok.</th>"
+                 "<th>compl. tok.</th><th class=\"l\">vs control "
                  "(difference, p)</th></tr>",
                  fi);
   for (c = 0; c < fr->ncells; c++) {
@@ -706,7 +707,8 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       mg_rp_w_printf(
           w,
           "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-          "<td>%s</td><td>%s</td><td>%s</td><td class=\"l wrap\">",
+          "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+          "<td class=\"l wrap\">",
           count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
           mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
           mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
@@ -715,16 +717,14 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                           ca->value[MG_RP_M_LOWCONF]),
           mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
                           ca->value[MG_RP_M_CONFIDENCE]),
-          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95));
+          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95),
+          mg_rp_fmt_value(b[10], 32, MG_RP_M_PROMPT, ca->value[MG_RP_M_PROMPT]),
+          mg_rp_fmt_value(b[11], 32, MG_RP_M_COMPLETION,
+                          ca->value[MG_RP_M_COMPLETION]));
       if (ca->has_cmp)
         for (m = 0; m < MG_RP_CELL_METRICS; m++)
           mg_rp_w_printf(w, "%s%s%s %s (p %s)%s", m ? ", " : "",
-                         ca->flagged[m] ? "<b>" : "",
-                         m == MG_RP_M_ERROR        ? "error"
-                         : m == MG_RP_M_FALLBACK   ? "fallback"
-                         : m == MG_RP_M_LOWCONF    ? "low-conf"
-                         : m == MG_RP_M_CONFIDENCE ? "conf"
-                                                   : "latency",
+                         ca->flagged[m] ? "<b>" : "", mg_rp_metrics[m].abbr,
                          mg_rp_fmt_diff(b[6], 32, m, ca->cmp[m].diff),
                          mg_rp_fmt_p(b[7], 32, ca->cmp[m].p),
                          ca->flagged[m] ? "</b>" : "");

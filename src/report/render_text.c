@@ -255,9 +255,11 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                  "\n  input axis (input.chars quartiles %.0f / %.0f / %.0f of "
                  "the flag's rollout records; tools 0, 1-2, 3+)\n",
                  fr->chars_edges[0], fr->chars_edges[1], fr->chars_edges[2]);
-  mg_rp_w_printf(w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s\n", "cell",
-                 nw, "variant", "units", "requests", "error", "fallback",
-                 "low-conf", "conf", "p50 ms", "p95 ms");
+  mg_rp_w_printf(w,
+                 "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s %8s %8s\n",
+                 "cell", nw, "variant", "units", "requests", "error",
+                 "fallback", "low-conf", "conf", "p50 ms", "p95 ms", "prompt",
+                 "compl.");
   for (c = 0; c < fr->ncells; c++) {
     const struct mg_rp_cell *cell = &fr->cells[c];
     for (a = 0; a < fr->narms; a++) {
@@ -265,7 +267,7 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
       if (ca->requests == 0 && fr->v[a].requests == 0)
         continue;
       mg_rp_w_printf(
-          w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s\n",
+          w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s %8s %8s\n",
           a == 0 ? cell->label : "", nw, fr->v[a].name,
           count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
           mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
@@ -275,7 +277,10 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                           ca->value[MG_RP_M_LOWCONF]),
           mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
                           ca->value[MG_RP_M_CONFIDENCE]),
-          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95));
+          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95),
+          mg_rp_fmt_value(b[10], 32, MG_RP_M_PROMPT, ca->value[MG_RP_M_PROMPT]),
+          mg_rp_fmt_value(b[11], 32, MG_RP_M_COMPLETION,
+                          ca->value[MG_RP_M_COMPLETION]));
     }
     for (a = 0; a < fr->narms; a++) {
       const struct mg_rp_cell_arm *ca = &cell->arms[a];
@@ -288,12 +293,7 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                      fr->v[a].name, fr->v[fr->control].name);
       for (m = 0; m < MG_RP_CELL_METRICS; m++)
         mg_rp_w_printf(w, "%s %s %s (p %s)%s", m ? "," : "",
-                       m == MG_RP_M_LOWCONF      ? "low-conf"
-                       : m == MG_RP_M_CONFIDENCE ? "conf"
-                       : m == MG_RP_M_LATENCY    ? "latency"
-                       : m == MG_RP_M_ERROR      ? "error"
-                                                 : "fallback",
-                       mg_rp_fmt_diff(b[6], 32, m, ca->cmp[m].diff),
+                       mg_rp_metrics[m].abbr, mg_rp_fmt_diff(b[6], 32, m, ca->cmp[m].diff),
                        mg_rp_fmt_p(b[7], 32, ca->cmp[m].p),
                        ca->flagged[m] ? " WORSE" : "");
       mg_rp_w_puts(w, "\n");

@@ -725,6 +725,110 @@ static void test_format(void **state) {
   assert_string_equal(mg_rp_fmt_p(b, sizeof(b), NAN), "n/a");
 }
 
+/* The input axis covers tokens too: per cell and arm, the mean prompt and
+ * completion tokens over the records that carry tokens, computed here from
+ * the cell's own bounds; a token difference, however clear, is shown but
+ * never flagged (tokens have no "worse" direction) and does not widen the
+ * Bonferroni factor. */
+static void test_input_axis_tokens(void **state) {
+  enum { N = 800 };
+  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b, out;
+  const struct mg_rp_flag_report *fr;
+  int chars[N], prompt[N], completion[N], arm[N];
+  bool tok[N];
+  uint32_t c, a, directional = 0;
+  size_t i;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  mg_buf_init(&out, SIZE_MAX);
+  for (i = 0; i < N; i++) {
+    arm[i] = (int)(i % 2);
+    chars[i] = 100 * (int)(1 + (i / 2) % 4);
+    tok[i] = i % 10 != 3;
+    /* The treatment's prompts are 5 tokens longer everywhere. */
+    prompt[i] = chars[i] / 10 + (arm[i] ? 5 : 0) + (int)(i % 7);
+    completion[i] = 7 + (int)(i % 3);
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"f\",\"unit\":\"u%zu\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"weights\":{\"control\":50,"
+                      "\"treatment\":50},\"input\":{\"chars\":%d,"
+                      "\"messages\":1,\"tools\":0,\"stream\":false},"
+                      "\"status\":200,\"error\":false,\"ms\":%d",
+                      i, arm[i] ? "treatment" : "control", chars[i],
+                      10 + (int)(i % 5)),
+        0);
+    if (tok[i])
+      assert_int_equal(mg_buf_printf(&b,
+                                     ",\"tokens\":{\"prompt\":%d,"
+                                     "\"completion\":%d}}\n",
+                                     prompt[i], completion[i]),
+                       0);
+    else
+      assert_int_equal(mg_buf_printf(&b, ",\"tokens\":null}\n"), 0);
+  }
+  analyse(b.data, b.len, &opt, &lg, &r);
+  fr = &r.flags[0];
+  assert_string_equal(fr->v[fr->control].name, "control");
+  assert_true(fr->ncells >= 2);
+  for (c = 0; c < fr->ncells; c++) {
+    const struct mg_rp_cell *cell = &fr->cells[c];
+    for (a = 0; a < fr->narms; a++) {
+      const struct mg_rp_cell_arm *ca = &cell->arms[a];
+      int want_arm = strcmp(fr->v[a].name, "treatment") == 0;
+      double sp = 0, sc = 0, n = 0;
+      int m;
+      for (i = 0; i < N; i++) {
+        bool in = strcmp(cell->axis, "chars") == 0
+                      ? (cell->lo < 0 || chars[i] > cell->lo) &&
+                            chars[i] <= cell->hi
+                      : true; /* tools: every record has 0 tools */
+        if (!in || arm[i] != want_arm || !tok[i])
+          continue;
+        sp += prompt[i];
+        sc += completion[i];
+        n++;
+      }
+      assert_true(n > 0);
+      if (fabs(ca->value[MG_RP_M_PROMPT] - sp / n) > 1e-9 ||
+          fabs(ca->value[MG_RP_M_COMPLETION] - sc / n) > 1e-9)
+        fail_msg("%s, %s: tokens %g / %g, want %g / %g", cell->label,
+                 fr->v[a].name, ca->value[MG_RP_M_PROMPT],
+                 ca->value[MG_RP_M_COMPLETION], sp / n, sc / n);
+      if (!ca->has_cmp)
+        continue;
+      /* Clear, and still not flagged. */
+      assert_true(ca->cmp[MG_RP_M_PROMPT].diff > 4);
+      assert_true(ca->cmp[MG_RP_M_PROMPT].p < 1e-6);
+      assert_false(ca->flagged[MG_RP_M_PROMPT]);
+      assert_false(ca->flagged[MG_RP_M_COMPLETION]);
+      for (m = 0; m < MG_RP_CELL_METRICS; m++)
+        directional += mg_rp_metrics[m].worse != 0 && !isnan(ca->cmp[m].p);
+    }
+  }
+  assert_int_equal(fr->cell_tests, directional);
+  assert_int_equal(r.nalarms, 0);
+  /* Every renderer shows them. */
+  assert_int_equal(mg_rp_render_text(&r, &out), 0);
+  assert_non_null(strstr(out.data, "compl."));
+  assert_non_null(strstr(out.data, "prompt tok +"));
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_json(&r, &out), 0);
+  assert_non_null(strstr(out.data, "\"vs_control\":{\"error_rate\""));
+  assert_non_null(strstr(out.data, "\"completion_tokens\":{\"diff\""));
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_html(&r, &out), 0);
+  assert_non_null(strstr(out.data, "<th>compl. tok.</th>"));
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+  mg_buf_free(&out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_norm),
@@ -741,6 +845,7 @@ int main(void) {
       cmocka_unit_test(test_analysis_aa),
       cmocka_unit_test(test_analysis_srm_and_effect),
       cmocka_unit_test(test_analysis_control_choice),
+      cmocka_unit_test(test_input_axis_tokens),
       cmocka_unit_test(test_parallel_read_matches),
       cmocka_unit_test(test_format),
   };
