@@ -41,121 +41,111 @@ static const double overhead_bounds[] = {0.00001, 0.000025, 0.00005, 0.0001,
 
 #define NB(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Every metric family modelgate exports, declared once at start-up. */
+static const struct {
+  const char *name, *help;
+  enum mg_metric_type type;
+  const double *bounds;
+  size_t nbounds;
+} families[] = {
+    {"modelgate_requests_total",
+     "Requests answered, by route (alias) and status.", MG_COUNTER, NULL, 0},
+    {"modelgate_request_duration_seconds",
+     "Whole request, from the last request byte to the last response byte "
+     "queued.",
+     MG_HISTOGRAM, request_bounds, NB(request_bounds)},
+    {"modelgate_upstream_duration_seconds",
+     "Time spent waiting for upstreams, by target.", MG_HISTOGRAM,
+     request_bounds, NB(request_bounds)},
+    {"modelgate_overhead_seconds",
+     "Time spent in modelgate itself per request (whole request minus upstream "
+     "time).",
+     MG_HISTOGRAM, overhead_bounds, NB(overhead_bounds)},
+    {"modelgate_connections", "Open client connections.", MG_GAUGE, NULL, 0},
+    {"modelgate_requests_in_flight", "Requests being answered.", MG_GAUGE, NULL,
+     0},
+    {"modelgate_upstream_transfers_active", "Upstream transfers in progress.",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_upstream_paused_total",
+     "Times a streaming upstream transfer was paused because its client read "
+     "slowly.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_config_info", "The config snapshot in use (label: hash).",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_config_reloads_total",
+     "Config reloads, by result (ok or error).", MG_COUNTER, NULL, 0},
+    {"modelgate_flag_requests_total",
+     "Requests routed through a flag, by flag, variant and reason.", MG_COUNTER,
+     NULL, 0},
+    {"modelgate_flag_weight_percent",
+     "Weights in force per flag and variant (file or runtime override).",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_fallbacks_total",
+     "Requests answered by a fallback tier, by the first target, the tier that "
+     "answered and the reason.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_ramp_step", "Current step of a flag's ramp (0-based).",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_ramp_rolled_back", "1 when a flag's ramp is rolled back.",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_ramp_rollbacks_total",
+     "Ramp rollbacks, by flag and the guard that fired (manual for the admin "
+     "API).",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_ramp_window_requests",
+     "Rollout requests in a ramp's guard window, by flag and variant.",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_ramp_window_error_rate",
+     "Error rate in a ramp's guard window (the variant's own target failed, "
+     "even if a fallback answered).",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_ramp_window_p95_ms", "p95 latency in a ramp's guard window.",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_decision_log_lines_total", "Decision log lines written.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_decision_log_dropped_total",
+     "Decision log lines lost (buffer full or write errors).", MG_COUNTER, NULL,
+     0},
+    {"modelgate_decision_log_write_errors_total",
+     "Failed writes to the decision log file.", MG_COUNTER, NULL, 0},
+    {"modelgate_decision_log_rotations_total", "Decision log rotations.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_stream_errors_total",
+     "Streams that ended with an error event after their 200 head was sent "
+     "(counted as 200 in modelgate_requests_total).",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_retries_total", "Retries of a target after a failure.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_breaker_state",
+     "Circuit breaker per target: 0 closed, 1 open, 2 half-open.", MG_GAUGE,
+     NULL, 0},
+    {"modelgate_breaker_transitions_total",
+     "Circuit breaker state changes, by target and new state.", MG_COUNTER,
+     NULL, 0},
+    {"modelgate_cache_hits_total", "Answers served from the cache.", MG_COUNTER,
+     NULL, 0},
+    {"modelgate_cache_misses_total", "Cache lookups that found nothing fresh.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_cache_stores_total", "Answers stored in the cache.", MG_COUNTER,
+     NULL, 0},
+    {"modelgate_cache_evictions_total",
+     "Entries evicted to stay within the cache limits.", MG_COUNTER, NULL, 0},
+    {"modelgate_cache_entries", "Entries in the answer cache.", MG_GAUGE, NULL,
+     0},
+    {"modelgate_cache_bytes", "Bytes held by the answer cache.", MG_GAUGE, NULL,
+     0},
+    {"modelgate_flag_killed", "1 when the flag's kill switch is on.", MG_GAUGE,
+     NULL, 0},
+};
+
 static int register_metrics(struct mg_metrics *m) {
-  int rc = 0;
-  rc |= mg_metrics_family(m, "modelgate_requests_total",
-                          "Requests answered, by route (alias) and status.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_request_duration_seconds",
-                          "Whole request, from the last request byte to the "
-                          "last response byte queued.",
-                          MG_HISTOGRAM, request_bounds, NB(request_bounds));
-  rc |= mg_metrics_family(m, "modelgate_upstream_duration_seconds",
-                          "Time spent waiting for upstreams, by target.",
-                          MG_HISTOGRAM, request_bounds, NB(request_bounds));
-  rc |= mg_metrics_family(m, "modelgate_overhead_seconds",
-                          "Time spent in modelgate itself per request "
-                          "(whole request minus upstream time).",
-                          MG_HISTOGRAM, overhead_bounds, NB(overhead_bounds));
-  rc |= mg_metrics_family(m, "modelgate_connections",
-                          "Open client connections.", MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_requests_in_flight",
-                          "Requests being answered.", MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_upstream_transfers_active",
-                          "Upstream transfers in progress.", MG_GAUGE, NULL,
-                          0);
-  rc |= mg_metrics_family(m, "modelgate_upstream_paused_total",
-                          "Times a streaming upstream transfer was paused "
-                          "because its client read slowly.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_config_info",
-                          "The config snapshot in use (label: hash).",
-                          MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_config_reloads_total",
-                          "Config reloads, by result (ok or error).",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_flag_requests_total",
-                          "Requests routed through a flag, by flag, variant "
-                          "and reason.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_flag_weight_percent",
-                          "Weights in force per flag and variant (file or "
-                          "runtime override).",
-                          MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_fallbacks_total",
-                          "Requests answered by a fallback tier, by the "
-                          "first target, the tier that answered and the "
-                          "reason.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_ramp_step",
-                          "Current step of a flag's ramp (0-based).",
-                          MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_ramp_rolled_back",
-                          "1 when a flag's ramp is rolled back.", MG_GAUGE,
-                          NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_ramp_rollbacks_total",
-                          "Ramp rollbacks, by flag and the guard that fired "
-                          "(manual for the admin API).",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_ramp_window_requests",
-                          "Rollout requests in a ramp's guard window, by "
-                          "flag and variant.",
-                          MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_ramp_window_error_rate",
-                          "Error rate in a ramp's guard window (the "
-                          "variant's own target failed, even if a fallback "
-                          "answered).",
-                          MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_ramp_window_p95_ms",
-                          "p95 latency in a ramp's guard window.", MG_GAUGE,
-                          NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_decision_log_lines_total",
-                          "Decision log lines written.", MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_decision_log_dropped_total",
-                          "Decision log lines lost (buffer full or write "
-                          "errors).",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_decision_log_write_errors_total",
-                          "Failed writes to the decision log file.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_decision_log_rotations_total",
-                          "Decision log rotations.", MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_stream_errors_total",
-                          "Streams that ended with an error event after "
-                          "their 200 head was sent (counted as 200 in "
-                          "modelgate_requests_total).",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_retries_total",
-                          "Retries of a target after a failure.", MG_COUNTER,
-                          NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_breaker_state",
-                          "Circuit breaker per target: 0 closed, 1 open, 2 "
-                          "half-open.",
-                          MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_breaker_transitions_total",
-                          "Circuit breaker state changes, by target and new "
-                          "state.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_cache_hits_total",
-                          "Answers served from the cache.", MG_COUNTER, NULL,
-                          0);
-  rc |= mg_metrics_family(m, "modelgate_cache_misses_total",
-                          "Cache lookups that found nothing fresh.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_cache_stores_total",
-                          "Answers stored in the cache.", MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_cache_evictions_total",
-                          "Entries evicted to stay within the cache limits.",
-                          MG_COUNTER, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_cache_entries",
-                          "Entries in the answer cache.", MG_GAUGE, NULL, 0);
-  rc |= mg_metrics_family(m, "modelgate_cache_bytes",
-                          "Bytes held by the answer cache.", MG_GAUGE, NULL,
-                          0);
-  rc |= mg_metrics_family(m, "modelgate_flag_killed",
-                          "1 when the flag's kill switch is on.", MG_GAUGE,
-                          NULL, 0);
-  return rc ? -ENOMEM : 0;
+  size_t i;
+  for (i = 0; i < NB(families); i++)
+    if (mg_metrics_family(m, families[i].name, families[i].help,
+                          families[i].type, families[i].bounds,
+                          families[i].nbounds) != 0)
+      return -ENOMEM;
+  return 0;
 }
 
 /* Series looked up once per route (or target) and status, then kept:
