@@ -99,6 +99,23 @@ void mg_rp_w_html(struct mg_rp_w *w, const char *s) {
     w->err = mg_buf_append(w->b, run, (size_t)(s - run));
 }
 
+void mg_rp_cell_cols(const struct mg_rp_cell_arm *ca,
+                     char out[MG_RP_CELL_COLS][32]) {
+  static const enum mg_rp_metric before[] = {MG_RP_M_ERROR, MG_RP_M_FALLBACK,
+                                             MG_RP_M_LOWCONF,
+                                             MG_RP_M_CONFIDENCE};
+  size_t i;
+  mg_rp_fmt_count(out[0], 32, ca->units);
+  mg_rp_fmt_count(out[1], 32, ca->requests);
+  for (i = 0; i < 4; i++)
+    mg_rp_fmt_value(out[2 + i], 32, before[i], ca->value[before[i]]);
+  mg_rp_fmt_ms(out[6], 32, ca->p50);
+  mg_rp_fmt_ms(out[7], 32, ca->p95);
+  mg_rp_fmt_value(out[8], 32, MG_RP_M_PROMPT, ca->value[MG_RP_M_PROMPT]);
+  mg_rp_fmt_value(out[9], 32, MG_RP_M_COMPLETION,
+                  ca->value[MG_RP_M_COMPLETION]);
+}
+
 static const char *plural(uint64_t n) { return n == 1 ? "" : "s"; }
 
 void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {

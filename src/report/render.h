@@ -42,6 +42,13 @@ void mg_rp_w_html(struct mg_rp_w *w, const char *s);
  * opening of the text and HTML reports. */
 void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log);
 
+/* The columns of one variant in one input-axis cell, formatted for people:
+ * units, requests, error, fallback, low-conf, confidence, p50 ms, p95 ms,
+ * prompt and completion tokens. Shared by the text and HTML tables. */
+#define MG_RP_CELL_COLS 10
+void mg_rp_cell_cols(const struct mg_rp_cell_arm *ca,
+                     char out[MG_RP_CELL_COLS][32]);
+
 /* The text of the method footnote, shared by every format. */
 extern const char mg_rp_method_text[];
 

@@ -92,10 +92,6 @@ static void short_label(struct mg_rp_w *w, const char *s) {
   esc(w, buf);
 }
 
-static const char *count(char *buf, size_t n, uint64_t v) {
-  return mg_rp_fmt_count(buf, n, v);
-}
-
 /* A "nice" upper bound for an axis: 1, 2, 2.5 or 5 times a power of ten. */
 static double nice_max(double v) {
   double e, f;
@@ -128,7 +124,7 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
   mg_rp_w_inputs(w, log);
   if (log->unflagged)
     mg_rp_w_printf(w, "; %s records without a flag",
-                   count(a, sizeof(a), log->unflagged));
+                   mg_rp_fmt_count(a, sizeof(a), log->unflagged));
   mg_rp_w_puts(w, ".<br>Files: ");
   for (i = 0; i < log->nfiles; i++) {
     if (i)
@@ -215,7 +211,8 @@ static void metrics_table(struct mg_rp_w *w,
     esc(w, v->name);
     mg_rp_w_printf(w, "%s</td><td>%s</td><td>%s</td>",
                    v->control ? " <em>(control)</em>" : "",
-                   count(b[0], 32, v->units), count(b[1], 32, v->requests));
+                   mg_rp_fmt_count(b[0], 32, v->units),
+                   mg_rp_fmt_count(b[1], 32, v->requests));
     for (m = 0; m < MG_RP_NMETRICS; m++) {
       value_text(b[2], 32, m, v->value[m]);
       if (m == MG_RP_M_LATENCY)
@@ -263,10 +260,11 @@ static void comparison_table(struct mg_rp_w *w,
           "</td><td class=\"l\">%s</td><td>%s</td><td>%s</td>"
           "<td%s>%s</td><td>%s &ndash; %s</td><td>%s</td><td%s>%s</td></tr>",
           mg_rp_metrics[m].label, mg_rp_fmt_value(b[0], 32, m, v->value[m]),
-          mg_rp_fmt_value(b[1], 32, m, c->value[m]), sig ? " class=\"sig\"" : "",
-          mg_rp_fmt_diff(b[2], 32, m, d->diff),
-          mg_rp_fmt_diff(b[3], 32, m, d->lo), mg_rp_fmt_diff(b[4], 32, m, d->hi),
-          rel, sig ? " class=\"sig\"" : "", mg_rp_fmt_p(b[5], 32, d->p));
+          mg_rp_fmt_value(b[1], 32, m, c->value[m]),
+          sig ? " class=\"sig\"" : "", mg_rp_fmt_diff(b[2], 32, m, d->diff),
+          mg_rp_fmt_diff(b[3], 32, m, d->lo),
+          mg_rp_fmt_diff(b[4], 32, m, d->hi), rel, sig ? " class=\"sig\"" : "",
+          mg_rp_fmt_p(b[5], 32, d->p));
     }
   }
   mg_rp_w_puts(w, "</table>\n");
@@ -402,8 +400,9 @@ static void diffs_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                    "stroke=\"%s\"/><text x=\"%.1f\" y=\"%.1f\" "
                    "font-size=\"11\" text-anchor=\"middle\">%+.0f%%</text>",
-                   x, top - 4, x, top + row * rows, a == 2 ? "#8a93a3" : "#e3e6eb",
-                   x, top + row * rows + 16, rel * 100);
+                   x, top - 4, x, top + row * rows,
+                   a == 2 ? "#8a93a3" : "#e3e6eb", x, top + row * rows + 16,
+                   rel * 100);
   }
   y = top;
   for (a = 0; a < fr->narms; a++) {
@@ -476,7 +475,8 @@ static void latency_chart(struct mg_rp_w *w,
                  " &mdash; %s requests</text><text x=\"10\" y=\"34\" "
                  "font-size=\"11\">share of requests per bin; p50 %.0f ms, "
                  "p95 %.0f ms, p99 %.0f ms</text>",
-                 count(b, sizeof(b), v->requests), v->p50, v->p95, v->p99);
+                 mg_rp_fmt_count(b, sizeof(b), v->requests), v->p50, v->p95,
+                 v->p99);
   /* Bars. */
   for (i = 0; i < MG_RP_HIST_BINS; i++) {
     double share = v->requests ? (double)v->hist[i] / (double)v->requests : 0;
@@ -672,7 +672,7 @@ static void axis_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
 
 static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                        size_t fi) {
-  char b[12][32];
+  char b[2][32], col[MG_RP_CELL_COLS][32];
   uint32_t c, a;
   int m;
 
@@ -704,29 +704,20 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       mg_rp_w_puts(w, "</td><td class=\"l\">");
       swatch(w, fr, a);
       esc(w, fr->v[a].name);
+      mg_rp_cell_cols(ca, col);
       mg_rp_w_printf(
           w,
           "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
           "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
           "<td class=\"l wrap\">",
-          count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
-          mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
-          mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
-                          ca->value[MG_RP_M_FALLBACK]),
-          mg_rp_fmt_value(b[4], 32, MG_RP_M_LOWCONF,
-                          ca->value[MG_RP_M_LOWCONF]),
-          mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
-                          ca->value[MG_RP_M_CONFIDENCE]),
-          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95),
-          mg_rp_fmt_value(b[10], 32, MG_RP_M_PROMPT, ca->value[MG_RP_M_PROMPT]),
-          mg_rp_fmt_value(b[11], 32, MG_RP_M_COMPLETION,
-                          ca->value[MG_RP_M_COMPLETION]));
+          col[0], col[1], col[2], col[3], col[4], col[5], col[6], col[7],
+          col[8], col[9]);
       if (ca->has_cmp)
         for (m = 0; m < MG_RP_CELL_METRICS; m++)
           mg_rp_w_printf(w, "%s%s%s %s (p %s)%s", m ? ", " : "",
                          ca->flagged[m] ? "<b>" : "", mg_rp_metrics[m].abbr,
-                         mg_rp_fmt_diff(b[6], 32, m, ca->cmp[m].diff),
-                         mg_rp_fmt_p(b[7], 32, ca->cmp[m].p),
+                         mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff),
+                         mg_rp_fmt_p(b[1], 32, ca->cmp[m].p),
                          ca->flagged[m] ? "</b>" : "");
       else if (a == fr->control)
         mg_rp_w_puts(w, "(control)");
@@ -759,9 +750,9 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                    "</td><td>%s</td><td>%.2f%%</td><td>%.2f%%</td>"
                    "<td>%s (%.1f%%)</td><td>%.1f</td><td>%.0f</td>"
                    "<td>%.0f</td><td>%.0f</td><td>%.1f%%</td></tr>",
-                   count(b[0], 32, v->srm_units),
+                   mg_rp_fmt_count(b[0], 32, v->srm_units),
                    tot ? 100.0 * (double)v->srm_units / (double)tot : 0.0,
-                   100 * v->srm_expected, count(b[1], 32, v->heavy),
+                   100 * v->srm_expected, mg_rp_fmt_count(b[1], 32, v->heavy),
                    v->units ? 100.0 * (double)v->heavy / (double)v->units : 0,
                    isnan(v->rpu_mean) ? 0 : v->rpu_mean,
                    isnan(v->rpu_p50) ? 0 : v->rpu_p50,
@@ -787,14 +778,15 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                    "p = %s.</li>",
                    fr->bal_alarm ? "alarm" : "ok",
                    fr->bal_alarm ? "heavy users cluster" : "ok",
-                   count(b[0], 32, fr->bal_units), fr->heavy_min_requests,
-                   fr->bal_chi2, fr->bal_df, mg_rp_fmt_p(b[2], 32, fr->bal_p));
+                   mg_rp_fmt_count(b[0], 32, fr->bal_units),
+                   fr->heavy_min_requests, fr->bal_chi2, fr->bal_df,
+                   mg_rp_fmt_p(b[2], 32, fr->bal_p));
   else
     mg_rp_w_printf(w, "<li>Cohort balance: not tested (%s).</li>",
                    fr->bal_note);
   if (fr->switched_units)
     mg_rp_w_printf(w, "<li>Units seen in more than one variant: %s.</li>",
-                   count(b[0], 32, fr->switched_units));
+                   mg_rp_fmt_count(b[0], 32, fr->switched_units));
   mg_rp_w_puts(w, "</ul>\n");
 }
 
@@ -820,7 +812,8 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
     mg_rp_w_puts(w, "No control: no rollout records");
   }
   mg_rp_w_printf(w, ". Records: %s, rollout (randomized): %s.",
-                 count(b[0], 32, fr->records), count(b[1], 32, fr->rollout));
+                 mg_rp_fmt_count(b[0], 32, fr->records),
+                 mg_rp_fmt_count(b[1], 32, fr->rollout));
   for (i = 0; i < f->nwsets; i++) {
     const struct mg_rp_wset *ws = &f->wsets[i];
     mg_rp_w_puts(w, i ? "<br>" : "<br>Weights: ");
@@ -829,7 +822,8 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       esc(w, f->arms[ws->arm[k]].name);
       mg_rp_w_printf(w, " %g%%", ws->bp[k] / 100.0);
     }
-    mg_rp_w_printf(w, " in %s rollout records", count(b[0], 32, ws->records));
+    mg_rp_w_printf(w, " in %s rollout records",
+                   mg_rp_fmt_count(b[0], 32, ws->records));
     if (ws->first_ts[0]) {
       mg_rp_w_puts(w, " (");
       esc(w, ws->first_ts);
@@ -846,7 +840,7 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
     esc(w, f->arms[f->reasons[i].arm].name);
     mg_rp_w_puts(w, " ");
     esc(w, f->reasons[i].reason);
-    mg_rp_w_printf(w, " %s", count(b[0], 32, f->reasons[i].n));
+    mg_rp_w_printf(w, " %s", mg_rp_fmt_count(b[0], 32, f->reasons[i].n));
   }
   mg_rp_w_puts(w, ".</p>\n");
   if (fr->rollout == 0) {
@@ -914,11 +908,12 @@ static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
     mg_rp_w_printf(w,
                    "</td><td>%s</td><td>%s</td><td>%.1f</td><td>%.2f</td>"
                    "<td>%.2f</td><td>%s</td><td class=\"l %s\">%s</td></tr>",
-                   count(b[0], 32, p->common), count(b[1], 32, p->both),
+                   mg_rp_fmt_count(b[0], 32, p->common),
+                   mg_rp_fmt_count(b[1], 32, p->both),
                    isnan(p->expected) ? 0 : p->expected,
                    isnan(p->ratio) ? 0 : p->ratio, isnan(p->chi2) ? 0 : p->chi2,
                    mg_rp_fmt_p(b[2], 32, p->p), p->alarm ? "alarm" : "ok",
-                   p->alarm     ? "not independent"
+                   p->alarm    ? "not independent"
                    : p->tested ? "ok"
                                : "not tested (expected count below 5)");
   }

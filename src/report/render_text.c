@@ -8,10 +8,6 @@
 
 #include "report/render.h"
 
-static const char *count(char *buf, size_t n, uint64_t v) {
-  return mg_rp_fmt_count(buf, n, v);
-}
-
 static int name_width(const struct mg_rp_flag_report *fr) {
   uint32_t a;
   int w = 9;
@@ -38,7 +34,7 @@ static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
   if (log->unflagged)
     mg_rp_w_printf(w,
                    "records without a flag (not routed through one): %s\n",
-                   count(a, sizeof(a), log->unflagged));
+                   mg_rp_fmt_count(a, sizeof(a), log->unflagged));
   if (log->nevents) {
     mg_rp_w_puts(w, "events:");
     for (i = 0; i < log->nevents; i++)
@@ -81,7 +77,8 @@ static void weights(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
     for (k = 0; k < ws->n; k++)
       mg_rp_w_printf(w, "%s%s %g%%", k ? ", " : "", f->arms[ws->arm[k]].name,
                      ws->bp[k] / 100.0);
-    mg_rp_w_printf(w, " in %s rollout records", count(a, sizeof(a), ws->records));
+    mg_rp_w_printf(w, " in %s rollout records",
+                   mg_rp_fmt_count(a, sizeof(a), ws->records));
     if (ws->first_ts[0])
       mg_rp_w_printf(w, " (%s .. %s)", ws->first_ts, ws->last_ts);
     mg_rp_w_printf(w, "%s\n",
@@ -91,7 +88,7 @@ static void weights(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   }
   if (f->wsets_untracked)
     mg_rp_w_printf(w, "         ... and %s records with later weight sets\n",
-                   count(a, sizeof(a), f->wsets_untracked));
+                   mg_rp_fmt_count(a, sizeof(a), f->wsets_untracked));
 }
 
 /* Records by reason, one line per variant. */
@@ -109,7 +106,7 @@ static void reasons_by_variant(struct mg_rp_w *w,
     for (i = 0; i < f->nreasons; i++)
       if (f->reasons[i].arm == arm)
         mg_rp_w_printf(w, "%s%s %s", k++ ? ", " : "", f->reasons[i].reason,
-                       count(a, sizeof(a), f->reasons[i].n));
+                       mg_rp_fmt_count(a, sizeof(a), f->reasons[i].n));
     mg_rp_w_puts(w, k ? "\n" : "(none)\n");
   }
 }
@@ -127,11 +124,11 @@ static void metrics(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   for (a = 0; a < fr->narms; a++) {
     const struct mg_rp_variant *v = &fr->v[a];
     mg_rp_w_printf(
-        w, "  %-*s %9s %10s %8s %8s %8s %6s %8s %8s %8s %8s %8s%s\n",
-        nw, v->name, count(b[0], 32, v->units), count(b[1], 32, v->requests),
+        w, "  %-*s %9s %10s %8s %8s %8s %6s %8s %8s %8s %8s %8s%s\n", nw,
+        v->name, mg_rp_fmt_count(b[0], 32, v->units),
+        mg_rp_fmt_count(b[1], 32, v->requests),
         mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, v->value[MG_RP_M_ERROR]),
-        mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
-                        v->value[MG_RP_M_FALLBACK]),
+        mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK, v->value[MG_RP_M_FALLBACK]),
         mg_rp_fmt_value(b[4], 32, MG_RP_M_LOWCONF, v->value[MG_RP_M_LOWCONF]),
         mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
                         v->value[MG_RP_M_CONFIDENCE]),
@@ -201,7 +198,7 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
         tot += fr->v[i].srm_units;
       mg_rp_w_printf(w, "%s%s %s (%.2f%% seen, %.2f%% expected)",
                      k++ ? ", " : "", fr->v[a].name,
-                     count(b[0], 32, fr->v[a].srm_units),
+                     mg_rp_fmt_count(b[0], 32, fr->v[a].srm_units),
                      tot ? 100.0 * (double)fr->v[a].srm_units / (double)tot : 0,
                      fr->v[a].srm_expected * 100);
     }
@@ -217,8 +214,9 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                    "units by requests (>= %" PRIu64
                    " requests); chi-square %.2f, df %.0f, p = %s\n",
                    fr->bal_alarm ? "ALARM" : "ok",
-                   count(b[0], 32, fr->bal_units), fr->heavy_min_requests,
-                   fr->bal_chi2, fr->bal_df, mg_rp_fmt_p(b[1], 32, fr->bal_p));
+                   mg_rp_fmt_count(b[0], 32, fr->bal_units),
+                   fr->heavy_min_requests, fr->bal_chi2, fr->bal_df,
+                   mg_rp_fmt_p(b[1], 32, fr->bal_p));
   }
   mg_rp_w_printf(w,
                  "      %-*s %9s %8s   requests per unit: %6s %6s %6s %6s  "
@@ -231,7 +229,7 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
     mg_rp_w_printf(w,
                    "      %-*s %9s %7.1f%%                      %6.1f %6.0f "
                    "%6.0f %6.0f  %5.1f%%\n",
-                   nw, v->name, count(b[0], 32, v->units),
+                   nw, v->name, mg_rp_fmt_count(b[0], 32, v->units),
                    100.0 * (double)v->heavy / (double)v->units, v->rpu_mean,
                    v->rpu_p50, v->rpu_p90, v->rpu_p99,
                    isnan(v->heavy_requests) ? 0 : 100 * v->heavy_requests);
@@ -240,12 +238,12 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
     mg_rp_w_printf(w,
                    "    units seen in more than one variant: %s (weights "
                    "moved them, or unit ids collide)\n",
-                   count(b[0], 32, fr->switched_units));
+                   mg_rp_fmt_count(b[0], 32, fr->switched_units));
 }
 
 static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   int nw = name_width(fr);
-  char b[12][32];
+  char b[2][32], col[MG_RP_CELL_COLS][32];
   uint32_t c, a;
   int m;
 
@@ -266,21 +264,11 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
       const struct mg_rp_cell_arm *ca = &cell->arms[a];
       if (ca->requests == 0 && fr->v[a].requests == 0)
         continue;
+      mg_rp_cell_cols(ca, col);
       mg_rp_w_printf(
           w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s %8s %8s\n",
-          a == 0 ? cell->label : "", nw, fr->v[a].name,
-          count(b[0], 32, ca->units), count(b[1], 32, ca->requests),
-          mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, ca->value[MG_RP_M_ERROR]),
-          mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK,
-                          ca->value[MG_RP_M_FALLBACK]),
-          mg_rp_fmt_value(b[4], 32, MG_RP_M_LOWCONF,
-                          ca->value[MG_RP_M_LOWCONF]),
-          mg_rp_fmt_value(b[5], 32, MG_RP_M_CONFIDENCE,
-                          ca->value[MG_RP_M_CONFIDENCE]),
-          mg_rp_fmt_ms(b[8], 32, ca->p50), mg_rp_fmt_ms(b[9], 32, ca->p95),
-          mg_rp_fmt_value(b[10], 32, MG_RP_M_PROMPT, ca->value[MG_RP_M_PROMPT]),
-          mg_rp_fmt_value(b[11], 32, MG_RP_M_COMPLETION,
-                          ca->value[MG_RP_M_COMPLETION]));
+          a == 0 ? cell->label : "", nw, fr->v[a].name, col[0], col[1],
+          col[2], col[3], col[4], col[5], col[6], col[7], col[8], col[9]);
     }
     for (a = 0; a < fr->narms; a++) {
       const struct mg_rp_cell_arm *ca = &cell->arms[a];
@@ -293,8 +281,9 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                      fr->v[a].name, fr->v[fr->control].name);
       for (m = 0; m < MG_RP_CELL_METRICS; m++)
         mg_rp_w_printf(w, "%s %s %s (p %s)%s", m ? "," : "",
-                       mg_rp_metrics[m].abbr, mg_rp_fmt_diff(b[6], 32, m, ca->cmp[m].diff),
-                       mg_rp_fmt_p(b[7], 32, ca->cmp[m].p),
+                       mg_rp_metrics[m].abbr,
+                       mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff),
+                       mg_rp_fmt_p(b[1], 32, ca->cmp[m].p),
                        ca->flagged[m] ? " WORSE" : "");
       mg_rp_w_puts(w, "\n");
     }
@@ -314,8 +303,8 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   else
     mg_rp_w_puts(w, "control: none (no rollout records)\n");
   mg_rp_w_printf(w, "records: %s, of which rollout (randomized): %s\n",
-                 count(a, sizeof(a), fr->records),
-                 count(b, sizeof(b), fr->rollout));
+                 mg_rp_fmt_count(a, sizeof(a), fr->records),
+                 mg_rp_fmt_count(b, sizeof(b), fr->rollout));
   weights(w, fr);
   reasons_by_variant(w, fr);
   if (fr->rollout == 0) {
@@ -340,8 +329,8 @@ static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
     const struct mg_rp_pair *p = &r->pairs[i];
     mg_rp_w_printf(w, "  %s x %s: %s shared units, %s in both treatments",
                    r->flags[p->a].src->name, r->flags[p->b].src->name,
-                   count(a, sizeof(a), p->common),
-                   count(b, sizeof(b), p->both));
+                   mg_rp_fmt_count(a, sizeof(a), p->common),
+                   mg_rp_fmt_count(b, sizeof(b), p->both));
     if (p->common == 0) {
       mg_rp_w_puts(w, "\n");
       continue;
