@@ -141,16 +141,22 @@ int mg_answer_wrap(struct mg_buf *out, enum mg_answer_kind kind,
   return rc;
 }
 
-/* One event: "data: " + prefix (the members before "choices") + body +
- * "\n\n". */
-static int event(struct mg_buf *out, const struct mg_buf *prefix,
-                 const char *body) {
+/* The start of an event: "data: " + prefix (the members before
+ * "choices") + text; the caller writes the rest. */
+static int event_open(struct mg_buf *out, const struct mg_buf *prefix,
+                      const char *text) {
   int rc;
   if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-      (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0 ||
-      (rc = mg_buf_puts(out, body)) != 0)
+      (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0)
     return rc;
-  return mg_buf_puts(out, "\n\n");
+  return mg_buf_puts(out, text);
+}
+
+/* One whole event: event_open + "\n\n". */
+static int event(struct mg_buf *out, const struct mg_buf *prefix,
+                 const char *body) {
+  int rc = event_open(out, prefix, body);
+  return rc ? rc : mg_buf_puts(out, "\n\n");
 }
 
 int mg_answer_wrap_sse(struct mg_buf *out, enum mg_answer_kind kind,
@@ -170,10 +176,9 @@ int mg_answer_wrap_sse(struct mg_buf *out, enum mg_answer_kind kind,
                     "\"choices\":[{\"index\":0,\"delta\":{\"role\":"
                     "\"assistant\",\"content\":\"\"},\"logprobs\":null,"
                     "\"finish_reason\":null}]}")) != 0 ||
-        (rc = mg_buf_puts(out, "data: ")) != 0 ||
-        (rc = mg_buf_append(out, prefix.data, prefix.len)) != 0 ||
-        (rc = mg_buf_puts(out, "\"choices\":[{\"index\":0,\"delta\":{"
-                               "\"content\":")) != 0 ||
+        (rc = event_open(
+             out, &prefix,
+             "\"choices\":[{\"index\":0,\"delta\":{\"content\":")) != 0 ||
         (rc = json_text(out, text, len)) != 0 ||
         (rc = mg_buf_puts(out, "},\"logprobs\":null,\"finish_reason\":null}"
                                "]}\n\n")) != 0 ||
@@ -182,9 +187,7 @@ int mg_answer_wrap_sse(struct mg_buf *out, enum mg_answer_kind kind,
                     "\"finish_reason\":\"stop\"}]}")) != 0)
       goto out;
   } else {
-    if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-        (rc = mg_buf_append(out, prefix.data, prefix.len)) != 0 ||
-        (rc = mg_buf_puts(out, "\"choices\":[{\"text\":")) != 0 ||
+    if ((rc = event_open(out, &prefix, "\"choices\":[{\"text\":")) != 0 ||
         (rc = json_text(out, text, len)) != 0 ||
         (rc = mg_buf_puts(out, ",\"index\":0,\"logprobs\":null,"
                                "\"finish_reason\":null}]}\n\n")) != 0 ||
@@ -346,9 +349,7 @@ static int replay_chat_choice(struct mg_buf *out, const struct mg_buf *prefix,
 
   /* 1: the role, with empty content (null when the answer has none, as
    * for a pure tool call). */
-  if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-      (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0 ||
-      (rc = mg_buf_puts(out, "\"choices\":[{\"index\":")) != 0 ||
+  if ((rc = event_open(out, prefix, "\"choices\":[{\"index\":")) != 0 ||
       (rc = choice_index(out, d, c, pos)) != 0 ||
       (rc = mg_buf_puts(out, ",\"delta\":{\"role\":")) != 0 ||
       (rc = is_type(d, role, MG_JSON_STRING)
@@ -362,9 +363,7 @@ static int replay_chat_choice(struct mg_buf *out, const struct mg_buf *prefix,
 
   /* 2: everything the message says, in one delta. */
   if (has_content || has_refusal || has_fcall || has_calls) {
-    if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-        (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0 ||
-        (rc = mg_buf_puts(out, "\"choices\":[{\"index\":")) != 0 ||
+    if ((rc = event_open(out, prefix, "\"choices\":[{\"index\":")) != 0 ||
         (rc = choice_index(out, d, c, pos)) != 0 ||
         (rc = mg_buf_puts(out, ",\"delta\":{")) != 0)
       return rc;
@@ -375,7 +374,8 @@ static int replay_chat_choice(struct mg_buf *out, const struct mg_buf *prefix,
       first = false;
     }
     if (has_refusal) {
-      if ((rc = mg_buf_puts(out, first ? "\"refusal\":" : ",\"refusal\":")) != 0 ||
+      if ((rc = mg_buf_puts(out, first ? "\"refusal\":"
+                                       : ",\"refusal\":")) != 0 ||
           (rc = raw(out, d, refusal)) != 0)
         return rc;
       first = false;
@@ -400,9 +400,7 @@ static int replay_chat_choice(struct mg_buf *out, const struct mg_buf *prefix,
   }
 
   /* 3: why it ended. */
-  if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-      (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0 ||
-      (rc = mg_buf_puts(out, "\"choices\":[{\"index\":")) != 0 ||
+  if ((rc = event_open(out, prefix, "\"choices\":[{\"index\":")) != 0 ||
       (rc = choice_index(out, d, c, pos)) != 0 ||
       (rc = mg_buf_puts(out, ",\"delta\":{},\"logprobs\":null,"
                              "\"finish_reason\":")) != 0 ||
@@ -417,9 +415,7 @@ static int replay_text_choice(struct mg_buf *out, const struct mg_buf *prefix,
                               const struct mg_json_doc *d, uint32_t c,
                               uint32_t pos) {
   int rc;
-  if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-      (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0 ||
-      (rc = mg_buf_puts(out, "\"choices\":[{\"text\":")) != 0 ||
+  if ((rc = event_open(out, prefix, "\"choices\":[{\"text\":")) != 0 ||
       (rc = raw(out, d, mg_json_getc(d, c, "text"))) != 0 ||
       (rc = mg_buf_puts(out, ",\"index\":")) != 0 ||
       (rc = choice_index(out, d, c, pos)) != 0 ||
@@ -427,9 +423,8 @@ static int replay_text_choice(struct mg_buf *out, const struct mg_buf *prefix,
       (rc = raw_or_null(out, d, mg_json_getc(d, c, "logprobs"))) != 0 ||
       (rc = mg_buf_puts(out, ",\"finish_reason\":null}]}\n\n")) != 0)
     return rc;
-  if ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-      (rc = mg_buf_append(out, prefix->data, prefix->len)) != 0 ||
-      (rc = mg_buf_puts(out, "\"choices\":[{\"text\":\"\",\"index\":")) != 0 ||
+  if ((rc = event_open(out, prefix,
+                       "\"choices\":[{\"text\":\"\",\"index\":")) != 0 ||
       (rc = choice_index(out, d, c, pos)) != 0 ||
       (rc = mg_buf_puts(out, ",\"logprobs\":null,\"finish_reason\":")) != 0 ||
       (rc = raw_or_null(out, d, mg_json_getc(d, c, "finish_reason"))) != 0)
@@ -486,9 +481,7 @@ int mg_answer_replay_sse(const struct mg_json_doc *doc, struct mg_buf *out) {
   /* The usage chunk of stream_options.include_usage: no choices. */
   usage = mg_json_getc(doc, 0, "usage");
   if (is_type(doc, usage, MG_JSON_OBJECT) &&
-      ((rc = mg_buf_puts(out, "data: ")) != 0 ||
-       (rc = mg_buf_append(out, prefix.data, prefix.len)) != 0 ||
-       (rc = mg_buf_puts(out, "\"choices\":[],\"usage\":")) != 0 ||
+      ((rc = event_open(out, &prefix, "\"choices\":[],\"usage\":")) != 0 ||
        (rc = raw(out, doc, usage)) != 0 ||
        (rc = mg_buf_puts(out, "}\n\n")) != 0))
     goto out;
