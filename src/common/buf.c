@@ -21,10 +21,12 @@ void mg_buf_free(struct mg_buf *b) {
   b->cap = 0;
 }
 
-void mg_buf_reset(struct mg_buf *b) {
-  b->len = 0;
+void mg_buf_reset(struct mg_buf *b) { mg_buf_truncate(b, 0); }
+
+void mg_buf_truncate(struct mg_buf *b, size_t len) {
+  b->len = len;
   if (b->data)
-    b->data[0] = '\0';
+    b->data[len] = '\0';
 }
 
 int mg_buf_reserve(struct mg_buf *b, size_t n) {

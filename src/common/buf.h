@@ -20,6 +20,8 @@ void mg_buf_init(struct mg_buf *b, size_t max);
 void mg_buf_free(struct mg_buf *b);
 /* Forget the contents but keep the allocation. */
 void mg_buf_reset(struct mg_buf *b);
+/* Cut back to len bytes (len <= b->len): undo appends made since. */
+void mg_buf_truncate(struct mg_buf *b, size_t len);
 /* Make room for at least n more bytes: 0, -ENOMEM or -E2BIG. */
 int mg_buf_reserve(struct mg_buf *b, size_t n) MG_WARN_UNUSED;
 /* Append n bytes: 0, -ENOMEM or -E2BIG (the buffer is unchanged on error). */

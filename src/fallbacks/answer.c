@@ -20,13 +20,6 @@ static inline bool is_type(const struct mg_json_doc *d, uint32_t i,
   return i < d->n && d->toks[i].type == t;
 }
 
-/* Undo a partial append: out back to len bytes. */
-static void truncate_to(struct mg_buf *out, size_t len) {
-  out->len = len;
-  if (out->data)
-    out->data[len] = '\0';
-}
-
 /* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
  * forms, no surrogates, nothing past U+10FFFF), or 0. */
 static size_t utf8_seq(const unsigned char *p, const unsigned char *e) {
@@ -137,7 +130,7 @@ int mg_answer_wrap(struct mg_buf *out, enum mg_answer_kind kind,
       (rc = mg_buf_puts(out, "\"finish_reason\":\"stop\"}],\"usage\":{"
                              "\"prompt_tokens\":0,\"completion_tokens\":0,"
                              "\"total_tokens\":0}}")) != 0)
-    truncate_to(out, start);
+    mg_buf_truncate(out, start);
   return rc;
 }
 
@@ -199,7 +192,7 @@ int mg_answer_wrap_sse(struct mg_buf *out, enum mg_answer_kind kind,
   rc = mg_buf_puts(out, SSE_DONE);
 out:
   if (rc != 0)
-    truncate_to(out, start);
+    mg_buf_truncate(out, start);
   mg_buf_free(&prefix);
   return rc;
 }
@@ -488,7 +481,7 @@ int mg_answer_replay_sse(const struct mg_json_doc *doc, struct mg_buf *out) {
   rc = mg_buf_puts(out, SSE_DONE);
 out:
   if (rc != 0)
-    truncate_to(out, start);
+    mg_buf_truncate(out, start);
   mg_buf_free(&prefix);
   return rc;
 }

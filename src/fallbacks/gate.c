@@ -354,9 +354,7 @@ rest:
     goto fail;
   return 0;
 fail:
-  out->len = start;
-  if (out->data)
-    out->data[start] = '\0';
+  mg_buf_truncate(out, start);
   return rc;
 }
 
@@ -398,9 +396,7 @@ int mg_gate_ask_logprobs(const struct mg_json_doc *req, bool chat,
     goto fail;
   return 0;
 fail:
-  out->len = start;
-  if (out->data)
-    out->data[start] = '\0';
+  mg_buf_truncate(out, start);
   return rc;
 }
 

@@ -248,6 +248,27 @@ static void test_reset(void **state) {
   mg_buf_free(&b);
 }
 
+/* Truncating undoes appends: the bytes after len are gone, the string is
+ * terminated there, the storage is kept. */
+static void test_truncate(void **state) {
+  struct mg_buf b;
+  char *p;
+  (void)state;
+
+  mg_buf_init(&b, 100);
+  mg_buf_truncate(&b, 0); /* on an unallocated buffer */
+  assert_null(b.data);
+  assert_int_equal(mg_buf_puts(&b, "kept"), 0);
+  assert_int_equal(mg_buf_puts(&b, ", undone"), 0);
+  p = b.data;
+  mg_buf_truncate(&b, 4);
+  assert_buf(&b, "kept", 4);
+  assert_ptr_equal(b.data, p);
+  assert_int_equal(mg_buf_puts(&b, "!"), 0);
+  assert_buf(&b, "kept!", 5);
+  mg_buf_free(&b);
+}
+
 static void test_steal(void **state) {
   struct mg_buf b;
   size_t len = 99;
@@ -300,6 +321,7 @@ int main(void) {
       cmocka_unit_test(test_json_str),
       cmocka_unit_test(test_consume),
       cmocka_unit_test(test_reset),
+      cmocka_unit_test(test_truncate),
       cmocka_unit_test(test_steal),
       cmocka_unit_test(test_ceiling_size_max),
   };
