@@ -247,12 +247,11 @@ static void test_chaos(void **state) {
     char *b;
     mg_h_sleep_ms(100);
     step++;
-    b = fmt("{'model':'%s',%s}", rand_r(&seed) % 2 ? "big" : "small",
-            modes[rand_r(&seed) % (sizeof(modes) / sizeof(modes[0]))]);
-    for (char *p = b; *p; p++)
-      if (*p == '\'')
-        *p = '"';
+    char *m = fmt("{'model':'%s',%s}", rand_r(&seed) % 2 ? "big" : "small",
+                  modes[rand_r(&seed) % (sizeof(modes) / sizeof(modes[0]))]);
+    b = q(e, m);
     set_mock(e->mock.port, b);
+    free(m);
     free(b);
     if (step % 8 == 0) {
       static const int w[] = {0, 10, 50, 90, 100};

@@ -56,38 +56,6 @@
 
 /* ---- configs --------------------------------------------------------------- */
 
-/* Config text is written with single quotes; placeholders:
- * @MOCK  the mock's base URL
- * @DIR   the test's scratch directory */
-static char *q(const struct tenv *e, const char *s) {
-  size_t cap = strlen(s) * 2 + 1024, n = 0;
-  char *out = malloc(cap);
-  assert_non_null(out);
-  while (*s) {
-    char piece[400];
-    if (strncmp(s, "@MOCK", 5) == 0) {
-      snprintf(piece, sizeof(piece), "http://127.0.0.1:%d/v1", e->mock.port);
-      s += 5;
-    } else if (strncmp(s, "@DIR", 4) == 0) {
-      snprintf(piece, sizeof(piece), "%s", e->dir);
-      s += 4;
-    } else {
-      piece[0] = *s == '\'' ? '"' : *s;
-      piece[1] = '\0';
-      s++;
-    }
-    if (n + strlen(piece) + 1 > cap) {
-      cap = (n + strlen(piece) + 1) * 2;
-      out = realloc(out, cap);
-      assert_non_null(out);
-    }
-    memcpy(out + n, piece, strlen(piece));
-    n += strlen(piece);
-  }
-  out[n] = '\0';
-  return out;
-}
-
 /* Start modelgate on a config (single quotes, placeholders), with the admin
  * token in its environment. */
 static void start(struct tenv *e, const char *tmpl) {
