@@ -134,6 +134,17 @@ int mg_answer_wrap(struct mg_buf *out, enum mg_answer_kind kind,
   return rc;
 }
 
+/* A member's key in an object being written: a comma before all but the
+ * first. */
+static int member(struct mg_buf *out, bool *first, const char *name) {
+  int rc = *first ? 0 : mg_buf_puts(out, ",");
+  *first = false;
+  if (rc == 0 && (rc = mg_buf_puts(out, "\"")) == 0 &&
+      (rc = mg_buf_puts(out, name)) == 0)
+    rc = mg_buf_puts(out, "\":");
+  return rc;
+}
+
 /* The start of an event: "data: " + prefix (the members before
  * "choices") + text; the caller writes the rest. */
 static int event_open(struct mg_buf *out, const struct mg_buf *prefix,
@@ -360,32 +371,15 @@ static int replay_chat_choice(struct mg_buf *out, const struct mg_buf *prefix,
         (rc = choice_index(out, d, c, pos)) != 0 ||
         (rc = mg_buf_puts(out, ",\"delta\":{")) != 0)
       return rc;
-    if (has_content) {
-      if ((rc = mg_buf_puts(out, "\"content\":")) != 0 ||
-          (rc = raw(out, d, content)) != 0)
-        return rc;
-      first = false;
-    }
-    if (has_refusal) {
-      if ((rc = mg_buf_puts(out, first ? "\"refusal\":"
-                                       : ",\"refusal\":")) != 0 ||
-          (rc = raw(out, d, refusal)) != 0)
-        return rc;
-      first = false;
-    }
-    if (has_fcall) {
-      if ((rc = mg_buf_puts(out, first ? "\"function_call\":"
-                                       : ",\"function_call\":")) != 0 ||
-          (rc = raw(out, d, fcall)) != 0)
-        return rc;
-      first = false;
-    }
-    if (has_calls) {
-      if ((rc = mg_buf_puts(out, first ? "\"tool_calls\":"
-                                       : ",\"tool_calls\":")) != 0 ||
-          (rc = tool_calls(out, d, calls)) != 0)
-        return rc;
-    }
+    if ((has_content && ((rc = member(out, &first, "content")) != 0 ||
+                         (rc = raw(out, d, content)) != 0)) ||
+        (has_refusal && ((rc = member(out, &first, "refusal")) != 0 ||
+                         (rc = raw(out, d, refusal)) != 0)) ||
+        (has_fcall && ((rc = member(out, &first, "function_call")) != 0 ||
+                       (rc = raw(out, d, fcall)) != 0)) ||
+        (has_calls && ((rc = member(out, &first, "tool_calls")) != 0 ||
+                       (rc = tool_calls(out, d, calls)) != 0)))
+      return rc;
     if ((rc = mg_buf_puts(out, "},\"logprobs\":")) != 0 ||
         (rc = raw_or_null(out, d, mg_json_getc(d, c, "logprobs"))) != 0 ||
         (rc = mg_buf_puts(out, ",\"finish_reason\":null}]}\n\n")) != 0)
