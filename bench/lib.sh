@@ -272,3 +272,35 @@ start_modelgate_cfg() {
   [ -n "$MG_PORT_OUT" ] || { cat "$T/$name.log" >&2; die "modelgate ($name) wrote no port file"; }
   wait_port "$MG_PORT_OUT" "$MG_PID_OUT" "modelgate ($name)" "$T/$name.log" 60
 }
+
+# The end of a report: the raw results in a collapsed block and the run's
+# length (inside the report's { ... } >"$OUT" group).
+raw_footer() { # SUMMARY RAW_FILE [NOTE]
+  echo "<details><summary>$1</summary>"
+  echo
+  if [ -n "${3:-}" ]; then
+    echo "$3"
+    echo
+  fi
+  echo '```'
+  cat "$2"
+  echo '```'
+  echo
+  echo "</details>"
+  echo
+  echo "Finished in $(($(date +%s) - START_TS)) s."
+}
+
+# Copy a finished report and its data to bench/out/NAME.md, NAME.raw.tsv and
+# NAME.figures.tsv, print it, and exit: 1 under BENCH_STRICT=1 when a
+# target FAILs, else 0.
+publish_report() { # NAME
+  mkdir -p bench/out
+  cp "$OUT" "bench/out/$1.md"
+  cp "$RAW" "bench/out/$1.raw.tsv"
+  cp "$FIG" "bench/out/$1.figures.tsv"
+  cat "$OUT"
+  log "report written to bench/out/$1.md"
+  if [ "$BENCH_STRICT" = 1 ] && grep -q '^- FAIL' "$OUT"; then exit 1; fi
+  exit 0
+}

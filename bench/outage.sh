@@ -395,24 +395,8 @@ OUT="$T/report.md"
     fi
   fi
   echo
-  echo "<details><summary>raw results per measurement</summary>"
-  echo
-  echo "Columns: run, peer, requests, req/s, p50 µs, p99 µs, max µs, errors, served by fallback, served by other, waited; first $OUTAGE_PHASE_N: requests, p50 µs, max µs, waited; rest: requests, p50 µs, p99 µs, max µs, waited; primary attempts, primary connections left open, breaker opened, peer CPU µs/request, other CPU % of a core, header tally."
-  echo
-  echo '```'
-  cat "$RAW"
-  echo '```'
-  echo
-  echo "</details>"
-  echo
-  echo "Finished in $(($(date +%s) - START_TS)) s."
+  raw_footer "raw results per measurement" "$RAW" \
+    "Columns: run, peer, requests, req/s, p50 µs, p99 µs, max µs, errors, served by fallback, served by other, waited; first $OUTAGE_PHASE_N: requests, p50 µs, max µs, waited; rest: requests, p50 µs, p99 µs, max µs, waited; primary attempts, primary connections left open, breaker opened, peer CPU µs/request, other CPU % of a core, header tally."
 } >"$OUT"
 
-mkdir -p bench/out
-cp "$OUT" bench/out/outage.md
-cp "$RAW" bench/out/outage.raw.tsv
-cp "$FIG" bench/out/outage.figures.tsv
-cat "$OUT"
-log "report written to bench/out/outage.md"
-if [ "$BENCH_STRICT" = 1 ] && grep -q '^- FAIL' "$OUT"; then exit 1; fi
-exit 0
+publish_report outage

@@ -664,22 +664,7 @@ OUT="$T/report.md"
       ipr_nolog "${IPR[modelgate-nolog]:-}" >>"$FIG"
   fi
   echo
-  echo "<details><summary>raw wrk results (run, conns, peer, req/s, p50 µs, p99 µs, errors, other CPU % of a core, peer CPU µs/request)</summary>"
-  echo
-  echo '```'
-  cat "$RAW"
-  echo '```'
-  echo
-  echo "</details>"
-  echo
-  echo "Finished in $(($(date +%s) - START_TS)) s."
+  raw_footer "raw wrk results (run, conns, peer, req/s, p50 µs, p99 µs, errors, other CPU % of a core, peer CPU µs/request)" "$RAW"
 } >"$OUT"
 
-mkdir -p bench/out
-cp "$OUT" bench/out/latest.md
-cp "$RAW" bench/out/latest.raw.tsv
-cp "$FIG" bench/out/latest.figures.tsv
-cat "$OUT"
-log "report written to bench/out/latest.md"
-if [ "$BENCH_STRICT" = 1 ] && grep -q '^- FAIL' "$OUT"; then exit 1; fi
-exit 0
+publish_report latest
