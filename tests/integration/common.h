@@ -290,6 +290,22 @@ U char *q(const struct tenv *e, const char *s) {
   return out;
 }
 
+/* SIGTERM: the process must exit 0 (under ASan: no leak, no error). */
+U void gate_down(struct mg_h_proc *p) {
+  int rc = mg_h_stop(p, SIGTERM, 60000);
+  if (rc != 0)
+    fail_msg("modelgate exited with %d at SIGTERM", rc);
+}
+
+/* Set a mock behaviour written with single quotes (and placeholders, as
+ * for q()); the mock must accept it. */
+U void mock_behave(struct tenv *e, const char *json_sq) {
+  char *s = q(e, json_sq);
+  if (mg_h_mock_set(e->mock.port, s) != 0)
+    fail_msg("the mock refused behaviour %s", s);
+  free(s);
+}
+
 /* A one-message chat body; extra: more members ("" or ",\"stream\":true"). */
 U char *chat_body(const char *model, const char *text, const char *extra) {
   return fmt("{\"model\":\"%s\",\"messages\":[{\"role\":\"user\","

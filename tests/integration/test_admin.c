@@ -1093,14 +1093,11 @@ static void test_malformed_state_file(void **state) {
 /* An invalid config: weights summing to 90, an unknown target, a rule
  * naming an unknown variant. */
 static void put_invalid(struct tenv *e) {
-  char *c = cfg_text(e, TOKEN_ENV, "60", "30",
-                     ",'rules':[{'if':{'attr':'x','op':'exists'},"
-                     "'variant':'nope'}]"),
-       *p;
-  char *fixed;
-  for (p = c; *p; p++)
-    if (*p == '\'')
-      *p = '"';
+  char *sq = cfg_text(e, TOKEN_ENV, "60", "30",
+                      ",'rules':[{'if':{'attr':'x','op':'exists'},"
+                      "'variant':'nope'}]"),
+       *c = q(e, sq), *p, *fixed;
+  free(sq);
   /* trt's target: t-zz. */
   p = strstr(c, "\"trt\":{\"target\":\"t-b\"");
   assert_non_null(p);
@@ -1281,7 +1278,7 @@ static void test_reload_in_flight(void **state) {
   start_w(e, "100", "0");
 
   /* Admin reload while a request to t-a is at the mock. */
-  mock_do(e, "{'model':'m-a','mode':'slow','ms':2500,'times':1}");
+  mock_behave(e, "{'model':'m-a','mode':'slow','ms':2500,'times':1}");
   fd = mg_h_connect(e->gate.port);
   assert_true(fd >= 0);
   b = body_for("m-chat", "in-flight-1", "slow one", "");
@@ -1310,7 +1307,7 @@ static void test_reload_in_flight(void **state) {
 
   /* SIGHUP while a request to t-b is at the mock; back to the first
    * config. */
-  mock_do(e, "{'model':'m-b','mode':'slow','ms':2500,'times':1}");
+  mock_behave(e, "{'model':'m-b','mode':'slow','ms':2500,'times':1}");
   {
     double before = stat_num(e->mock.port, "/by_model/m-b");
     fd = mg_h_connect(e->gate.port);
@@ -1475,7 +1472,7 @@ static void test_reload_under_load(void **state) {
   start_w(e, "100", "0");
   /* Every answer takes a little while, so that requests are in flight
    * when the config changes under them. */
-  mock_do(e, "[{'model':'m-a','mode':'slow','ms':15},"
+  mock_behave(e, "[{'model':'m-a','mode':'slow','ms':15},"
              "{'model':'m-b','mode':'slow','ms':15}]");
   memset(l, 0, sizeof(*l));
   pthread_mutex_init(&l->mu, NULL);

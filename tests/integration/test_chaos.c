@@ -229,7 +229,7 @@ static void test_chaos(void **state) {
   pthread_t th[CLIENTS];
   unsigned seed = 20261121;
   size_t total = 0, ok = 0, streams = 0, stream_errors = 0, i;
-  int step = 0, rc;
+  int step = 0;
 
   write_config(e, 50);
   assert_int_equal(mg_h_start_gate(&e->gate, e->config, env), 0);
@@ -247,11 +247,9 @@ static void test_chaos(void **state) {
     char *b;
     mg_h_sleep_ms(100);
     step++;
-    char *m = fmt("{'model':'%s',%s}", rand_r(&seed) % 2 ? "big" : "small",
-                  modes[rand_r(&seed) % (sizeof(modes) / sizeof(modes[0]))]);
-    b = q(e, m);
-    set_mock(e->mock.port, b);
-    free(m);
+    b = fmt("{'model':'%s',%s}", rand_r(&seed) % 2 ? "big" : "small",
+            modes[rand_r(&seed) % (sizeof(modes) / sizeof(modes[0]))]);
+    mock_behave(e, b);
     free(b);
     if (step % 8 == 0) {
       static const int w[] = {0, 10, 50, 90, 100};
@@ -298,9 +296,7 @@ static void test_chaos(void **state) {
   assert_true(total >= 100);
 
   assert_true(mg_h_alive(&e->gate));
-  rc = mg_h_stop(&e->gate, SIGTERM, 15000);
-  if (rc != 0)
-    fail_msg("modelgate exited with %d at SIGTERM", rc);
+  gate_down(&e->gate);
   check_records(e, cl, total);
   for (i = 0; i < CLIENTS; i++)
     free(cl[i].ids);

@@ -66,13 +66,6 @@ static void start(struct tenv *e, const char *tmpl) {
   assert_int_equal(mg_h_start_gate(&e->gate, e->config, env), 0);
 }
 
-/* Stop modelgate with SIGTERM: it must exit 0. */
-static void stop(struct tenv *e) {
-  int rc = mg_h_stop(&e->gate, SIGTERM, 15000 * SLOW);
-  if (rc != 0)
-    fail_msg("modelgate exited with %d at SIGTERM", rc);
-}
-
 static char *log_path(const struct tenv *e, const char *name) {
   return fmt("%s/%s", e->dir, name);
 }
@@ -793,7 +786,7 @@ static void test_completeness(void **state) {
       metric(e->gate.port, "modelgate_decision_log_write_errors_total") == 0);
   assert_true(metric(e->gate.port, "modelgate_decision_log_rotations_total") ==
               0);
-  stop(e);
+  gate_down(&e->gate);
   t1 = wall_ms();
   expect_final_counts(e, (unsigned long)n, 0);
 
@@ -916,7 +909,7 @@ static void test_client_gone_attempt(void **state) {
   mg_h_sleep_ms(200);
   close(fd);
   assert_int_equal(wait_lines(path, 1, 3000), 1);
-  stop(e);
+  gate_down(&e->gate);
   dlog_read(&d, path);
   assert_int_equal(d.n, 1);
   rec = d.lines[0];
@@ -967,7 +960,7 @@ static void test_stream_died_not_a_fallback(void **state) {
   assert_false(s.has_fallback);
   assert_int_equal(wait_lines(path, 1, 3000), 1);
   m = metrics(e->gate.port);
-  stop(e);
+  gate_down(&e->gate);
   dlog_read(&d, path);
   rec = record_of(&d, s.id);
   assert_true(cJSON_IsTrue(field(rec, "error")));
@@ -1036,7 +1029,7 @@ static void test_raw_units(void **state) {
   s[3] = (struct sent){.what = "no unit", .prompt = "zq-u3"};
   send_chat_req(e, &s[3], "byuser", NULL, NULL, NULL);
   assert_int_equal(wait_lines(path, 4, 3000), 4);
-  stop(e);
+  gate_down(&e->gate);
 
   dlog_read(&d, path);
   assert_int_equal(count_records(&d), 4);
@@ -1087,7 +1080,7 @@ static void test_attrs(void **state) {
            "{\"model\":\"plain\",\"messages\":[{\"role\":\"user\","
            "\"content\":\"zq-a2\"}]}");
   assert_int_equal(wait_lines(path, 3, 3000), 3);
-  stop(e);
+  gate_down(&e->gate);
 
   dlog_read(&d, path);
   assert_int_equal(count_records(&d), 3);
@@ -1138,7 +1131,7 @@ static void test_attr_not_utf8(void **state) {
            "\"content\":\"zq-l1\"}]}");
   assert_int_equal(s.status, 200);
   assert_int_equal(wait_lines(path, 1, 3000), 1);
-  stop(e);
+  gate_down(&e->gate);
   dlog_read(&d, path); /* fails on a line that is not valid JSON */
   assert_int_equal(count_records(&d), 1);
   dlog_free(&d);
@@ -1305,7 +1298,7 @@ static void test_events(void **state) {
   mg_h_resp_free(&r);
 
   assert_int_equal(wait_lines(path, 13, 3000), 13);
-  stop(e);
+  gate_down(&e->gate);
   t1 = wall_ms();
 
   dlog_read(&d, path);
@@ -1426,7 +1419,7 @@ static void test_sigusr1_reopens(void **state) {
     fail_msg("no new log file after SIGUSR1");
   for (i = 5; i < 10; i++)
     plain_request(e, ids[i]);
-  stop(e);
+  gate_down(&e->gate);
   assert_true(file_contains(e->gate.log_file, "SIGUSR1"));
   expect_final_counts(e, 10, 0);
 
@@ -1466,7 +1459,7 @@ static void test_rotation(void **state) {
   assert_true(metric_wait(e->gate.port, "modelgate_decision_log_lines_total",
                           40, 3000 * SLOW) == 40);
   rotations = metric(e->gate.port, "modelgate_decision_log_rotations_total");
-  stop(e);
+  gate_down(&e->gate);
 
   memset(&d, 0, sizeof(d));
   dlog_read_into(&d, path, false);
@@ -1524,7 +1517,7 @@ static void test_sigterm_flushes(void **state) {
               38);
   assert_int_equal(stat(path, &sb), 0);
   assert_int_equal(sb.st_size, 0); /* all still queued */
-  stop(e);
+  gate_down(&e->gate);
   for (i = 0; i < 8; i++) {
     struct mg_h_resp r;
     assert_int_equal(mg_h_read_response(fds[i], &r, T_MS), 0);
@@ -1592,7 +1585,7 @@ static void test_reload_moves_log(void **state) {
                           5000 * SLOW) == 2);
   for (; k < 9; k++)
     plain_request(e, ids[k]);
-  stop(e);
+  gate_down(&e->gate);
 
   dlog_read(&da, a);
   dlog_read(&db, b);
@@ -1719,7 +1712,7 @@ static void test_disk_full_never_fails_requests(void **state) {
   assert_true(lines > 0);
   assert_true(metric(e->gate.port,
                      "modelgate_decision_log_write_errors_total") >= 1);
-  stop(e);
+  gate_down(&e->gate);
   expect_final_counts(e, (unsigned long)lines, (long)dropped);
   /* The whole lines of the file are the lines counted written. */
   s = mg_h_read_file(path, &len);
@@ -1808,7 +1801,7 @@ static void test_stuck_disk_never_blocks_requests(void **state) {
 
   /* The reader comes back; stopping flushes what was kept. */
   assert_int_equal(pthread_create(&th, NULL, drain_fifo, &d), 0);
-  stop(e);
+  gate_down(&e->gate);
   assert_int_equal(pthread_join(th, NULL), 0);
   close(d.fd);
   lines = (double)count_in(d.buf ? d.buf : "", d.len, "\n");
@@ -1892,7 +1885,7 @@ static void test_http_rejects_recorded(void **state) {
     assert_int_equal(get(e->gate.port, "/healthz", &r), 0);
     mg_h_resp_free(&r);
   }
-  stop(e);
+  gate_down(&e->gate);
   dlog_read(&d, path);
   assert_int_equal(count_records(&d), N + 1);
   for (i = 0; i < N; i++) {

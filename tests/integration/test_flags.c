@@ -876,7 +876,7 @@ static void test_headers_on_every_answer(void **state) {
 
   /* Upstream errors passed through, on a routed request: the flag's
    * headers. */
-  mock_do(e, "{'model':'m-a','mode':'status','status':500,'times':1}");
+  mock_behave(e, "{'model':'m-a','mode':'status','status':500,'times':1}");
   b = body_for("m-flag", "u1", "hi", "");
   assert_int_equal(mg_h_request(e->gate.port, "POST", "/v1/chat/completions",
                                 NULL, b, &r, T_MS * SLOW),
@@ -884,7 +884,7 @@ static void test_headers_on_every_answer(void **state) {
   expect_headers(&r, "upstream 500", 500, "hf", "ctl", "rollout", ids, &nids);
   assert_non_null(strstr(r.body, "\"error\""));
   mg_h_resp_free(&r);
-  mock_do(e, "{'model':'m-a','mode':'status','status':429,'times':1,"
+  mock_behave(e, "{'model':'m-a','mode':'status','status':429,'times':1,"
              "'body':{'error':{'message':'slow down','type':'requests',"
              "'param':null,'code':'rate_limit_exceeded'}}}");
   assert_int_equal(mg_h_request(e->gate.port, "POST", "/v1/chat/completions",
@@ -896,7 +896,7 @@ static void test_headers_on_every_answer(void **state) {
   free(b);
 
   /* A timeout, through a rule of the flag. */
-  mock_do(e, "{'model':'m-b','mode':'slow','ms':5000,'times':1}");
+  mock_behave(e, "{'model':'m-b','mode':'slow','ms':5000,'times':1}");
   b = body_for("m-flag", "u1", "hi", "");
   assert_int_equal(mg_h_request(e->gate.port, "POST", "/v1/chat/completions",
                                 "x-modelgate-attr-slow: yes\r\n", b, &r,

@@ -59,24 +59,6 @@ U void gate_up(struct tenv *e, const char *tmpl) {
   assert_true(e->gate.admin_port > 0);
 }
 
-/* SIGTERM: modelgate must exit 0 (no leak under ASan). */
-U void gate_down(struct mg_h_proc *p) {
-  int rc = mg_h_stop(p, SIGTERM, 15000 * SLOW);
-  if (rc != 0)
-    fail_msg("modelgate exited with %d at SIGTERM", rc);
-}
-
-U void mock_do(struct tenv *e, const char *json_sq) {
-  char *s = strdup(json_sq), *p;
-  assert_non_null(s);
-  for (p = s; *p; p++)
-    if (*p == '\'')
-      *p = '"';
-  if (mg_h_mock_set(e->mock.port, s) != 0)
-    fail_msg("the mock refused behaviour %s", s);
-  free(s);
-}
-
 /* ---- answers ----------------------------------------------------------------
  */
 

@@ -65,7 +65,7 @@ static void test_rollback_covered_by_fallbacks(void **state) {
   assert_int_equal(b.covered, 0);
 
   /* Half-way: the treatment's model starts failing. */
-  set_behaviour(e, "{'model':'m-new','mode':'status','status':500}");
+  mock_behave(e, "{'model':'m-new','mode':'status','status':500}");
   load_phase(l, FAILING);
   t_fail = mg_h_now_ms();
   st = wait_ramp(e, "rolled_back", 0, 10000 * SLOW);
@@ -177,7 +177,7 @@ static void test_rollback_covered_by_fallbacks(void **state) {
 
   /* The decision records show treatment requests answered by the control's
    * target after a 5xx, and no request that failed for its client. */
-  gate_stop(e);
+  gate_down(&e->gate);
   dlog_path(e, dl, sizeof(dl));
   {
     size_t len;
@@ -236,7 +236,7 @@ static void test_rollback_with_breaker(void **state) {
   cJSON_Delete(st);
   load_phase(l, FAILING);
   calls = mock_requests(e, "m-new");
-  set_behaviour(e, "{'model':'m-new','mode':'status','status':500}");
+  mock_behave(e, "{'model':'m-new','mode':'status','status':500}");
   st = wait_ramp(e, "rolled_back", 0, 10000 * SLOW);
   load_phase(l, AFTER);
   assert_string_equal(str_at(ramp_in(st), "rollback.guard"), "max_error_rate");
@@ -281,7 +281,7 @@ static void test_p95_guard(void **state) {
             "{'window_ms':2000,'min_requests':10,'max_error_rate':0.5,"
             "'max_p95_ms':150}",
             "");
-  set_behaviour(e, "{'model':'m-new','mode':'slow','ms':400}");
+  mock_behave(e, "{'model':'m-new','mode':'slow','ms':400}");
   l = load_start(e->gate.port, 8, 1000, 0);
   st = wait_ramp(e, "rolled_back", 0, 15000 * SLOW);
   load_stop(l);
@@ -358,7 +358,7 @@ static void test_restart_mid_ramp(void **state) {
   /* Half the users, give or take the hash. */
   assert_true(n_before > SPLIT_USERS * 0.35 && n_before < SPLIT_USERS * 0.65);
 
-  gate_stop(e);
+  gate_down(&e->gate);
   saved = saved_ramp(e);
   assert_string_equal(str_at(saved, "status"), "running");
   assert_int_equal((int)num_at(saved, "step"), 1);
@@ -405,7 +405,7 @@ static void test_restart_mid_ramp(void **state) {
     snprintf(paused_at, sizeof(paused_at), "%s",
              str_at(ramp_in(st), "paused_at"));
     cJSON_Delete(st);
-    gate_stop(e);
+    gate_down(&e->gate);
     gate_run(e);
     st = admin_state(e);
     assert_string_equal(str_at(ramp_in(st), "status"), "paused");
@@ -438,7 +438,7 @@ static void test_restart_keeps_first_step_start(void **state) {
   snprintf(started, sizeof(started), "%s", str_at(ramp_in(st), "step_started"));
   cJSON_Delete(st);
   mg_h_sleep_ms(300);
-  gate_stop(e);
+  gate_down(&e->gate);
   gate_run(e);
   st = admin_state(e);
   assert_int_equal((int)num_at(ramp_in(st), "step"), 0);
@@ -464,7 +464,7 @@ static void test_rolled_back_survives_restart(void **state) {
             "{'variant':'new','interval_ms':100,'steps':["
             "{'weight':50,'hold_ms':600000},{'weight':100}]}",
             "{'window_ms':2000,'min_requests':20,'max_error_ratio':2}", "");
-  set_behaviour(e, "{'model':'m-new','mode':'status','status':503}");
+  mock_behave(e, "{'model':'m-new','mode':'status','status':503}");
   l = load_start(e->gate.port, 4, 1000, 500);
   st = wait_ramp(e, "rolled_back", 0, 15000 * SLOW);
   load_stop(l);
@@ -478,7 +478,7 @@ static void test_rolled_back_survives_restart(void **state) {
   snprintf(at_s, sizeof(at_s), "%s", str_at(ramp_in(st), "rollback.at"));
   cJSON_Delete(st);
 
-  gate_stop(e);
+  gate_down(&e->gate);
   saved = saved_ramp(e);
   assert_string_equal(str_at(saved, "status"), "rolled_back");
   assert_string_equal(str_at(saved, "rollback.guard"), "max_error_ratio");

@@ -50,7 +50,7 @@ U void dlog_path(const struct tenv *e, char *out, size_t n) {
 U char *ramp_config_t(const struct tenv *e, const char *ramp,
                       const char *guards, const char *flag_extra,
                       const char *new_extra) {
-  char st[400], dl[400], *cfg, *p;
+  char st[400], dl[400], *cfg, *out;
   state_path(e, st, sizeof(st));
   dlog_path(e, dl, sizeof(dl));
   cfg = fmt("{'admin':{'listen':'127.0.0.1:0','state_file':'%s'},"
@@ -68,10 +68,9 @@ U char *ramp_config_t(const struct tenv *e, const char *ramp,
             "'aliases':{'" ALIAS "':{'flag':'chat'}}}",
             st, dl, e->mock.port, e->mock.port, new_extra, flag_extra, ramp,
             guards);
-  for (p = cfg; *p; p++)
-    if (*p == '\'')
-      *p = '"';
-  return cfg;
+  out = q(e, cfg);
+  free(cfg);
+  return out;
 }
 
 U char *ramp_config(const struct tenv *e, const char *ramp, const char *guards,
@@ -97,24 +96,6 @@ U void gate_ramp(struct tenv *e, const char *ramp, const char *guards,
   assert_int_equal(mg_h_write_file(e->config, cfg), 0);
   free(cfg);
   gate_run(e);
-}
-
-/* SIGTERM: modelgate must exit 0 (flushing its decision log). */
-U void gate_stop(struct tenv *e) {
-  int rc = mg_h_stop(&e->gate, SIGTERM, 15000);
-  if (rc != 0)
-    fail_msg("modelgate exited with %d at SIGTERM", rc);
-}
-
-U void set_behaviour(struct tenv *e, const char *json_sq) {
-  char *s = strdup(json_sq), *p;
-  assert_non_null(s);
-  for (p = s; *p; p++)
-    if (*p == '\'')
-      *p = '"';
-  if (mg_h_mock_set(e->mock.port, s) != 0)
-    fail_msg("the mock refused behaviour %s", s);
-  free(s);
 }
 
 /* Requests the mock received for an upstream model. */

@@ -99,7 +99,7 @@ static void test_pause_resume(void **state) {
 
   /* Guards still watch a paused ramp: a failure rolls it back. */
   assert_int_equal(ramp_action(e, "pause"), 200);
-  set_behaviour(e, "{'model':'m-new','mode':'status','status':500}");
+  mock_behave(e, "{'model':'m-new','mode':'status','status':500}");
   st = wait_ramp(e, "rolled_back", 0, 10000 * SLOW);
   load_stop(l);
   assert_string_equal(str_at(ramp_in(st), "rollback.guard"), "max_error_rate");
@@ -369,7 +369,7 @@ static void test_only_rollout_feeds_guards(void **state) {
             "{'window_ms':2000,'min_requests':10,'max_error_rate':0.1}",
             ",'rules':[{'if':{'attr':'pin','op':'eq','value':'new'},"
             "'variant':'new'}]");
-  set_behaviour(e, "{'model':'m-new','mode':'status','status':500}");
+  mock_behave(e, "{'model':'m-new','mode':'status','status':500}");
 
   /* Pinned to the treatment by a rule: failing, covered, not randomized,
    * so not the guards' business. */
