@@ -5,11 +5,10 @@
 #include <string.h>
 
 #include <curl/curl.h>
-#include <uv.h>
 
 #include "common/log.h"
 #include "config/config.h"
-#include "proxy/server.h"
+#include "app/process.h"
 #include "report/report.h"
 
 /* conf/demo.json, compiled in (CMakeLists.txt). */
@@ -67,10 +66,8 @@ static int cmd_check(const char *path) {
 }
 
 static int cmd_serve(const char *path, const char *port_file) {
-  struct mg_server *srv;
   struct mg_config *cfg;
-  uv_loop_t loop;
-  int rc, code;
+  int code;
 
   cfg = load(path);
   if (cfg == NULL) {
@@ -79,33 +76,13 @@ static int cmd_serve(const char *path, const char *port_file) {
   }
   /* A client that disconnects must not kill the process with SIGPIPE. */
   signal(SIGPIPE, SIG_IGN);
+  /* Before any thread: curl's global state is set up once. */
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     mg_config_unref(cfg);
     return 1;
   }
-  srv = malloc(sizeof(*srv));
-  if (srv == NULL || uv_loop_init(&loop) != 0) {
-    free(srv);
-    mg_config_unref(cfg);
-    curl_global_cleanup();
-    return 1;
-  }
-  rc = mg_server_init(srv, &loop, cfg, path, port_file);
+  code = mg_process_serve(cfg, path, port_file);
   mg_config_unref(cfg);
-  if (rc == 0)
-    rc = mg_server_start(srv);
-  if (rc != 0)
-    mg_server_shutdown(srv);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  code = rc ? 1 : srv->exit_code;
-  mg_server_free(srv);
-  free(srv);
-  if (uv_loop_close(&loop) != 0) {
-    /* A handle left open is a bug: name it. */
-    mg_error("event loop did not close cleanly; open handles:");
-    uv_print_all_handles(&loop, stderr);
-    code = code ? code : 1;
-  }
   curl_global_cleanup();
   return code;
 }

@@ -2,15 +2,23 @@
 #include "common/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-static enum mg_log_level min_level = MG_LOG_INFO;
+/* Set on reload (one thread), read by every worker: relaxed is enough, a
+ * worker may log one more line at the old level. */
+static _Atomic int min_level = MG_LOG_INFO;
 
-void mg_log_set_level(enum mg_log_level level) { min_level = level; }
+void mg_log_set_level(enum mg_log_level level) {
+  atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
+}
 
-enum mg_log_level mg_log_get_level(void) { return min_level; }
+enum mg_log_level mg_log_get_level(void) {
+  return (enum mg_log_level)atomic_load_explicit(&min_level,
+                                                 memory_order_relaxed);
+}
 
 int mg_log_level_parse(const char *s) {
   static const char *names[] = {"debug", "info", "warn", "error"};
@@ -29,7 +37,7 @@ void mg_log(enum mg_log_level level, const char *fmt, ...) {
   va_list ap;
   int n, m;
 
-  if (level < min_level)
+  if ((int)level < atomic_load_explicit(&min_level, memory_order_relaxed))
     return;
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);

@@ -2,6 +2,7 @@
 #include "config/config.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +19,12 @@ static const char *const root_keys[] = {
     "targets", "traditional", "cache", "flags",      "aliases",
     "default_route", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
-                                         "state_file", NULL};
+                                         "state_file", "max_connections",
+                                         NULL};
 static const char *const server_keys[] = {
     "listen",          "header_timeout_ms", "body_timeout_ms",
     "keepalive_timeout_ms", "send_timeout_ms", "shutdown_grace_ms",
-    "max_connections", "log_level",         NULL};
+    "max_connections", "log_level",         "workers", NULL};
 static const char *const limit_keys[] = {
     "header_bytes",     "headers",          "url_bytes",
     "body_bytes",       "response_bytes",   "write_high_bytes",
@@ -45,8 +47,21 @@ static void parse_server(struct mg_server_cfg *s, const cJSON *obj,
   s->shutdown_grace_ms = 10000;
   s->max_connections = 10000;
   s->log_level = MG_LOG_INFO;
+  s->workers = 0;
   if (obj == NULL || !mg_cfg_object(obj, p, server_keys, e))
     return;
+  {
+    /* "auto" (the default): one per CPU the process may use. */
+    const cJSON *wk = cJSON_GetObjectItemCaseSensitive(obj, "workers");
+    if (cJSON_IsString(wk) && strcmp(wk->valuestring, "auto") == 0)
+      s->workers = 0;
+    else if (wk && !cJSON_IsString(wk))
+      s->workers = (uint32_t)mg_cfg_int(obj, "workers", p, 0, 1, 256, e);
+    else if (wk)
+      mg_cfg_error(e, "$.server.workers",
+                   "must be \"auto\" or a number from 1 to 256, not \"%s\"",
+                   wk->valuestring);
+  }
   listen = mg_cfg_str(obj, "listen", p, NULL, true, e);
   if (listen && mg_cfg_parse_hostport(listen, s->listen_host,
                                       sizeof(s->listen_host),
@@ -146,6 +161,7 @@ static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
   a->enabled = true;
   snprintf(a->listen_host, sizeof(a->listen_host), "127.0.0.1");
   a->listen_port = 8081;
+  a->max_connections = 64;
   if (obj != NULL && !mg_cfg_object(obj, p, admin_keys, e))
     obj = NULL;
   a->enabled = mg_cfg_bool(obj, "enabled", p, true, e);
@@ -160,13 +176,13 @@ static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
       mg_cfg_str(obj, "token_env", p, "MODELGATE_ADMIN_TOKEN", true, e);
   a->state_file =
       mg_cfg_str(obj, "state_file", p, "modelgate.state.json", true, e);
+  /* Its own budget: a flood of clients on the data listener must not keep
+   * operators from the kill switch (issue 10.4). */
+  a->max_connections = (uint32_t)mg_cfg_int(obj, "max_connections", p,
+                                            a->max_connections, 1, 100000, e);
 }
 
 static void config_free(struct mg_config *c) {
-  if (c->proxy_ext && c->proxy_ext_free)
-    c->proxy_ext_free(c->proxy_ext);
-  if (c->server_rt && c->server_rt_free)
-    c->server_rt_free(c->server_rt);
   mg_routes_free(&c->routes);
   mg_ramps_free(&c->ramps);
   mg_flags_free(&c->flags);
@@ -230,7 +246,7 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_cfg_error(e, "$", "out of memory");
     return NULL;
   }
-  c->refs = 1;
+  atomic_init(&c->refs, 1);
   c->source = strdup(source ? source : "<string>");
   snprintf(c->hash, sizeof(c->hash), "%016llx",
            (unsigned long long)mg_xxh64(json, len, 0));
@@ -311,11 +327,13 @@ out:
 }
 
 struct mg_config *mg_config_ref(struct mg_config *c) {
-  c->refs++;
+  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
   return c;
 }
 
 void mg_config_unref(struct mg_config *c) {
-  if (c && --c->refs == 0)
+  /* acq_rel: the thread that frees sees every write the others made
+   * before letting go. */
+  if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
     config_free(c);
 }

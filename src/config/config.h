@@ -7,6 +7,7 @@
 #ifndef MG_CONFIG_H
 #define MG_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,7 @@ struct mg_server_cfg {
   uint32_t send_timeout_ms;      /* a client that reads nothing this long */
   uint32_t shutdown_grace_ms;    /* SIGTERM: time given to requests */
   uint32_t max_connections;
+  uint32_t workers;              /* event loops; 0: one per usable CPU */
   int log_level;                 /* enum mg_log_level */
 };
 
@@ -57,11 +59,12 @@ struct mg_admin_cfg {
   char listen_host[128];
   int listen_port;
   char *token_env;        /* owned: variable holding the bearer token */
+  uint32_t max_connections; /* the admin listener's own budget */
   char *state_file;       /* owned: runtime overrides persist here */
 };
 
 struct mg_config {
-  int refs;               /* loop thread only */
+  _Atomic int refs;       /* any thread: workers hold snapshots */
   char hash[17];          /* XXH64 hex of the file's bytes */
   char *source;           /* owned: the file name, or "<string>" */
   struct mg_server_cfg server;
@@ -74,12 +77,6 @@ struct mg_config {
   struct mg_routes routes;
   struct mg_fallbacks fallbacks;
   struct mg_ramps ramps;       /* by flag index */
-  void *proxy_ext;                  /* owned by the proxy layer: per-snapshot
-                                     * state it derives (curl header lists) */
-  void (*proxy_ext_free)(void *ext);
-  void *server_rt;                  /* owned by the server: per-snapshot
-                                     * runtime (breaker pointers) */
-  void (*server_rt_free)(void *rt);
 };
 
 /* Load and validate; NULL with e filled on any error. */

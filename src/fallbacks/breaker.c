@@ -17,8 +17,12 @@
 
 void mg_breaker_init(struct mg_breaker *b) {
   memset(b, 0, sizeof(*b));
-  b->state = MG_BREAKER_CLOSED;
+  pthread_mutex_init(&b->mu, NULL);
+  atomic_init(&b->state, MG_BREAKER_CLOSED);
+  atomic_init(&b->consecutive, 0);
 }
+
+void mg_breaker_destroy(struct mg_breaker *b) { pthread_mutex_destroy(&b->mu); }
 
 const char *mg_breaker_state_name(enum mg_breaker_state s) {
   switch (s) {
@@ -97,7 +101,7 @@ static bool rate_trips(const struct mg_breaker *b,
 }
 
 static int change(struct mg_breaker *b, enum mg_breaker_state to) {
-  b->state = to;
+  atomic_store_explicit(&b->state, to, memory_order_release);
   b->transitions++;
   return (int)to;
 }
@@ -146,10 +150,29 @@ bool mg_breaker_allow(struct mg_breaker *b, const struct mg_breaker_cfg *c,
   return false;
 }
 
+static int record_locked(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                         int64_t now, bool ok, bool probe);
+
 int mg_breaker_record(struct mg_breaker *b, const struct mg_breaker_cfg *c,
                       int64_t now, bool ok, bool probe) {
+  int rc;
   if (!c->enabled)
     return -1;
+  /* A success of a closed breaker with no failure streak and no rate rule
+   * changes nothing: no lock. */
+  if (ok && !probe && !(c->error_rate > 0) &&
+      atomic_load_explicit(&b->state, memory_order_acquire) ==
+          MG_BREAKER_CLOSED &&
+      atomic_load_explicit(&b->consecutive, memory_order_relaxed) == 0)
+    return -1;
+  pthread_mutex_lock(&b->mu);
+  rc = record_locked(b, c, now, ok, probe);
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
+static int record_locked(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                         int64_t now, bool ok, bool probe) {
 
   switch (b->state) {
   case MG_BREAKER_OPEN:
@@ -192,7 +215,10 @@ int mg_breaker_record(struct mg_breaker *b, const struct mg_breaker_cfg *c,
 
 void mg_breaker_release(struct mg_breaker *b, const struct mg_breaker_cfg *c,
                         bool probe) {
-  if (c->enabled && probe && b->state == MG_BREAKER_HALF_OPEN &&
-      b->probes_out > 0)
+  if (!c->enabled || !probe)
+    return;
+  pthread_mutex_lock(&b->mu);
+  if (b->state == MG_BREAKER_HALF_OPEN && b->probes_out > 0)
     b->probes_out--;
+  pthread_mutex_unlock(&b->mu);
 }

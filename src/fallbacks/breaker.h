@@ -7,10 +7,18 @@
  *   half-open --(a probe fails)--> open again
  *
  * Pure: time comes in as `now` (milliseconds, any monotonic origin), so
- * tests drive it with a fake clock. */
+ * tests drive it with a fake clock.
+ *
+ * Thread-safe: one breaker per target serves every worker (a breaker
+ * opened by failures on one worker protects requests on all). The state
+ * changes under the breaker's own mutex; the common case - a closed
+ * breaker letting a request through, a success with nothing to count -
+ * reads atomics and takes no lock (bench/RESULTS.md measures it). */
 #ifndef MG_BREAKER_H
 #define MG_BREAKER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,8 +42,10 @@ struct mg_breaker_cfg {
 #define MG_BREAKER_SLOTS 10
 
 struct mg_breaker {
-  enum mg_breaker_state state;
-  uint32_t consecutive;   /* failures in a row */
+  pthread_mutex_t mu;     /* guards everything below; state and
+                           * consecutive are also read without it */
+  _Atomic enum mg_breaker_state state;
+  _Atomic uint32_t consecutive; /* failures in a row */
   int64_t opened_at;      /* when it last opened */
   uint32_t probes_out;    /* probes let through, not yet recorded */
   uint64_t transitions;   /* state changes so far (metrics) */
@@ -47,6 +57,7 @@ struct mg_breaker {
 };
 
 void mg_breaker_init(struct mg_breaker *b);
+void mg_breaker_destroy(struct mg_breaker *b);
 
 /* May a request go to the target now? Moves open to half-open once the
  * cooldown has passed. When it lets a half-open request through, *probe is
@@ -54,6 +65,12 @@ void mg_breaker_init(struct mg_breaker *b);
  * requests through. */
 bool mg_breaker_allow(struct mg_breaker *b, const struct mg_breaker_cfg *c,
                       int64_t now, bool *probe);
+/* The same, also telling whether this call changed the state (open to
+ * half-open): *changed is the new state, or -1. With several threads the
+ * state read before and after a call may reflect another thread's change;
+ * this one is exact. */
+bool mg_breaker_allow_ex(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                         int64_t now, bool *probe, int *changed);
 
 /* Record the outcome of a request mg_breaker_allow let through. Returns the
  * new state when this changed it, else -1. */
@@ -68,5 +85,12 @@ void mg_breaker_release(struct mg_breaker *b, const struct mg_breaker_cfg *c,
                         bool probe);
 
 const char *mg_breaker_state_name(enum mg_breaker_state s);
+
+/* The state now (a relaxed read, for gauges). */
+static inline enum mg_breaker_state
+mg_breaker_state(const struct mg_breaker *b) {
+  return atomic_load_explicit(&((struct mg_breaker *)b)->state,
+                              memory_order_relaxed);
+}
 
 #endif

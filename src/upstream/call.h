@@ -118,7 +118,10 @@ struct mg_up_tls {
   bool verify;
 };
 
-struct mg_up_engine;
+/* The part of an engine every kind begins with. */
+struct mg_up_engine {
+  const struct mg_up_engine_ops *ops;
+};
 
 /* What an engine does. A worker has one engine of each kind, on its loop. */
 struct mg_up_engine_ops {

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/metrics.h"
+#include "telemetry/metrics.h"
 
 static void test_render(void **state) {
   static const double bounds[] = {0.1, 1};

@@ -1,6 +1,7 @@
 /* admin.c - the admin API. Handlers are synchronous: each reads or changes
- * the server's runtime state and answers at once. */
-#include "proxy/admin.h"
+ * the runtime's state through its verbs and answers at once. They run on
+ * the control loop (worker 0's), where the runtime's verbs belong. */
+#include "handlers/admin.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,9 +15,8 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "config/config.h"
-#include "proxy/conn.h"
-#include "proxy/server.h"
-#include "routing/override.h"
+#include "handlers/ops.h"
+#include "server/worker.h"
 
 bool mg_admin_token_equal(const char *expected, const char *given,
                           size_t given_len) {
@@ -29,29 +29,29 @@ bool mg_admin_token_equal(const char *expected, const char *given,
   return diff == 0;
 }
 
-static void reply(struct mg_conn *c, int status, cJSON *body) {
+static void reply(struct mg_resp *c, int status, cJSON *body) {
   char *text = cJSON_PrintUnformatted(body);
   if (text == NULL) {
-    mg_conn_respond_error(c, 500, "Out of memory.", "internal_error", NULL,
+    mg_resp_error(c, 500, "Out of memory.", "internal_error", NULL,
                           NULL);
   } else {
-    mg_conn_respond(c, status, "application/json", NULL, text, strlen(text));
+    mg_resp_send(c, status, "application/json", NULL, text, strlen(text));
     free(text);
   }
   cJSON_Delete(body);
 }
 
-static void fail(struct mg_conn *c, int status, const char *msg,
+static void fail(struct mg_resp *c, int status, const char *msg,
                  const char *code) {
-  mg_conn_respond_error(c, status, msg, code, NULL, NULL);
+  mg_resp_error(c, status, msg, code, NULL, NULL);
 }
 
 /* 405 names the methods the URL takes (RFC 9110, 15.5.6). */
-static void fail_method(struct mg_conn *c, const char *allow,
+static void fail_method(struct mg_resp *c, const char *allow,
                         const char *msg) {
   char extra[64];
   snprintf(extra, sizeof(extra), "allow: %s\r\n", allow);
-  mg_conn_respond_error(c, 405, msg, "method_not_allowed", NULL, extra);
+  mg_resp_error(c, 405, msg, "method_not_allowed", NULL, extra);
 }
 
 /* ---- state ------------------------------------------------------------------ */
@@ -64,27 +64,32 @@ static cJSON *weights_json(const struct mg_flag *f, const uint32_t *w) {
   return o;
 }
 
-static cJSON *state_json(struct mg_server *s) {
-  const struct mg_config *cfg = s->cfg;
-  cJSON *root = cJSON_CreateObject(), *conf, *flags, *ov = NULL;
+static cJSON *state_json(struct mg_worker *w) {
+  struct mg_runtime *rt = w->sh->rt;
+  struct mg_wsnap *ws = mg_worker_snap(w);
+  const struct mg_snap *sn = ws->snap;
+  const struct mg_config *cfg = sn->cfg;
+  cJSON *root = cJSON_CreateObject(), *conf, *flags, *ov;
   char ts[32];
   size_t i;
 
   conf = cJSON_AddObjectToObject(root, "config");
   cJSON_AddStringToObject(conf, "hash", cfg->hash);
   cJSON_AddStringToObject(conf, "source", cfg->source);
-  mg_rfc3339_format(s->config_loaded_ms, ts);
+  mg_rfc3339_format(sn->loaded_ms, ts);
   cJSON_AddStringToObject(conf, "loaded", ts);
-  cJSON_AddNumberToObject(conf, "reloads", (double)s->reloads);
-  cJSON_AddBoolToObject(root, "mutations", s->admin_token != NULL);
+  cJSON_AddNumberToObject(conf, "reloads", (double)sn->reloads);
+  cJSON_AddNumberToObject(root, "workers", (double)w->sh->nworkers);
+  cJSON_AddBoolToObject(root, "mutations", sn->admin_token != NULL);
   flags = cJSON_AddObjectToObject(root, "flags");
   for (i = 0; i < cfg->flags.n; i++) {
     const struct mg_flag *f = &cfg->flags.v[i];
-    const struct mg_flag_state *st = &s->flag_states[i];
-    const struct mg_override *x = mg_overrides_find(&s->overrides, f->name);
+    const struct mg_flag_state *st = &sn->flag_states[i];
     cJSON *o = cJSON_AddObjectToObject(flags, f->name), *vs;
+    bool kill_ov, weights_ov;
     uint32_t j;
 
+    mg_rt_override_of(rt, f->name, &kill_ov, &weights_ov);
     cJSON_AddBoolToObject(o, "enabled", f->enabled);
     cJSON_AddBoolToObject(o, "killed", st->killed);
     cJSON_AddStringToObject(o, "off_variant", f->variants[f->off_variant].name);
@@ -100,18 +105,18 @@ static cJSON *state_json(struct mg_server *s) {
     else
       cJSON_AddNullToObject(o, "weights");
     if (f->has_weights) {
-      uint32_t w[MG_FLAG_MAX_VARIANTS];
+      uint32_t fw[MG_FLAG_MAX_VARIANTS];
       for (j = 0; j < f->nvariants; j++)
-        w[j] = f->variants[j].weight;
-      cJSON_AddItemToObject(o, "file_weights", weights_json(f, w));
+        fw[j] = f->variants[j].weight;
+      cJSON_AddItemToObject(o, "file_weights", weights_json(f, fw));
     } else {
       cJSON_AddNullToObject(o, "file_weights");
     }
-    cJSON_AddBoolToObject(o, "kill_override", x && x->killed);
-    cJSON_AddBoolToObject(o, "weights_override", x && x->has_weights);
-    cJSON_AddBoolToObject(o, "override_stale", s->flag_stale[i]);
+    cJSON_AddBoolToObject(o, "kill_override", kill_ov);
+    cJSON_AddBoolToObject(o, "weights_override", weights_ov);
+    cJSON_AddBoolToObject(o, "override_stale", sn->flag_stale[i]);
     {
-      cJSON *ramp = mg_server__ramp_json(s, f);
+      cJSON *ramp = mg_rt_ramp_json(rt, f, (int64_t)uv_now(w->loop));
       if (ramp)
         cJSON_AddItemToObject(o, "ramp", ramp);
     }
@@ -121,66 +126,38 @@ static cJSON *state_json(struct mg_server *s) {
       cJSON_AddStringToObject(v, "target", f->variants[j].target->name);
     }
   }
-  if (mg_overrides_to_json(&s->overrides, &ov) == 0)
+  ov = mg_rt_overrides_json(rt);
+  if (ov)
     cJSON_AddItemToObject(root, "overrides", ov);
+  mg_wsnap_release(ws);
   return root;
 }
 
 /* ---- actions ------------------------------------------------------------------ */
 
-static const struct mg_flag *find_flag(struct mg_server *s, const char *name) {
-  return mg_flags_find(&s->cfg->flags, name);
-}
+/* Who asks, until callers name themselves. */
+static const struct mg_actor admin_actor = {"admin", NULL};
 
-static void after_change(struct mg_server *s, struct mg_conn *c,
-                         const char *what, const char *event,
-                         const char *flag) {
-  int rc = mg_server__overrides_changed(s);
-  struct mg_buf *ev;
-  mg_info("admin: %s %s", what, flag);
-  ev = mg_server__event_begin(s, event);
-  if (ev && mg_buf_puts(ev, ",\"flag\":") == 0 &&
-      mg_buf_json_str(ev, flag, strlen(flag)) == 0 &&
-      mg_buf_puts(ev, ",\"by\":\"admin\"") == 0) {
-    const struct mg_flag *f = mg_flags_find(&s->cfg->flags, flag);
-    /* The weights in force after the change. */
-    if (f && s->flag_states[f->index].has_weights) {
-      uint32_t i;
-      int e = mg_buf_puts(ev, ",\"weights\":{");
-      for (i = 0; e == 0 && i < f->nvariants; i++) {
-        const char *v = f->variants[i].name;
-        if (i)
-          e = mg_buf_puts(ev, ",");
-        if (e == 0)
-          e = mg_buf_json_str(ev, v, strlen(v));
-        if (e == 0)
-          e = mg_buf_printf(ev, ":%.10g",
-                            s->flag_states[f->index].weights[i] / 100.0);
-      }
-      if (e == 0)
-        e = mg_buf_puts(ev, "}");
-    }
-    mg_server__event_end(s);
-  }
-  if (rc != 0) {
-    char msg[256];
+/* The answer to a verb: the state after it, or why it failed. */
+static void after_verb(struct mg_worker *w, struct mg_resp *c, int rc,
+                       const char *msg) {
+  if (rc == 0)
+    reply(c, 200, state_json(w));
+  else if (rc == -ENOENT)
+    fail(c, 404, msg, "unknown_flag");
+  else if (rc == -EIO)
     /* The change is in force but not saved: say so rather than pretend. */
-    snprintf(msg, sizeof(msg),
-             "The change is in force but could not be saved to the state "
-             "file: %s.",
-             strerror(-rc));
     fail(c, 500, msg, "state_not_saved");
-    return;
-  }
-  reply(c, 200, state_json(s));
+  else
+    fail(c, 500, msg, "internal_error");
 }
 
-static void set_weights(struct mg_server *s, struct mg_conn *c,
+static void set_weights(struct mg_worker *w, struct mg_resp *c,
                         const struct mg_flag *f, const char *body,
                         size_t len) {
   cJSON *j = cJSON_ParseWithLength(body, len), *it;
   const char *names[MG_FLAG_MAX_VARIANTS];
-  uint32_t w[MG_FLAG_MAX_VARIANTS], sum = 0, n = 0;
+  uint32_t wt[MG_FLAG_MAX_VARIANTS], sum = 0, n = 0;
   bool seen[MG_FLAG_MAX_VARIANTS] = {false};
   char msg[256];
 
@@ -216,8 +193,8 @@ static void set_weights(struct mg_server *s, struct mg_conn *c,
       goto out;
     }
     names[n] = it->string;
-    w[n] = (uint32_t)round(bp);
-    sum += w[n++];
+    wt[n] = (uint32_t)round(bp);
+    sum += wt[n++];
   }
   if (n != f->nvariants) {
     snprintf(msg, sizeof(msg), "Give a weight for each of the %u variants.",
@@ -231,23 +208,22 @@ static void set_weights(struct mg_server *s, struct mg_conn *c,
     fail(c, 400, msg, "invalid_weights");
     goto out;
   }
-  if (mg_overrides_set_weights(&s->overrides, f->name, names, w, n,
-                               mg_wall_ms()) != 0) {
-    fail(c, 500, "Out of memory.", "internal_error");
-    goto out;
+  {
+    int rc = mg_rt_set_weights(w->sh->rt, f->name, names, wt, n, &admin_actor, msg,
+                               sizeof(msg));
+    after_verb(w, c, rc, msg);
   }
-  after_change(s, c, "set weights of", "weights", f->name);
 out:
   cJSON_Delete(j);
 }
 
-static void reload(struct mg_server *s, struct mg_conn *c) {
+static void reload(struct mg_worker *w, struct mg_resp *c) {
   struct mg_cfg_errors e;
   int rc;
   mg_cfg_errors_init(&e);
-  rc = mg_server_reload(s, &e);
+  rc = w->sh->reload(w->sh->reload_arg, &e);
   if (rc == 0) {
-    reply(c, 200, state_json(s));
+    reply(c, 200, state_json(w));
   } else {
     cJSON *body = cJSON_CreateObject(), *err, *list;
     size_t i;
@@ -268,9 +244,9 @@ static void reload(struct mg_server *s, struct mg_conn *c) {
 
 /* ---- routing -------------------------------------------------------------------- */
 
-static bool authorized(struct mg_server *s, struct mg_conn *c, bool mutation) {
+static bool authorized(const char *token, struct mg_resp *c, bool mutation) {
   struct mg_str auth;
-  if (s->admin_token == NULL) {
+  if (token == NULL) {
     if (!mutation)
       return true;
     fail(c, 403,
@@ -279,7 +255,7 @@ static bool authorized(struct mg_server *s, struct mg_conn *c, bool mutation) {
          "admin_disabled");
     return false;
   }
-  if (mg_conn_header(c, "authorization", &auth) &&
+  if (mg_http_req_header(mg_resp_req(c), "authorization", &auth) &&
       mg_str_has_prefix_nocase(auth, "bearer ")) {
     /* "Bearer" 1*SP token (RFC 6750, 2.1; RFC 9110, 11.4) */
     auth.p += 7;
@@ -292,15 +268,19 @@ static bool authorized(struct mg_server *s, struct mg_conn *c, bool mutation) {
     auth = MG_STR_NULL;
   }
   if (auth.p == NULL ||
-      !mg_admin_token_equal(s->admin_token, auth.p, auth.len)) {
+      !mg_admin_token_equal(token, auth.p, auth.len)) {
     fail(c, 401, "A valid admin bearer token is required.", "unauthorized");
     return false;
   }
   return true;
 }
 
-void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
-  const struct mg_http_req *r = &c->req;
+static void admin_handle(void *owner, struct mg_resp *c,
+                         const struct mg_route *route) {
+  struct mg_worker *w = owner;
+  struct mg_wsnap *ws = mg_worker_snap(w);
+  const char *token = ws->snap->admin_token;
+  const struct mg_http_req *r = mg_resp_req(c);
   const char *url = r->head.data ? r->head.data : "";
   char path[512], flag[256], action[32];
   int m = r->method;
@@ -318,21 +298,21 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
   if (strcmp(path, "/admin/state") == 0) {
     if (m != HTTP_GET && m != HTTP_HEAD)
       fail_method(c, "GET, HEAD", "Use GET.");
-    else if (authorized(s, c, false))
-      reply(c, 200, state_json(s));
+    else if (authorized(token, c, false))
+      reply(c, 200, state_json(w));
   } else if (strcmp(path, "/admin/reload") == 0) {
     if (m != HTTP_POST)
       fail_method(c, "POST", "Use POST.");
-    else if (authorized(s, c, true))
-      reload(s, c);
+    else if (authorized(token, c, true))
+      reload(w, c);
   } else if (sscanf(path, "/admin/flags/%255[^/]/ramp/%31[a-z]", flag,
                     action) == 2) {
-    const struct mg_flag *f = find_flag(s, flag);
+    const struct mg_flag *f = mg_flags_find(&ws->snap->cfg->flags, flag);
     char msg[320];
     int rc;
     if (m != HTTP_POST) {
       fail_method(c, "POST", "Use POST.");
-    } else if (!authorized(s, c, true)) {
+    } else if (!authorized(token, c, true)) {
       /* answered */
     } else if (f == NULL) {
       snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
@@ -346,18 +326,19 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
                "or restart.",
                action);
       fail(c, 404, msg, "unknown_url");
-    } else if ((rc = mg_server__ramp_action(s, f, action, msg, sizeof(msg))) ==
-               0) {
-      mg_info("admin: ramp %s on flag %s", action, f->name);
-      reply(c, 200, state_json(s));
+    } else if ((rc = mg_rt_ramp_action(w->sh->rt, f->name, action, NULL, msg,
+                                       sizeof(msg))) == 0) {
+      reply(c, 200, state_json(w));
     } else {
       fail(c, rc == -ENOENT ? 404 : (rc == -EINVAL ? 409 : 500), msg,
            rc == -ENOENT ? "no_ramp"
-                         : (rc == -EINVAL ? "ramp_conflict" : "internal_error"));
+                         : (rc == -EINVAL ? "ramp_conflict"
+                                          : (rc == -EIO ? "state_not_saved"
+                                                        : "internal_error")));
     }
   } else if (sscanf(path, "/admin/flags/%255[^/]/%31[a-z]", flag, action) ==
              2) {
-    const struct mg_flag *f = find_flag(s, flag);
+    const struct mg_flag *f = mg_flags_find(&ws->snap->cfg->flags, flag);
     bool kill = strcmp(action, "kill") == 0,
          unkill = strcmp(action, "unkill") == 0,
          weights = strcmp(action, "weights") == 0;
@@ -368,19 +349,18 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
     } else if (weights && m != HTTP_PUT && m != HTTP_DELETE) {
       fail_method(c, "PUT, DELETE",
                   "Use PUT to set weights, DELETE to clear them.");
-    } else if (!authorized(s, c, true)) {
+    } else if (!authorized(token, c, true)) {
       /* answered */
     } else if (f == NULL) {
       char msg[320];
       snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
       fail(c, 404, msg, "unknown_flag");
     } else if (kill || unkill) {
-      if (mg_overrides_kill(&s->overrides, f->name, kill, mg_wall_ms()) != 0)
-        fail(c, 500, "Out of memory.", "internal_error");
-      else
-        after_change(s, c, kill ? "killed" : "unkilled",
-                     kill ? "kill" : "unkill", f->name);
-    } else if (s->cfg->ramps.v[f->index].enabled) {
+      char msg[320];
+      int rc = mg_rt_kill(w->sh->rt, f->name, kill, &admin_actor, msg,
+                          sizeof(msg));
+      after_verb(w, c, rc, msg);
+    } else if (ws->snap->cfg->ramps.v[f->index].enabled) {
       /* The ramp owns the weights: two hands on one dial would fight. */
       char msg[320];
       snprintf(msg, sizeof(msg),
@@ -389,14 +369,35 @@ void mg_admin_handle(struct mg_server *s, struct mg_conn *c) {
                f->name, f->name);
       fail(c, 409, msg, "ramp_conflict");
     } else if (m == HTTP_DELETE) {
-      mg_overrides_clear_weights(&s->overrides, f->name);
-      after_change(s, c, "cleared the weights of", "weights_cleared",
-                   f->name);
+      char msg[320];
+      int rc = mg_rt_clear_weights(w->sh->rt, f->name, &admin_actor, msg,
+                                   sizeof(msg));
+      after_verb(w, c, rc, msg);
     } else {
-      set_weights(s, c, f, r->body.data ? r->body.data : "", r->body.len);
+      set_weights(w, c, f, r->body.data ? r->body.data : "", r->body.len);
     }
   } else {
     fail(c, 404, "Unknown admin URL.", "unknown_url");
   }
-  mg_conn_request_done(c);
+  mg_wsnap_release(ws);
+  mg_resp_done(c);
+  (void)route;
+}
+
+void mg_admin_route(void *owner, struct mg_http_req *req,
+                    struct mg_route *out) {
+  struct mg_str path = mg_http_req_path(req);
+  (void)owner;
+  memset(out, 0, sizeof(*out));
+  /* The admin listener serves the admin API and the health and metrics
+   * endpoints, never model traffic. */
+  if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0) {
+    out->handler = admin_handle;
+    out->buffer_body = true;
+    return;
+  }
+  if (mg_ops_route(path, req->method, false, out))
+    return;
+  out->status = 404;
+  out->code = "unknown_url";
 }

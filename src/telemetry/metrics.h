@@ -1,5 +1,6 @@
 /* metrics.h - counters, gauges and histograms rendered in the Prometheus
- * text format (version 0.0.4). Single-threaded: the loop owns it. */
+ * text format (version 0.0.4). A registry is not thread-safe: each worker
+ * owns one (telemetry.c locks it), and a scrape merges them. */
 #ifndef MG_METRICS_H
 #define MG_METRICS_H
 
@@ -41,6 +42,12 @@ double mg_series_value(const struct mg_series *s);
 /* Append `name="value"` pairs with Prometheus escaping to out, comma
  * separated, for a NULL-terminated list of name, value, name, value... */
 int mg_metrics_labels(struct mg_buf *out, ...) MG_WARN_UNUSED;
+
+/* Add every visible series of src into dst (families are declared in dst
+ * as needed): counters and gauges add up, histograms add bucket by bucket.
+ * What several workers counted becomes one set of series. */
+int mg_metrics_merge(struct mg_metrics *dst,
+                     const struct mg_metrics *src) MG_WARN_UNUSED;
 
 /* Render every family. */
 int mg_metrics_render(const struct mg_metrics *m,

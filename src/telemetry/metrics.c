@@ -1,5 +1,5 @@
 /* metrics.c - a small Prometheus registry. */
-#include "proxy/metrics.h"
+#include "telemetry/metrics.h"
 
 #include <errno.h>
 #include <math.h>
@@ -277,4 +277,35 @@ int mg_metrics_render(const struct mg_metrics *m, struct mg_buf *out) {
     }
   }
   return rc;
+}
+
+int mg_metrics_merge(struct mg_metrics *dst, const struct mg_metrics *src) {
+  const struct mg_family *f;
+  for (f = src->families; f; f = f->next) {
+    const struct mg_series *s;
+    if (mg_metrics_family(dst, f->name, f->help, f->type, f->bounds,
+                          f->nbounds) != 0)
+      return -ENOMEM;
+    for (s = f->series; s; s = s->next) {
+      struct mg_series *d;
+      size_t i;
+      if (s->hidden)
+        continue;
+      d = mg_metrics_series(dst, f->name, s->labels);
+      if (d == NULL)
+        return -ENOMEM;
+      d->hidden = 0;
+      if (f->type != MG_HISTOGRAM) {
+        d->value += s->value;
+        continue;
+      }
+      if (d->family->nbounds != f->nbounds || d->buckets == NULL)
+        continue; /* declared differently: a bug, not worth a crash */
+      for (i = 0; i <= f->nbounds; i++)
+        d->buckets[i] += s->buckets[i];
+      d->count += s->count;
+      d->sum += s->sum;
+    }
+  }
+  return 0;
 }

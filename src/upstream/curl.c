@@ -1,4 +1,5 @@
-/* upstream.c - libcurl multi on libuv.
+/* curl.c - the libcurl engine (upstream/call.h): libcurl multi on libuv,
+ * for https:// upstreams and whatever the native engine does not serve.
  *
  * The pattern is curl's docs/examples/multi-uv.c: curl tells us which
  * sockets to watch (socket callback, one uv_poll_t each, attached with
@@ -6,18 +7,79 @@
  * we call curl_multi_socket_action on every event and then drain
  * curl_multi_info_read for finished transfers. Owners are told about a
  * finished transfer only from that drain, never from inside curl. */
-#include "proxy/upstream.h"
+#include "upstream/curl.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "common/log.h"
 #include "common/str.h"
-#include "config/config.h"
-#include "fallbacks/policy.h"
+
+/* One call: the contract's public part first (upstream/call.h). */
+struct curl_call {
+  struct mg_up_call pub;
+  struct curl_engine *up;   /* borrowed */
+  struct curl_call *next_free;
+  CURL *easy;               /* owned, reused across calls */
+  uv_timer_t timer;         /* first byte / idle / total */
+  char *req_body;           /* owned */
+  CURLU *extra_url;         /* owned: a URL of this call's own, or NULL */
+  int open_errno;           /* socket() failed for this call: why */
+  size_t req_len, req_off;  /* the body and how much curl has read */
+  uint64_t deadline_total;  /* uv_now() milliseconds */
+  uint64_t deadline_first;
+  uint64_t last_data;
+  uint32_t idle_ms;
+  bool active;              /* in the multi handle */
+  bool paused;
+  bool want_stream;
+  bool got_data;
+  bool aborted, too_big;
+  /* This request's own header lines (decision id, anthropic-version...),
+   * chained in front of the destination's shared list: no allocation per
+   * call. */
+#define CALL_EXTRA_LINES 8
+  struct curl_slist extra_nodes[CALL_EXTRA_LINES];
+  char extra[1024];
+  char curl_error[CURL_ERROR_SIZE];
+};
+
+/* A destination: the URL parsed once and the constant header list. */
+struct curl_dest {
+  CURLU *url;                  /* owned */
+  struct curl_slist *headers;  /* owned */
+  char *ca_file;               /* owned, or NULL */
+  bool tls_verify;
+};
+
+struct curl_engine {
+  struct mg_up_engine base;  /* first: the engine is one */
+  uv_loop_t *loop;           /* borrowed */
+  CURLM *multi;              /* owned */
+  uv_timer_t timer;          /* curl's own timeout */
+  uv_idle_t drain;           /* delivers finished transfers (on_drain) */
+  struct curl_call *free;    /* pool of idle calls */
+  size_t calls;              /* calls allocated (idle + active) */
+  size_t active;
+  size_t pool_max;           /* idle calls kept beyond this are freed */
+  uint32_t idle_connection_ms;
+  uint64_t paused_total;     /* times a transfer was paused (metrics) */
+  int pending_closes;        /* close callbacks still to come */
+  struct up_sock *socks;     /* sockets being watched (owned) */
+  struct up_fdslot *fdslots; /* owned table by descriptor number */
+  size_t nfdslots;
+  char *proxy;               /* owned: CURLOPT_PROXY for calls, or NULL */
+  char *default_cainfo;      /* owned: libcurl's built-in CA bundle */
+  bool closing;
+  void (*close_cb)(void *arg);
+  void *close_arg;
+};
 
 /* A socket curl asked us to watch, with its uv_poll_t.
  *
@@ -43,7 +105,7 @@
 struct up_sock {
   uv_poll_t poll;       /* first: the handle's memory is the struct's */
   curl_socket_t fd;
-  struct mg_upstream *up; /* borrowed */
+  struct curl_engine *up; /* borrowed */
   struct up_sock *prev, *next; /* the upstream's list of sockets */
   uint32_t gen;         /* the descriptor's generation at creation */
   int events;           /* UV_READABLE/UV_WRITABLE being polled */
@@ -56,7 +118,7 @@ struct up_fdslot {
   uint32_t gen;         /* times curl opened a socket with this number */
 };
 
-static struct up_fdslot *fdslot(struct mg_upstream *up, curl_socket_t fd,
+static struct up_fdslot *fdslot(struct curl_engine *up, curl_socket_t fd,
                                 bool grow) {
   if (fd < 0)
     return NULL;
@@ -77,12 +139,12 @@ static struct up_fdslot *fdslot(struct mg_upstream *up, curl_socket_t fd,
   return &up->fdslots[fd];
 }
 
-static struct up_sock *sock_find(struct mg_upstream *up, curl_socket_t fd) {
+static struct up_sock *sock_find(struct curl_engine *up, curl_socket_t fd) {
   struct up_fdslot *slot = fdslot(up, fd, false);
   return slot ? slot->s : NULL;
 }
 
-static struct up_sock *sock_new(struct mg_upstream *up, curl_socket_t fd) {
+static struct up_sock *sock_new(struct curl_engine *up, curl_socket_t fd) {
   struct up_fdslot *slot = fdslot(up, fd, true);
   struct up_sock *s;
   if (slot == NULL || (s = calloc(1, sizeof(*s))) == NULL)
@@ -117,31 +179,24 @@ static void sock_unlink(struct up_sock *s) {
 
 /* Every uv_close here goes through closed(): the upstream knows when the
  * last of its handles is gone. */
-static void closed(struct mg_upstream *up) {
-  if (--up->pending_closes == 0 && up->closing && up->close_cb)
-    up->close_cb(up->close_arg);
+static void closed(struct curl_engine *up) {
+  void (*cb)(void *) = up->close_cb;
+  void *arg = up->close_arg;
+  if (--up->pending_closes != 0 || !up->closing)
+    return;
+  free(up);
+  if (cb)
+    cb(arg);
 }
 
-static const char *const result_names[] = {
-    "ok",          "connect_error",      "timeout_connect",
-    "timeout_first_byte", "timeout_idle", "timeout_total",
-    "reset",       "truncated",          "too_big",
-    "protocol_error", "aborted",         "error"};
-
-const char *mg_up_result_name(enum mg_up_result r) {
-  if ((size_t)r < sizeof(result_names) / sizeof(result_names[0]))
-    return result_names[r];
-  return "error";
-}
-
-static void check_multi_info(struct mg_upstream *up);
-static void call_arm_timer(struct mg_up_call *call);
+static void check_multi_info(struct curl_engine *up);
+static void call_arm_timer(struct curl_call *call);
 
 /* ---- curl -> libuv plumbing -------------------------------------------- */
 
 static void on_sock_closed(uv_handle_t *h) {
   struct up_sock *s = (struct up_sock *)h;
-  struct mg_upstream *up = s->up;
+  struct curl_engine *up = s->up;
   free(s);
   closed(up);
 }
@@ -155,7 +210,7 @@ static void sock_close(struct up_sock *s) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   struct up_sock *s = (struct up_sock *)h;
-  struct mg_upstream *up = s->up;
+  struct curl_engine *up = s->up;
   curl_socket_t fd = s->fd; /* s may be closed inside socket_action */
   int flags = 0, running;
 
@@ -191,7 +246,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
                           void *socketp) {
-  struct mg_upstream *up = userp;
+  struct curl_engine *up = userp;
   struct up_sock *s = sock_find(up, fd);
   struct up_fdslot *slot;
   int events = 0;
@@ -238,14 +293,19 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
  * generations (see struct up_sock). */
 static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose,
                                   struct curl_sockaddr *addr) {
-  struct mg_upstream *up = clientp;
+  struct curl_call *call = clientp;
+  struct curl_engine *up = call->up;
   struct up_fdslot *slot;
   curl_socket_t fd;
 
   (void)purpose;
   fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-  if (fd == CURL_SOCKET_BAD)
+  if (fd == CURL_SOCKET_BAD) {
+    /* Out of descriptors (or memory) here is our own trouble, not the
+     * upstream's: remembered so that it is not blamed (issue 10.3). */
+    call->open_errno = errno;
     return CURL_SOCKET_BAD;
+  }
   slot = fdslot(up, fd, true);
   if (slot == NULL) {
     close(fd);
@@ -256,7 +316,7 @@ static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose,
 }
 
 static int on_curl_close(void *clientp, curl_socket_t fd) {
-  struct mg_upstream *up = clientp;
+  struct curl_engine *up = clientp;
   struct up_sock *s = sock_find(up, fd);
   /* The handle goes first: libuv must forget the descriptor before the
    * number can be reused. */
@@ -269,20 +329,20 @@ static int on_curl_close(void *clientp, curl_socket_t fd) {
  * active idle handle makes the loop's next poll non-blocking only if it is
  * still active then; it stops itself first, so this costs no system call. */
 static void on_drain(uv_idle_t *h) {
-  struct mg_upstream *up = h->data;
+  struct curl_engine *up = h->data;
   uv_idle_stop(h);
   check_multi_info(up);
 }
 
 static void on_curl_timeout(uv_timer_t *t) {
-  struct mg_upstream *up = t->data;
+  struct curl_engine *up = t->data;
   int running;
   curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   check_multi_info(up);
 }
 
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
-  struct mg_upstream *up = userp;
+  struct curl_engine *up = userp;
   (void)multi;
   if (timeout_ms < 0) {
     uv_timer_stop(&up->timer);
@@ -297,34 +357,34 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
 /* ---- calls ---------------------------------------------------------------- */
 
 static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata) {
-  struct mg_up_call *call = userdata;
+  struct curl_call *call = userdata;
   size_t n = size * nmemb;
 
   if (!call->got_data) {
     char *ct = NULL;
     call->got_data = true;
-    call->t_first_byte = uv_hrtime();
-    curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
+    call->pub.t_first_byte = uv_hrtime();
+    curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->pub.status);
     curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
     if (ct) {
       size_t l = strlen(ct);
-      if (l >= sizeof(call->content_type))
-        l = sizeof(call->content_type) - 1;
-      memcpy(call->content_type, ct, l);
-      call->content_type[l] = '\0';
+      if (l >= sizeof(call->pub.content_type))
+        l = sizeof(call->pub.content_type) - 1;
+      memcpy(call->pub.content_type, ct, l);
+      call->pub.content_type[l] = '\0';
     }
     /* Only a successful event stream is relayed piecewise; an error answer
      * to a streaming request is JSON and is buffered like any other. */
-    call->streaming =
-        call->want_stream && call->status == 200 &&
-        mg_str_has_prefix_nocase(mg_str_c(call->content_type),
+    call->pub.streaming =
+        call->want_stream && call->pub.status == 200 &&
+        mg_str_has_prefix_nocase(mg_str_c(call->pub.content_type),
                                  "text/event-stream");
     call_arm_timer(call);
   }
   call->last_data = uv_now(call->up->loop);
 
-  if (call->streaming) {
-    size_t r = call->cbs->on_data(call, p, n);
+  if (call->pub.streaming) {
+    size_t r = call->pub.cbs->on_data(&call->pub, p, n);
     if (r == MG_UP_PAUSE) {
       call->paused = true;
       call->up->paused_total++;
@@ -336,7 +396,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *userdata) {
     }
     return n;
   }
-  if (mg_buf_append(&call->body, p, n) != 0) {
+  if (mg_buf_append(&call->pub.body, p, n) != 0) {
     call->too_big = true;
     return 0;
   }
@@ -347,15 +407,35 @@ static void on_call_timer(uv_timer_t *t);
 
 /* Was a connection established? CONNECT_TIME is 0 for a reused connection,
  * so a request that went out counts as proof too. */
-static bool call_connected(struct mg_up_call *call) {
+static bool call_connected(struct curl_call *call) {
   long connect_us = 0, sent = 0;
   curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
   curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &sent);
   return connect_us > 0 || sent > 0;
 }
 
-static struct mg_up_call *call_get(struct mg_upstream *up) {
-  struct mg_up_call *call = up->free;
+static size_t on_read_body(char *buf, size_t size, size_t nitems, void *ud) {
+  struct curl_call *call = ud;
+  size_t n = size * nitems, left = call->req_len - call->req_off;
+  if (n > left)
+    n = left;
+  memcpy(buf, call->req_body + call->req_off, n);
+  call->req_off += n;
+  if (n)
+    call->pub.sent = true;
+  return n;
+}
+
+/* Rewinding to where we already are is no re-send; anything else is. */
+static int on_seek_body(void *ud, curl_off_t offset, int origin) {
+  struct curl_call *call = ud;
+  if (origin == SEEK_SET && offset == 0 && call->req_off == 0)
+    return CURL_SEEKFUNC_OK;
+  return CURL_SEEKFUNC_CANTSEEK;
+}
+
+static struct curl_call *call_get(struct curl_engine *up) {
+  struct curl_call *call = up->free;
   if (call) {
     up->free = call->next_free;
     return call;
@@ -377,14 +457,24 @@ static struct mg_up_call *call_get(struct mg_upstream *up) {
   curl_easy_setopt(call->easy, CURLOPT_PRIVATE, call);
   curl_easy_setopt(call->easy, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(call->easy, CURLOPT_WRITEDATA, call);
-  curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->error);
+  curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->curl_error);
+  /* The body goes through a read callback that cannot rewind once curl
+   * read any of it: libcurl re-sends a request on a fresh connection when a
+   * reused one dies before the answer, but only if it can rewind the body.
+   * A request that may have reached the model is never sent twice behind
+   * the retry policy's back (issue 10.1); curl ends the transfer with
+   * CURLE_SEND_FAIL_REWIND instead, classified as MG_UP_RESET. */
+  curl_easy_setopt(call->easy, CURLOPT_READFUNCTION, on_read_body);
+  curl_easy_setopt(call->easy, CURLOPT_READDATA, call);
+  curl_easy_setopt(call->easy, CURLOPT_SEEKFUNCTION, on_seek_body);
+  curl_easy_setopt(call->easy, CURLOPT_SEEKDATA, call);
   curl_easy_setopt(call->easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(call->easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
   curl_easy_setopt(call->easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(call->easy, CURLOPT_TCP_NODELAY, 1L);
   curl_easy_setopt(call->easy, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETFUNCTION, on_curl_open);
-  curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETDATA, up);
+  curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETDATA, call);
   curl_easy_setopt(call->easy, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
   curl_easy_setopt(call->easy, CURLOPT_CLOSESOCKETDATA, up);
   /* An explicit proxy setting (empty: none) instead of curl reading the
@@ -395,56 +485,60 @@ static struct mg_up_call *call_get(struct mg_upstream *up) {
 }
 
 static void on_call_timer_closed(uv_handle_t *h) {
-  struct mg_up_call *call = h->data;
-  struct mg_upstream *up = call->up;
+  struct curl_call *call = h->data;
+  struct curl_engine *up = call->up;
   free(call);
   closed(up);
 }
 
-static void call_destroy(struct mg_up_call *call) {
-  struct mg_upstream *up = call->up;
+static void call_destroy(struct curl_call *call) {
+  struct curl_engine *up = call->up;
   curl_easy_cleanup(call->easy);
-  mg_buf_free(&call->body);
+  mg_buf_free(&call->pub.body);
   up->calls--;
   up->pending_closes++;
   uv_close((uv_handle_t *)&call->timer, on_call_timer_closed);
 }
 
-static void call_put(struct mg_up_call *call) {
-  struct mg_upstream *up = call->up;
+static void call_put(struct curl_call *call) {
+  struct curl_engine *up = call->up;
   uv_timer_stop(&call->timer);
   free(call->req_body);
   call->req_body = NULL;
+  curl_url_cleanup(call->extra_url);
+  call->extra_url = NULL;
   if (up->closing || up->calls - up->active > up->pool_max) {
     call_destroy(call);
     return;
   }
   /* Keep a modest body buffer for the next call; drop big ones. */
-  if (call->body.cap > (64u << 10))
-    mg_buf_free(&call->body);
+  if (call->pub.body.cap > (64u << 10))
+    mg_buf_free(&call->pub.body);
   else
-    mg_buf_reset(&call->body);
+    mg_buf_reset(&call->pub.body);
   call->next_free = up->free;
   up->free = call;
 }
 
 /* Detach from the multi handle and stop the timer. */
-static void call_stop(struct mg_up_call *call) {
+static void call_stop(struct curl_call *call) {
   if (call->active) {
     call->active = false;
     call->up->active--;
     curl_multi_remove_handle(call->up->multi, call->easy);
   }
   uv_timer_stop(&call->timer);
-  call->t_end = uv_hrtime();
+  call->pub.t_end = uv_hrtime();
 }
 
-static void call_finish(struct mg_up_call *call, enum mg_up_result res) {
+static void call_finish(struct curl_call *call, enum mg_up_result res) {
   call_stop(call);
-  call->cbs->on_done(call, res);
+  if (call->curl_error[0])
+    snprintf(call->pub.error, sizeof(call->pub.error), "%s", call->curl_error);
+  call->pub.cbs->on_done(&call->pub, res);
 }
 
-static void call_arm_timer(struct mg_up_call *call) {
+static void call_arm_timer(struct curl_call *call) {
   uint64_t now = uv_now(call->up->loop), d = call->deadline_total;
   if (!call->got_data) {
     if (call->deadline_first < d)
@@ -458,14 +552,14 @@ static void call_arm_timer(struct mg_up_call *call) {
 }
 
 static void on_call_timer(uv_timer_t *t) {
-  struct mg_up_call *call = t->data;
+  struct curl_call *call = t->data;
   uint64_t now = uv_now(call->up->loop);
 
   if (!call->active)
     return;
   if (now >= call->deadline_total) {
-    call->connected = call->got_data || call_connected(call);
-    call_finish(call, call->connected
+    call->pub.connected = call->got_data || call_connected(call);
+    call_finish(call, call->pub.connected
                           ? MG_UP_TIMEOUT_TOTAL
                           : MG_UP_TIMEOUT_CONNECT);
     return;
@@ -473,8 +567,8 @@ static void on_call_timer(uv_timer_t *t) {
   if (!call->got_data && now >= call->deadline_first) {
     /* Still connecting when the first-byte budget ran out: report it as
      * the connect timeout it really is. */
-    call->connected = call_connected(call);
-    call_finish(call, call->connected ? MG_UP_TIMEOUT_FIRST_BYTE
+    call->pub.connected = call_connected(call);
+    call_finish(call, call->pub.connected ? MG_UP_TIMEOUT_FIRST_BYTE
                                       : MG_UP_TIMEOUT_CONNECT);
     return;
   }
@@ -488,8 +582,15 @@ static void on_call_timer(uv_timer_t *t) {
   call_arm_timer(call);
 }
 
-static enum mg_up_result classify(struct mg_up_call *call, CURLcode rc) {
-  call->connected = call_connected(call);
+static enum mg_up_result classify(struct curl_call *call, CURLcode rc) {
+  call->pub.connected = call_connected(call);
+  if (rc != CURLE_OK &&
+      (call->open_errno == EMFILE || call->open_errno == ENFILE ||
+       call->open_errno == ENOMEM || call->open_errno == ENOBUFS)) {
+    snprintf(call->curl_error, sizeof(call->curl_error),
+             "cannot open a socket: %s", strerror(call->open_errno));
+    return MG_UP_LOCAL;
+  }
   switch (rc) {
   case CURLE_OK:
     return MG_UP_OK;
@@ -505,7 +606,14 @@ static enum mg_up_result classify(struct mg_up_call *call, CURLcode rc) {
   case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     return MG_UP_CONNECT_ERROR;
   case CURLE_OPERATION_TIMEDOUT:
-    return call->connected ? MG_UP_TIMEOUT_TOTAL : MG_UP_TIMEOUT_CONNECT;
+    return call->pub.connected ? MG_UP_TIMEOUT_TOTAL : MG_UP_TIMEOUT_CONNECT;
+  case CURLE_SEND_FAIL_REWIND:
+    /* A reused connection died after curl had read the body: curl wanted
+     * to send it again (see on_seek_body). */
+    call->pub.sent = true;
+    return MG_UP_RESET;
+  case CURLE_OUT_OF_MEMORY:
+    return MG_UP_LOCAL;
   case CURLE_GOT_NOTHING:
   case CURLE_RECV_ERROR:
   case CURLE_SEND_ERROR:
@@ -528,11 +636,11 @@ static enum mg_up_result classify(struct mg_up_call *call, CURLcode rc) {
   }
 }
 
-static void check_multi_info(struct mg_upstream *up) {
+static void check_multi_info(struct curl_engine *up) {
   CURLMsg *msg;
   int left;
   while ((msg = curl_multi_info_read(up->multi, &left)) != NULL) {
-    struct mg_up_call *call = NULL;
+    struct curl_call *call = NULL;
     CURLcode rc;
     if (msg->msg != CURLMSG_DONE)
       continue;
@@ -540,84 +648,151 @@ static void check_multi_info(struct mg_upstream *up) {
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
     if (call == NULL || !call->active)
       continue;
-    if (call->status == 0)
-      curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
+    if (call->pub.status == 0)
+      curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->pub.status);
     if (!call->got_data && rc == CURLE_OK) {
       char *ct = NULL;
       curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
       if (ct)
-        snprintf(call->content_type, sizeof(call->content_type), "%s", ct);
+        snprintf(call->pub.content_type, sizeof(call->pub.content_type), "%s", ct);
     }
     call_finish(call, classify(call, rc));
   }
 }
 
-struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
-                                    const struct mg_up_request *req,
-                                    const struct mg_up_call_cbs *cbs,
-                                    void *owner) {
-  struct mg_up_call *call;
-  uint64_t now;
-  CURL *e;
+/* "A: b\r\nC: d\r\n": the request's own header lines, as nodes in front of
+ * the shared list. */
+static const struct curl_slist *chain_extra(struct curl_call *call,
+                                            const struct mg_up_request *req,
+                                            const struct curl_slist *shared) {
+  const struct curl_slist *head = shared;
+  size_t n = req->extra_len < sizeof(call->extra) - 1
+                 ? req->extra_len
+                 : sizeof(call->extra) - 1;
+  char *p, *end;
+  int k = 0;
+  if (req->extra_headers == NULL || n == 0)
+    return shared;
+  memcpy(call->extra, req->extra_headers, n);
+  call->extra[n] = '\0';
+  /* Lines go in front in reverse, so curl sends them in their order. */
+  p = call->extra;
+  end = p + n;
+  {
+    char *lines[CALL_EXTRA_LINES];
+    while (p < end && k < CALL_EXTRA_LINES) {
+      char *nl = strstr(p, "\r\n");
+      if (nl == NULL)
+        break;
+      *nl = '\0';
+      if (nl > p)
+        lines[k++] = p;
+      p = nl + 2;
+    }
+    while (k-- > 0) {
+      call->extra_nodes[k].data = lines[k];
+      call->extra_nodes[k].next = (struct curl_slist *)head;
+      head = &call->extra_nodes[k];
+    }
+  }
+  return head;
+}
 
-  if (up->closing)
+static struct mg_up_call *curl_start(struct mg_up_engine *e,
+                                     const struct mg_up_request *req,
+                                     const struct mg_up_call_cbs *cbs,
+                                     void *owner) {
+  struct curl_engine *up = (struct curl_engine *)e;
+  const struct curl_dest *d = req->dest;
+  struct curl_call *call;
+  CURLU *url = d->url;
+  uint64_t now;
+  CURL *h;
+
+  if (up->closing || (call = call_get(up)) == NULL) {
+    free(req->body);
     return NULL;
-  call = call_get(up);
-  if (call == NULL)
-    return NULL;
-  e = call->easy;
-  call->owner = owner;
-  call->cbs = cbs;
-  call->status = 0;
-  call->streaming = false;
-  call->connected = false;
-  call->content_type[0] = '\0';
-  call->error[0] = '\0';
-  call->t_first_byte = 0;
-  call->t_end = 0;
+  }
+  h = call->easy;
+  call->pub.ops = &mg_curl_ops;
+  call->pub.engine = e;
+  call->pub.owner = owner;
+  call->pub.cbs = cbs;
+  call->pub.status = 0;
+  call->pub.streaming = false;
+  call->pub.connected = false;
+  call->pub.sent = false;
+  call->pub.reused = false;
+  call->pub.content_type[0] = '\0';
+  call->pub.error[0] = '\0';
+  call->curl_error[0] = '\0';
+  call->pub.t_first_byte = 0;
+  call->pub.t_end = 0;
   call->paused = false;
   call->got_data = false;
   call->aborted = false;
   call->too_big = false;
   call->want_stream = req->stream;
   call->req_body = req->body;
-  mg_buf_reset(&call->body);
-  call->body.max = req->max_response;
+  call->req_len = req->body_len;
+  call->req_off = 0;
+  call->open_errno = 0;
+  mg_buf_reset(&call->pub.body);
+  call->pub.body.max = req->max_response;
 
-  curl_easy_setopt(e, CURLOPT_CURLU, req->url);
-  if (req->decision) {
-    /* curl only reads the list: a node of ours in front of the shared,
-     * prebuilt one carries this request's decision id upstream, so the
-     * upstream's logs can be joined with the decision log. */
-    snprintf(call->decision_line, sizeof(call->decision_line),
-             "x-modelgate-decision: %s", req->decision);
-    call->decision_node.data = call->decision_line;
-    call->decision_node.next = (struct curl_slist *)req->headers;
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, &call->decision_node);
-  } else {
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+  if (req->path_extra) {
+    /* A URL of its own (a stored response's id after the path): rare, so
+     * a copy of the parsed one. */
+    char *path = NULL, *joined;
+    CURLU *u = curl_url_dup(d->url);
+    if (u == NULL || curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+        (joined = malloc(strlen(path) + strlen(req->path_extra) + 1)) ==
+            NULL) {
+      curl_free(path);
+      curl_url_cleanup(u);
+      call_put(call);
+      return NULL;
+    }
+    strcpy(joined, path);
+    strcat(joined, req->path_extra);
+    curl_url_set(u, CURLUPART_PATH, joined, 0);
+    free(joined);
+    curl_free(path);
+    url = u;
+    /* Kept until the call is put back. */
+    call->extra_url = u;
   }
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeouts.connect_ms);
+  curl_easy_setopt(h, CURLOPT_CURLU, url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, chain_extra(call, req, d->headers));
+  if (strcmp(req->method, "GET") == 0) {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+  } else {
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+                     (curl_off_t)req->body_len);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
+                     strcmp(req->method, "POST") == 0 ? NULL : req->method);
+  }
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                   (long)req->timeouts.connect_ms);
   /* Pooled handles serve every target: always set the CA file, falling
    * back to the bundle libcurl was built with. */
-  curl_easy_setopt(e, CURLOPT_CAINFO,
-                   req->ca_file ? req->ca_file : up->default_cainfo);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, req->tls_verify ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, req->tls_verify ? 2L : 0L);
-  curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
+  curl_easy_setopt(h, CURLOPT_CAINFO,
+                   d->ca_file ? d->ca_file : up->default_cainfo);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, d->tls_verify ? 1L : 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, d->tls_verify ? 2L : 0L);
+  curl_easy_setopt(h, CURLOPT_MAXAGE_CONN,
                    (long)(up->idle_connection_ms + 999) / 1000);
 
   now = uv_now(up->loop);
-  call->t_start = uv_hrtime();
+  call->pub.t_start = uv_hrtime();
   call->deadline_total = now + req->timeouts.total_ms;
   call->deadline_first = now + req->timeouts.first_byte_ms;
   call->idle_ms = req->timeouts.idle_ms;
   call->last_data = now;
 
-  if (curl_multi_add_handle(up->multi, e) != CURLM_OK) {
-    call->req_body = NULL; /* the caller keeps its body on failure */
+  if (curl_multi_add_handle(up->multi, h) != CURLM_OK) {
     call_put(call);
     return NULL;
   }
@@ -634,11 +809,12 @@ struct mg_up_call *mg_up_call_start(struct mg_upstream *up,
   }
   if (!uv_is_active((uv_handle_t *)&up->drain))
     uv_idle_start(&up->drain, on_drain);
-  return call;
+  return &call->pub;
 }
 
-int mg_up_call_header(struct mg_up_call *call, const char *name, char *out,
-                      size_t n) {
+static int curl_header(struct mg_up_call *pub, const char *name, char *out,
+                       size_t n) {
+  struct curl_call *call = (struct curl_call *)pub;
   struct curl_header *h = NULL;
   const char *v, *e;
   size_t len;
@@ -662,7 +838,23 @@ int mg_up_call_header(struct mg_up_call *call, const char *name, char *out,
   return 0;
 }
 
-void mg_up_call_resume(struct mg_up_call *call) {
+static void curl_each_header(struct mg_up_call *pub,
+                             void (*fn)(void *arg, const char *name,
+                                        size_t nlen, const char *value,
+                                        size_t vlen),
+                             void *arg) {
+  struct curl_call *call = (struct curl_call *)pub;
+  struct curl_header *h, *prev = NULL;
+  /* The headers of the last response (-1): not of a 100-continue. */
+  while ((h = curl_easy_nextheader(call->easy, CURLH_HEADER, -1, prev)) !=
+         NULL) {
+    fn(arg, h->name, strlen(h->name), h->value, strlen(h->value));
+    prev = h;
+  }
+}
+
+static void curl_resume(struct mg_up_call *pub) {
+  struct curl_call *call = (struct curl_call *)pub;
   if (!call->active || !call->paused)
     return;
   call->paused = false;
@@ -673,184 +865,77 @@ void mg_up_call_resume(struct mg_up_call *call) {
   curl_easy_pause(call->easy, CURLPAUSE_CONT);
 }
 
-void mg_up_call_cancel(struct mg_up_call *call) {
+static void curl_cancel(struct mg_up_call *pub) {
+  struct curl_call *call = (struct curl_call *)pub;
   call_stop(call);
   call_put(call);
 }
 
-void mg_up_call_release(struct mg_up_call *call) {
+static void curl_release(struct mg_up_call *pub) {
+  struct curl_call *call = (struct curl_call *)pub;
   call_stop(call);
   call_put(call);
 }
 
-/* ---- per-snapshot target views -------------------------------------------- */
+/* ---- destinations ------------------------------------------------------------- */
 
-struct up_views {
-  size_t n;                    /* targets */
-  struct mg_up_target *v;      /* owned, by target index */
-  size_t ntrad;
-  struct mg_up_view *trad;     /* owned, by traditional index */
-};
-
-static void views_free(void *p) {
-  struct up_views *vs = p;
-  size_t i;
-  int j;
-  for (i = 0; i < vs->n; i++) {
-    curl_slist_free_all(vs->v[i].headers);
-    for (j = 0; j < MG_EP__COUNT; j++)
-      curl_url_cleanup(vs->v[i].urls[j]);
-  }
-  for (i = 0; i < vs->ntrad; i++) {
-    curl_slist_free_all(vs->trad[i].headers);
-    curl_url_cleanup(vs->trad[i].url);
-  }
-  free(vs->v);
-  free(vs->trad);
-  free(vs);
+static void curl_dest_free(void *p) {
+  struct curl_dest *d = p;
+  if (d == NULL)
+    return;
+  curl_slist_free_all(d->headers);
+  curl_url_cleanup(d->url);
+  free(d->ca_file);
+  free(d);
 }
 
-static int trad_view_build(struct mg_up_view *v,
-                           const struct mg_traditional *t) {
-  struct curl_slist *l = NULL, *n;
-  static const char *const fixed[] = {"Content-Type: application/json",
-                                      "Expect:",
-                                      "User-Agent: modelgate/" MG_VERSION};
-  size_t i;
-  if (t->url == NULL)
-    return 0;
-  for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-    if ((n = curl_slist_append(l, fixed[i])) == NULL) {
-      curl_slist_free_all(l);
-      return -ENOMEM;
-    }
-    l = n;
-  }
-  v->headers = l;
-  v->url = curl_url();
-  if (v->url == NULL || curl_url_set(v->url, CURLUPART_URL, t->url, 0) !=
-                            CURLUE_OK)
-    return -EINVAL;
-  return 0;
-}
-
-static int view_build(struct mg_up_target *v, const struct mg_target *t) {
-  struct curl_slist *l = NULL, *n;
+static void *curl_dest_new(struct mg_up_engine *e, const char *url,
+                           const char *const *lines, size_t nlines,
+                           const struct mg_up_tls *tls, char *err,
+                           size_t errlen) {
   /* "Expect:" keeps curl from waiting for 100-continue on large bodies;
-   * "Accept:" drops curl's default "*\/\*". The client's own framing headers
-   * are never forwarded: curl frames the upstream request itself. */
-  static const char *const fixed[] = {"Content-Type: application/json",
-                                      "Expect:", "Accept:",
-                                      "User-Agent: modelgate/" MG_VERSION};
+   * "Accept:" drops curl's default "*\/\*". The client's own framing
+   * headers are never forwarded: curl frames the upstream request itself. */
+  static const char *const fixed[] = {"Expect:", "Accept:"};
+  struct curl_dest *d = calloc(1, sizeof(*d));
+  struct curl_slist *n;
   size_t i;
-  int j;
+  (void)e;
+  if (d == NULL)
+    goto oom;
   for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-    if ((n = curl_slist_append(l, fixed[i])) == NULL)
-      goto fail;
-    l = n;
+    if ((n = curl_slist_append(d->headers, fixed[i])) == NULL)
+      goto oom;
+    d->headers = n;
   }
-  if (t->auth_header) {
-    if ((n = curl_slist_append(l, t->auth_header)) == NULL)
-      goto fail;
-    l = n;
+  for (i = 0; i < nlines; i++) {
+    if ((n = curl_slist_append(d->headers, lines[i])) == NULL)
+      goto oom;
+    d->headers = n;
   }
-  v->headers = l;
-  for (j = 0; j < MG_EP__COUNT; j++) {
-    v->urls[j] = curl_url();
-    if (v->urls[j] == NULL ||
-        curl_url_set(v->urls[j], CURLUPART_URL, t->urls[j], 0) != CURLUE_OK)
-      return -EINVAL;
-  }
-  return 0;
-fail:
-  curl_slist_free_all(l);
-  return -ENOMEM;
-}
-
-/* Everything curl needs for a snapshot, built on first use, freed with
- * the snapshot. */
-static struct up_views *views_of(struct mg_config *cfg) {
-  struct up_views *vs = cfg->proxy_ext;
-  size_t i;
-  if (vs)
-    return vs;
-  vs = calloc(1, sizeof(*vs));
-  if (vs == NULL)
-    return NULL;
-  vs->n = cfg->targets.n;
-  vs->ntrad = cfg->fallbacks.ntrad;
-  vs->v = calloc(vs->n ? vs->n : 1, sizeof(*vs->v));
-  vs->trad = calloc(vs->ntrad ? vs->ntrad : 1, sizeof(*vs->trad));
-  if (vs->v == NULL || vs->trad == NULL) {
-    views_free(vs);
+  d->tls_verify = tls ? tls->verify : true;
+  if (tls && tls->ca_file && (d->ca_file = strdup(tls->ca_file)) == NULL)
+    goto oom;
+  d->url = curl_url();
+  if (d->url == NULL)
+    goto oom;
+  if (curl_url_set(d->url, CURLUPART_URL, url, 0) != CURLUE_OK) {
+    snprintf(err, errlen, "libcurl cannot parse the URL %s", url);
+    curl_dest_free(d);
     return NULL;
   }
-  for (i = 0; i < vs->n; i++) {
-    if (view_build(&vs->v[i], &cfg->targets.v[i]) != 0) {
-      mg_error("upstream: cannot prepare target %s", cfg->targets.v[i].name);
-      views_free(vs);
-      return NULL;
-    }
-  }
-  for (i = 0; i < vs->ntrad; i++) {
-    if (trad_view_build(&vs->trad[i], &cfg->fallbacks.trad[i]) != 0) {
-      mg_error("upstream: cannot prepare traditional path %s",
-               cfg->fallbacks.trad[i].name);
-      views_free(vs);
-      return NULL;
-    }
-  }
-  cfg->proxy_ext = vs;
-  cfg->proxy_ext_free = views_free;
-  return vs;
+  return d;
+oom:
+  snprintf(err, errlen, "out of memory");
+  curl_dest_free(d);
+  return NULL;
 }
 
-const struct mg_up_target *mg_up_target_view(struct mg_config *cfg,
-                                             const struct mg_target *t) {
-  struct up_views *vs = views_of(cfg);
-  return vs ? &vs->v[t->index] : NULL;
-}
+/* ---- the engine --------------------------------------------------------------- */
 
-const struct mg_up_view *mg_up_trad_view(struct mg_config *cfg,
-                                         const struct mg_traditional *t) {
-  struct up_views *vs = views_of(cfg);
-  if (vs == NULL || vs->trad[t->index].url == NULL)
-    return NULL;
-  return &vs->trad[t->index];
-}
-
-int mg_upstream_init(struct mg_upstream *up, uv_loop_t *loop,
-                     const struct mg_upstream_cfg *cfg) {
-  memset(up, 0, sizeof(*up));
-  up->loop = loop;
-  uv_timer_init(loop, &up->timer);
-  up->timer.data = up;
-  uv_idle_init(loop, &up->drain);
-  up->drain.data = up;
-  up->multi = curl_multi_init();
-  if (up->multi == NULL)
-    return -ENOMEM; /* the handles still close through mg_upstream_close */
-  up->pool_max = 1024;
-  {
-    /* The CA bundle libcurl was built with (CURLINFO_CAINFO, 7.84+). */
-    CURL *probe = curl_easy_init();
-    char *ca = NULL;
-    if (probe && curl_easy_getinfo(probe, CURLINFO_CAINFO, &ca) == CURLE_OK &&
-        ca)
-      up->default_cainfo = strdup(ca);
-    if (probe)
-      curl_easy_cleanup(probe);
-  }
-  curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
-  curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-  curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
-  mg_upstream_configure(up, cfg);
-  return 0;
-}
-
-void mg_upstream_configure(struct mg_upstream *up,
-                           const struct mg_upstream_cfg *cfg) {
+static void curl_configure(struct mg_up_engine *e,
+                           const struct mg_up_engine_cfg *cfg) {
+  struct curl_engine *up = (struct curl_engine *)e;
   curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
                     (long)cfg->max_idle_connections);
   curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
@@ -860,13 +945,20 @@ void mg_upstream_configure(struct mg_upstream *up,
   up->proxy = cfg->proxy && *cfg->proxy ? strdup(cfg->proxy) : NULL;
 }
 
-static void on_upstream_timer_closed(uv_handle_t *h) {
-  closed(h->data);
+static size_t curl_active(struct mg_up_engine *e) {
+  return ((struct curl_engine *)e)->active;
 }
 
-void mg_upstream_close(struct mg_upstream *up, void (*cb)(void *arg),
+static uint64_t curl_paused_total(struct mg_up_engine *e) {
+  return ((struct curl_engine *)e)->paused_total;
+}
+
+static void on_upstream_timer_closed(uv_handle_t *h) { closed(h->data); }
+
+static void curl_close(struct mg_up_engine *e, void (*cb)(void *arg),
                        void *arg) {
-  struct mg_up_call *call;
+  struct curl_engine *up = (struct curl_engine *)e;
+  struct curl_call *call;
 
   if (up->closing)
     return;
@@ -880,7 +972,7 @@ void mg_upstream_close(struct mg_upstream *up, void (*cb)(void *arg),
     up->free = call->next_free;
     call_destroy(call);
   }
-  /* Active calls belong to exchanges, which the server finished before
+  /* Active calls belong to exchanges, which the worker finished before
    * closing us; one left here is a bug, reported rather than hidden. */
   if (up->active)
     mg_warn("upstream: %zu transfers still active at close", up->active);
@@ -908,4 +1000,56 @@ void mg_upstream_close(struct mg_upstream *up, void (*cb)(void *arg),
   uv_close((uv_handle_t *)&up->timer, on_upstream_timer_closed);
   uv_close((uv_handle_t *)&up->drain, on_upstream_timer_closed);
   closed(up);
+}
+
+const struct mg_up_engine_ops mg_curl_ops = {
+    .name = "curl",
+    .dest_new = curl_dest_new,
+    .dest_free = curl_dest_free,
+    .start = curl_start,
+    .resume = curl_resume,
+    .cancel = curl_cancel,
+    .release = curl_release,
+    .header = curl_header,
+    .each_header = curl_each_header,
+    .configure = curl_configure,
+    .active = curl_active,
+    .paused_total = curl_paused_total,
+    .close = curl_close,
+};
+
+struct mg_up_engine *mg_curl_new(uv_loop_t *loop,
+                                 const struct mg_up_engine_cfg *cfg) {
+  struct curl_engine *up = calloc(1, sizeof(*up));
+  if (up == NULL)
+    return NULL;
+  up->base.ops = &mg_curl_ops;
+  up->loop = loop;
+  uv_timer_init(loop, &up->timer);
+  up->timer.data = up;
+  uv_idle_init(loop, &up->drain);
+  up->drain.data = up;
+  up->multi = curl_multi_init();
+  up->pool_max = 1024;
+  if (up->multi == NULL) {
+    /* the handles still close through curl_close, which frees up */
+    curl_close(&up->base, NULL, NULL);
+    return NULL;
+  }
+  {
+    /* The CA bundle libcurl was built with (CURLINFO_CAINFO, 7.84+). */
+    CURL *probe = curl_easy_init();
+    char *ca = NULL;
+    if (probe && curl_easy_getinfo(probe, CURLINFO_CAINFO, &ca) == CURLE_OK &&
+        ca)
+      up->default_cainfo = strdup(ca);
+    if (probe)
+      curl_easy_cleanup(probe);
+  }
+  curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+  curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+  curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+  curl_configure(&up->base, cfg);
+  return &up->base;
 }

@@ -13,10 +13,10 @@
  *   finish: metrics, release everything, let the connection go on
  *
  * Re-entrancy: writing to the client can fail and close the connection,
- * which calls mg_exchange_client_gone() on us while we are still inside one
- * of our own functions. Every entry point holds the exchange; finishing only
+ * which calls our `gone` hook while we are still inside one of our own
+ * functions. Every entry point holds the exchange; finishing only
  * marks it, and the last release frees it (Redis' freeClientAsync idea). */
-#include "proxy/exchange.h"
+#include "handlers/exchange.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,12 +34,15 @@
 #include "fallbacks/cache.h"
 #include "fallbacks/gate.h"
 #include "fallbacks/plan.h"
-#include "proxy/conn.h"
-#include "proxy/http.h"
-#include "proxy/server.h"
-#include "proxy/upstream.h"
 #include "routing/request.h"
 #include "routing/route.h"
+#include "runtime/runtime.h"
+#include "server/http.h"
+#include "server/resp.h"
+#include "server/worker.h"
+#include "telemetry/telemetry.h"
+#include "upstream/call.h"
+#include "upstream/views.h"
 
 #define EXTRA_MAX 1024
 #define MAX_ATTEMPTS 16
@@ -63,14 +66,16 @@ struct attempt {
 enum cache_state { CACHE_OFF, CACHE_MISS, CACHE_HIT, CACHE_STORE };
 
 struct mg_exchange {
-  struct mg_server *srv;        /* borrowed */
-  struct mg_conn *conn;         /* borrowed; NULL once the client is gone */
-  struct mg_config *cfg;        /* owned reference: the snapshot we began on */
+  struct mg_worker *w;          /* borrowed: the worker we run on */
+  struct mg_resp *conn;         /* borrowed; NULL once the client is gone */
+  struct mg_wsnap *ws;          /* owned reference: the snapshot we began
+                                 * on, as this worker holds it */
+  const struct mg_config *cfg;  /* ws->snap->cfg */
   enum mg_endpoint ep;
   struct mg_buf body;           /* owned: the client's request body */
   struct mg_buf hdrcopy;        /* owned: header values routing uses */
   struct mg_request req;        /* slices into body and hdrcopy; its doc is
-                                 * the server's scratch, valid in start only */
+                                 * the worker's scratch, valid in start only */
   const struct mg_alias *alias; /* borrowed from cfg */
   const struct mg_flag *flag;   /* borrowed from cfg, or NULL */
   struct mg_flag_decision fd;   /* the flag's decision, when flag is set */
@@ -139,7 +144,7 @@ static void ex_free(struct mg_exchange *ex) {
   mg_buf_free(&ex->hdrcopy);
   mg_buf_free(&ex->fail_body);
   mg_buf_free(&ex->sse_line);
-  mg_config_unref(ex->cfg);
+  mg_wsnap_release(ex->ws);
   free(ex);
 }
 
@@ -151,7 +156,7 @@ static void release(struct mg_exchange *ex) {
 }
 
 static uint64_t now_ms(const struct mg_exchange *ex) {
-  return uv_now(ex->srv->loop);
+  return uv_now(ex->w->loop);
 }
 
 /* ---- headers -------------------------------------------------------------- */
@@ -228,7 +233,7 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
   struct mg_str raw = MG_STR_NULL;
   size_t i, j;
 
-  if (ex->srv->dlog == NULL)
+  if (false)
     return;
   memset(&r, 0, sizeof(r));
   r.ts_ms = mg_wall_ms();
@@ -326,14 +331,14 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
   r.overhead_us = total_ns > ex->up_ns ? (total_ns - ex->up_ns) / 1000 : 0;
   r.tokens_prompt = ex->tokens_prompt;
   r.tokens_completion = ex->tokens_completion;
-  mg_server__decision(ex->srv, &r);
+  mg_tel_decision(ex->w->tel, &r);
 }
 
 /* ---- finishing -------------------------------------------------------------- */
 
 static void finish(struct mg_exchange *ex, int status) {
-  struct mg_server *srv = ex->srv;
-  struct mg_conn *c = ex->conn;
+  struct mg_worker *w = ex->w;
+  struct mg_resp *c = ex->conn;
   uint64_t total_ns;
 
   if (ex->finished)
@@ -343,19 +348,19 @@ static void finish(struct mg_exchange *ex, int status) {
     ex->status = status;
   timer_release(ex);
   total_ns = uv_hrtime() - ex->t_start;
-  mg_server__observe(srv, ex->alias ? ex->alias->name : "-",
+  mg_tel_observe(w->tel, ex->alias ? ex->alias->name : "-",
                      ex->target ? ex->target->name : NULL, ex->status,
                      total_ns, ex->up_ns);
   /* Counted when a fallback tier gave the answer, not when every tier
    * failed (the metric counts answered requests). */
   if (ex->plan.why && ex->target && ex->status < 400 && !ex->stream_failed &&
       ex->served_by[0])
-    mg_server__observe_fallback(srv, ex->target->name, ex->served_by,
+    mg_tel_fallback(w->tel, ex->target->name, ex->served_by,
                                 mg_trigger_name(ex->plan.why));
   /* A stream that failed after its head went out is a 200 on the wire but
    * an error to the client: counted apart. */
   if (ex->stream_failed)
-    mg_server__observe_stream_error(srv, ex->alias ? ex->alias->name : "-");
+    mg_tel_stream_error(w->tel, ex->alias ? ex->alias->name : "-");
   write_record(ex, total_ns);
   /* Guards compare randomized traffic only. An error here is the
    * variant's own target failing even when a fallback answered: hiding a
@@ -368,8 +373,14 @@ static void finish(struct mg_exchange *ex, int status) {
       if (ex->attempts[k].outcome &&
           strcmp(ex->attempts[k].outcome, "low_confidence") == 0)
         low_conf = true;
-    mg_server__ramp_observe(
-        srv, ex->flag, ex->fd.variant,
+    const struct mg_ramp_cfg *rc = &ex->cfg->ramps.v[ex->flag->index];
+    int arm = ex->fd.variant == rc->variant
+                  ? 0
+                  : (ex->fd.variant == rc->control ? 1 : -1);
+    mg_rt_ramp_observe(
+        ex->ws->snap->ramps[ex->flag->index],
+        ex->ws->snap->ramp_epochs[ex->flag->index], w->index, arm,
+        (int64_t)now_ms(ex),
         (ex->plan.why && ex->plan.why != MG_TRIG_LOW_CONF) ||
             (ex->status >= 400 && ex->status != 499) || ex->stream_failed,
         ex->plan.why != 0, low_conf, total_ns / 1e6);
@@ -379,8 +390,8 @@ static void finish(struct mg_exchange *ex, int status) {
            ex->served_by[0] ? ex->served_by : "-", ex->status, total_ns / 1e6);
   ex->conn = NULL;
   if (c)
-    mg_conn_request_done(c);
-  mg_server__exchange_done(srv);
+    mg_resp_done(c);
+  mg_worker_end(w);
 }
 
 static void respond_error(struct mg_exchange *ex, int status,
@@ -388,7 +399,7 @@ static void respond_error(struct mg_exchange *ex, int status,
                           const char *param) {
   set_extra(ex);
   if (ex->conn)
-    mg_conn_respond_error(ex->conn, status, message, code, param, ex->extra);
+    mg_resp_error(ex->conn, status, message, code, param, ex->extra);
   finish(ex, status);
 }
 
@@ -401,9 +412,9 @@ static void fail_stream(struct mg_exchange *ex, const char *message,
   if (mg_buf_puts(&ev, "data: ") == 0 &&
       mg_http_error_json(&ev, message, "server_error", NULL, code) == 0 &&
       mg_buf_puts(&ev, "\n\n") == 0 && ex->conn) {
-    mg_conn_stream_chunk(ex->conn, ev.data, ev.len);
+    mg_resp_stream_chunk(ex->conn, ev.data, ev.len);
     if (ex->conn)
-      mg_conn_stream_end(ex->conn);
+      mg_resp_stream_end(ex->conn);
   }
   mg_buf_free(&ev);
   ex->stream_failed = true;
@@ -416,17 +427,17 @@ static void respond_body(struct mg_exchange *ex, int status, const char *body,
                          size_t len) {
   set_extra(ex);
   if (ex->conn && ex->req.input.stream && status == 200) {
-    struct mg_json_doc *doc = &ex->srv->scratch;
+    struct mg_json_doc *doc = &ex->w->scratch;
     struct mg_buf sse;
     doc->max_tokens = UINT32_MAX;
     mg_buf_init(&sse, (size_t)-1 / 2);
     if (mg_json_parse(doc, body, len, NULL) == 0 &&
         mg_answer_replay_sse(doc, &sse) == 0) {
-      mg_conn_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
+      mg_resp_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
       if (ex->conn)
-        mg_conn_stream_chunk(ex->conn, sse.data, sse.len);
+        mg_resp_stream_chunk(ex->conn, sse.data, sse.len);
       if (ex->conn)
-        mg_conn_stream_end(ex->conn);
+        mg_resp_stream_end(ex->conn);
       mg_buf_free(&sse);
       finish(ex, 200);
       return;
@@ -435,7 +446,7 @@ static void respond_body(struct mg_exchange *ex, int status, const char *body,
     /* not a completion we can replay: send it as it is */
   }
   if (ex->conn)
-    mg_conn_respond(ex->conn, status, "application/json", ex->extra, body,
+    mg_resp_send(ex->conn, status, "application/json", ex->extra, body,
                     len);
   finish(ex, status);
 }
@@ -567,7 +578,7 @@ static void answer_failure(struct mg_exchange *ex) {
         extra_add(ex, &len, "retry-after", ex->fail_retry_after);
       if (ex->fail_retry_after_ms[0])
         extra_add(ex, &len, "retry-after-ms", ex->fail_retry_after_ms);
-      mg_conn_respond(ex->conn, ex->fail_status, "application/json",
+      mg_resp_send(ex->conn, ex->fail_status, "application/json",
                       ex->extra, ex->fail_body.data, ex->fail_body.len);
       finish(ex, ex->fail_status);
       return;
@@ -598,24 +609,21 @@ static bool chain_has_cache(const struct mg_policy *p) {
 
 /* Serve from the cache; false on a miss. */
 static bool answer_from_cache(struct mg_exchange *ex) {
-  const char *body;
-  size_t len;
   struct mg_buf copy;
-  if (!ex->has_ckey || !mg_server__cache_get(ex->srv, &ex->ckey, &body, &len)) {
-    if (ex->has_ckey)
-      ex->cache = CACHE_MISS;
+  if (!ex->has_ckey)
+    return false;
+  /* The shared cache copies the entry out: the copy is ours while the
+   * answer is written (a stream replay reuses the scratch tokens). */
+  mg_buf_init(&copy, (size_t)-1 / 2);
+  if (!mg_rt_cache_get(ex->w->sh->rt, &ex->ckey, (int64_t)now_ms(ex),
+                       &copy)) {
+    mg_buf_free(&copy);
+    ex->cache = CACHE_MISS;
     return false;
   }
   ex->cache = CACHE_HIT;
   served_by(ex, "", "cache");
   attempt_add(ex, "cache")->outcome = "hit";
-  /* The entry is valid until the next cache call: keep a copy while the
-   * answer is written (a stream replay reuses the scratch tokens). */
-  mg_buf_init(&copy, len + 1);
-  if (mg_buf_append(&copy, body, len) != 0) {
-    mg_buf_free(&copy);
-    return false;
-  }
   respond_body(ex, 200, copy.data, copy.len);
   mg_buf_free(&copy);
   return true;
@@ -624,7 +632,8 @@ static bool answer_from_cache(struct mg_exchange *ex) {
 static void cache_store(struct mg_exchange *ex, const char *body, size_t len) {
   if (!ex->has_ckey)
     return;
-  if (mg_server__cache_put(ex->srv, &ex->ckey, body, len) == 0)
+  if (mg_rt_cache_put(ex->w->sh->rt, &ex->ckey, (int64_t)now_ms(ex), body,
+                      len) == 0)
     ex->cache = ex->cache == CACHE_HIT ? CACHE_HIT : CACHE_STORE;
 }
 
@@ -652,13 +661,13 @@ static void answer_text(struct mg_exchange *ex, const char *model,
     return;
   }
   if (ex->conn && ex->req.input.stream) {
-    mg_conn_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
+    mg_resp_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
     if (ex->conn)
-      mg_conn_stream_chunk(ex->conn, out.data, out.len);
+      mg_resp_stream_chunk(ex->conn, out.data, out.len);
     if (ex->conn)
-      mg_conn_stream_end(ex->conn);
+      mg_resp_stream_end(ex->conn);
   } else if (ex->conn) {
-    mg_conn_respond(ex->conn, 200, "application/json", ex->extra, out.data,
+    mg_resp_send(ex->conn, 200, "application/json", ex->extra, out.data,
                     out.len);
   }
   mg_buf_free(&out);
@@ -679,7 +688,7 @@ static void gate_stream_bytes(struct mg_exchange *ex, const char *p,
         !(ex->sse_line.len >= 12 &&
           memcmp(ex->sse_line.data + 6, "[DONE]", 6) == 0))
       mg_gate_acc_event(&ex->acc, ex->sse_line.data + 6,
-                        ex->sse_line.len - 6, &ex->srv->scratch);
+                        ex->sse_line.len - 6, &ex->w->scratch);
     mg_buf_reset(&ex->sse_line);
     start = i + 1;
   }
@@ -703,17 +712,17 @@ static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
     if (ex->call_target)
       served_by(ex, "", ex->call_target->name);
     set_extra(ex);
-    mg_conn_stream_head(ex->conn, 200,
+    mg_resp_stream_head(ex->conn, 200,
                         call->content_type[0] ? call->content_type
                                               : "text/event-stream",
                         ex->extra);
-  } else if (mg_conn_congested(ex->conn)) {
+  } else if (mg_resp_congested(ex->conn)) {
     /* Keep the bytes in curl; the connection tells us when it drained. */
     ex->in_data = false;
     release(ex);
     return MG_UP_PAUSE;
   }
-  if (ex->conn && mg_conn_stream_chunk(ex->conn, p, n) == 0 && ex->conn) {
+  if (ex->conn && mg_resp_stream_chunk(ex->conn, p, n) == 0 && ex->conn) {
     taken = n;
     if (ex->stream_gate)
       gate_stream_bytes(ex, p, n);
@@ -746,7 +755,7 @@ static uint32_t judge_answer(struct mg_exchange *ex, struct mg_up_call *call,
   const struct mg_policy *pol = mg_policy_of(&ex->cfg->fallbacks,
                                              ex->call_target);
   const struct mg_gate_cfg *g = &pol->gate;
-  struct mg_json_doc *doc = &ex->srv->scratch;
+  struct mg_json_doc *doc = &ex->w->scratch;
   double conf;
   int rc;
 
@@ -856,7 +865,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
         a->confidence = ex->confidence = conf;
         a->has_confidence = ex->has_confidence = true;
       }
-      mg_conn_stream_end(ex->conn);
+      mg_resp_stream_end(ex->conn);
       o.trigger = 0;
       mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
       finish(ex, 200);
@@ -898,7 +907,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     /* Keep the upstream's own JSON error to pass on if nothing else
      * answers; a non-JSON one becomes a 502 of ours. */
     {
-      struct mg_json_doc *doc = &ex->srv->scratch;
+      struct mg_json_doc *doc = &ex->w->scratch;
       doc->max_tokens = UINT32_MAX;
       if (call->body.len &&
           mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0 &&
@@ -924,7 +933,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   } else if (call->status >= 400) {
     /* The client's own request was refused: returned as it is, never
      * masked by a fallback (DESIGN.md). The upstream itself is fine. */
-    struct mg_json_doc *doc = &ex->srv->scratch;
+    struct mg_json_doc *doc = &ex->w->scratch;
     a->outcome = "client_error";
     mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
     served_by(ex, "", t->name);
@@ -970,7 +979,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   }
 
   mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex),
-                 mg_server__random(ex->srv), &ex->step);
+                 mg_worker_random(ex->w), &ex->step);
   if (ex->step.kind == MG_STEP_DONE) {
     served_by(ex, "", t->name);
     cache_store(ex, answer.data, answer.len);
@@ -1009,7 +1018,7 @@ static void on_trad_done(struct mg_up_call *call, enum mg_up_result res) {
     finish(ex, 499);
   } else if (res == MG_UP_OK && call->status >= 200 && call->status < 300 &&
              mg_answer_text(call->body.data ? call->body.data : "",
-                            call->body.len, t->field, &ex->srv->scratch, &tmp,
+                            call->body.len, t->field, &ex->w->scratch, &tmp,
                             &text, &len) == 0) {
     if (a)
       a->outcome = "ok";
@@ -1037,7 +1046,7 @@ static int upstream_body(struct mg_exchange *ex, const struct mg_target *t,
                          char **out, size_t *len) {
   const struct mg_gate_cfg *g =
       &mg_policy_of(&ex->cfg->fallbacks, t)->gate;
-  struct mg_json_doc *doc = &ex->srv->scratch;
+  struct mg_json_doc *doc = &ex->w->scratch;
   struct mg_buf b, tmp;
   uint32_t m, s;
   int rc;
@@ -1119,9 +1128,34 @@ static int upstream_body(struct mg_exchange *ex, const struct mg_target *t,
 
 static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
+/* The request's own header lines: the decision id when the config sends
+ * it upstream. */
+static size_t call_extra(struct mg_exchange *ex, char *out, size_t n) {
+  int l;
+  if (!ex->cfg->upstream.send_decision_id)
+    return 0;
+  l = snprintf(out, n, "x-modelgate-decision: %s\r\n", ex->id);
+  return l > 0 && (size_t)l < n ? (size_t)l : 0;
+}
+
+static struct mg_up_call *start_call(struct mg_exchange *ex,
+                                     const struct mg_up_dest_ref *d,
+                                     struct mg_up_request *ur,
+                                     const struct mg_up_call_cbs *cbs) {
+  char extra[96];
+  ur->method = "POST";
+  ur->extra_len = call_extra(ex, extra, sizeof(extra));
+  ur->extra_headers = ur->extra_len ? extra : NULL;
+  ur->max_response = ex->cfg->limits.response_bytes;
+  ex->t_call = uv_hrtime();
+  ex->call_timeouts = ur->timeouts;
+  ur->dest = d->dest;
+  return d->engine->ops->start(d->engine, ur, cbs, ex);
+}
+
 static void start_target_call(struct mg_exchange *ex,
                               const struct mg_target *t, uint32_t budget) {
-  const struct mg_up_target *view = mg_up_target_view(ex->cfg, t);
+  const struct mg_up_views *views = mg_wsnap_views(ex->ws);
   struct mg_up_request ur;
   char *body = NULL;
   size_t len = 0;
@@ -1131,12 +1165,10 @@ static void start_target_call(struct mg_exchange *ex,
   ex->call_trad = NULL;
   mg_gate_acc_init(&ex->acc);
   mg_buf_reset(&ex->sse_line);
-  if (view == NULL || upstream_body(ex, t, &body, &len) != 0) {
+  if (views == NULL || upstream_body(ex, t, &body, &len) != 0) {
     respond_error(ex, 500, "Out of memory.", "internal_error", NULL);
     return;
   }
-  ur.url = view->urls[ex->ep];
-  ur.headers = view->headers;
   ur.body = body;
   ur.body_len = len;
   /* Each attempt gets what is left of the request's deadline, at most. */
@@ -1145,16 +1177,10 @@ static void start_target_call(struct mg_exchange *ex,
   ur.timeouts.idle_ms = t->timeouts.idle_ms;
   ur.timeouts.total_ms = min_u32(t->timeouts.total_ms, budget);
   ur.stream = ex->req.input.stream && !ex->call_buffered;
-  ur.max_response = ex->cfg->limits.response_bytes;
-  ur.ca_file = t->ca_file;
-  ur.tls_verify = t->tls_verify;
-  ur.decision = ex->cfg->upstream.send_decision_id ? ex->id : NULL;
-  ex->t_call = uv_hrtime();
-  ex->call_timeouts = ur.timeouts;
-  ex->call = mg_up_call_start(&ex->srv->up, &ur, &target_cbs, ex);
+  ex->call = start_call(ex, mg_up_views_target(views, t, ex->ep), &ur,
+                        &target_cbs);
   if (ex->call == NULL) {
     struct mg_outcome o = {MG_TRIG_CONNECT, 0};
-    free(body);
     set_failure(ex, 503, "upstream_unavailable",
                 "Could not start the upstream request.");
     mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);
@@ -1164,7 +1190,8 @@ static void start_target_call(struct mg_exchange *ex,
 
 static void start_trad_call(struct mg_exchange *ex,
                             const struct mg_traditional *t, uint32_t budget) {
-  const struct mg_up_view *view = mg_up_trad_view(ex->cfg, t);
+  const struct mg_up_views *views = mg_wsnap_views(ex->ws);
+  const struct mg_up_dest_ref *d = views ? mg_up_views_trad(views, t) : NULL;
   struct mg_up_request ur;
   char *body;
 
@@ -1173,16 +1200,13 @@ static void start_trad_call(struct mg_exchange *ex,
   ex->call_trad = t;
   /* The traditional service receives the client's original request. */
   body = malloc(ex->body.len + 1);
-  if (view == NULL || body == NULL) {
+  if (d == NULL || body == NULL) {
     free(body);
     mg_plan_skip(&ex->plan, MG_TRIG_INVALID, (int64_t)now_ms(ex), &ex->step);
     run(ex);
     return;
   }
   memcpy(body, ex->body.data ? ex->body.data : "", ex->body.len);
-  ur.url = view->url;
-  ur.headers = view->headers;
-  ur.decision = ex->cfg->upstream.send_decision_id ? ex->id : NULL;
   ur.body = body;
   ur.body_len = ex->body.len;
   ur.timeouts.connect_ms = min_u32(t->timeout_ms, budget);
@@ -1190,12 +1214,8 @@ static void start_trad_call(struct mg_exchange *ex,
   ur.timeouts.idle_ms = t->timeout_ms;
   ur.timeouts.total_ms = min_u32(t->timeout_ms, budget);
   ur.stream = false;
-  ur.max_response = ex->cfg->limits.response_bytes;
-  ur.tls_verify = true;
-  ex->t_call = uv_hrtime();
-  ex->call = mg_up_call_start(&ex->srv->up, &ur, &trad_cbs, ex);
+  ex->call = start_call(ex, d, &ur, &trad_cbs);
   if (ex->call == NULL) {
-    free(body);
     mg_plan_skip(&ex->plan, MG_TRIG_CONNECT, (int64_t)now_ms(ex), &ex->step);
     run(ex);
   }
@@ -1235,10 +1255,10 @@ static void wait_then_retry(struct mg_exchange *ex, uint32_t ms) {
     return;
   }
   w->ex = ex;
-  uv_timer_init(ex->srv->loop, &w->t);
+  uv_timer_init(ex->w->loop, &w->t);
   w->t.data = w;
   ex->timer = w;
-  mg_server__observe_retry(ex->srv, ex->plan.current->name);
+  mg_tel_retry(ex->w->tel, ex->plan.current->name);
   uv_timer_start(&w->t, on_wait, ms, 0);
 }
 
@@ -1248,8 +1268,8 @@ static void wait_then_retry(struct mg_exchange *ex, uint32_t ms) {
 static void report_breaker(struct mg_exchange *ex) {
   if (ex->plan.breaker_target == NULL)
     return;
-  mg_server__breaker_changed(ex->srv, ex->plan.breaker_target,
-                             ex->plan.breaker_state);
+  mg_rt_breaker_changed(ex->w->sh->rt, ex->plan.breaker_target->name,
+                        ex->plan.breaker_state);
   ex->plan.breaker_target = NULL;
 }
 
@@ -1300,27 +1320,27 @@ static void run(struct mg_exchange *ex) {
 
 /* Copy the headers routing reads (unit and attributes) so that they outlive
  * the connection's buffers. */
-static void copy_headers(struct mg_exchange *ex, struct mg_conn *c) {
+static void copy_headers(struct mg_exchange *ex, const struct mg_http_req *rq) {
   static const char attr_prefix[] = "x-modelgate-attr-";
   const size_t plen = sizeof(attr_prefix) - 1;
   size_t need = 0;
   uint32_t i;
 
-  for (i = 0; i < c->req.nhdrs; i++) {
-    struct mg_str name = {c->req.head.data + c->req.hdrs[i].name_off,
-                          c->req.hdrs[i].name_len};
+  for (i = 0; i < rq->nhdrs; i++) {
+    struct mg_str name = {rq->head.data + rq->hdrs[i].name_off,
+                          rq->hdrs[i].name_len};
     if (mg_str_has_prefix_nocase(name, "x-modelgate-"))
-      need += c->req.hdrs[i].name_len + c->req.hdrs[i].value_len;
+      need += rq->hdrs[i].name_len + rq->hdrs[i].value_len;
   }
   mg_buf_init(&ex->hdrcopy, need + 1);
   /* One reservation up front: slices into hdrcopy stay valid. */
   if (need == 0 || mg_buf_reserve(&ex->hdrcopy, need) != 0)
     return;
-  for (i = 0; i < c->req.nhdrs; i++) {
-    struct mg_str name = {c->req.head.data + c->req.hdrs[i].name_off,
-                          c->req.hdrs[i].name_len};
-    struct mg_str value = {c->req.head.data + c->req.hdrs[i].value_off,
-                           c->req.hdrs[i].value_len};
+  for (i = 0; i < rq->nhdrs; i++) {
+    struct mg_str name = {rq->head.data + rq->hdrs[i].name_off,
+                          rq->hdrs[i].name_len};
+    struct mg_str value = {rq->head.data + rq->hdrs[i].value_off,
+                           rq->hdrs[i].value_len};
     const char *v;
     if (mg_str_eq_nocase(name, MG_STR_LIT("x-modelgate-unit"))) {
       v = ex->hdrcopy.data + ex->hdrcopy.len;
@@ -1355,38 +1375,56 @@ static const char *request_error_code(enum mg_request_code c) {
   }
 }
 
-void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
-                       int endpoint) {
+/* The reason slot of a flag decision in the worker's series table: the
+ * fixed reasons, then one per rule. */
+static uint32_t reason_slot(const struct mg_flag_decision *d) {
+  return d->reason == MG_REASON_RULE ? (uint32_t)(MG_REASON_DEFAULT + 1) +
+                                           (uint32_t)d->rule
+                                     : (uint32_t)d->reason;
+}
+
+static void on_gone(void *arg);
+static void on_drained(void *arg);
+static void on_abort(void *arg);
+static const struct mg_resp_hooks resp_hooks = {on_gone, on_drained,
+                                                on_abort};
+
+void mg_exchange_handle(void *owner, struct mg_resp *c,
+                        const struct mg_route *route) {
+  struct mg_worker *w = owner;
+  struct mg_http_req *rq = mg_resp_req(c);
   struct mg_exchange *ex = calloc(1, sizeof(*ex));
   struct mg_request_error err;
   const struct mg_policy *pol;
+  const struct mg_snap *snap;
 
   if (ex == NULL) {
-    mg_conn_respond_error(c, 503, "Out of memory.", "internal_error", NULL,
-                          NULL);
-    mg_conn_request_done(c);
+    mg_resp_error(c, 503, "Out of memory.", "internal_error", NULL, NULL);
+    mg_resp_done(c);
     return;
   }
-  ex->srv = srv;
+  ex->w = w;
   ex->conn = c;
-  ex->cfg = mg_config_ref(srv->cfg);
-  ex->ep = (enum mg_endpoint)endpoint;
+  ex->ws = mg_worker_snap(w);
+  snap = ex->ws->snap;
+  ex->cfg = snap->cfg;
+  ex->ep = *(const enum mg_endpoint *)route->arg;
   ex->t_start = uv_hrtime();
-  ex->body = c->req.body;
-  mg_buf_init(&c->req.body, ex->body.max);
+  ex->body = rq->body;
+  mg_buf_init(&rq->body, ex->body.max);
   mg_buf_init(&ex->fail_body, ex->cfg->limits.response_bytes);
   mg_buf_init(&ex->sse_line, 1u << 20);
   mg_request_init(&ex->req, ex->ep);
-  mg_server__new_id(srv, ex->id);
+  mg_worker_new_id(w, ex->id);
   ex->tokens_prompt = ex->tokens_completion = -1;
-  c->ex = ex;
-  srv->inflight++;
+  mg_resp_attach(c, &resp_hooks, ex);
+  mg_worker_begin(w);
   hold(ex);
-  copy_headers(ex, c);
+  copy_headers(ex, rq);
 
-  srv->scratch.max_tokens = ex->cfg->limits.json_tokens;
+  w->scratch.max_tokens = ex->cfg->limits.json_tokens;
   if (mg_request_parse(&ex->req, ex->body.data ? ex->body.data : "",
-                       ex->body.len, &srv->scratch, &err) != 0) {
+                       ex->body.len, &w->scratch, &err) != 0) {
     respond_error(ex, err.code == MG_REQ_NOMEM ? 503 : 400, err.message,
                   request_error_code(err.code), err.param);
     goto out;
@@ -1407,16 +1445,22 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
                       ? mg_wall_ms()
                       : 0;
     ex->flag = f;
-    mg_flag_eval(f, &srv->flag_states[f->index], &ex->req, now,
-                 mg_server__random(srv), &ex->fd);
+    mg_flag_eval(f, &snap->flag_states[f->index], &ex->req, now,
+                 mg_worker_random(w), &ex->fd);
     /* The weights in force now, for the log: they may change later. */
-    if (srv->flag_states[f->index].has_weights) {
-      memcpy(ex->weights, srv->flag_states[f->index].weights,
+    if (snap->flag_states[f->index].has_weights) {
+      memcpy(ex->weights, snap->flag_states[f->index].weights,
              sizeof(ex->weights));
       ex->has_weights = true;
     }
     ex->target = f->variants[ex->fd.variant].target;
-    mg_server__observe_flag(srv, f, &ex->fd);
+    {
+      char why[24];
+      mg_wsnap_count_flag(
+          ex->ws, f, ex->fd.variant, reason_slot(&ex->fd),
+          (uint32_t)MG_REASON_DEFAULT + 1 + f->nrules,
+          mg_reason_name(ex->fd.reason, ex->fd.rule, why, sizeof(why)));
+    }
   } else {
     ex->target = ex->alias->target;
   }
@@ -1425,28 +1469,22 @@ void mg_exchange_start(struct mg_server *srv, struct mg_conn *c,
   pol = mg_policy_of(&ex->cfg->fallbacks, ex->target);
   if (ex->cfg->fallbacks.cache.enabled && ex->ep != MG_EP_EMBEDDINGS &&
       (ex->cfg->fallbacks.cache.serve_hits || chain_has_cache(pol)) &&
-      mg_cache_key(ex->alias->name, &srv->scratch, &ex->ckey) == 0)
+      mg_cache_key(ex->alias->name, &w->scratch, &ex->ckey) == 0)
     ex->has_ckey = true;
   if (ex->has_ckey && ex->cfg->fallbacks.cache.serve_hits &&
       answer_from_cache(ex))
     goto out;
 
-  {
-    struct mg_breaker *const *breakers = mg_server__breakers(srv, ex->cfg);
-    if (breakers == NULL) {
-      respond_error(ex, 503, "Out of memory.", "internal_error", NULL);
-      goto out;
-    }
-    mg_plan_start(&ex->plan, &ex->cfg->fallbacks, ex->target, breakers,
-                  (int64_t)now_ms(ex), &ex->step);
-  }
+  mg_plan_start(&ex->plan, &ex->cfg->fallbacks, ex->target, snap->breakers,
+                (int64_t)now_ms(ex), &ex->step);
   ex->doc_fresh = true;
   run(ex);
 out:
   release(ex);
 }
 
-void mg_exchange_client_gone(struct mg_exchange *ex) {
+static void on_gone(void *arg) {
+  struct mg_exchange *ex = arg;
   if (ex->finished)
     return;
   ex->conn = NULL;
@@ -1474,7 +1512,8 @@ void mg_exchange_client_gone(struct mg_exchange *ex) {
   release(ex);
 }
 
-void mg_exchange_drained(struct mg_exchange *ex) {
+static void on_drained(void *arg) {
+  struct mg_exchange *ex = arg;
   if (ex->finished || ex->call == NULL)
     return;
   hold(ex);
@@ -1482,7 +1521,8 @@ void mg_exchange_drained(struct mg_exchange *ex) {
   release(ex);
 }
 
-void mg_exchange_abort(struct mg_exchange *ex) {
+static void on_abort(void *arg) {
+  struct mg_exchange *ex = arg;
   if (ex->finished)
     return;
   hold(ex);

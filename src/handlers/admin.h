@@ -18,11 +18,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct mg_server;
-struct mg_conn;
+#include "server/resp.h"
 
-/* Answer the connection's current (admin) request. */
-void mg_admin_handle(struct mg_server *srv, struct mg_conn *c);
+/* The route of a request on the admin listener (owner: the worker whose
+ * loop runs the admin listener, worker 0). */
+void mg_admin_route(void *owner, struct mg_http_req *req, struct mg_route *out);
 
 /* Constant-time comparison of a presented secret with the expected one. */
 bool mg_admin_token_equal(const char *expected, const char *given,

@@ -4,43 +4,77 @@
  * answered at a time: on_message_complete pauses the parser, the bytes after
  * the request (pipelined ones) wait in `pending`, and the parser resumes on
  * them once the answer is queued. Parser callbacks only record; decisions
- * are taken after llhttp_execute returns (STYLE.md). */
-#include "proxy/conn.h"
+ * are taken after llhttp_execute returns (STYLE.md).
+ *
+ * The connection is also the response interface of server/resp.h: a
+ * handler gets it as a `struct mg_resp *`. */
+#include "server/conn.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "common/time.h"
-#include "config/config.h"
-#include "decisions/record.h"
-#include "proxy/admin.h"
-#include "proxy/exchange.h"
-#include "proxy/http.h"
-#include "proxy/server.h"
-#include "routing/target.h"
+#include "server/http.h"
 
-enum req_kind {
-  KIND_NONE,
-  KIND_PROXY,
-  KIND_HEALTHZ,
-  KIND_READYZ,
-  KIND_METRICS,
-  KIND_MODELS, /* GET /v1/models[/<id>]: the aliases clients may name */
-  KIND_REJECT, /* answer req.reject_status once the body has been read */
-  KIND_ADMIN,  /* the admin API (admin listener only) */
+enum mg_conn_state {
+  MG_CONN_IDLE,    /* between requests */
+  MG_CONN_HEAD,    /* reading a request line and headers */
+  MG_CONN_BODY,    /* reading a body */
+  MG_CONN_BUSY,    /* a request is being answered */
+  MG_CONN_LINGER,  /* answered early and half-closed: discarding input */
+  MG_CONN_CLOSING,
 };
 
+struct mg_conn {
+  uv_tcp_t tcp;               /* handle.data = this */
+  uv_timer_t timer;           /* header, body, keep-alive, send or linger
+                               * timeout */
+  uv_shutdown_t shutdown;     /* the half-close of a lingering close */
+  struct mg_conn_env *env;    /* borrowed: outlives every connection */
+  struct mg_conn *prev, *next; /* the env's list */
+  llhttp_t parser;
+  struct mg_http_req req;
+  struct mg_buf pending;      /* owned: bytes after the request in flight */
+  /* The handler answering asynchronously, or none (hooks NULL). */
+  const struct mg_resp_hooks *hooks;
+  void *hooks_arg;
+  size_t queued;              /* bytes given to uv_write, not yet written */
+  uint64_t started;           /* uv_now() when the current phase began */
+  uint64_t last_progress;     /* uv_now() of the last read or write */
+  enum mg_conn_state state;
+  int handles;                /* open handles: freed when 0 */
+  int err_status;             /* set by a parser callback before failing */
+  const char *err_msg;
+  const char *err_code;
+  bool reading;
+  bool fresh;                 /* no request seen yet */
+  bool close_after;           /* close once the queued bytes are written */
+  bool linger;                /* the client may still be sending: half-close
+                               * and discard before closing */
+  bool in_process;
+  bool drain_wait;            /* the handler waits for the queue to drain */
+};
+
+/* The connection is the response (resp.h). */
+#define RESP(c) ((struct mg_resp *)(c))
+#define CONN(r) ((struct mg_conn *)(r))
+
 static const struct mg_limits *limits(const struct mg_conn *c) {
-  return &c->srv->cfg->limits;
+  return &(*c->env->cfg)->limits;
 }
 
 static const struct mg_server_cfg *scfg(const struct mg_conn *c) {
-  return &c->srv->cfg->server;
+  return &(*c->env->cfg)->server;
 }
 
+static bool draining(const struct mg_conn *c) { return *c->env->draining; }
+
 static void conn_process(struct mg_conn *c);
+static void client_gone(struct mg_conn *c);
+static void conn_close(struct mg_conn *c);
 static void conn_arm(struct mg_conn *c);
 static void conn_fail(struct mg_conn *c);
 static void conn_finish(struct mg_conn *c);
@@ -57,45 +91,22 @@ static void read_start(struct mg_conn *c);
 #define PLAIN_EXTRA_MAX 256
 static void plain_extra(struct mg_conn *c, char out[PLAIN_EXTRA_MAX],
                         char id[33]) {
-  mg_server__new_id(c->srv, id);
+  c->env->new_id(c->env->owner, id);
   snprintf(out, PLAIN_EXTRA_MAX,
            "x-modelgate-decision: %s\r\nx-modelgate-flag: -\r\n"
            "x-modelgate-variant: -\r\nx-modelgate-reason: unrouted\r\n",
            id);
 }
 
-/* The decision record and the request metrics (route "-") of an answer
- * given before routing: a request refused at the HTTP level (bad framing, a
- * limit, a timeout, an unknown URL, a method the URL does not take). Model
- * requests that reach routing are recorded by the exchange; the admin
- * listener and the operational endpoints (health, metrics, the model list)
- * choose no model and are not recorded. */
+/* The decision record and the request metrics of an answer given before
+ * any handler: a request refused at the HTTP level (bad framing, a limit, a
+ * timeout, an unknown URL, a method the URL does not take). */
 static void plain_record(struct mg_conn *c, const char *id, int status) {
-  struct mg_record r;
-  uint64_t now = uv_now(c->srv->loop);
-  if (c->admin)
+  uint64_t now = uv_now(c->env->loop);
+  if (c->env->refused == NULL)
     return;
-  memset(&r, 0, sizeof(r));
-  r.ts_ms = mg_wall_ms();
-  r.id = id;
-  r.config = c->srv->cfg->hash;
-  r.endpoint = c->req.endpoint >= 0
-                   ? mg_endpoint_name((enum mg_endpoint)c->req.endpoint)
-                   : NULL;
-  r.unit_kind = "request";
-  r.bucket = -1;
-  r.reason = "unrouted";
-  r.tier = "none";
-  r.cache = "off";
-  r.status = status;
-  r.error = status >= 400;
-  r.ms = now > c->started ? (double)(now - c->started) : 0.0;
-  r.ttfb_ms = r.ms;
-  r.overhead_us = (uint64_t)(r.ms * 1000);
-  r.tokens_prompt = r.tokens_completion = -1;
-  mg_server__decision(c->srv, &r);
-  mg_server__observe(c->srv, "-", NULL, status,
-                     (uint64_t)(r.ms * 1e6), 0);
+  c->env->refused(c->env->owner, &c->req, c->req.route.endpoint, id, status,
+                  now > c->started ? (double)(now - c->started) : 0.0);
 }
 
 /* ---- parser callbacks ------------------------------------------------------ */
@@ -117,11 +128,8 @@ static int on_message_begin(llhttp_t *p) {
   r->url_len = 0;
   r->nhdrs = 0;
   r->discarded = 0;
-  r->kind = KIND_NONE;
-  r->endpoint = -1;
-  r->reject_status = 0;
-  r->reject_msg = NULL;
-  r->reject_code = NULL;
+  memset(&r->route, 0, sizeof(r->route));
+  r->routed = false;
   r->in_name = r->in_value = false;
   r->keep_alive = false;
   r->http10 = false;
@@ -129,7 +137,7 @@ static int on_message_begin(llhttp_t *p) {
   r->answer_now = false;
   c->state = MG_CONN_HEAD;
   c->fresh = false;
-  c->started = uv_now(c->srv->loop);
+  c->started = uv_now(c->env->loop);
   conn_arm(c);
   return 0;
 }
@@ -206,45 +214,30 @@ static int on_header_value_complete(llhttp_t *p) {
   return 0;
 }
 
-static struct mg_str hdr_name(const struct mg_conn *c, uint32_t i) {
-  struct mg_str s = {c->req.head.data + c->req.hdrs[i].name_off,
-                     c->req.hdrs[i].name_len};
-  return s;
-}
-
-static struct mg_str hdr_value(const struct mg_conn *c, uint32_t i) {
-  struct mg_str s = {c->req.head.data + c->req.hdrs[i].value_off,
-                     c->req.hdrs[i].value_len};
-  return s;
-}
-
-bool mg_conn_header(const struct mg_conn *c, const char *name,
-                    struct mg_str *value) {
+bool mg_http_req_header(const struct mg_http_req *r, const char *name,
+                        struct mg_str *value) {
   struct mg_str n = mg_str_c(name);
   uint32_t i;
-  for (i = 0; i < c->req.nhdrs; i++)
-    if (mg_str_eq_nocase(hdr_name(c, i), n)) {
-      *value = hdr_value(c, i);
+  for (i = 0; i < r->nhdrs; i++) {
+    struct mg_str hn = {r->head.data + r->hdrs[i].name_off,
+                        r->hdrs[i].name_len};
+    if (mg_str_eq_nocase(hn, n)) {
+      value->p = r->head.data + r->hdrs[i].value_off;
+      value->len = r->hdrs[i].value_len;
       return true;
     }
+  }
   return false;
 }
 
-static void reject(struct mg_http_req *r, int status, const char *msg,
-                   const char *code) {
-  r->kind = KIND_REJECT;
-  r->reject_status = status;
-  r->reject_msg = msg;
-  r->reject_code = code;
+static bool conn_header(const struct mg_conn *c, const char *name,
+                        struct mg_str *value) {
+  return mg_http_req_header(&c->req, name, value);
 }
 
-/* Decide what the request is for, from its method and path. */
-static void classify(struct mg_conn *c) {
-  struct mg_http_req *r = &c->req;
+struct mg_str mg_http_req_path(const struct mg_http_req *r) {
   const char *url = r->head.data ? r->head.data : "";
   size_t len = r->url_len, i;
-  int m = r->method;
-
   /* Absolute form ("http://host/v1/...") is accepted as RFC 9112, 3.2.2
    * requires of servers; only the path matters here. */
   if (len > 7 && (strncmp(url, "http://", 7) == 0 ||
@@ -261,51 +254,16 @@ static void classify(struct mg_conn *c) {
   for (i = 0; i < len; i++)
     if (url[i] == '?' || url[i] == '#')
       break;
-  len = i;
+  return (struct mg_str){url, i};
+}
 
-  /* The admin listener serves the admin API and the health and metrics
-   * endpoints, never model traffic. */
-  if (c->admin) {
-    if (len > 7 && memcmp(url, "/admin/", 7) == 0) {
-      r->kind = KIND_ADMIN;
-      return;
-    }
-  } else {
-    int ep = mg_endpoint_from_path(url, len);
-    if (ep >= 0) {
-      r->endpoint = ep;
-      if (m != HTTP_POST) {
-        reject(r, 405, "Only POST is allowed on this URL.",
-               "method_not_allowed");
-        return;
-      }
-      r->kind = KIND_PROXY;
-      return;
-    }
-  }
-  if (!c->admin && len >= 10 && memcmp(url, "/v1/models", 10) == 0 &&
-      (len == 10 || url[10] == '/')) {
-    if (m != HTTP_GET && m != HTTP_HEAD) {
-      reject(r, 405, "Only GET and HEAD are allowed on this URL.",
-             "method_not_allowed");
-      return;
-    }
-    r->kind = KIND_MODELS;
-    return;
-  }
-  if ((len == 8 && memcmp(url, "/healthz", 8) == 0) ||
-      (len == 7 && memcmp(url, "/readyz", 7) == 0) ||
-      (len == 8 && memcmp(url, "/metrics", 8) == 0)) {
-    if (m != HTTP_GET && m != HTTP_HEAD) {
-      reject(r, 405, "Only GET and HEAD are allowed on this URL.",
-             "method_not_allowed");
-      return;
-    }
-    r->kind = url[1] == 'h' ? KIND_HEALTHZ
-                            : (url[1] == 'r' ? KIND_READYZ : KIND_METRICS);
-    return;
-  }
-  reject(r, 404, NULL, "unknown_url");
+static void reject(struct mg_http_req *r, int status, const char *msg,
+                   const char *code) {
+  r->routed = false;
+  r->route.handler = NULL;
+  r->route.status = status;
+  r->route.message = msg;
+  r->route.code = code;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -318,7 +276,10 @@ static int on_headers_complete(llhttp_t *p) {
   if (r->method == HTTP_CONNECT)
     return parse_error(c, 405, "CONNECT is not supported.",
                        "method_not_allowed");
-  classify(c);
+  /* What answers it is known now: a refused request's body is read and
+   * thrown away rather than buffered. */
+  c->env->route(c->env->owner, r, &r->route);
+  r->routed = r->route.handler != NULL;
 
   /* A declared body over the limit is refused before it is read. */
   if ((p->flags & F_CONTENT_LENGTH) &&
@@ -326,16 +287,16 @@ static int on_headers_complete(llhttp_t *p) {
     return parse_error(c, 413, "The request body is too large.",
                        "body_too_large");
 
-  if (mg_conn_header(c, "expect", &v)) {
+  if (conn_header(c, "expect", &v)) {
     if (!mg_str_eq_nocase(v, MG_STR_LIT("100-continue"))) {
       reject(r, 417, "Only the expectation 100-continue is supported.",
              "expectation_failed");
-    } else if (r->kind != KIND_REJECT && !r->http10) {
+    } else if (r->routed && !r->http10) {
       /* The client waits for this before sending the body (RFC 9110,
        * 10.1.1). */
       r->expect_continue = true;
     }
-    if (r->kind == KIND_REJECT) {
+    if (!r->routed) {
       /* A refused request that expects 100-continue gets its final answer
        * now, without its body; the connection then closes, as the client
        * may still send the body (RFC 9110, 10.1.1). */
@@ -345,7 +306,7 @@ static int on_headers_complete(llhttp_t *p) {
     }
   }
   c->state = MG_CONN_BODY;
-  c->started = c->last_progress = uv_now(c->srv->loop);
+  c->started = c->last_progress = uv_now(c->env->loop);
   return 0;
 }
 
@@ -355,7 +316,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 
   /* Refused requests still have their body read (and counted against the
    * limit) so that the connection can be kept. */
-  if (r->kind != KIND_PROXY && r->kind != KIND_ADMIN) {
+  if (!r->routed || !r->route.buffer_body) {
     if (r->discarded + len > limits(c)->body_bytes)
       return parse_error(c, 413, "The request body is too large.",
                          "body_too_large");
@@ -409,15 +370,15 @@ static void on_write(uv_write_t *req, int status) {
     conn_fail(c);
     return;
   }
-  c->last_progress = uv_now(c->srv->loop);
+  c->last_progress = uv_now(c->env->loop);
   if (c->queued == 0 && c->close_after) {
     conn_finish(c);
     return;
   }
   if (c->drain_wait && c->queued <= limits(c)->write_low_bytes) {
     c->drain_wait = false;
-    if (c->ex)
-      mg_exchange_drained(c->ex);
+    if (c->hooks && c->hooks->drained)
+      c->hooks->drained(c->hooks_arg);
     if (c->state == MG_CONN_CLOSING)
       return;
   }
@@ -426,7 +387,7 @@ static void on_write(uv_write_t *req, int status) {
     conn_process(c);
 }
 
-int mg_conn_write(struct mg_conn *c, const uv_buf_t *bufs, unsigned n) {
+static int conn_write(struct mg_conn *c, const uv_buf_t *bufs, unsigned n) {
   size_t total = 0, skip = 0, off = 0;
   struct wreq *w;
   unsigned i;
@@ -479,13 +440,14 @@ int mg_conn_write(struct mg_conn *c, const uv_buf_t *bufs, unsigned n) {
     return r;
   }
   if (c->queued == 0)
-    c->last_progress = uv_now(c->srv->loop);
+    c->last_progress = uv_now(c->env->loop);
   c->queued += off;
   conn_arm(c);
   return 0;
 }
 
-bool mg_conn_congested(struct mg_conn *c) {
+bool mg_resp_congested(struct mg_resp *r) {
+  struct mg_conn *c = CONN(r);
   if (c->queued > limits(c)->write_high_bytes) {
     c->drain_wait = true;
     return true;
@@ -494,7 +456,7 @@ bool mg_conn_congested(struct mg_conn *c) {
 }
 
 static bool closing_after(const struct mg_conn *c) {
-  return !c->req.keep_alive || c->srv->draining;
+  return !c->req.keep_alive || draining(c);
 }
 
 static int send_head_body(struct mg_conn *c, struct mg_head *head,
@@ -512,38 +474,40 @@ static int send_head_body(struct mg_conn *c, struct mg_head *head,
     bufs[1] = uv_buf_init((char *)body, (unsigned)len);
     n = 2;
   }
-  return mg_conn_write(c, bufs, n);
+  return conn_write(c, bufs, n);
 }
 
-int mg_conn_respond(struct mg_conn *c, int status, const char *content_type,
-                    const char *extra_headers, const char *body, size_t len) {
+int mg_resp_send(struct mg_resp *r, int status, const char *content_type,
+                 const char *extra_headers, const char *body, size_t len) {
+  struct mg_conn *c = CONN(r);
   struct mg_head head;
-  mg_head_begin(&head, status, c->srv->date);
+  mg_head_begin(&head, status, c->env->date);
   mg_head_end(&head, content_type, (int64_t)len, closing_after(c),
               extra_headers);
   return send_head_body(c, &head, body, len);
 }
 
-int mg_conn_respond_error(struct mg_conn *c, int status, const char *message,
-                          const char *code, const char *param,
-                          const char *extra_headers) {
+int mg_resp_error(struct mg_resp *r, int status, const char *message,
+                  const char *code, const char *param,
+                  const char *extra_headers) {
   struct mg_buf body;
   int rc;
   mg_buf_init(&body, 64u << 10);
   rc = mg_http_error_json(&body, message, mg_http_error_type(status), param,
                           code);
   if (rc == 0)
-    rc = mg_conn_respond(c, status, "application/json", extra_headers,
+    rc = mg_resp_send(r, status, "application/json", extra_headers,
                          body.data, body.len);
   mg_buf_free(&body);
   return rc;
 }
 
-int mg_conn_stream_head(struct mg_conn *c, int status,
+int mg_resp_stream_head(struct mg_resp *r, int status,
                         const char *content_type, const char *extra_headers) {
+  struct mg_conn *c = CONN(r);
   struct mg_head head;
   int rc;
-  mg_head_begin(&head, status, c->srv->date);
+  mg_head_begin(&head, status, c->env->date);
   mg_head_puts(&head, "cache-control: no-cache\r\n");
   /* HTTP/1.0 has no chunked coding: the end of the stream is the end of
    * the connection. */
@@ -555,7 +519,8 @@ int mg_conn_stream_head(struct mg_conn *c, int status,
   return rc;
 }
 
-int mg_conn_stream_chunk(struct mg_conn *c, const char *p, size_t n) {
+int mg_resp_stream_chunk(struct mg_resp *r, const char *p, size_t n) {
+  struct mg_conn *c = CONN(r);
   char size[24];
   uv_buf_t bufs[3];
   int l;
@@ -563,32 +528,33 @@ int mg_conn_stream_chunk(struct mg_conn *c, const char *p, size_t n) {
     return 0;
   if (c->req.http10) {
     bufs[0] = uv_buf_init((char *)p, (unsigned)n);
-    return mg_conn_write(c, bufs, 1);
+    return conn_write(c, bufs, 1);
   }
   l = snprintf(size, sizeof(size), "%zx\r\n", n);
   bufs[0] = uv_buf_init(size, (unsigned)l);
   bufs[1] = uv_buf_init((char *)p, (unsigned)n);
   bufs[2] = uv_buf_init("\r\n", 2);
-  return mg_conn_write(c, bufs, 3);
+  return conn_write(c, bufs, 3);
 }
 
-int mg_conn_stream_end(struct mg_conn *c) {
+int mg_resp_stream_end(struct mg_resp *r) {
+  struct mg_conn *c = CONN(r);
   uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
   if (c->req.http10)
     return 0;
-  return mg_conn_write(c, &b, 1);
+  return conn_write(c, &b, 1);
 }
 
 /* ---- timers ---------------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t) {
   struct mg_conn *c = t->data;
-  uint64_t now = uv_now(c->srv->loop);
+  uint64_t now = uv_now(c->env->loop);
 
   switch (c->state) {
   case MG_CONN_IDLE:
     /* An idle keep-alive connection just goes. */
-    mg_conn_close(c);
+    conn_close(c);
     return;
   case MG_CONN_HEAD:
   case MG_CONN_BODY: {
@@ -600,7 +566,7 @@ static void on_timer(uv_timer_t *t) {
     c->linger = true;
     c->state = MG_CONN_BUSY;
     plain_extra(c, extra, id);
-    mg_conn_respond_error(c, 408,
+    mg_resp_error(RESP(c), 408,
                           head ? "The request headers did not arrive in time."
                                : "The request body did not arrive in time.",
                           "request_timeout", NULL, extra);
@@ -622,7 +588,7 @@ static void on_timer(uv_timer_t *t) {
   case MG_CONN_LINGER:
     if (now >= c->started + LINGER_MS ||
         now >= c->last_progress + LINGER_IDLE_MS) {
-      mg_conn_close(c);
+      conn_close(c);
       return;
     }
     conn_arm(c);
@@ -635,7 +601,7 @@ static void on_timer(uv_timer_t *t) {
 /* Arm the one timer for whatever the connection waits for now. */
 static void conn_arm(struct mg_conn *c) {
   const struct mg_server_cfg *s = scfg(c);
-  uint64_t now = uv_now(c->srv->loop), deadline;
+  uint64_t now = uv_now(c->env->loop), deadline;
 
   switch (c->state) {
   case MG_CONN_IDLE:
@@ -668,161 +634,38 @@ static void conn_arm(struct mg_conn *c) {
 
 /* ---- reading and dispatch ------------------------------------------------- */
 
-static int hexval(char ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
-static int model_json(struct mg_buf *b, const char *name, int64_t created) {
-  if (mg_buf_puts(b, "{\"id\":") || mg_buf_json_str(b, name, strlen(name)))
-    return -1;
-  return mg_buf_printf(b,
-                       ",\"object\":\"model\",\"created\":%lld,"
-                       "\"owned_by\":\"modelgate\"}",
-                       (long long)created);
-}
-
-/* GET /v1/models lists the aliases (what clients put in `model`), as
- * OpenAI's API does, so that SDK helpers and frameworks that list or
- * check models work; GET /v1/models/<id> is one of them, or 404. */
-static void answer_models(struct mg_conn *c, const char *extra) {
-  const struct mg_routes *rt = &c->srv->cfg->routes;
-  int64_t created = c->srv->config_loaded_ms / 1000;
-  const char *url = c->req.head.data ? c->req.head.data : "";
-  const char *p = url;
-  size_t len, i;
-  struct mg_buf out;
-  char id[256];
-  size_t n = 0;
-  int rc = 0;
-
-  /* classify() found "/v1/models" in the path, maybe after "http://host". */
-  while (p + 10 <= url + c->req.url_len && memcmp(p, "/v1/models", 10) != 0)
-    p++;
-  len = c->req.url_len - (size_t)(p - url) - 10;
-  p += 10;
-  for (i = 0; i < len; i++)
-    if (p[i] == '?' || p[i] == '#')
-      break;
-  len = i;
-  mg_buf_init(&out, 16u << 20);
-  if (len <= 1) { /* "/v1/models" or "/v1/models/" */
-    rc = mg_buf_puts(&out, "{\"object\":\"list\",\"data\":[");
-    for (i = 0; rc == 0 && i < rt->n; i++) {
-      if (i)
-        rc = mg_buf_puts(&out, ",");
-      if (rc == 0)
-        rc = model_json(&out, rt->v[i].name, created);
-    }
-    if (rc == 0)
-      rc = mg_buf_puts(&out, "]}");
-  } else {
-    const struct mg_alias *a = NULL;
-    for (i = 1; i < len && n < sizeof(id) - 1; i++) {
-      int hi, lo;
-      if (p[i] == '%' && i + 2 < len &&
-          (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
-        id[n++] = (char)(hi * 16 + lo);
-        i += 2;
-      } else {
-        id[n++] = p[i];
-      }
-    }
-    id[n] = '\0';
-    if (i == len && memchr(id, '\0', n) == NULL)
-      a = mg_map_get(&rt->by_name, id, n);
-    if (a == NULL) {
-      char msg[320];
-      snprintf(msg, sizeof(msg), "The model '%.200s' does not exist.", id);
-      mg_conn_respond_error(c, 404, msg, "model_not_found", "model", extra);
-      mg_buf_free(&out);
-      return;
-    }
-    rc = model_json(&out, a->name, created);
-  }
-  if (rc == 0)
-    mg_conn_respond(c, 200, "application/json", extra, out.data, out.len);
-  else
-    mg_conn_respond_error(c, 500, "Could not list the models.", NULL, NULL,
-                          extra);
-  mg_buf_free(&out);
-}
-
-static void answer_internal(struct mg_conn *c) {
-  struct mg_server *srv = c->srv;
-  char extra[PLAIN_EXTRA_MAX + 32], id[33];
+/* A request refused at its headers, now that its body (if any) is read. */
+static void answer_refused(struct mg_conn *c) {
+  const struct mg_route *rt = &c->req.route;
+  char extra[PLAIN_EXTRA_MAX + 64], id[33], msg[160];
+  const char *text = rt->message;
 
   plain_extra(c, extra, id);
-  switch (c->req.kind) {
-  case KIND_HEALTHZ:
-    mg_conn_respond(c, 200, "application/json", extra, "{\"status\":\"ok\"}",
-                    15);
-    break;
-  case KIND_READYZ:
-    if (srv->draining)
-      mg_conn_respond(c, 503, "application/json", extra,
-                      "{\"status\":\"draining\"}", 21);
-    else
-      mg_conn_respond(c, 200, "application/json", extra,
-                      "{\"status\":\"ready\"}", 18);
-    break;
-  case KIND_METRICS: {
-    struct mg_buf out;
-    mg_buf_init(&out, 64u << 20);
-    if (mg_server__render_metrics(srv, &out) == 0)
-      mg_conn_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8",
-                      extra, out.data ? out.data : "", out.len);
-    else
-      mg_conn_respond_error(c, 500, "Could not render metrics.", NULL, NULL,
-                            extra);
-    mg_buf_free(&out);
-    break;
+  if (text == NULL) {
+    /* OpenAI's wording for an unknown URL. */
+    const char *url = c->req.head.data ? c->req.head.data : "";
+    int ul = (int)(c->req.url_len > 100 ? 100 : c->req.url_len);
+    snprintf(msg, sizeof(msg), "Invalid URL (%s %.*s)",
+             llhttp_method_name((llhttp_method_t)c->req.method), ul, url);
+    text = msg;
   }
-  case KIND_MODELS:
-    answer_models(c, extra);
-    break;
-  case KIND_REJECT: {
-    char msg[160];
-    const char *text = c->req.reject_msg;
-    if (text == NULL) {
-      /* OpenAI's wording for an unknown URL. */
-      const char *url = c->req.head.data ? c->req.head.data : "";
-      int ul = (int)(c->req.url_len > 100 ? 100 : c->req.url_len);
-      snprintf(msg, sizeof(msg), "Invalid URL (%s %.*s)",
-               llhttp_method_name((llhttp_method_t)c->req.method), ul, url);
-      text = msg;
-    }
-    if (c->req.reject_status == 405) {
-      snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
-               "allow: %s\r\n", c->req.endpoint >= 0 ? "POST" : "GET, HEAD");
-    }
-    mg_conn_respond_error(c, c->req.reject_status, text, c->req.reject_code,
-                          NULL, extra);
-    plain_record(c, id, c->req.reject_status);
-    break;
-  }
-  default:
-    mg_conn_respond_error(c, 500, "Unroutable request.", NULL, NULL, extra);
-    break;
-  }
-  mg_conn_request_done(c);
+  if (rt->status == 405 && rt->allow)
+    snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+             "allow: %s\r\n", rt->allow);
+  mg_resp_error(RESP(c), rt->status ? rt->status : 500, text, rt->code, NULL,
+                extra);
+  plain_record(c, id, rt->status ? rt->status : 500);
+  mg_resp_done(RESP(c));
 }
 
 static void dispatch(struct mg_conn *c) {
   c->state = MG_CONN_BUSY;
-  c->last_progress = uv_now(c->srv->loop);
+  c->last_progress = uv_now(c->env->loop);
   conn_arm(c);
-  if (c->req.kind == KIND_PROXY)
-    mg_exchange_start(c->srv, c, c->req.endpoint);
-  else if (c->req.kind == KIND_ADMIN)
-    mg_admin_handle(c->srv, c);
+  if (c->req.routed)
+    c->req.route.handler(c->env->owner, RESP(c), &c->req.route);
   else
-    answer_internal(c);
+    answer_refused(c);
 }
 
 /* A parse failure: answer with a clear error and close. */
@@ -881,7 +724,7 @@ static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
    * method modelgate accepts anywhere (RFC 9110, 15.5.6). */
   if (status == 405)
     strcat(extra, "allow: GET, HEAD, POST\r\n");
-  mg_conn_respond_error(c, status, msg, code, NULL, extra);
+  mg_resp_error(RESP(c), status, msg, code, NULL, extra);
   plain_record(c, id, status);
   if (c->state != MG_CONN_CLOSING && c->queued == 0)
     conn_finish(c);
@@ -898,14 +741,14 @@ static bool conn_feed(struct mg_conn *c, const char *data, size_t len) {
   err = llhttp_execute(&c->parser, data, len);
   if (err == HPE_OK) {
     if (c->state == MG_CONN_BODY) {
-      c->last_progress = uv_now(c->srv->loop);
+      c->last_progress = uv_now(c->env->loop);
       conn_arm(c);
     }
     if (c->req.expect_continue) {
       static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
       uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
       c->req.expect_continue = false;
-      mg_conn_write(c, &b, 1);
+      conn_write(c, &b, 1);
     }
     return true;
   }
@@ -951,25 +794,25 @@ static void conn_process(struct mg_conn *c) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   struct mg_conn *c = h->data;
-  struct mg_server *srv = c->srv;
+  struct mg_conn_env *env = c->env;
   (void)suggested;
   /* One shared buffer: every read is consumed before the next alloc. */
-  if (srv->read_buf_busy) {
+  if (*env->read_busy) {
     buf->base = NULL;
     buf->len = 0;
     return;
   }
-  srv->read_buf_busy = true;
-  buf->base = srv->read_buf;
-  buf->len = sizeof(srv->read_buf);
+  *env->read_busy = true;
+  buf->base = env->read_buf;
+  buf->len = MG_READ_BUF_SIZE;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct mg_conn *c = s->data;
-  struct mg_server *srv = c->srv;
+  struct mg_conn_env *env = c->env;
 
-  if (buf->base == srv->read_buf)
-    srv->read_buf_busy = false;
+  if (buf->base == env->read_buf)
+    *env->read_busy = false;
   if (nread == 0)
     return;
   if (nread < 0) {
@@ -983,7 +826,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->state == MG_CONN_CLOSING)
     return;
   if (c->state == MG_CONN_LINGER) {
-    c->last_progress = uv_now(srv->loop); /* discarded */
+    c->last_progress = uv_now(env->loop); /* discarded */
     return;
   }
   if (c->state == MG_CONN_BUSY || c->pending.len > 0) {
@@ -1017,8 +860,24 @@ static void read_start(struct mg_conn *c) {
     c->reading = true;
 }
 
-void mg_conn_request_done(struct mg_conn *c) {
-  c->ex = NULL;
+struct mg_http_req *mg_resp_req(struct mg_resp *r) { return &CONN(r)->req; }
+
+void mg_resp_attach(struct mg_resp *r, const struct mg_resp_hooks *h,
+                    void *arg) {
+  CONN(r)->hooks = h;
+  CONN(r)->hooks_arg = arg;
+}
+
+const char *mg_resp_date(const struct mg_resp *r) {
+  return CONN(r)->env->date;
+}
+
+bool mg_resp_draining(const struct mg_resp *r) { return draining(CONN(r)); }
+
+void mg_resp_done(struct mg_resp *r) {
+  struct mg_conn *c = CONN(r);
+  c->hooks = NULL;
+  c->hooks_arg = NULL;
   c->drain_wait = false;
   if (c->state == MG_CONN_CLOSING)
     return;
@@ -1029,7 +888,7 @@ void mg_conn_request_done(struct mg_conn *c) {
     return;
   }
   c->state = MG_CONN_IDLE;
-  c->started = uv_now(c->srv->loop);
+  c->started = uv_now(c->env->loop);
   llhttp_resume(&c->parser);
   conn_arm(c);
   if (c->queued <= limits(c)->write_high_bytes)
@@ -1047,26 +906,45 @@ static void on_closed(uv_handle_t *h) {
   mg_buf_free(&c->req.body);
   mg_buf_free(&c->pending);
   free(c->req.hdrs);
-  mg_server__conn_closed(c->srv, c);
-  free(c);
+  {
+    struct mg_conn_env *env = c->env;
+    if (c->prev)
+      c->prev->next = c->next;
+    else
+      env->conns = c->next;
+    if (c->next)
+      c->next->prev = c->prev;
+    env->nconns--;
+    free(c);
+    if (env->count)
+      env->count(env->owner, env->nconns);
+    if (*env->draining && env->nconns == 0 && env->idle)
+      env->idle(env->owner);
+  }
 }
 
-void mg_conn_close(struct mg_conn *c) {
+/* Tell the handler answering (if one is) that its client is gone. */
+static void client_gone(struct mg_conn *c) {
+  const struct mg_resp_hooks *h = c->hooks;
+  void *arg = c->hooks_arg;
+  c->hooks = NULL;
+  c->hooks_arg = NULL;
+  if (h && h->gone)
+    h->gone(arg);
+}
+
+static void conn_close(struct mg_conn *c) {
   if (c->state == MG_CONN_CLOSING)
     return;
   c->state = MG_CONN_CLOSING;
-  if (c->ex) {
-    struct mg_exchange *ex = c->ex;
-    c->ex = NULL;
-    mg_exchange_client_gone(ex);
-  }
+  client_gone(c);
   /* Pending writes call back with UV_ECANCELED before on_closed. */
   uv_close((uv_handle_t *)&c->tcp, on_closed);
   uv_close((uv_handle_t *)&c->timer, on_closed);
 }
 
 /* The client is gone or misbehaved: close without answering. */
-static void conn_fail(struct mg_conn *c) { mg_conn_close(c); }
+static void conn_fail(struct mg_conn *c) { conn_close(c); }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)req; /* UV_ECANCELED when the close came first */
@@ -1083,43 +961,91 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void conn_finish(struct mg_conn *c) {
   if (c->state == MG_CONN_CLOSING)
     return;
-  if (!c->linger || c->srv->draining ||
+  if (!c->linger || draining(c) ||
       uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-    mg_conn_close(c);
+    conn_close(c);
     return;
   }
   c->state = MG_CONN_LINGER;
-  c->started = c->last_progress = uv_now(c->srv->loop);
+  c->started = c->last_progress = uv_now(c->env->loop);
   mg_buf_reset(&c->pending);
   conn_arm(c);
   read_start(c);
 }
 
-void mg_conn_drain(struct mg_conn *c) {
+static void conn_drain(struct mg_conn *c) {
   if ((c->state == MG_CONN_IDLE && c->pending.len == 0 && c->queued == 0) ||
       c->state == MG_CONN_LINGER)
-    mg_conn_close(c);
-  /* Busy ones see srv->draining when they answer and close after it. */
+    conn_close(c);
+  /* Busy ones see the owner draining when they answer and close after. */
 }
 
-void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener, bool admin) {
-  const struct mg_limits *l = &srv->cfg->limits;
-  struct mg_conn *c = calloc(1, sizeof(*c));
+void mg_conn_drain_all(struct mg_conn_env *env) {
+  struct mg_conn *c, *next;
+  for (c = env->conns; c; c = next) {
+    next = c->next;
+    conn_drain(c);
+  }
+}
 
-  if (c == NULL) {
-    uv_tcp_t tmp;
-    /* Out of memory: take the connection off the backlog and drop it. */
-    mg_error("conn: out of memory accepting a connection");
-    if (uv_tcp_init(srv->loop, &tmp) == 0 &&
-        uv_accept(listener, (uv_stream_t *)&tmp) == 0)
-      uv_close((uv_handle_t *)&tmp, NULL);
+void mg_conn_abort_all(struct mg_conn_env *env) {
+  struct mg_conn *c, *next;
+  for (c = env->conns; c; c = next) {
+    const struct mg_resp_hooks *h = c->hooks;
+    void *arg = c->hooks_arg;
+    next = c->next;
+    /* The handler ends its answer (a 503, or an error event) first. */
+    if (h && h->abort)
+      h->abort(arg);
+    conn_close(c);
+  }
+}
+
+/* Out of memory at accept: take the connection off the backlog and drop
+ * it. The handle lives on the heap until its close callback (libuv links
+ * it into the loop), and is closed whether or not the accept worked. */
+static void on_dropped_closed(uv_handle_t *h) { free(h); }
+
+static void drop_connection(struct mg_conn_env *env, uv_stream_t *listener) {
+  uv_tcp_t *tmp = malloc(sizeof(*tmp));
+  if (tmp == NULL || uv_tcp_init(env->loop, tmp) != 0) {
+    free(tmp);
     return;
   }
-  c->srv = srv;
-  c->admin = admin;
-  c->req.endpoint = -1;
-  uv_tcp_init(srv->loop, &c->tcp);
-  uv_timer_init(srv->loop, &c->timer);
+  (void)uv_accept(listener, (uv_stream_t *)tmp);
+  uv_close((uv_handle_t *)tmp, on_dropped_closed);
+}
+
+void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
+  const struct mg_limits *l = &(*env->cfg)->limits;
+  struct mg_conn *c;
+
+  if (env->nconns >= env->max_connections || *env->draining) {
+    /* Over the budget of this listener (the admin listener has its own,
+     * so a flood of clients cannot lock operators out): counted, logged
+     * at most once a second. */
+    static _Thread_local uint64_t last_log;
+    uint64_t now = uv_now(env->loop);
+    env->refused_full++;
+    if (!*env->draining && now - last_log >= 1000) {
+      last_log = now;
+      mg_warn("%s: refusing connections: %zu open (max_connections %u); "
+              "%llu refused so far",
+              env->admin ? "admin" : "listener", env->nconns,
+              env->max_connections, (unsigned long long)env->refused_full);
+    }
+    drop_connection(env, listener);
+    return;
+  }
+  c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    mg_error("conn: out of memory accepting a connection");
+    drop_connection(env, listener);
+    return;
+  }
+  c->env = env;
+  uv_tcp_init(env->loop, &c->tcp);
+  uv_timer_init(env->loop, &c->timer);
   c->tcp.data = c;
   c->timer.data = c;
   c->handles = 2;
@@ -1131,24 +1057,22 @@ void mg_conn_accept(struct mg_server *srv, uv_stream_t *listener, bool admin) {
   mg_buf_init(&c->pending, (size_t)l->header_bytes + l->body_bytes);
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
-  c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->prev = c;
-  srv->conns = c;
-  srv->nconns++;
+  c->next = env->conns;
+  if (env->conns)
+    env->conns->prev = c;
+  env->conns = c;
+  env->nconns++;
+  if (env->count)
+    env->count(env->owner, env->nconns);
 
   c->req.hdrs = malloc(l->headers * sizeof(*c->req.hdrs));
   if (c->req.hdrs == NULL ||
       uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-    mg_conn_close(c);
-    return;
-  }
-  if (srv->nconns > srv->cfg->server.max_connections || srv->draining) {
-    mg_conn_close(c);
+    conn_close(c);
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  c->started = uv_now(srv->loop);
+  c->started = uv_now(env->loop);
   conn_arm(c);
   read_start(c);
 }

@@ -1,5 +1,5 @@
 /* http.c - response building blocks. */
-#include "proxy/http.h"
+#include "server/http.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,0 +1,83 @@
+/* telemetry.h - what modelgate tells about itself: the metric families of
+ * /metrics, each worker's counters, and the hand-off to the decision log.
+ *
+ * Counters a worker bumps on every request live in that worker's own
+ * registry (struct mg_wtel), under a lock only the worker and a scrape take
+ * (Envoy's per-worker stats): the request path never waits for another
+ * worker. A scrape merges every worker's registry with the process-wide one
+ * (events, reloads) and adds the gauges of the state in force, read from
+ * the runtime's snapshot. The decision log has one writer thread
+ * (decisions/log.c); every worker queues its lines to it. */
+#ifndef MG_TELEMETRY_H
+#define MG_TELEMETRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "decisions/log.h"
+#include "decisions/record.h"
+#include "runtime/event.h"
+#include "runtime/runtime.h"
+#include "telemetry/metrics.h"
+
+struct mg_telemetry;
+struct mg_wtel;
+
+/* Per-request counters of one route (alias) or target, looked up once per
+ * name and then kept: formatting label sets on every request is
+ * measurable (bench/). */
+struct mg_telemetry *mg_tel_new(unsigned nworkers);
+void mg_tel_free(struct mg_telemetry *tm);
+/* Worker i's counters. */
+struct mg_wtel *mg_tel_worker(struct mg_telemetry *tm, unsigned i);
+
+/* ---- the decision log (control thread) ------------------------------------ */
+
+/* Open, switch or stop the decision log to match c. 0, or -EIO when it
+ * could not be opened (the message is logged). */
+int mg_tel_dlog_apply(struct mg_telemetry *tm, const struct mg_dlog_cfg *c);
+/* Reopen the file (SIGUSR1). */
+void mg_tel_dlog_reopen(struct mg_telemetry *tm);
+/* Flush and close, logging how many lines were written and dropped. After
+ * every worker has stopped. */
+void mg_tel_dlog_close(struct mg_telemetry *tm);
+
+/* ---- workers ---------------------------------------------------------------- */
+
+/* The decision record of one answer, if the log is on. */
+void mg_tel_decision(struct mg_wtel *w, const struct mg_record *r);
+/* An answered request. route: alias name or "-"; target: the target that
+ * served it, or NULL. */
+void mg_tel_observe(struct mg_wtel *w, const char *route, const char *target,
+                    int status, uint64_t total_ns, uint64_t up_ns);
+void mg_tel_fallback(struct mg_wtel *w, const char *target, const char *tier,
+                     const char *reason);
+void mg_tel_retry(struct mg_wtel *w, const char *target);
+void mg_tel_stream_error(struct mg_wtel *w, const char *route);
+/* The series counting a flag's decisions with this variant and reason
+ * (cache the pointer: it lives as long as the telemetry), then count one
+ * on it. */
+struct mg_series *mg_tel_flag_series(struct mg_wtel *w, const char *flag,
+                                     const char *variant, const char *reason);
+void mg_tel_count(struct mg_wtel *w, struct mg_series *s);
+/* The worker's gauges: open connections, requests in flight, upstream
+ * transfers and pauses. */
+void mg_tel_worker_gauges(struct mg_wtel *w, size_t conns, size_t inflight,
+                          size_t transfers, uint64_t paused_total);
+
+/* ---- the process ------------------------------------------------------------ */
+
+/* An event: its decision-log line, and its counters (any thread). */
+void mg_tel_event(struct mg_telemetry *tm, const struct mg_event *ev);
+/* A reload was attempted. */
+void mg_tel_reload(struct mg_telemetry *tm, bool ok);
+
+/* /metrics: every worker's counters merged, with the gauges of the state in
+ * force (s: a snapshot reference the caller holds; rt for the cache). */
+int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
+                  const struct mg_snap *s, int64_t mono,
+                  struct mg_buf *out) MG_WARN_UNUSED;
+
+#endif
