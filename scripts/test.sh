@@ -25,4 +25,10 @@ echo "== build and test under ASan + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DMG_SANITIZE=ON
+unset ASAN_OPTIONS UBSAN_OPTIONS
+echo "== build with clang and test under ThreadSanitizer"
+# The workers share the runtime, the telemetry and the decision log: every
+# test runs with two of them, and TSan must find no race.
+export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1"
+CC=clang run_suite build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMG_TSAN=ON
 echo "== all tests passed"

@@ -252,8 +252,20 @@ static void on_sighup(uv_signal_t *h, int signum) {
 
 /* ---- start -------------------------------------------------------------------------- */
 
+/* server.workers, or for "auto" MODELGATE_WORKERS from the environment
+ * (as GOMAXPROCS for Go), else the CPUs this process may use. */
 static unsigned workers_wanted(const struct mg_config *cfg) {
   unsigned n = cfg->server.workers;
+  const char *env = getenv("MODELGATE_WORKERS");
+  if (n == 0 && env && *env) {
+    char *end;
+    long v = strtol(env, &end, 10);
+    if (*end == '\0' && v >= 1 && v <= 256)
+      n = (unsigned)v;
+    else
+      mg_warn("MODELGATE_WORKERS=%s is not a number from 1 to 256: ignored",
+              env);
+  }
   if (n == 0)
     n = uv_available_parallelism();
   return n ? n : 1;

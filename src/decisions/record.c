@@ -145,8 +145,9 @@ static void w_cstr(struct w *w, const char *s) {
 }
 
 static void w_ts(struct w *w, int64_t ms) {
-  static int64_t cached_sec = INT64_MIN;
-  static char cached[32];
+  /* Per thread: every worker formats its own records. */
+  static _Thread_local int64_t cached_sec = INT64_MIN;
+  static _Thread_local char cached[32];
   int64_t sec = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
   unsigned frac = (unsigned)(ms - sec * 1000);
   if (sec != cached_sec) {

@@ -120,14 +120,9 @@ static uint32_t max_probes(const struct mg_breaker_cfg *c) {
   return c->probes > 0 ? c->probes : 1;
 }
 
-bool mg_breaker_allow(struct mg_breaker *b, const struct mg_breaker_cfg *c,
-                      int64_t now, bool *probe) {
-  if (probe)
-    *probe = false;
-  if (!c->enabled)
-    return true;
-
-  switch (b->state) {
+static bool allow_locked(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                         int64_t now, bool *probe, int *changed) {
+  switch (atomic_load_explicit(&b->state, memory_order_relaxed)) {
   case MG_BREAKER_CLOSED:
     return true;
   case MG_BREAKER_OPEN:
@@ -136,7 +131,7 @@ bool mg_breaker_allow(struct mg_breaker *b, const struct mg_breaker_cfg *c,
     if (now - b->opened_at < (int64_t)c->cooldown_ms)
       return false;
     b->probes_out = 0;
-    change(b, MG_BREAKER_HALF_OPEN);
+    *changed = change(b, MG_BREAKER_HALF_OPEN);
     /* The request that noticed the cooldown is over is the first probe. */
     /* fall through */
   case MG_BREAKER_HALF_OPEN:
@@ -148,6 +143,31 @@ bool mg_breaker_allow(struct mg_breaker *b, const struct mg_breaker_cfg *c,
     return true;
   }
   return false;
+}
+
+bool mg_breaker_allow_ex(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                         int64_t now, bool *probe, int *changed) {
+  bool ok;
+  if (probe)
+    *probe = false;
+  *changed = -1;
+  if (!c->enabled)
+    return true;
+  /* The common case, without the lock: a closed breaker lets everything
+   * through. Acquire pairs with the release in change(). */
+  if (atomic_load_explicit(&b->state, memory_order_acquire) ==
+      MG_BREAKER_CLOSED)
+    return true;
+  pthread_mutex_lock(&b->mu);
+  ok = allow_locked(b, c, now, probe, changed);
+  pthread_mutex_unlock(&b->mu);
+  return ok;
+}
+
+bool mg_breaker_allow(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                      int64_t now, bool *probe) {
+  int changed;
+  return mg_breaker_allow_ex(b, c, now, probe, &changed);
 }
 
 static int record_locked(struct mg_breaker *b, const struct mg_breaker_cfg *c,
@@ -174,7 +194,7 @@ int mg_breaker_record(struct mg_breaker *b, const struct mg_breaker_cfg *c,
 static int record_locked(struct mg_breaker *b, const struct mg_breaker_cfg *c,
                          int64_t now, bool ok, bool probe) {
 
-  switch (b->state) {
+  switch (atomic_load_explicit(&b->state, memory_order_relaxed)) {
   case MG_BREAKER_OPEN:
     return -1;
 

@@ -56,13 +56,16 @@ static uint32_t budget(const struct mg_plan *p, int64_t now) {
 static bool allow(struct mg_plan *p, const struct mg_target *t, int64_t now) {
   const struct mg_policy *pol = mg_policy_of(p->fb, t);
   struct mg_breaker *b = p->breakers[t->index];
-  enum mg_breaker_state before = b->state;
-  bool probe = false, ok = mg_breaker_allow(b, &pol->breaker, now, &probe);
+  int changed;
+  bool probe = false,
+       ok = mg_breaker_allow_ex(b, &pol->breaker, now, &probe, &changed);
   /* Asking can change the state too (open -> half-open after the
-   * cooldown): the owner reports it like any other change. */
-  if (b->state != before && p->breaker_target == NULL) {
+   * cooldown): the owner reports it like any other change. Told by the
+   * breaker itself: with several workers, its state may also change under
+   * another thread's hands. */
+  if (changed >= 0 && p->breaker_target == NULL) {
     p->breaker_target = t;
-    p->breaker_state = (int)b->state;
+    p->breaker_state = changed;
   }
   if (!ok)
     return false;

@@ -217,7 +217,7 @@ static void expect_gauges(struct tenv *e, double wc, double wt, int killed) {
          k = mval(m, "modelgate_flag_killed", "flag=\"chat\"");
   if (fabs(gc - wc) > 1e-9 || fabs(gt - wt) > 1e-9 || k != killed)
     fail_msg("gauges of chat: weights %g/%g killed %g, want %g/%g killed %d",
-             gc, gt, k, wc, wt, wc, killed);
+             gc, gt, k, wc, wt, killed);
   free(m);
 }
 

@@ -433,7 +433,8 @@ U struct load *load_start_h(int port, int nthreads, int nusers, int pace_us,
   memset(l, 0, sizeof(*l));
   l->extra_headers = headers;
   l->port = port;
-  l->nthreads = 0;
+  /* Set before any thread starts: the threads read it. */
+  l->nthreads = nthreads;
   l->nusers = nusers;
   l->pace_us = pace_us;
   l->timeout_ms = 10000 * SLOW;
@@ -448,7 +449,6 @@ U struct load *load_start_h(int port, int nthreads, int nusers, int pace_us,
     a->l = l;
     a->k = k;
     assert_int_equal(pthread_create(&l->th[k], NULL, load_thread, a), 0);
-    l->nthreads++;
   }
   return l;
 }
