@@ -21,7 +21,8 @@
  * `previous_response_id`, `store`), GET and DELETE /v1/responses/{id}, GET
  * /v1/responses/{id}/input_items (`order`, `limit`, `after`); POST
  * /v1/messages (plain and `stream`) and /v1/messages/count_tokens
- * (Anthropic; x-api-key and anthropic-version required); GET /healthz.
+ * (Anthropic; x-api-key, or Authorization: Bearer, and anthropic-version
+ * required); GET /healthz.
  * OpenAI-family answers carry x-request-id, openai-processing-ms,
  * openai-version and x-ratelimit-{limit,remaining,reset}-requests;
  * Anthropic ones request-id and anthropic-ratelimit-requests-*.
@@ -791,20 +792,23 @@ static void count(cJSON *map, const char *key) {
     mg_warn("stats: out of memory");
 }
 
-/* Anthropic's required headers: 401 without x-api-key, 400 without
- * anthropic-version (what the API answers). Records what came. false when
- * the request was answered. */
+/* Anthropic's required headers: 401 without a key, 400 without
+ * anthropic-version (what the API answers). The key is x-api-key, or
+ * Authorization: Bearer (how @anthropic-ai/sdk 1.x sends an apiKey). Records
+ * what came. false when the request was answered. */
 static bool anthropic_headers_ok(struct conn *c) {
   const char *key = header_get(c, "x-api-key");
+  const char *auth = header_get(c, "authorization");
   const char *version = header_get(c, "anthropic-version");
+  bool bearer = auth && strncmp(auth, "Bearer ", 7) == 0 && auth[7] != '\0';
   if (key && key[0] == '\0')
     key = NULL;
   if (version && version[0] == '\0')
     version = NULL;
-  if (mg_mock_stats_anthropic(&srv.stats, key, version,
+  if (mg_mock_stats_anthropic(&srv.stats, key, auth, version,
                               header_get(c, "anthropic-beta")) != 0)
     mg_warn("stats: out of memory");
-  if (key == NULL) {
+  if (key == NULL && !bearer) {
     respond_error(c, 401, NULL, "x-api-key header is required");
     return false;
   }

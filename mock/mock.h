@@ -418,10 +418,11 @@ int mg_mock_stats_record(struct mg_mock_stats *st, const char *model,
                          size_t nhdrs) MG_WARN_UNUSED;
 /* Count one under key in map (by_endpoint, received_by_model). */
 int mg_mock_stats_count(cJSON *map, const char *key) MG_WARN_UNUSED;
-/* Remember the x-api-key, anthropic-version and anthropic-beta of a
- * request to an Anthropic endpoint (each NULL when absent). */
+/* Remember the x-api-key, authorization, anthropic-version and
+ * anthropic-beta of a request to an Anthropic endpoint (each NULL when
+ * absent). */
 int mg_mock_stats_anthropic(struct mg_mock_stats *st, const char *api_key,
-                            const char *version,
+                            const char *authorization, const char *version,
                             const char *beta) MG_WARN_UNUSED;
 int mg_mock_stats_json(const struct mg_mock_stats *st,
                        struct mg_buf *out) MG_WARN_UNUSED;

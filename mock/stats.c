@@ -120,9 +120,11 @@ static bool add_str(cJSON *o, const char *key, const char *s) {
 }
 
 int mg_mock_stats_anthropic(struct mg_mock_stats *st, const char *api_key,
-                            const char *version, const char *beta) {
+                            const char *authorization, const char *version,
+                            const char *beta) {
   cJSON *o = cJSON_CreateObject();
   if (o == NULL || !add_str(o, "x-api-key", api_key) ||
+      !add_str(o, "authorization", authorization) ||
       !add_str(o, "anthropic-version", version) ||
       !add_str(o, "anthropic-beta", beta)) {
     cJSON_Delete(o);

@@ -1842,10 +1842,31 @@ static void test_messages(void **state) {
   check_anthropic_error(&r, 400, "invalid_request_error");
   assert_non_null(strstr(r.body, "anthropic-version"));
   mg_h_resp_free(&r);
-  /* Neither refusal counted as a valid request of the model, both as
-   * received. */
-  assert_int_equal((int)stat_num(port, "/by_model/claude-x"), -1);
-  assert_int_equal((int)stat_num(port, "/received_by_model/claude-x"), 2);
+  /* Authorization: Bearer is a key too (what @anthropic-ai/sdk 1.x
+   * sends); the stats tell the two apart. */
+  assert_int_equal(mg_h_request(port, "POST", "/v1/messages",
+                                "Authorization: Bearer tok\r\n"
+                                "anthropic-version: 2023-06-01\r\n",
+                                MSG_BODY, &r, T_MS),
+                   0);
+  assert_int_equal(r.status, 200);
+  mg_h_resp_free(&r);
+  s = mg_h_mock_stats(port);
+  assert_string_equal(mg_h_json_str(s, "/anthropic/x-api-key", v, sizeof(v)),
+                      "null");
+  assert_string_equal(
+      mg_h_json_str(s, "/anthropic/authorization", v, sizeof(v)), "Bearer tok");
+  free(s);
+  assert_int_equal(mg_h_request(port, "POST", "/v1/messages",
+                                "Authorization: Basic eA==\r\n"
+                                "anthropic-version: 2023-06-01\r\n",
+                                MSG_BODY, &r, T_MS),
+                   0);
+  check_anthropic_error(&r, 401, "authentication_error");
+  mg_h_resp_free(&r);
+  /* Refusals are not valid requests of the model; all were received. */
+  assert_int_equal((int)stat_num(port, "/by_model/claude-x"), 1);
+  assert_int_equal((int)stat_num(port, "/received_by_model/claude-x"), 4);
 
   assert_int_equal(mg_h_request(port, "POST", "/v1/messages",
                                 ANTHROPIC_HEADERS
@@ -1890,7 +1911,7 @@ static void test_messages(void **state) {
       "sk-ant-test");
   assert_string_equal(mg_h_json_str(s, "/last/claude-x/path", v, sizeof(v)),
                       "/v1/messages");
-  assert_int_equal((int)mg_h_json_num(s, "/by_model/claude-x", -1), 1);
+  assert_int_equal((int)mg_h_json_num(s, "/by_model/claude-x", -1), 2);
   free(s);
 
   /* Cache tokens from the behaviour; Anthropic's input_tokens excludes
