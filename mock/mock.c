@@ -36,7 +36,8 @@
  *   DELETE /_mock/behaviour  every model back to "ok".
  *   GET /_mock/stats         counters, by_model, received_by_model,
  *                            by_endpoint, last {body, headers, method,
- *                            path}, the Anthropic headers last seen.
+ *                            path, request_id}, the Anthropic headers
+ *                            last seen.
  *   DELETE /_mock/stats      zero the counters, forget the maps. */
 #include <errno.h>
 #include <fcntl.h>
@@ -872,8 +873,8 @@ static void api_request(struct conn *c, enum mg_mock_api api,
     c->rq.err_code = "previous_response_not_found";
   }
   if (rc == 0)
-    rc = mg_mock_stats_record(&srv.stats, c->rq.model, method, path, body,
-                              c->hdrs.data, c->nhdrs);
+    rc = mg_mock_stats_record(&srv.stats, c->rq.model, method, path,
+                              c->request_id, body, c->hdrs.data, c->nhdrs);
   cJSON_Delete(body);
   if (rc == -EINVAL) {
     respond_error_full(c, 400, "invalid_request_error",
@@ -964,8 +965,8 @@ static void responses_pinned(struct conn *c, const char *method,
     respond_error(c, 404, "invalid_request_error", msg);
     return;
   }
-  if (mg_mock_stats_record(&srv.stats, e->model, method, path, NULL,
-                           c->hdrs.data, c->nhdrs) != 0)
+  if (mg_mock_stats_record(&srv.stats, e->model, method, path, c->request_id,
+                           NULL, c->hdrs.data, c->nhdrs) != 0)
     mg_warn("stats: out of memory");
   mg_buf_init(&b, SIZE_MAX / 2);
   mg_buf_init(&err, 4096);

@@ -410,12 +410,13 @@ void mg_mock_stats_free(struct mg_mock_stats *st);
  * connections and streams) are kept. */
 void mg_mock_stats_reset(struct mg_mock_stats *st);
 /* Remember one valid API request to model: counted in by_model, its body
- * (NULL: none), method, path and headers kept in last. hdrs holds nhdrs
+ * (NULL: none), method, path, headers and the request id the answer carries
+ * (x-request-id / request-id; NULL: none) kept in last. hdrs holds nhdrs
  * pairs of NUL-terminated lower-case names and values. */
 int mg_mock_stats_record(struct mg_mock_stats *st, const char *model,
                          const char *method, const char *path,
-                         const cJSON *body, const char *hdrs,
-                         size_t nhdrs) MG_WARN_UNUSED;
+                         const char *request_id, const cJSON *body,
+                         const char *hdrs, size_t nhdrs) MG_WARN_UNUSED;
 /* Count one under key in map (by_endpoint, received_by_model). */
 int mg_mock_stats_count(cJSON *map, const char *key) MG_WARN_UNUSED;
 /* Remember the x-api-key, authorization, anthropic-version and

@@ -137,7 +137,8 @@ int mg_mock_stats_anthropic(struct mg_mock_stats *st, const char *api_key,
 
 int mg_mock_stats_record(struct mg_mock_stats *st, const char *model,
                          const char *method, const char *path,
-                         const cJSON *body, const char *hdrs, size_t nhdrs) {
+                         const char *request_id, const cJSON *body,
+                         const char *hdrs, size_t nhdrs) {
   cJSON *entry = NULL, *b, *h;
 
   if (mg_mock_stats_count(st->by_model, model))
@@ -149,7 +150,8 @@ int mg_mock_stats_record(struct mg_mock_stats *st, const char *model,
     cJSON_Delete(b);
     goto oom;
   }
-  if (!add_str(entry, "method", method) || !add_str(entry, "path", path))
+  if (!add_str(entry, "method", method) || !add_str(entry, "path", path) ||
+      !add_str(entry, "request_id", request_id))
     goto oom;
   h = headers_object(hdrs, nhdrs);
   if (h == NULL || !cJSON_AddItemToObject(entry, "headers", h)) {

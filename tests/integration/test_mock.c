@@ -2459,6 +2459,13 @@ static void test_headers(void **state) {
   snprintf(first, sizeof(first), "%s", hdr(&r, "x-request-id"));
   assert_id(first, "req_");
   mg_h_resp_free(&r);
+  /* The stats say which id went out (pass-through tests compare). */
+  {
+    char *s = mg_h_mock_stats(port);
+    assert_string_equal(mg_h_json_str(s, "/last/h/request_id", v, sizeof(v)),
+                        first);
+    free(s);
+  }
   assert_int_equal(
       post(port, "/v1/completions", "{\"model\":\"h\",\"prompt\":\"x\"}", &r),
       0);
