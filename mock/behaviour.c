@@ -10,8 +10,10 @@
 #include "mock.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/cfg.h"
 
@@ -24,8 +26,8 @@ struct mg_mock_entry {
 };
 
 static const char *const mode_names[] = {
-    "ok",      "slow",     "status",         "hang",       "reset",
-    "garbage", "truncate", "low_confidence", "stream_die", NULL};
+    "ok",       "slow",           "status",     "hang",  "reset", "garbage",
+    "truncate", "low_confidence", "stream_die", "close", "raw",   NULL};
 
 const char *mg_mock_mode_name(enum mg_mock_mode m) { return mode_names[m]; }
 
@@ -41,7 +43,18 @@ void mg_mock_bhv_default(struct mg_mock_bhv *b) {
 void mg_mock_bhv_clear(struct mg_mock_bhv *b) {
   free(b->body);
   free(b->content);
+  free(b->headers);
+  free(b->raw);
   mg_mock_bhv_default(b);
+}
+
+static char *mem_dup(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
 }
 
 /* Deep copy without the queue link. */
@@ -50,9 +63,15 @@ static int bhv_copy(struct mg_mock_bhv *dst, const struct mg_mock_bhv *src) {
   dst->next = NULL;
   dst->body = NULL;
   dst->content = NULL;
+  dst->headers = NULL;
+  dst->raw = NULL;
   if (src->body && (dst->body = strdup(src->body)) == NULL)
     goto oom;
   if (src->content && (dst->content = strdup(src->content)) == NULL)
+    goto oom;
+  if (src->headers && (dst->headers = strdup(src->headers)) == NULL)
+    goto oom;
+  if (src->raw && (dst->raw = mem_dup(src->raw, src->raw_len)) == NULL)
     goto oom;
   return 0;
 oom:
@@ -103,10 +122,108 @@ static char *str_or_json(const cJSON *v) {
 }
 
 static const char *const allowed_keys[] = {
-    "model",     "mode",        "ms",         "status",
-    "body",      "retry_after", "confidence", "header_confidence",
-    "content",   "chunks",      "chunk_ms",   "chunk_bytes",
-    "die_after", "times",       "retry_after_format", NULL};
+    "model", "mode", "ms", "status", "body", "retry_after", "confidence",
+    "header_confidence", "content", "chunks", "chunk_ms", "chunk_bytes",
+    "die_after", "times", "retry_after_format", "cache_read", "cache_write",
+    "reasoning_tokens", "headers", "close_idle_ms", "raw", "then", NULL};
+
+/* RFC 9110, 5.6.2: tchar. */
+static bool is_token(const char *s) {
+  if (*s == '\0')
+    return false;
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c)))
+      return false;
+  }
+  return true;
+}
+
+/* Does the comma-separated value v contain token t (case-insensitive)? */
+static bool has_token(const char *v, const char *t) {
+  size_t tl = strlen(t);
+  while (*v) {
+    const char *end;
+    size_t l;
+    while (*v == ' ' || *v == '\t' || *v == ',')
+      v++;
+    for (end = v; *end && *end != ','; end++)
+      ;
+    l = (size_t)(end - v);
+    while (l && (v[l - 1] == ' ' || v[l - 1] == '\t'))
+      l--;
+    if (l == tl && strncasecmp(v, t, tl) == 0)
+      return true;
+    v = end;
+  }
+  return false;
+}
+
+/* `headers`: an object of header names and values (strings or numbers),
+ * kept as the lines to send. Framing stays the mock's (raw breaks it). */
+static void parse_headers(const cJSON *o, const char *path,
+                          struct mg_mock_bhv *b, struct mg_cfg_errors *e) {
+  const cJSON *h;
+  struct mg_buf lines;
+  char p[MG_CFG_PATH_MAX];
+
+  mg_cfg_join(p, path, "headers");
+  if (!cJSON_IsObject(o)) {
+    mg_cfg_error(e, p, "must be an object of header names and values");
+    return;
+  }
+  mg_buf_init(&lines, MG_MOCK_HEADERS_MAX);
+  cJSON_ArrayForEach(h, o) {
+    char hp[MG_CFG_PATH_MAX], num[64];
+    const char *v = NULL, *c;
+    mg_cfg_join(hp, p, h->string);
+    if (cJSON_IsString(h)) {
+      v = h->valuestring;
+    } else if (cJSON_IsNumber(h)) {
+      snprintf(num, sizeof(num), "%.17g", h->valuedouble);
+      v = num;
+    } else {
+      mg_cfg_error(e, hp, "must be a string or a number");
+      continue;
+    }
+    if (!is_token(h->string)) {
+      mg_cfg_error(e, hp, "a header name must be a token (RFC 9110, 5.6.2)");
+      continue;
+    }
+    for (c = v; *c; c++)
+      if (*c == '\r' || *c == '\n')
+        break;
+    if (*c) {
+      mg_cfg_error(e, hp, "a header value cannot hold CR or LF (use raw)");
+      continue;
+    }
+    if (strcasecmp(h->string, "content-length") == 0) {
+      mg_cfg_error(e, hp, "the mock frames the body itself (use raw)");
+      continue;
+    }
+    if (strcasecmp(h->string, "transfer-encoding") == 0) {
+      if (strcasecmp(v, "chunked") != 0) {
+        mg_cfg_error(e, hp,
+                     "only \"chunked\" keeps the answer readable "
+                     "(use raw)");
+        continue;
+      }
+      b->h_chunked = true;
+    } else if (strcasecmp(h->string, "content-type") == 0) {
+      b->h_ctype = true;
+    } else if (strcasecmp(h->string, "connection") == 0) {
+      b->h_conn = true;
+      b->h_close = has_token(v, "close");
+    }
+    if (mg_buf_printf(&lines, "%s: %s\r\n", h->string, v)) {
+      mg_cfg_error(e, p, "too long (at most %d bytes)", MG_MOCK_HEADERS_MAX);
+      break;
+    }
+  }
+  b->headers = mg_buf_steal(&lines, NULL);
+  mg_buf_free(&lines);
+}
 
 /* Parse one behaviour object; errors go to e. *model is a fresh copy. */
 static void parse_one(const cJSON *o, const char *path, struct mg_mock_bhv *b,
@@ -130,7 +247,8 @@ static void parse_one(const cJSON *o, const char *path, struct mg_mock_bhv *b,
       mg_cfg_join(p, path, "mode");
       mg_cfg_error(e, p,
                    "unknown mode \"%s\" (ok, slow, status, hang, reset, "
-                   "garbage, truncate, low_confidence, stream_die)",
+                   "garbage, truncate, low_confidence, stream_die, close, "
+                   "raw)",
                    mode);
     } else {
       b->mode = (enum mg_mock_mode)i;
@@ -180,6 +298,40 @@ static void parse_one(const cJSON *o, const char *path, struct mg_mock_bhv *b,
       (long)mg_cfg_int(o, "chunk_bytes", path, 0, 0, 16 * 1024 * 1024, e);
   b->die_after = (long)mg_cfg_int(o, "die_after", path, 2, 0, 1000000, e);
   b->times = (long)mg_cfg_int(o, "times", path, 0, 1, 1000000000, e);
+  b->cache_read = (long)mg_cfg_int(o, "cache_read", path, 0, 0, 1000000000, e);
+  b->cache_write =
+      (long)mg_cfg_int(o, "cache_write", path, 0, 0, 1000000000, e);
+  b->reasoning_tokens =
+      (long)mg_cfg_int(o, "reasoning_tokens", path, 0, 0, 1000000000, e);
+  b->close_idle_ms =
+      (long)mg_cfg_int(o, "close_idle_ms", path, 0, 1, 3600000, e);
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, "headers")) != NULL)
+    parse_headers(v, path, b, e);
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, "raw")) != NULL) {
+    char p[MG_CFG_PATH_MAX];
+    mg_cfg_join(p, path, "raw");
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0')
+      mg_cfg_error(e, p, "must be a non-empty string (the response bytes)");
+    else if ((b->raw_len = strlen(v->valuestring)) > MG_MOCK_RAW_MAX)
+      mg_cfg_error(e, p, "longer than %d bytes", MG_MOCK_RAW_MAX);
+    else
+      b->raw = mem_dup(v->valuestring, b->raw_len);
+  }
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, "then")) != NULL) {
+    char *t = mg_cfg_str(o, "then", path, "close", true, e), p[MG_CFG_PATH_MAX];
+    mg_cfg_join(p, path, "then");
+    if (t && strcmp(t, "keep") == 0)
+      b->raw_keep = true;
+    else if (t && strcmp(t, "close") != 0)
+      mg_cfg_error(e, p, "unknown value \"%s\" (close, keep)", t);
+    free(t);
+  }
+  if (b->mode == MG_MOCK_RAW && b->raw == NULL &&
+      cJSON_GetObjectItemCaseSensitive(o, "raw") == NULL) {
+    char p[MG_CFG_PATH_MAX];
+    mg_cfg_join(p, path, "raw");
+    mg_cfg_error(e, p, "mode raw needs the response bytes");
+  }
 }
 
 /* Apply one parsed behaviour; takes ownership of b's strings and of model. */

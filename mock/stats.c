@@ -1,6 +1,7 @@
-/* stats.c - what GET /_mock/stats reports: counters, requests per model, and
- * the last request body and headers per model (tests check with them what
- * the proxy sent upstream). */
+/* stats.c - what GET /_mock/stats reports: counters, requests per model and
+ * per endpoint, the last request body and headers per model (tests check
+ * with them what the proxy sent upstream), and the Anthropic headers last
+ * seen. */
 #include "mock.h"
 
 #include <errno.h>
@@ -8,37 +9,53 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The maps of the stats, in one array so reset and free walk them. */
+#define NMAPS 5
+
+static cJSON **maps(struct mg_mock_stats *st, size_t i) {
+  cJSON **m[NMAPS] = {&st->by_model, &st->received_by_model, &st->by_endpoint,
+                      &st->last, &st->anthropic};
+  return m[i];
+}
+
 int mg_mock_stats_init(struct mg_mock_stats *st) {
+  size_t i;
   memset(st, 0, sizeof(*st));
-  st->by_model = cJSON_CreateObject();
-  st->last = cJSON_CreateObject();
-  if (st->by_model == NULL || st->last == NULL) {
-    mg_mock_stats_free(st);
-    return -ENOMEM;
-  }
+  for (i = 0; i < NMAPS; i++)
+    if ((*maps(st, i) = cJSON_CreateObject()) == NULL) {
+      mg_mock_stats_free(st);
+      return -ENOMEM;
+    }
   return 0;
 }
 
 void mg_mock_stats_free(struct mg_mock_stats *st) {
-  cJSON_Delete(st->by_model);
-  cJSON_Delete(st->last);
-  st->by_model = NULL;
-  st->last = NULL;
+  size_t i;
+  for (i = 0; i < NMAPS; i++) {
+    cJSON_Delete(*maps(st, i));
+    *maps(st, i) = NULL;
+  }
 }
 
 void mg_mock_stats_reset(struct mg_mock_stats *st) {
-  cJSON *by = cJSON_CreateObject(), *last = cJSON_CreateObject();
-  if (by == NULL || last == NULL) {
-    /* Keep the old maps rather than lose them to an allocation failure. */
-    cJSON_Delete(by);
-    cJSON_Delete(last);
-  } else {
-    cJSON_Delete(st->by_model);
-    cJSON_Delete(st->last);
-    st->by_model = by;
-    st->last = last;
+  cJSON *fresh[NMAPS];
+  size_t i;
+  bool ok = true;
+  for (i = 0; i < NMAPS; i++)
+    ok = (fresh[i] = cJSON_CreateObject()) != NULL && ok;
+  for (i = 0; i < NMAPS; i++) {
+    if (ok) {
+      cJSON_Delete(*maps(st, i));
+      *maps(st, i) = fresh[i];
+    } else {
+      /* Keep the old maps rather than lose them to an allocation failure. */
+      cJSON_Delete(fresh[i]);
+    }
   }
   st->requests = 0;
+  st->requests_received = 0;
+  st->bodies_read = 0;
+  st->idle_closes = 0;
   st->connections_opened = 0;
   st->streams_completed = 0;
   st->streams_aborted = 0;
@@ -80,25 +97,62 @@ oom:
   return NULL;
 }
 
-int mg_mock_stats_record(struct mg_mock_stats *st, const char *model,
-                         const cJSON *body, const char *hdrs, size_t nhdrs) {
-  cJSON *count = cJSON_GetObjectItemCaseSensitive(st->by_model, model);
-  cJSON *entry = NULL, *b, *h;
-
+int mg_mock_stats_count(cJSON *map, const char *key) {
+  cJSON *count = cJSON_GetObjectItemCaseSensitive(map, key);
   if (count) {
     cJSON_SetNumberValue(count, count->valuedouble + 1);
   } else if ((count = cJSON_CreateNumber(1)) == NULL ||
-             !cJSON_AddItemToObject(st->by_model, model, count)) {
+             !cJSON_AddItemToObject(map, key, count)) {
     cJSON_Delete(count);
     return -ENOMEM;
   }
+  return 0;
+}
+
+/* Add a string member, or null when s is NULL. */
+static bool add_str(cJSON *o, const char *key, const char *s) {
+  cJSON *v = s ? cJSON_CreateString(s) : cJSON_CreateNull();
+  if (v == NULL || !cJSON_AddItemToObject(o, key, v)) {
+    cJSON_Delete(v);
+    return false;
+  }
+  return true;
+}
+
+int mg_mock_stats_anthropic(struct mg_mock_stats *st, const char *api_key,
+                            const char *authorization, const char *version,
+                            const char *beta) {
+  cJSON *o = cJSON_CreateObject();
+  if (o == NULL || !add_str(o, "x-api-key", api_key) ||
+      !add_str(o, "authorization", authorization) ||
+      !add_str(o, "anthropic-version", version) ||
+      !add_str(o, "anthropic-beta", beta)) {
+    cJSON_Delete(o);
+    return -ENOMEM;
+  }
+  cJSON_Delete(st->anthropic);
+  st->anthropic = o;
+  return 0;
+}
+
+int mg_mock_stats_record(struct mg_mock_stats *st, const char *model,
+                         const char *method, const char *path,
+                         const char *request_id, const cJSON *body,
+                         const char *hdrs, size_t nhdrs) {
+  cJSON *entry = NULL, *b, *h;
+
+  if (mg_mock_stats_count(st->by_model, model))
+    return -ENOMEM;
   if ((entry = cJSON_CreateObject()) == NULL)
     return -ENOMEM;
-  b = cJSON_Duplicate(body, 1);
+  b = body ? cJSON_Duplicate(body, 1) : cJSON_CreateNull();
   if (b == NULL || !cJSON_AddItemToObject(entry, "body", b)) {
     cJSON_Delete(b);
     goto oom;
   }
+  if (!add_str(entry, "method", method) || !add_str(entry, "path", path) ||
+      !add_str(entry, "request_id", request_id))
+    goto oom;
   h = headers_object(hdrs, nhdrs);
   if (h == NULL || !cJSON_AddItemToObject(entry, "headers", h)) {
     cJSON_Delete(h);
@@ -118,21 +172,38 @@ oom:
 
 int mg_mock_stats_json(const struct mg_mock_stats *st, struct mg_buf *out) {
   char *by = cJSON_PrintUnformatted(st->by_model);
+  char *recv = cJSON_PrintUnformatted(st->received_by_model);
+  char *ep = cJSON_PrintUnformatted(st->by_endpoint);
   char *last = cJSON_PrintUnformatted(st->last);
+  char *anth = cJSON_PrintUnformatted(st->anthropic);
   int rc = -ENOMEM;
 
-  if (by && last)
-    rc = mg_buf_printf(
-        out,
-        "{\"requests\":%lu,\"connections_opened\":%lu,"
-        "\"connections_active\":%lu,\"active_streams\":%lu,"
-        "\"streams_completed\":%lu,\"streams_aborted\":%lu,"
-        "\"streams_died\":%lu,\"chunks_sent\":%lu,\"by_model\":%s,"
-        "\"last\":%s}",
-        st->requests, st->connections_opened, st->connections_active,
-        st->active_streams, st->streams_completed, st->streams_aborted,
-        st->streams_died, st->chunks_sent, by, last);
+  if (by && recv && ep && last && anth) {
+    rc = mg_buf_puts(out, "{\"name\":");
+    if (rc == 0)
+      rc = st->name ? mg_buf_json_str(out, st->name, strlen(st->name))
+                    : mg_buf_puts(out, "null");
+    if (rc == 0)
+      rc = mg_buf_printf(
+          out,
+          ",\"requests\":%lu,\"requests_received\":%lu,"
+          "\"bodies_read\":%lu,\"connections_opened\":%lu,"
+          "\"connections_active\":%lu,\"idle_closes\":%lu,"
+          "\"active_streams\":%lu,\"streams_completed\":%lu,"
+          "\"streams_aborted\":%lu,\"streams_died\":%lu,"
+          "\"chunks_sent\":%lu,\"responses_stored\":%zu,\"by_model\":%s,"
+          "\"received_by_model\":%s,\"by_endpoint\":%s,\"last\":%s,"
+          "\"anthropic\":%s}",
+          st->requests, st->requests_received, st->bodies_read,
+          st->connections_opened, st->connections_active, st->idle_closes,
+          st->active_streams, st->streams_completed, st->streams_aborted,
+          st->streams_died, st->chunks_sent, st->responses_stored, by, recv, ep,
+          last, anth);
+  }
   free(by);
+  free(recv);
+  free(ep);
   free(last);
+  free(anth);
   return rc;
 }

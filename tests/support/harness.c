@@ -476,8 +476,20 @@ static int start_child(struct mg_h_proc *p, const char *name,
 }
 
 int mg_h_start_mock(struct mg_h_proc *p) {
-  const char *argv[] = {MG_MOCK_BIN, "--listen", "127.0.0.1:0"};
-  return start_child(p, "mock", argv, 3, environ);
+  return mg_h_start_mock_args(p, NULL);
+}
+
+int mg_h_start_mock_args(struct mg_h_proc *p, const char *const *extra) {
+  const char *argv[12] = {MG_MOCK_BIN, "--listen", "127.0.0.1:0"};
+  size_t n = 3;
+  /* start_child adds --port-file, --quiet and the NULL: 4 slots. */
+  while (extra && *extra && n < 12 - 4)
+    argv[n++] = *extra++;
+  if (extra && *extra) {
+    fprintf(stderr, "harness: too many mock arguments\n");
+    return -1;
+  }
+  return start_child(p, "mock", argv, n, environ);
 }
 
 /* The name part of "NAME=value". */

@@ -29,6 +29,8 @@ char *mg_h_read_file(const char *path, size_t *len);
 
 /* Start mg-mock on 127.0.0.1:0 and wait (up to 10 s) for its port file. */
 int mg_h_start_mock(struct mg_h_proc *p);
+/* The same with extra arguments (NULL-ended, at most 5: "--name", "a"). */
+int mg_h_start_mock_args(struct mg_h_proc *p, const char *const *extra);
 /* Start `modelgate serve -c config_path --port-file ...`. env: extra
  * "NAME=value" strings added to the child's environment (NULL-ended, may be
  * NULL). Waits up to 10 s for the port file. */
