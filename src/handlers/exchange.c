@@ -516,7 +516,11 @@ static void describe_failure(const struct mg_timeouts *t, const char *name,
     break;
   case MG_UP_PROTOCOL:
     *code = "upstream_invalid_response";
-    snprintf(msg, n, "The upstream of %s did not answer in HTTP.", name);
+    if (call->error[0])
+      snprintf(msg, n, "The upstream of %s did not answer in valid HTTP: %s.",
+               name, call->error);
+    else
+      snprintf(msg, n, "The upstream of %s did not answer in HTTP.", name);
     break;
   default:
     *code = "upstream_error";

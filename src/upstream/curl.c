@@ -41,6 +41,7 @@ struct curl_call {
   bool want_stream;
   bool got_data;
   bool aborted, too_big;
+  bool bad_status;          /* on_header refused the status line */
   /* This request's own header lines (decision id, anthropic-version...),
    * chained in front of the destination's shared list: no allocation per
    * call. */
@@ -414,6 +415,22 @@ static bool call_connected(struct curl_call *call) {
   return connect_us > 0 || sent > 0;
 }
 
+/* Status lines only: an upstream switching protocols on a request that
+ * asked for no upgrade is not answering in HTTP (RFC 9110, 15.2.2). Other
+ * interim answers (100, 103) are skipped by curl, as they should be. */
+static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
+  struct curl_call *call = ud;
+  size_t n = size * nitems;
+  if (n > 12 && memcmp(p, "HTTP/", 5) == 0) {
+    const char *sp = memchr(p, ' ', n);
+    if (sp && (size_t)(sp - p) + 4 <= n && memcmp(sp + 1, "101", 3) == 0) {
+      call->bad_status = true;
+      return 0;
+    }
+  }
+  return n;
+}
+
 static size_t on_read_body(char *buf, size_t size, size_t nitems, void *ud) {
   struct curl_call *call = ud;
   size_t n = size * nitems, left = call->req_len - call->req_off;
@@ -464,6 +481,8 @@ static struct curl_call *call_get(struct curl_engine *up) {
    * A request that may have reached the model is never sent twice behind
    * the retry policy's back (issue 10.1); curl ends the transfer with
    * CURLE_SEND_FAIL_REWIND instead, classified as MG_UP_RESET. */
+  curl_easy_setopt(call->easy, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(call->easy, CURLOPT_HEADERDATA, call);
   curl_easy_setopt(call->easy, CURLOPT_READFUNCTION, on_read_body);
   curl_easy_setopt(call->easy, CURLOPT_READDATA, call);
   curl_easy_setopt(call->easy, CURLOPT_SEEKFUNCTION, on_seek_body);
@@ -582,6 +601,42 @@ static void on_call_timer(uv_timer_t *t) {
   call_arm_timer(call);
 }
 
+static int curl_header(struct mg_up_call *pub, const char *name, char *out,
+                       size_t n);
+
+/* Is a complete response a valid final answer (RFC 9110, 15; RFC 9112, 6.3)?
+ * A status outside 100-599, an interim (1xx) status as the final one, or a
+ * body on an answer that has none (204, 205, 304) is not: the upstream is
+ * broken, and its bytes are never relayed (issue 10.1). */
+static bool final_answer_ok(struct curl_call *call) {
+  long st = call->pub.status;
+  char v[32];
+  if (st < 100 || st > 599) {
+    snprintf(call->curl_error, sizeof(call->curl_error),
+             "status %ld is not an HTTP status", st);
+    return false;
+  }
+  if (st < 200) {
+    snprintf(call->curl_error, sizeof(call->curl_error),
+             "an interim status (%ld) as the final answer", st);
+    return false;
+  }
+  if (st == 204 || st == 205 || st == 304) {
+    bool body = call->pub.body.len > 0 || call->got_data ||
+                curl_header(&call->pub, "transfer-encoding", v, sizeof(v)) ==
+                    0 ||
+                (curl_header(&call->pub, "content-length", v, sizeof(v)) ==
+                     0 &&
+                 strcmp(v, "0") != 0);
+    if (body) {
+      snprintf(call->curl_error, sizeof(call->curl_error),
+               "a body on a %ld answer", st);
+      return false;
+    }
+  }
+  return true;
+}
+
 static enum mg_up_result classify(struct curl_call *call, CURLcode rc) {
   call->pub.connected = call_connected(call);
   if (rc != CURLE_OK &&
@@ -593,7 +648,7 @@ static enum mg_up_result classify(struct curl_call *call, CURLcode rc) {
   }
   switch (rc) {
   case CURLE_OK:
-    return MG_UP_OK;
+    return final_answer_ok(call) ? MG_UP_OK : MG_UP_PROTOCOL;
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_COULDNT_RESOLVE_PROXY:
   case CURLE_COULDNT_CONNECT:
@@ -622,6 +677,11 @@ static enum mg_up_result classify(struct curl_call *call, CURLcode rc) {
   case CURLE_PARTIAL_FILE:
     return MG_UP_TRUNCATED;
   case CURLE_WRITE_ERROR:
+    if (call->bad_status) {
+      snprintf(call->curl_error, sizeof(call->curl_error),
+               "101 Switching Protocols to a request that asked for none");
+      return MG_UP_PROTOCOL;
+    }
     if (call->too_big)
       return MG_UP_TOO_BIG;
     if (call->aborted)
@@ -732,6 +792,7 @@ static struct mg_up_call *curl_start(struct mg_up_engine *e,
   call->got_data = false;
   call->aborted = false;
   call->too_big = false;
+  call->bad_status = false;
   call->want_stream = req->stream;
   call->req_body = req->body;
   call->req_len = req->body_len;
