@@ -17,7 +17,7 @@
 static const char *const root_keys[] = {
     "server", "limits",  "upstream", "admin",         "decision_log",
     "targets", "traditional", "cache", "flags",      "aliases",
-    "default_route", NULL};
+    "default_route", "clients", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", "max_connections",
                                          NULL};
@@ -184,6 +184,7 @@ static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
 
 static void config_free(struct mg_config *c) {
   mg_routes_free(&c->routes);
+  mg_clients_free(&c->clients);
   mg_ramps_free(&c->ramps);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
@@ -271,6 +272,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->flags, e);
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
+    mg_clients_parse(&c->clients,
+                     cJSON_GetObjectItemCaseSensitive(root, "clients"), e);
   }
   cJSON_Delete(root);
   if (e->n > before) {

@@ -16,6 +16,7 @@
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
 #include "ramps/ramp.h"
+#include "routing/clients.h"
 #include "routing/flag.h"
 #include "routing/route.h"
 #include "routing/target.h"
@@ -77,6 +78,7 @@ struct mg_config {
   struct mg_routes routes;
   struct mg_fallbacks fallbacks;
   struct mg_ramps ramps;       /* by flag index */
+  struct mg_clients clients;   /* who may call the data plane */
 };
 
 /* Load and validate; NULL with e filled on any error. */

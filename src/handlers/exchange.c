@@ -34,6 +34,7 @@
 #include "fallbacks/cache.h"
 #include "fallbacks/gate.h"
 #include "fallbacks/plan.h"
+#include "handlers/auth.h"
 #include "routing/request.h"
 #include "routing/route.h"
 #include "runtime/runtime.h"
@@ -44,7 +45,8 @@
 #include "upstream/call.h"
 #include "upstream/views.h"
 
-#define EXTRA_MAX 1024
+#define EXTRA_MAX 2048
+#define PASS_MAX 1024
 #define MAX_ATTEMPTS 16
 
 /* A timer for retry waits, apart from the exchange: its memory must live
@@ -94,6 +96,8 @@ struct mg_exchange {
   bool has_ckey;
   enum cache_state cache;
   char id[33];
+  const char *client;           /* borrowed from cfg: the authenticated
+                                 * client, or NULL */
   char served_by[96];           /* target, "cache" or "traditional:<name>" */
   uint64_t t_start;             /* uv_hrtime() when the request was read */
   uint64_t t_call;              /* uv_hrtime() when the current call began */
@@ -115,8 +119,10 @@ struct mg_exchange {
   const char *fail_code;        /* static */
   char fail_msg[320];
   struct mg_buf fail_body;      /* owned: an upstream's own JSON error */
-  char fail_retry_after[32];    /* ...and its Retry-After, or "" */
-  char fail_retry_after_ms[32]; /* ...and its retry-after-ms, or "" */
+  char fail_pass[PASS_MAX];     /* ...and its pass-through headers */
+  /* Response headers of the upstream answer served that clients rely on
+   * (DESIGN.md, "The APIs"): "name: value\r\n" lines, or "". */
+  char pass[PASS_MAX];
   struct attempt attempts[MAX_ATTEMPTS];
   int nattempts;
   struct mg_gate_acc acc;       /* logprobs of a stream passing through */
@@ -124,6 +130,7 @@ struct mg_exchange {
   bool stream_gate;             /* record confidence from the stream */
   int holds;                    /* entry points active on the stack */
   bool finished;
+  bool accounted;               /* counted and recorded (account()) */
   bool in_data;                 /* inside on_data (curl's write callback) */
   bool stream_started;          /* the head of a stream was sent */
   bool stream_failed;           /* a stream ended with an error event */
@@ -203,6 +210,65 @@ static void set_extra(struct mg_exchange *ex) {
     snprintf(conf, sizeof(conf), "%.4f", ex->confidence);
     extra_add(ex, &len, "x-modelgate-confidence", conf);
   }
+  {
+    size_t pl = strlen(ex->pass);
+    if (pl && len + pl < sizeof(ex->extra)) {
+      memcpy(ex->extra + len, ex->pass, pl + 1);
+      len += pl;
+    }
+  }
+}
+
+/* The upstream response headers clients read, passed on: OpenAI's request
+ * id (the SDKs' `_request_id`), processing time, API version and rate
+ * limits; Anthropic's request id and its anthropic-* headers; the waits an
+ * upstream asks for. Never hop-by-hop or framing headers: those are this
+ * connection's own (RFC 9110, 7.6.1). */
+static bool passes(const char *name, size_t n) {
+  static const char *const exact[] = {"x-request-id", "openai-processing-ms",
+                                      "openai-version", "openai-organization",
+                                      "request-id", "retry-after",
+                                      "retry-after-ms", NULL};
+  static const char *const prefix[] = {"x-ratelimit-", "anthropic-", NULL};
+  struct mg_str s = {name, n};
+  const char *const *p;
+  for (p = exact; *p; p++)
+    if (mg_str_eq_nocase(s, mg_str_c(*p)))
+      return true;
+  for (p = prefix; *p; p++)
+    if (mg_str_has_prefix_nocase(s, *p))
+      return true;
+  return false;
+}
+
+struct pass_acc {
+  char *out;
+  size_t len, cap;
+};
+
+static void pass_one(void *arg, const char *name, size_t nlen,
+                     const char *value, size_t vlen) {
+  struct pass_acc *a = arg;
+  size_t i;
+  if (!passes(name, nlen) || a->len + nlen + vlen + 5 > a->cap)
+    return;
+  for (i = 0; i < vlen; i++)
+    if (value[i] == '\r' || value[i] == '\n')
+      return; /* never a header split */
+  memcpy(a->out + a->len, name, nlen);
+  a->len += nlen;
+  memcpy(a->out + a->len, ": ", 2);
+  a->len += 2;
+  memcpy(a->out + a->len, value, vlen);
+  a->len += vlen;
+  memcpy(a->out + a->len, "\r\n", 3);
+  a->len += 2;
+}
+
+static void collect_pass(struct mg_up_call *call, char out[PASS_MAX]) {
+  struct pass_acc a = {out, 0, PASS_MAX};
+  out[0] = '\0';
+  call->ops->each_header(call, pass_one, &a);
 }
 
 static void served_by(struct mg_exchange *ex, const char *prefix,
@@ -336,17 +402,18 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
 
 /* ---- finishing -------------------------------------------------------------- */
 
-static void finish(struct mg_exchange *ex, int status) {
+/* Count the request, write its record and feed its guards: right before
+ * the last bytes of its answer are written, so that whoever sees the answer
+ * (and asks /metrics on another worker next) sees it counted. */
+static void account(struct mg_exchange *ex, int status) {
   struct mg_worker *w = ex->w;
-  struct mg_resp *c = ex->conn;
   uint64_t total_ns;
 
-  if (ex->finished)
+  if (ex->accounted)
     return;
-  ex->finished = true;
+  ex->accounted = true;
   if (status)
     ex->status = status;
-  timer_release(ex);
   total_ns = uv_hrtime() - ex->t_start;
   mg_tel_observe(w->tel, ex->alias ? ex->alias->name : "-",
                      ex->target ? ex->target->name : NULL, ex->status,
@@ -388,6 +455,17 @@ static void finish(struct mg_exchange *ex, int status) {
   mg_debug("request %s %s -> %s %d %.3f ms", ex->id,
            ex->alias ? ex->alias->name : "-",
            ex->served_by[0] ? ex->served_by : "-", ex->status, total_ns / 1e6);
+}
+
+static void finish(struct mg_exchange *ex, int status) {
+  struct mg_worker *w = ex->w;
+  struct mg_resp *c = ex->conn;
+
+  if (ex->finished)
+    return;
+  ex->finished = true;
+  timer_release(ex);
+  account(ex, status);
   ex->conn = NULL;
   if (c)
     mg_resp_done(c);
@@ -398,6 +476,7 @@ static void respond_error(struct mg_exchange *ex, int status,
                           const char *message, const char *code,
                           const char *param) {
   set_extra(ex);
+  account(ex, status);
   if (ex->conn)
     mg_resp_error(ex->conn, status, message, code, param, ex->extra);
   finish(ex, status);
@@ -408,6 +487,8 @@ static void respond_error(struct mg_exchange *ex, int status,
 static void fail_stream(struct mg_exchange *ex, const char *message,
                         const char *code) {
   struct mg_buf ev;
+  ex->stream_failed = true;
+  account(ex, 200);
   mg_buf_init(&ev, 64u << 10);
   if (mg_buf_puts(&ev, "data: ") == 0 &&
       mg_http_error_json(&ev, message, "server_error", NULL, code) == 0 &&
@@ -436,6 +517,7 @@ static void respond_body(struct mg_exchange *ex, int status, const char *body,
       mg_resp_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
       if (ex->conn)
         mg_resp_stream_chunk(ex->conn, sse.data, sse.len);
+      account(ex, 200);
       if (ex->conn)
         mg_resp_stream_end(ex->conn);
       mg_buf_free(&sse);
@@ -445,6 +527,7 @@ static void respond_body(struct mg_exchange *ex, int status, const char *body,
     mg_buf_free(&sse);
     /* not a completion we can replay: send it as it is */
   }
+  account(ex, status);
   if (ex->conn)
     mg_resp_send(ex->conn, status, "application/json", ex->extra, body,
                     len);
@@ -547,8 +630,7 @@ static uint32_t trigger_of(enum mg_up_result res) {
 
 static void set_failure(struct mg_exchange *ex, int status, const char *code,
                         const char *msg) {
-  ex->fail_retry_after[0] = '\0';
-  ex->fail_retry_after_ms[0] = '\0';
+  ex->fail_pass[0] = '\0';
   if (ex->call_target)
     ex->fail_tier = ex->call_target->name;
   ex->fail_status = status;
@@ -574,19 +656,7 @@ static void answer_failure(struct mg_exchange *ex) {
   if (ex->fail_body.len) {
     /* The upstream's own error (5xx, 429), passed on as it is, with its
      * Retry-After and retry-after-ms. */
-    if ((ex->fail_retry_after[0] || ex->fail_retry_after_ms[0]) && ex->conn) {
-      size_t len;
-      set_extra(ex);
-      len = strlen(ex->extra);
-      if (ex->fail_retry_after[0])
-        extra_add(ex, &len, "retry-after", ex->fail_retry_after);
-      if (ex->fail_retry_after_ms[0])
-        extra_add(ex, &len, "retry-after-ms", ex->fail_retry_after_ms);
-      mg_resp_send(ex->conn, ex->fail_status, "application/json",
-                      ex->extra, ex->fail_body.data, ex->fail_body.len);
-      finish(ex, ex->fail_status);
-      return;
-    }
+    memcpy(ex->pass, ex->fail_pass, sizeof(ex->pass));
     respond_body(ex, ex->fail_status, ex->fail_body.data, ex->fail_body.len);
     return;
   }
@@ -664,6 +734,7 @@ static void answer_text(struct mg_exchange *ex, const char *model,
     respond_error(ex, 500, "Out of memory.", "internal_error", NULL);
     return;
   }
+  account(ex, 200);
   if (ex->conn && ex->req.input.stream) {
     mg_resp_stream_head(ex->conn, 200, "text/event-stream", ex->extra);
     if (ex->conn)
@@ -715,6 +786,7 @@ static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
     /* The head goes out now: the target streaming is the one serving. */
     if (ex->call_target)
       served_by(ex, "", ex->call_target->name);
+    collect_pass(call, ex->pass);
     set_extra(ex);
     mg_resp_stream_head(ex->conn, 200,
                         call->content_type[0] ? call->content_type
@@ -869,6 +941,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
         a->confidence = ex->confidence = conf;
         a->has_confidence = ex->has_confidence = true;
       }
+      account(ex, 200);
       mg_resp_stream_end(ex->conn);
       o.trigger = 0;
       mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
@@ -919,13 +992,9 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
         ex->fail_status = (int)call->status;
         if (mg_buf_append(&ex->fail_body, call->body.data, call->body.len))
           mg_buf_reset(&ex->fail_body);
-        /* SDKs wait as long as the upstream asks before they retry. */
-        if (mg_up_call_header(call, "retry-after", ex->fail_retry_after,
-                              sizeof(ex->fail_retry_after)) != 0)
-          ex->fail_retry_after[0] = '\0';
-        if (mg_up_call_header(call, "retry-after-ms", ex->fail_retry_after_ms,
-                              sizeof(ex->fail_retry_after_ms)) != 0)
-          ex->fail_retry_after_ms[0] = '\0';
+        /* SDKs wait as long as the upstream asks before they retry, and
+         * log its request id. */
+        collect_pass(call, ex->fail_pass);
       } else {
         snprintf(msg, sizeof(msg),
                  "The upstream of %s answered HTTP %ld with a body that is "
@@ -944,6 +1013,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     doc->max_tokens = UINT32_MAX;
     if (call->body.len &&
         mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0) {
+      collect_pass(call, ex->pass);
       respond_body(ex, (int)call->status, call->body.data, call->body.len);
     } else {
       char msg[256];
@@ -987,6 +1057,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   if (ex->step.kind == MG_STEP_DONE) {
     served_by(ex, "", t->name);
     cache_store(ex, answer.data, answer.len);
+    collect_pass(call, ex->pass);
     respond_body(ex, (int)call->status, answer.data, answer.len);
   } else {
     run(ex);
@@ -1379,6 +1450,27 @@ static const char *request_error_code(enum mg_request_code c) {
   }
 }
 
+/* With `clients` configured, only a known key gets through; its client's
+ * name becomes the attribute `client` (added first, so that neither a
+ * header nor the body's metadata can claim another) and goes on record.
+ * false when the request was answered with a 401. */
+static bool authenticate(struct mg_exchange *ex, const struct mg_http_req *rq) {
+  const char *name;
+  if (!mg_auth_client(ex->cfg, rq, &name)) {
+    ex->status = 401;
+    set_extra(ex);
+    account(ex, 401);
+    if (ex->conn)
+      mg_resp_error(ex->conn, 401, mg_auth_message(rq), "invalid_api_key",
+                    NULL, ex->extra);
+    finish(ex, 401);
+    return false;
+  }
+  ex->client = name;
+  mg_request_add_attr(&ex->req, MG_STR_LIT("client"), mg_str_c(name));
+  return true;
+}
+
 /* The reason slot of a flag decision in the worker's series table: the
  * fixed reasons, then one per rule. */
 static uint32_t reason_slot(const struct mg_flag_decision *d) {
@@ -1424,6 +1516,8 @@ void mg_exchange_handle(void *owner, struct mg_resp *c,
   mg_resp_attach(c, &resp_hooks, ex);
   mg_worker_begin(w);
   hold(ex);
+  if (ex->cfg->clients.enabled && !authenticate(ex, rq))
+    goto out;
   copy_headers(ex, rq);
 
   w->scratch.max_tokens = ex->cfg->limits.json_tokens;

@@ -6,6 +6,7 @@
 
 #include <llhttp.h>
 
+#include "handlers/auth.h"
 #include "server/worker.h"
 #include "telemetry/telemetry.h"
 
@@ -128,9 +129,16 @@ static void ops_handle(void *owner, struct mg_resp *r,
     mg_buf_free(&out);
     break;
   }
-  case OP_MODELS:
-    answer_models(r, ws->snap, extra);
+  case OP_MODELS: {
+    /* With client keys, the model list is theirs too, as on OpenAI. */
+    const char *client;
+    if (!mg_auth_client(ws->snap->cfg, mg_resp_req(r), &client))
+      mg_resp_error(r, 401, mg_auth_message(mg_resp_req(r)),
+                    "invalid_api_key", NULL, extra);
+    else
+      answer_models(r, ws->snap, extra);
     break;
+  }
   }
   mg_wsnap_release(ws);
   mg_resp_done(r);

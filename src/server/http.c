@@ -41,8 +41,10 @@ const char *mg_http_reason(int s) {
 }
 
 const char *mg_http_error_type(int status) {
+  /* OpenAI answers a missing or wrong key with a 401 of type
+   * invalid_request_error (code invalid_api_key). */
   if (status == 401)
-    return "authentication_error";
+    return "invalid_request_error";
   if (status == 403)
     return "permission_error";
   if (status == 404)

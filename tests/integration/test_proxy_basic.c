@@ -859,6 +859,44 @@ static void test_api_key_never_leaks(void **state) {
   free(path);
 }
 
+/* The upstream response headers clients rely on pass through (the OpenAI
+ * SDKs read x-request-id as _request_id); hop-by-hop headers and the
+ * upstream's other headers do not (issue 10.6, DESIGN.md "The APIs"). */
+static void test_upstream_headers_pass_through(void **state) {
+  struct tenv *e = *state;
+  struct mg_h_resp r;
+  char v[128], want[64], *s;
+  int k;
+  gate_std(e, "", "", "", "");
+  mock_behave(e, "{'headers':{'Keep-Alive':'timeout=5','Upgrade':'h2c',"
+                 "'X-Internal-Host':'gpu-node-17',"
+                 "'x-ratelimit-remaining-tokens':'9000'}}");
+  for (k = 0; k < 2; k++) {
+    assert_int_equal(chat(e->gate.port, "gpt-test", "headers please",
+                          k ? ",\"stream\":true" : "", &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    s = mg_h_mock_stats(e->mock.port);
+    assert_non_null(mg_h_json_str(s, "/last/up-model/request_id", want,
+                                  sizeof(want)));
+    free(s);
+    assert_string_equal(mg_h_header(&r, "x-request-id", v, sizeof(v)), want);
+    assert_non_null(mg_h_header(&r, "openai-processing-ms", v, sizeof(v)));
+    assert_string_equal(mg_h_header(&r, "openai-version", v, sizeof(v)),
+                        "2020-10-01");
+    assert_non_null(
+        mg_h_header(&r, "x-ratelimit-limit-requests", v, sizeof(v)));
+    assert_string_equal(
+        mg_h_header(&r, "x-ratelimit-remaining-tokens", v, sizeof(v)), "9000");
+    assert_null(mg_h_header(&r, "keep-alive", v, sizeof(v)));
+    assert_null(mg_h_header(&r, "upgrade", v, sizeof(v)));
+    assert_null(mg_h_header(&r, "x-internal-host", v, sizeof(v)));
+    /* One of each: the proxy's own framing, not the upstream's. */
+    assert_int_equal(count_in(r.head, strlen(r.head), "x-request-id:"), 1);
+    mg_h_resp_free(&r);
+  }
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tenv_setup, tenv_teardown)
   const struct CMUnitTest tests[] = {
@@ -877,6 +915,7 @@ int main(void) {
       T(test_upstream_connection_reuse),
       T(test_check_command),
       T(test_api_key_never_leaks),
+      T(test_upstream_headers_pass_through),
   };
 #undef T
   signal(SIGPIPE, SIG_IGN);

@@ -49,7 +49,12 @@ static bool find_node(void) {
 
 /* Every alias leads to an upstream model of its own. Only "main" has an API
  * key: one is enough to prove the client's own key is not forwarded. */
+/* The SDK's key is a client's (clients.keys: its SHA-256; issue 10.6). */
+#define SDK_KEY_SHA256 \
+  "9934265507d90c84dda2b8fae6504943643448647f4461a6dcd56c8c4870d219"
+
 static const char config[] =
+    "'clients':{'keys':{'sdk-app':'" SDK_KEY_SHA256 "'}},"
     "'targets':{"
     "'main':{'base_url':'@MOCK','model':'m-main','api_key_env':'" KEY_ENV "'},"
     /* A flag whose whole rollout is on the canary. */
@@ -224,6 +229,32 @@ static void test_fallback(void **state) {
 static void test_completions(void **state) { sdk_case(*state, "completions"); }
 static void test_models(void **state) { sdk_case(*state, "models"); }
 
+/* A wrong key is the SDK's AuthenticationError; the right one gets
+ * through, and the answer's x-request-id is the upstream's own, so the
+ * SDK's _request_id names the upstream request (issue 10.6). */
+static void test_auth_and_request_id(void **state) {
+  struct tenv *e = *state;
+  char port[16], script[] = SDK_DIR "/openai_sdk.mjs", want[64], *s, *p;
+  const char *argv[] = {node_bin, script, port, "auth", NULL};
+  char *out = NULL;
+  snprintf(port, sizeof(port), "%d", e->gate.port);
+  assert_int_equal(mg_h_run(argv, &out, NODE_MS), 0);
+  assert_non_null(out);
+  p = strstr(out, "ok auth: request ");
+  if (p == NULL)
+    fail_msg("node: %s", out);
+  p += strlen("ok auth: request ");
+  s = mg_h_mock_stats(e->mock.port);
+  assert_non_null(s);
+  assert_non_null(mg_h_json_str(s, "/last/m-main/request_id", want,
+                                sizeof(want)));
+  assert_true(strlen(want) > 4);
+  if (strncmp(p, want, strlen(want)) != 0)
+    fail_msg("SDK _request_id %.40s, upstream's %s", p, want);
+  free(s);
+  free(out);
+}
+
 static void test_embeddings(void **state) {
   struct tenv *e = *state;
   sdk_case(e, "embeddings");
@@ -241,7 +272,7 @@ int main(void) {
       SDK_TEST(test_bad_request), SDK_TEST(test_upstream_errors),
       SDK_TEST(test_fallback),    SDK_TEST(test_completions),
       SDK_TEST(test_embeddings),  SDK_TEST(test_body_too_large),
-      SDK_TEST(test_models),
+      SDK_TEST(test_models),      SDK_TEST(test_auth_and_request_id),
   };
   char probe[] = SDK_DIR "/node_modules/openai/package.json";
 

@@ -373,6 +373,29 @@ const CASES = {
     return `${f.data[0].embedding.length} dimensions`;
   },
 
+  // Client keys: a key modelgate does not know is the SDK's
+  // AuthenticationError with OpenAI's code; the configured one answers, and
+  // _request_id is the upstream's x-request-id, passed through.
+  async auth() {
+    const stranger = new OpenAI({
+      baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "sk-not-a-client",
+      maxRetries: 0, timeout: CALL_MS,
+    });
+    await rejects(() => stranger.chat.completions.create(
+      { model: "gpt-test", messages: user("Let me in") }, opts),
+      OpenAI.AuthenticationError,
+      { status: 401, code: "invalid_api_key", type: "invalid_request_error" },
+      "a wrong key");
+    await rejects(() => stranger.models.list(opts),
+      OpenAI.AuthenticationError, { status: 401 }, "models with a wrong key");
+    const data = await client.chat.completions.create(
+      { model: "gpt-test", messages: user("Known client") }, opts);
+    assert.equal(data.choices[0].message.content,
+      answer("m-main", "Known client"));
+    assert.match(data._request_id || "", /^req_[0-9a-f]+$/, "_request_id");
+    return `request ${data._request_id}`;
+  },
+
   // models.list() pages through the aliases; retrieve() finds one and
   // throws NotFoundError for a name that is not routed.
   async models() {
