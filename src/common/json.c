@@ -298,6 +298,18 @@ void mg_json_free(struct mg_json_doc *d) {
   d->len = 0;
 }
 
+void mg_json_shrink(struct mg_json_doc *d, uint32_t keep) {
+  if (d->cap <= keep)
+    return;
+  /* The tokens of the last parse are gone with the memory. */
+  free(d->toks);
+  d->toks = NULL;
+  d->n = 0;
+  d->cap = 0;
+  d->src = NULL;
+  d->len = 0;
+}
+
 int mg_json_parse(struct mg_json_doc *d, const char *src, size_t len,
                   struct mg_json_error *err) {
   uint32_t stack[MG_JSON_MAX_DEPTH]; /* indexes of the open containers */

@@ -70,6 +70,17 @@ struct mg_json_error {
 
 void mg_json_init(struct mg_json_doc *d, uint32_t max_tokens);
 void mg_json_free(struct mg_json_doc *d);
+/* Give the token array back when it grew past keep tokens (an outlier
+ * answer): the next parse starts small again. The last parse's tokens are
+ * gone. */
+void mg_json_shrink(struct mg_json_doc *d, uint32_t keep);
+
+/* The most tokens a JSON text of len bytes can hold: every value takes a
+ * byte, and every one but the first a separator too. */
+static inline uint32_t mg_json_max_tokens_for(size_t len) {
+  size_t n = len / 2 + 1;
+  return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
 
 /* Scan src[0..len): exactly one JSON value with optional surrounding
  * whitespace. Strings must be valid UTF-8 with valid escapes; numbers follow

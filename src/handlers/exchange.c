@@ -158,8 +158,19 @@ static void ex_free(struct mg_exchange *ex) {
 static void hold(struct mg_exchange *ex) { ex->holds++; }
 
 static void release(struct mg_exchange *ex) {
+  struct mg_worker *w = ex->w;
+  uint32_t keep = ex->cfg->limits.json_tokens;
   if (--ex->holds == 0 && ex->finished)
     ex_free(ex);
+  /* An outlier answer grew the worker's scratch: give it back now, or one
+   * 16 MiB answer would keep ~160 MiB of tokens for good (issue 10.5). */
+  mg_json_shrink(&w->scratch, keep);
+}
+
+/* The ceiling of an upstream answer's tokens: all that a body within
+ * limits.response_bytes can hold, and no more. */
+static uint32_t answer_tokens(const struct mg_exchange *ex) {
+  return mg_json_max_tokens_for(ex->cfg->limits.response_bytes);
 }
 
 static uint64_t now_ms(const struct mg_exchange *ex) {
@@ -510,7 +521,7 @@ static void respond_body(struct mg_exchange *ex, int status, const char *body,
   if (ex->conn && ex->req.input.stream && status == 200) {
     struct mg_json_doc *doc = &ex->w->scratch;
     struct mg_buf sse;
-    doc->max_tokens = UINT32_MAX;
+    doc->max_tokens = answer_tokens(ex);
     mg_buf_init(&sse, (size_t)-1 / 2);
     if (mg_json_parse(doc, body, len, NULL) == 0 &&
         mg_answer_replay_sse(doc, &sse) == 0) {
@@ -835,7 +846,7 @@ static uint32_t judge_answer(struct mg_exchange *ex, struct mg_up_call *call,
   double conf;
   int rc;
 
-  doc->max_tokens = UINT32_MAX;
+  doc->max_tokens = answer_tokens(ex);
   if (call->body.len == 0 ||
       mg_json_parse(doc, call->body.data, call->body.len, NULL) != 0 ||
       doc->toks[0].type != MG_JSON_OBJECT) {
@@ -985,7 +996,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
      * answers; a non-JSON one becomes a 502 of ours. */
     {
       struct mg_json_doc *doc = &ex->w->scratch;
-      doc->max_tokens = UINT32_MAX;
+      doc->max_tokens = answer_tokens(ex);
       if (call->body.len &&
           mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0 &&
           doc->toks[0].type == MG_JSON_OBJECT) {
@@ -1010,7 +1021,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     a->outcome = "client_error";
     mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
     served_by(ex, "", t->name);
-    doc->max_tokens = UINT32_MAX;
+    doc->max_tokens = answer_tokens(ex);
     if (call->body.len &&
         mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0) {
       collect_pass(call, ex->pass);
