@@ -264,7 +264,8 @@ static void test_config_errors(void **state) {
       "$.targets.t.confidence.action: must be fallback or abstain",
       "$.targets.t.breaker.error_rate: must be between 0 and 1",
       "$.targets.t.breaker.extra: unknown key",
-      "$.traditional.q: needs exactly one of \"url\" or \"static\"",
+      /* static_json may stand beside either (issue 11.4). */
+      "$.traditional.q: needs one of \"url\" or \"static\", not both",
       "$.traditional.q.url: must be an http:// or https:// URL",
       NULL};
   size_t i, j;
