@@ -90,6 +90,10 @@ static int json_text(struct mg_buf *out, const char *text, size_t len) {
   return rc;
 }
 
+int mg_answer_json_text(struct mg_buf *out, const char *text, size_t len) {
+  return json_text(out, text, len);
+}
+
 static const char *object_name(enum mg_answer_kind kind, bool chunk) {
   if (kind == MG_ANSWER_COMPLETION)
     return "text_completion";
@@ -239,6 +243,19 @@ static int compact(struct mg_buf *out, const char *p, size_t n) {
     run++;
   }
   return mg_buf_append(out, p + n - run, run);
+}
+
+int mg_answer_compact_bytes(struct mg_buf *out, const char *p, size_t n) {
+  return compact(out, p, n);
+}
+
+int mg_answer_compact(struct mg_buf *out, const struct mg_json_doc *d,
+                      uint32_t i) {
+  struct mg_str r;
+  if (i >= d->n)
+    return -EINVAL;
+  r = mg_json_raw(d, i);
+  return compact(out, r.p, r.len);
 }
 
 /* Append value i, compacted. */

@@ -50,4 +50,17 @@ int mg_answer_text(const char *body, size_t len, const char *field,
                    struct mg_json_doc *scratch, struct mg_buf *tmp,
                    const char **text, size_t *text_len);
 
+/* Helpers the other API families' renderers share (api/).
+ * Append bytes of any charset as a JSON string: invalid UTF-8 becomes
+ * U+FFFD, one per byte (RFC 8259, 8.1). */
+int mg_answer_json_text(struct mg_buf *out, const char *text,
+                        size_t len) MG_WARN_UNUSED;
+/* Append the value at index i of doc without the whitespace between its
+ * tokens (an SSE data line must be one line); strings byte for byte. */
+int mg_answer_compact(struct mg_buf *out, const struct mg_json_doc *doc,
+                      uint32_t i) MG_WARN_UNUSED;
+/* The same for bytes that are valid JSON (a part of a value). */
+int mg_answer_compact_bytes(struct mg_buf *out, const char *p,
+                            size_t n) MG_WARN_UNUSED;
+
 #endif

@@ -209,27 +209,29 @@ static int conf_value(const struct mg_json_doc *d, uint32_t i, double *out) {
   return -ENOENT;
 }
 
-/* json:<pointer>: the response itself first, then the first choice's
- * message content (or legacy text) parsed as JSON - a model asked to
- * answer {"answer": ..., "confidence": 0.8}. */
-static int json_confidence(const char *ptr, const struct mg_json_doc *d,
-                           double *out) {
+uint32_t mg_gate_choice_text(const struct mg_json_doc *d) {
+  uint32_t c = first_choice(d), msg;
+  if (c == MG_JSON_NOTFOUND)
+    return MG_JSON_NOTFOUND;
+  msg = mg_json_getc(d, c, "message");
+  return is_type(d, msg, MG_JSON_OBJECT) ? mg_json_getc(d, msg, "content")
+                                         : mg_json_getc(d, c, "text");
+}
+
+/* json:<pointer>: the response itself first, then the answer's text
+ * parsed as JSON - a model asked to answer {"answer": ...,
+ * "confidence": 0.8}. */
+int mg_gate_json_confidence(const char *ptr, const struct mg_json_doc *d,
+                            uint32_t content, double *out) {
   struct mg_json_doc sub;
   struct mg_buf tmp;
   struct mg_str s;
-  uint32_t c, msg, content;
   int rc = -ENOENT;
 
-  if (ptr == NULL)
+  if (ptr == NULL || d == NULL)
     return -ENOENT;
   if (d->n > 0 && conf_value(d, mg_json_pointer(d, 0, ptr), out) == 0)
     return 0;
-  c = first_choice(d);
-  if (c == MG_JSON_NOTFOUND)
-    return -ENOENT;
-  msg = mg_json_getc(d, c, "message");
-  content = is_type(d, msg, MG_JSON_OBJECT) ? mg_json_getc(d, msg, "content")
-                                            : mg_json_getc(d, c, "text");
   if (!is_type(d, content, MG_JSON_STRING))
     return -ENOENT;
 
@@ -273,7 +275,8 @@ int mg_gate_confidence(const struct mg_gate_cfg *g, const struct mg_json_doc *do
   case MG_CONF_JSON:
     if (doc == NULL)
       return -ENOENT;
-    return json_confidence(g->pointer, doc, conf);
+    return mg_gate_json_confidence(g->pointer, doc, mg_gate_choice_text(doc),
+                                   conf);
   }
   return -EINVAL;
 }
@@ -295,6 +298,19 @@ void mg_gate_acc_event(struct mg_gate_acc *a, const char *data, size_t len,
   c = first_choice(scratch);
   if (c != MG_JSON_NOTFOUND)
     acc_choice(a, scratch, c);
+}
+
+void mg_gate_acc_chunk(struct mg_gate_acc *a, const struct mg_json_doc *doc) {
+  uint32_t c = first_choice(doc);
+  if (c != MG_JSON_NOTFOUND)
+    acc_choice(a, doc, c);
+}
+
+void mg_gate_acc_add_tok(struct mg_gate_acc *a, const struct mg_json_doc *doc,
+                         uint32_t i) {
+  double v;
+  if (num(doc, i, &v) == 0)
+    acc_add(a, v);
 }
 
 int mg_gate_acc_confidence(const struct mg_gate_acc *a,

@@ -65,9 +65,25 @@ void mg_gate_acc_init(struct mg_gate_acc *a);
 /* Feed one SSE event's data (the JSON after "data: ", not "[DONE]"). */
 void mg_gate_acc_event(struct mg_gate_acc *a, const char *data, size_t len,
                        struct mg_json_doc *scratch);
+/* The same for an event already scanned (chat and completions chunks). */
+void mg_gate_acc_chunk(struct mg_gate_acc *a, const struct mg_json_doc *doc);
+/* Add one token logprob: the number at index i of doc (anything else is
+ * ignored; a value above 0 counts as 0). For the other APIs' shapes. */
+void mg_gate_acc_add_tok(struct mg_gate_acc *a, const struct mg_json_doc *doc,
+                         uint32_t i);
 /* The confidence so far for a logprobs source; -ENOENT without tokens. */
 int mg_gate_acc_confidence(const struct mg_gate_acc *a,
                            enum mg_conf_source source, double *conf);
+
+/* json:<pointer> for any shape: the number at the pointer into doc, or,
+ * when doc has nothing there, at the pointer into the string at index
+ * text_tok (the answer's text) parsed as JSON. -ENOENT without one. */
+int mg_gate_json_confidence(const char *pointer, const struct mg_json_doc *doc,
+                            uint32_t text_tok, double *conf);
+
+/* The first choice's text (chat: message.content; completions: text) in a
+ * chat or completions answer, or MG_JSON_NOTFOUND. */
+uint32_t mg_gate_choice_text(const struct mg_json_doc *doc);
 
 /* Copy a response body with the value of every choices[i].logprobs
  * replaced by null: what the upstream answers when logprobs were not asked

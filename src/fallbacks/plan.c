@@ -83,42 +83,108 @@ static void call(struct mg_plan *p, const struct mg_target *t, int64_t now,
   p->calls++;
 }
 
+/* The tiers in walking order: the owner's chain with the control tier (if
+ * any) at ctl_at. */
+static uint32_t ntiers(const struct mg_plan *p) {
+  return p->owner->nchain + (p->ctl_at >= 0 ? 1u : 0u);
+}
+
+static const struct mg_tier *tier_at(const struct mg_plan *p, uint32_t i) {
+  if (p->ctl_at >= 0) {
+    if (i == (uint32_t)p->ctl_at)
+      return &p->ctl;
+    if (i > (uint32_t)p->ctl_at)
+      i--;
+  }
+  return &p->owner->chain[i];
+}
+
+static void skipped(struct mg_plan *p, const struct mg_tier *t,
+                    const char *reason, bool contract) {
+  struct mg_plan_skipped s;
+  if (p->opts.on_skip == NULL)
+    return;
+  s.kind = t->kind;
+  s.target = t->target;
+  s.trad = t->trad;
+  s.reason = reason;
+  s.contract = contract;
+  s.control = t == &p->ctl;
+  p->opts.on_skip(p->opts.arg, &s);
+}
+
+/* What of the request a traditional tier cannot honour, or NULL. It never
+ * calls tools, makes one answer, and has no token logprobs; it answers
+ * JSON only with a static_json document. */
+static const char *trad_cannot(const struct mg_plan *p,
+                               const struct mg_traditional *t) {
+  static const uint32_t never[] = {MG_NEED_TOOL, MG_NEED_N, MG_NEED_LOGPROBS};
+  size_t i;
+  for (i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+    if (p->opts.needs & never[i])
+      return mg_need_name(never[i]);
+  if ((p->opts.needs & MG_NEED_JSON) && t->static_json == NULL)
+    return mg_need_name(MG_NEED_JSON);
+  return NULL;
+}
+
 /* Move down the chain to the next tier that can serve. */
 static void advance(struct mg_plan *p, int64_t now, struct mg_step *out) {
-  const struct mg_policy *o = p->owner;
   for (;;) {
     const struct mg_tier *t;
-    if ((uint32_t)(p->tier + 1) >= o->nchain) {
+    const char *why;
+    if ((uint32_t)(p->tier + 1) >= ntiers(p)) {
       fail(p, out);
       return;
     }
-    t = &o->chain[++p->tier];
+    t = tier_at(p, (uint32_t)++p->tier);
     switch (t->kind) {
     case MG_TIER_TARGET:
       /* No time left: a call could not finish. Cheaper tiers may still
        * answer at once. */
-      if (now >= p->deadline)
+      if (now >= p->deadline) {
+        skipped(p, t, "deadline", false);
         continue;
+      }
       if (!allow(p, t->target, now)) {
         /* Skipped at no cost. The original failure stays the one to
          * report if nothing else answers. */
         if (p->last == 0)
           p->last = MG_TRIG_BREAKER;
+        skipped(p, t, "breaker_open", false);
         continue;
       }
       p->tries = 1;
       call(p, t->target, now, out);
+      out->control = t == &p->ctl;
       return;
     case MG_TIER_CACHE:
+      if (p->opts.no_cache) {
+        skipped(p, t, "endpoint", true);
+        continue;
+      }
       memset(out, 0, sizeof(*out));
       out->kind = MG_STEP_CACHE;
       return;
     case MG_TIER_TRADITIONAL:
-      if (t->trad->url && now >= p->deadline)
+      if (p->opts.no_traditional) {
+        skipped(p, t, "endpoint", true);
         continue;
+      }
+      if ((why = trad_cannot(p, t->trad)) != NULL) {
+        skipped(p, t, why, true);
+        continue;
+      }
       memset(out, 0, sizeof(*out));
       out->kind = MG_STEP_TRADITIONAL;
       out->trad = t->trad;
+      out->json = (p->opts.needs & MG_NEED_JSON) != 0;
+      out->text = out->json ? t->trad->static_json : t->trad->static_text;
+      /* A fixed answer costs nothing; a call needs time. */
+      if (out->text == NULL && now >= p->deadline) {
+        skipped(p, t, "deadline", false);
+        continue;
+      }
       out->budget_ms = budget(p, now);
       return;
     }
@@ -140,8 +206,31 @@ static void fall_back(struct mg_plan *p, uint32_t trigger, int64_t now,
     p->why = trigger;
 }
 
-void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
+/* Where the control tier goes: before the first traditional tier, unless
+ * there is no control or the chain already tries it. */
+static void place_control(struct mg_plan *p, const struct mg_target *first) {
+  const struct mg_policy *o = p->owner;
+  const struct mg_target *c = p->opts.control;
+  uint32_t i;
+
+  p->ctl_at = -1;
+  if (c == NULL || c == first)
+    return;
+  for (i = 0; i < o->nchain; i++)
+    if (o->chain[i].kind == MG_TIER_TARGET && o->chain[i].target == c)
+      return;
+  for (i = 0; i < o->nchain; i++)
+    if (o->chain[i].kind == MG_TIER_TRADITIONAL)
+      break;
+  memset(&p->ctl, 0, sizeof(p->ctl));
+  p->ctl.kind = MG_TIER_TARGET;
+  p->ctl.target = c;
+  p->ctl_at = (int32_t)i;
+}
+
+void mg_plan_begin(struct mg_plan *p, const struct mg_fallbacks *fb,
                    const struct mg_target *first,
+                   const struct mg_plan_opts *o,
                    struct mg_breaker *const *breakers, int64_t now,
                    struct mg_step *out) {
   memset(p, 0, sizeof(*p));
@@ -149,6 +238,10 @@ void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
   p->owner = mg_policy_of(fb, first);
   p->breakers = breakers;
   p->tier = -1;
+  if (o)
+    p->opts = *o;
+  place_control(p, first);
+  /* One deadline for the whole request, the control tier included. */
   p->deadline = now + p->owner->deadline_ms;
   p->breaker_state = -1;
   if (!allow(p, first, now)) {
@@ -158,6 +251,13 @@ void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
   }
   p->tries = 1;
   call(p, first, now, out);
+}
+
+void mg_plan_start(struct mg_plan *p, const struct mg_fallbacks *fb,
+                   const struct mg_target *first,
+                   struct mg_breaker *const *breakers, int64_t now,
+                   struct mg_step *out) {
+  mg_plan_begin(p, fb, first, NULL, breakers, now, out);
 }
 
 /* The wait before retry number `tries` (1-based): exponential backoff with

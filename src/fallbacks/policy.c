@@ -82,7 +82,8 @@ static void parse_retry(struct mg_retry_cfg *r, const cJSON *obj,
 }
 
 static void parse_gate(struct mg_gate_cfg *g, const cJSON *obj,
-                       const char *path, struct mg_cfg_errors *e) {
+                       const char *path, const struct mg_target *t,
+                       struct mg_cfg_errors *e) {
   static const char *const keys[] = {"min", "source", "action", "missing",
                                      "stream", NULL};
   char p[MG_CFG_PATH_MAX], *s;
@@ -103,6 +104,14 @@ static void parse_gate(struct mg_gate_cfg *g, const cJSON *obj,
                  s);
   }
   free(s);
+  /* Anthropic's Messages API has no token logprobs: such a gate would
+   * never see a signal. */
+  if (mg_gate_needs_logprobs(g) && t->api == MG_API_ANTHROPIC) {
+    mg_cfg_join(p, path, "source");
+    mg_cfg_error(e, p,
+                 "a target with api \"anthropic\" has no token logprobs; use "
+                 "header:<name> or json:<pointer>");
+  }
   if (mg_gate_needs_logprobs(g) && (g->min < 0 || g->min > 1)) {
     mg_cfg_join(p, path, "min");
     mg_cfg_error(e, p, "a logprobs confidence lies between 0 and 1");
@@ -181,8 +190,8 @@ static void parse_cache(struct mg_cache_cfg *c, const cJSON *obj,
 
 static void parse_traditional(struct mg_fallbacks *f, const cJSON *sec,
                               struct mg_cfg_errors *e) {
-  static const char *const keys[] = {"url", "static", "field", "timeout_ms",
-                                     NULL};
+  static const char *const keys[] = {"url",   "static",     "static_json",
+                                     "field", "timeout_ms", NULL};
   const cJSON *it;
   if (sec == NULL || !mg_cfg_object(sec, "$.traditional", NULL, e))
     return;
@@ -207,8 +216,30 @@ static void parse_traditional(struct mg_fallbacks *f, const cJSON *sec,
     t->field = mg_cfg_str(it, "field", p, NULL, false, e);
     t->timeout_ms =
         (uint32_t)mg_cfg_int(it, "timeout_ms", p, 5000, 1, 600000, e);
-    if ((t->url == NULL) == (t->static_text == NULL))
-      mg_cfg_error(e, p, "needs exactly one of \"url\" or \"static\"");
+    {
+      const cJSON *sj = cJSON_GetObjectItemCaseSensitive(it, "static_json");
+      if (sj) {
+        char q[MG_CFG_PATH_MAX];
+        mg_cfg_join(q, p, "static_json");
+        /* The answer's message content will be this document: a client in
+         * JSON mode parses it, so it must be an object or an array. */
+        if (!cJSON_IsObject(sj) && !cJSON_IsArray(sj))
+          mg_cfg_error(e, q, "must be a JSON object or array (the answer "
+                             "a JSON-mode client parses)");
+        else if ((t->static_json = cJSON_PrintUnformatted(sj)) == NULL)
+          mg_cfg_error(e, q, "out of memory");
+      }
+    }
+    if (t->url && t->static_text)
+      mg_cfg_error(e, p, "needs one of \"url\" or \"static\", not both");
+    else if (t->url == NULL && t->static_text == NULL &&
+             t->static_json == NULL)
+      mg_cfg_error(e, p, "needs one of \"url\", \"static\" or "
+                         "\"static_json\"");
+    /* static_json alone answers every request with the document. */
+    if (t->url == NULL && t->static_text == NULL && t->static_json &&
+        (t->static_text = strdup(t->static_json)) == NULL)
+      mg_cfg_error(e, p, "out of memory");
     if (t->url && strncmp(t->url, "http://", 7) != 0 &&
         strncmp(t->url, "https://", 8) != 0) {
       char q[MG_CFG_PATH_MAX];
@@ -306,7 +337,7 @@ void mg_fallbacks_parse(struct mg_fallbacks *out, const cJSON *root,
                 p, e);
     mg_cfg_join(p, path, "confidence");
     parse_gate(&pol->gate, cJSON_GetObjectItemCaseSensitive(obj, "confidence"),
-               p, e);
+               p, t, e);
     mg_cfg_join(p, path, "breaker");
     parse_breaker(&pol->breaker,
                   cJSON_GetObjectItemCaseSensitive(obj, "breaker"), p, e);
@@ -334,6 +365,7 @@ void mg_fallbacks_free(struct mg_fallbacks *f) {
     free(f->trad[i].name);
     free(f->trad[i].url);
     free(f->trad[i].static_text);
+    free(f->trad[i].static_json);
     free(f->trad[i].field);
   }
   free(f->trad);

@@ -4,7 +4,8 @@
  *   "targets": {"primary": {..., "retries": {...}, "confidence": {...},
  *               "breaker": {...}, "fallbacks": ["simple", "cache",
  *               "traditional:faq"], "fallback_on": [...], "deadline_ms": N}}
- *   "traditional": {"faq": {"url": "...", "field": "/answer"} | {"static": "..."}}
+ *   "traditional": {"faq": {"url": "...", "field": "/answer"} | {"static": "..."},
+ *                   and/or "static_json": <a JSON document>}
  *   "cache": {...}
  *
  * The target keys are parsed here, not by routing/target.c, which only
@@ -59,6 +60,10 @@ struct mg_traditional {
   char *name;        /* owned */
   char *url;         /* owned: an HTTP endpoint, or NULL */
   char *static_text; /* owned: a fixed answer, or NULL */
+  char *static_json; /* owned: `static_json`, a JSON document in compact
+                      * form: the answer to requests that ask for JSON
+                      * (response_format), and to all when the tier has
+                      * neither url nor static; or NULL */
   char *field;       /* owned: JSON pointer to the answer text, or NULL */
   uint32_t timeout_ms;
   uint32_t index;    /* position in the snapshot's array */

@@ -11,9 +11,9 @@
 #include "common/json.h"
 #include "common/time.h"
 
-static const char *const reason_names[] = {"killed",  "window",  "blocked",
-                                           "allowed", "rule",    "rollout",
-                                           "default"};
+static const char *const reason_names[] = {
+    "killed", "window", "blocked", "allowed",
+    "rule",   "rollout", "no_unit", "default"};
 static const char *const unit_names[] = {"user", "attr", "request", "input"};
 
 const char *mg_reason_name(enum mg_reason r, int32_t rule, char *buf,
@@ -36,8 +36,10 @@ uint32_t mg_bucket(const char *salt, size_t salt_len, const void *unit,
 
 /* "ramp" and "guards" are parsed by ramps/ramp.c (a layer above). */
 static const char *const flag_keys[] = {
-    "enabled", "off_variant", "salt",  "unit",  "start",  "end",
-    "block",   "variants",    "rules", "ramp",  "guards", NULL};
+    "enabled", "off_variant", "salt",         "unit",
+    "start",   "end",         "block",        "variants",
+    "rules",   "ramp",        "guards",       "missing_unit",
+    "fallback_to_control",    NULL};
 static const char *const variant_keys[] = {"target", "weight", "allow", NULL};
 static const char *const rule_keys[] = {"if", "variant", NULL};
 
@@ -282,6 +284,16 @@ static void parse_flag(struct mg_flag *f, const char *name, const cJSON *obj,
   }
   free(s);
 
+  s = mg_cfg_str(obj, "missing_unit", path, "off_variant", true, e);
+  mg_cfg_join(p, path, "missing_unit");
+  if (s && strcmp(s, "request") == 0)
+    f->missing_unit = MG_MISSING_REQUEST;
+  else if (s && strcmp(s, "off_variant") != 0)
+    mg_cfg_error(e, p, "must be off_variant or request, not \"%s\"", s);
+  free(s);
+  f->fallback_to_control =
+      mg_cfg_bool(obj, "fallback_to_control", path, true, e);
+
   parse_time(obj, "start", path, &f->start_ms, e);
   parse_time(obj, "end", path, &f->end_ms, e);
   if (f->start_ms != INT64_MIN && f->end_ms != INT64_MAX &&
@@ -421,19 +433,13 @@ int mg_flag_state_set_weights(struct mg_flag_state *st,
 /* ---- evaluation ---------------------------------------------------------------- */
 
 /* The unit id for user and attribute units; false when the request has
- * none (it is then its own unit). */
+ * none. */
 static bool named_unit(const struct mg_flag *f, const struct mg_request *r,
-                       struct mg_str *id) {
+                       struct mg_str *id, enum mg_unit_source *src) {
+  *src = MG_USRC_NONE;
   if (f->unit == MG_UNIT_USER) {
-    if (r->user.len) {
-      *id = r->user;
-      return true;
-    }
-    if (r->unit_header.len) {
-      *id = r->unit_header;
-      return true;
-    }
-    return false;
+    *src = mg_request_unit(r, id);
+    return *src != MG_USRC_NONE;
   }
   if (f->unit == MG_UNIT_ATTR) {
     const struct mg_str *v =
@@ -463,14 +469,19 @@ void mg_flag_eval(const struct mg_flag *f, const struct mg_flag_state *st,
   out->rule = -1;
   out->bucket = MG_NO_BUCKET;
   out->unit_kind = f->unit;
+  out->unit_source = MG_USRC_NONE;
+  out->has_unit = false;
   out->unit_hash = 0;
 
   if (f->unit == MG_UNIT_USER || f->unit == MG_UNIT_ATTR) {
-    named = named_unit(f, r, &id);
-    if (named)
+    named = named_unit(f, r, &id, &out->unit_source);
+    if (named) {
       out->unit_hash = mg_xxh64(id.p, id.len, 0);
-    else
+      out->has_unit = true;
+    } else {
+      /* No unit: the record says "request" and carries none. */
       out->unit_kind = MG_UNIT_REQUEST;
+    }
   }
 
   if (st->killed)
@@ -503,6 +514,7 @@ void mg_flag_eval(const struct mg_flag *f, const struct mg_flag_state *st,
         canon.data) {
       out->bucket = mg_bucket(f->salt, f->salt_len, canon.data, canon.len);
       out->unit_hash = mg_xxh64(canon.data, canon.len, 0);
+      out->has_unit = true;
     } else {
       out->unit_kind = MG_UNIT_REQUEST;
     }
@@ -510,8 +522,14 @@ void mg_flag_eval(const struct mg_flag *f, const struct mg_flag_state *st,
   } else {
     out->unit_kind = MG_UNIT_REQUEST;
   }
-  if (out->bucket == MG_NO_BUCKET)
+  if (out->bucket == MG_NO_BUCKET) {
+    /* A request without its flag's unit is not randomized unless the flag
+     * asks: drawing it afresh each time would flip one user between arms
+     * on every call (issue 11.1). Request units are always drawn. */
+    if (f->unit != MG_UNIT_REQUEST && f->missing_unit != MG_MISSING_REQUEST)
+      DECIDE(f->off_variant, MG_REASON_NO_UNIT);
     out->bucket = (uint32_t)(rnd % MG_BUCKETS);
+  }
 
   for (i = 0; i < f->nvariants; i++)
     if (out->bucket >= st->lo[i] && out->bucket < st->hi[i])

@@ -2,7 +2,17 @@
  * and why (DESIGN.md, "Flags: how a variant is chosen").
  *
  * Evaluation order, first match wins:
- *   killed -> window -> blocked -> allowed -> rule:<i> -> rollout -> default
+ *   killed -> window -> blocked -> allowed -> rule:<i> -> [no weights:
+ *   default] -> no_unit -> rollout -> default
+ *
+ * Units (issue 11.1): a flag of unit `user` reads the request's unit id in
+ * DESIGN.md's order (safety_identifier, user, header x-modelgate-unit, the
+ * authenticated client: mg_request_unit); `attr:<name>` an attribute;
+ * `input` the normalized messages. A request that has none of its flag's
+ * unit is not randomized: the rollout serves it the off_variant with
+ * reason no_unit, unless the flag says "missing_unit": "request" (then it
+ * is drawn afresh, unit_kind request). Everything before the rollout
+ * (kill, window, lists, rules) applies as usual.
  *
  * Bucketing: bucket = XXH3_64(salt, 0x1f, unit id) mod 10000. Two flags
  * with different salts (the default salt is the flag's name) bucket the same
@@ -34,7 +44,7 @@
 #define MG_NO_BUCKET UINT32_MAX
 
 enum mg_unit_kind {
-  MG_UNIT_USER,    /* body `user`, else header x-modelgate-unit */
+  MG_UNIT_USER,    /* the request's unit id (mg_request_unit) */
   MG_UNIT_ATTR,    /* an attribute's value (unit: "attr:<name>") */
   MG_UNIT_REQUEST, /* every request drawn afresh */
   MG_UNIT_INPUT,   /* the normalized messages: same prompt, same arm */
@@ -47,7 +57,14 @@ enum mg_reason {
   MG_REASON_ALLOWED,
   MG_REASON_RULE,
   MG_REASON_ROLLOUT,
-  MG_REASON_DEFAULT,
+  MG_REASON_NO_UNIT, /* a rollout, but the request has no unit */
+  MG_REASON_DEFAULT, /* keep last: metrics count slots up to it */
+};
+
+/* What a flag does with a request that lacks its unit. */
+enum mg_missing_unit {
+  MG_MISSING_OFF,     /* "off_variant" (default): reason no_unit */
+  MG_MISSING_REQUEST, /* "request": drawn afresh per request */
 };
 
 struct mg_variant {
@@ -84,6 +101,10 @@ struct mg_flag {
   struct mg_rule *rules;   /* owned */
   uint32_t nrules;
   bool has_weights;        /* the file gives weights (else no rollout) */
+  enum mg_missing_unit missing_unit;
+  bool fallback_to_control; /* a variant whose chain is exhausted falls
+                             * back to the off_variant's target (default
+                             * true; fallbacks/plan.h) */
   uint32_t index;          /* position in the snapshot's flag array */
 };
 
@@ -109,7 +130,11 @@ struct mg_flag_decision {
   int32_t rule;               /* for MG_REASON_RULE, else -1 */
   uint32_t bucket;            /* for MG_REASON_ROLLOUT, else MG_NO_BUCKET */
   enum mg_unit_kind unit_kind; /* the kind used: MG_UNIT_REQUEST when the
-                                * configured unit was missing */
+                                * configured unit was missing (the record
+                                * then has no unit) */
+  enum mg_unit_source unit_source; /* for MG_UNIT_USER: where the unit id
+                                    * came from; MG_USRC_NONE otherwise */
+  bool has_unit;              /* a unit id (or input digest) was found */
   uint64_t unit_hash;         /* XXH64 of the unit id, for the log; 0 for
                                * request units */
 };

@@ -6,11 +6,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-void mg_request_init(struct mg_request *r, enum mg_endpoint ep) {
+static const char *const usrc_names[] = {"none", "safety_identifier", "user",
+                                         "header", "client"};
+
+const char *mg_unit_source_name(enum mg_unit_source s) {
+  return (unsigned)s < sizeof(usrc_names) / sizeof(usrc_names[0])
+             ? usrc_names[s]
+             : "none";
+}
+
+const char *mg_need_name(uint32_t need) {
+  switch (need) {
+  case MG_NEED_JSON:
+    return "response_format";
+  case MG_NEED_TOOL:
+    return "tool_choice";
+  case MG_NEED_N:
+    return "n";
+  case MG_NEED_LOGPROBS:
+    return "logprobs";
+  default:
+    return NULL;
+  }
+}
+
+enum mg_req_shape mg_req_shape_of(enum mg_endpoint_id ep) {
+  switch (ep) {
+  case MG_EP_CHAT:
+    return MG_SHAPE_CHAT;
+  case MG_EP_COMPLETIONS:
+    return MG_SHAPE_COMPLETIONS;
+  case MG_EP_EMBEDDINGS:
+    return MG_SHAPE_EMBEDDINGS;
+  case MG_EP_RESPONSES:
+    return MG_SHAPE_RESPONSES;
+  case MG_EP_MESSAGES:
+  case MG_EP_COUNT_TOKENS:
+    return MG_SHAPE_MESSAGES;
+  default:
+    return MG_SHAPE_NONE;
+  }
+}
+
+void mg_request_init(struct mg_request *r, enum mg_endpoint_id ep) {
   memset(r, 0, sizeof(*r));
   r->endpoint = ep;
+  r->shape = mg_req_shape_of(ep);
   r->messages_tok = MG_JSON_NOTFOUND;
   r->model_tok = MG_JSON_NOTFOUND;
+  r->previous_tok = MG_JSON_NOTFOUND;
   r->input.max_tokens = -1;
 }
 
@@ -21,15 +65,21 @@ void mg_request_free(struct mg_request *r) {
   r->nowned = 0;
 }
 
-const struct mg_str *mg_request_attr(const struct mg_request *r,
-                                     struct mg_str name) {
+static struct mg_attr *find_attr(const struct mg_request *r,
+                                 struct mg_str name) {
   size_t i;
   /* Names compare case-insensitively: headers carry them too, and header
    * names are case-insensitive. */
   for (i = 0; i < r->nattrs; i++)
     if (mg_str_eq_nocase(r->attrs[i].name, name))
-      return &r->attrs[i].value;
+      return (struct mg_attr *)&r->attrs[i];
   return NULL;
+}
+
+const struct mg_str *mg_request_attr(const struct mg_request *r,
+                                     struct mg_str name) {
+  const struct mg_attr *a = find_attr(r, name);
+  return a ? &a->value : NULL;
 }
 
 bool mg_request_add_attr(struct mg_request *r, struct mg_str name,
@@ -42,6 +92,41 @@ bool mg_request_add_attr(struct mg_request *r, struct mg_str name,
   r->attrs[r->nattrs].value = value;
   r->nattrs++;
   return true;
+}
+
+bool mg_request_set_client(struct mg_request *r, struct mg_str name) {
+  struct mg_attr *a = find_attr(r, MG_STR_LIT("client"));
+  r->client = name;
+  /* The server's word replaces whatever a header or the body's metadata
+   * said: a caller must not pass itself off as another client. */
+  if (a) {
+    a->name = MG_STR_LIT("client");
+    a->value = name;
+    return true;
+  }
+  return mg_request_add_attr(r, MG_STR_LIT("client"), name);
+}
+
+enum mg_unit_source mg_request_unit(const struct mg_request *r,
+                                    struct mg_str *id) {
+  if (r->safety_identifier.len) {
+    *id = r->safety_identifier;
+    return MG_USRC_SAFETY_IDENTIFIER;
+  }
+  if (r->user.len) {
+    *id = r->user;
+    return MG_USRC_USER;
+  }
+  if (r->unit_header.len) {
+    *id = r->unit_header;
+    return MG_USRC_HEADER;
+  }
+  if (r->client.len) {
+    *id = r->client;
+    return MG_USRC_CLIENT;
+  }
+  *id = MG_STR_NULL;
+  return MG_USRC_NONE;
 }
 
 static int fail(struct mg_request_error *err, enum mg_request_code code,
@@ -57,6 +142,11 @@ static int fail(struct mg_request_error *err, enum mg_request_code code,
   vsnprintf(err->message, sizeof(err->message), fmt, ap);
   va_end(ap);
   return -1;
+}
+
+static inline bool is_type(const struct mg_json_doc *d, uint32_t i,
+                           enum mg_json_type t) {
+  return i < d->n && d->toks[i].type == t;
 }
 
 /* A string token as a slice: borrowed from the body when it has no escapes,
@@ -84,9 +174,12 @@ static int string_of(struct mg_request *r, const struct mg_json_doc *d,
   return 0;
 }
 
-/* Characters of a message `content`: a string, or an array of parts whose
- * `text` strings count (images and audio parts have none). */
-static uint64_t content_chars(const struct mg_json_doc *d, uint32_t c) {
+/* Characters of a `content`: a string, or an array of parts whose `text`
+ * strings count (images and audio parts have none). A part without text
+ * that holds a `content` of its own (Anthropic's tool_result) counts that
+ * one, one level down. */
+static uint64_t content_chars_depth(const struct mg_json_doc *d, uint32_t c,
+                                    int depth) {
   uint64_t n = 0;
   uint32_t i, k;
   if (c == MG_JSON_NOTFOUND)
@@ -100,32 +193,70 @@ static uint64_t content_chars(const struct mg_json_doc *d, uint32_t c) {
       n += mg_json_str_chars(d, i);
     } else if (d->toks[i].type == MG_JSON_OBJECT) {
       uint32_t t = mg_json_getc(d, i, "text");
-      if (t != MG_JSON_NOTFOUND && d->toks[t].type == MG_JSON_STRING)
+      if (is_type(d, t, MG_JSON_STRING))
         n += mg_json_str_chars(d, t);
+      else if (depth > 0)
+        n += content_chars_depth(d, mg_json_getc(d, i, "content"), depth - 1);
     }
   }
   return n;
 }
 
-static void read_input(struct mg_request *r, const struct mg_json_doc *d) {
-  uint32_t m = r->messages_tok, i, k;
-  if (m == MG_JSON_NOTFOUND)
+static uint64_t content_chars(const struct mg_json_doc *d, uint32_t c) {
+  return content_chars_depth(d, c, 1);
+}
+
+/* An array of message objects: their number and the characters of their
+ * contents. */
+static void read_messages(struct mg_request *r, const struct mg_json_doc *d,
+                          uint32_t m) {
+  uint32_t i, k;
+  if (!is_type(d, m, MG_JSON_ARRAY))
     return;
-  if (r->endpoint == MG_EP_CHAT) {
-    if (d->toks[m].type != MG_JSON_ARRAY)
-      return;
-    r->input.messages = d->toks[m].count;
-    for (k = 0, i = m + 1; k < d->toks[m].count; k++, i = d->toks[i].next)
-      if (d->toks[i].type == MG_JSON_OBJECT)
-        r->input.chars += content_chars(d, mg_json_getc(d, i, "content"));
+  r->input.messages += d->toks[m].count;
+  for (k = 0, i = m + 1; k < d->toks[m].count; k++, i = d->toks[i].next)
+    if (d->toks[i].type == MG_JSON_OBJECT)
+      r->input.chars += content_chars(d, mg_json_getc(d, i, "content"));
+}
+
+/* Responses `input`: a string (one message), or items. A message item's
+ * content is a string or parts; a function_call_output's `output` string
+ * is text the model reads too. */
+static void read_items(struct mg_request *r, const struct mg_json_doc *d,
+                       uint32_t m) {
+  uint32_t i, k;
+  if (is_type(d, m, MG_JSON_STRING)) {
+    r->input.messages += 1;
+    r->input.chars += mg_json_str_chars(d, m);
     return;
   }
-  /* completions `prompt` and embeddings `input`: a string or an array of
-   * strings (token arrays count as inputs without characters). */
-  if (d->toks[m].type == MG_JSON_STRING) {
+  if (!is_type(d, m, MG_JSON_ARRAY))
+    return;
+  r->input.messages += d->toks[m].count;
+  for (k = 0, i = m + 1; k < d->toks[m].count; k++, i = d->toks[i].next) {
+    uint32_t c;
+    if (d->toks[i].type != MG_JSON_OBJECT)
+      continue;
+    c = mg_json_getc(d, i, "content");
+    if (c != MG_JSON_NOTFOUND) {
+      r->input.chars += content_chars(d, c);
+      continue;
+    }
+    c = mg_json_getc(d, i, "output");
+    if (is_type(d, c, MG_JSON_STRING))
+      r->input.chars += mg_json_str_chars(d, c);
+  }
+}
+
+/* completions `prompt` and embeddings `input`: a string or an array of
+ * strings (token arrays count as inputs without characters). */
+static void read_prompts(struct mg_request *r, const struct mg_json_doc *d,
+                         uint32_t m) {
+  uint32_t i, k;
+  if (is_type(d, m, MG_JSON_STRING)) {
     r->input.messages = 1;
     r->input.chars = mg_json_str_chars(d, m);
-  } else if (d->toks[m].type == MG_JSON_ARRAY) {
+  } else if (is_type(d, m, MG_JSON_ARRAY)) {
     r->input.messages = d->toks[m].count;
     for (k = 0, i = m + 1; k < d->toks[m].count; k++, i = d->toks[i].next)
       if (d->toks[i].type == MG_JSON_STRING)
@@ -133,23 +264,164 @@ static void read_input(struct mg_request *r, const struct mg_json_doc *d) {
   }
 }
 
+/* A system prompt beside the messages (Responses `instructions`, Anthropic
+ * `system`): one more message, and its characters. */
+static void read_system(struct mg_request *r, const struct mg_json_doc *d,
+                        const char *key) {
+  uint32_t s = mg_json_getc(d, 0, key);
+  if (s == MG_JSON_NOTFOUND || d->toks[s].type == MG_JSON_NULL)
+    return;
+  if (d->toks[s].type != MG_JSON_STRING && d->toks[s].type != MG_JSON_ARRAY)
+    return;
+  r->input.messages += 1;
+  r->input.chars += content_chars(d, s);
+}
+
+static void read_input(struct mg_request *r, const struct mg_json_doc *d) {
+  switch (r->shape) {
+  case MG_SHAPE_CHAT:
+    r->messages_tok = mg_json_getc(d, 0, "messages");
+    read_messages(r, d, r->messages_tok);
+    break;
+  case MG_SHAPE_MESSAGES:
+    r->messages_tok = mg_json_getc(d, 0, "messages");
+    read_messages(r, d, r->messages_tok);
+    read_system(r, d, "system");
+    break;
+  case MG_SHAPE_RESPONSES:
+    r->messages_tok = mg_json_getc(d, 0, "input");
+    read_items(r, d, r->messages_tok);
+    read_system(r, d, "instructions");
+    break;
+  case MG_SHAPE_COMPLETIONS:
+    r->messages_tok = mg_json_getc(d, 0, "prompt");
+    read_prompts(r, d, r->messages_tok);
+    break;
+  case MG_SHAPE_EMBEDDINGS:
+    r->messages_tok = mg_json_getc(d, 0, "input");
+    read_prompts(r, d, r->messages_tok);
+    break;
+  case MG_SHAPE_NONE:
+    break;
+  }
+}
+
+static bool str_is(const struct mg_json_doc *d, uint32_t i, const char *s) {
+  return is_type(d, i, MG_JSON_STRING) && mg_json_str_eq(d, i, s, strlen(s));
+}
+
+/* Does a `type` at i name a JSON answer? */
+static bool json_format(const struct mg_json_doc *d, uint32_t fmt) {
+  uint32_t t;
+  if (!is_type(d, fmt, MG_JSON_OBJECT))
+    return false;
+  t = mg_json_getc(d, fmt, "type");
+  return str_is(d, t, "json_object") || str_is(d, t, "json_schema");
+}
+
+/* Does tool_choice force a tool call? OpenAI: "required", a named function
+ * or tool object, or allowed_tools in mode "required"; Anthropic: {"type":
+ * "any"} or {"type": "tool", "name": ...}. "auto" and "none" do not. */
+static bool forces_tool(const struct mg_json_doc *d, uint32_t tc, bool anthropic) {
+  uint32_t t;
+  if (str_is(d, tc, "required"))
+    return !anthropic;
+  if (!is_type(d, tc, MG_JSON_OBJECT))
+    return false;
+  t = mg_json_getc(d, tc, "type");
+  if (anthropic)
+    return str_is(d, t, "any") || str_is(d, t, "tool");
+  if (str_is(d, t, "allowed_tools"))
+    return str_is(d, mg_json_getc(d, tc, "mode"), "required");
+  return !str_is(d, t, "auto") && !str_is(d, t, "none");
+}
+
+/* Does an `include` array ask for the output's token logprobs? */
+static bool includes_logprobs(const struct mg_json_doc *d, uint32_t inc) {
+  uint32_t i, k;
+  if (!is_type(d, inc, MG_JSON_ARRAY))
+    return false;
+  for (k = 0, i = inc + 1; k < d->toks[inc].count; k++, i = d->toks[i].next)
+    if (str_is(d, i, "message.output_text.logprobs"))
+      return true;
+  return false;
+}
+
+/* What a fallback tier would have to honour. */
+static void read_needs(struct mg_request *r, const struct mg_json_doc *d) {
+  bool anthropic = r->shape == MG_SHAPE_MESSAGES;
+  uint32_t v;
+  int64_t n;
+
+  if (r->shape == MG_SHAPE_NONE || r->shape == MG_SHAPE_EMBEDDINGS)
+    return;
+  if (r->shape == MG_SHAPE_CHAT &&
+      json_format(d, mg_json_getc(d, 0, "response_format")))
+    r->needs |= MG_NEED_JSON;
+  if (r->shape == MG_SHAPE_RESPONSES) {
+    v = mg_json_getc(d, 0, "text");
+    if (is_type(d, v, MG_JSON_OBJECT) &&
+        json_format(d, mg_json_getc(d, v, "format")))
+      r->needs |= MG_NEED_JSON;
+  }
+  if (forces_tool(d, mg_json_getc(d, 0, "tool_choice"), anthropic))
+    r->needs |= MG_NEED_TOOL;
+  v = mg_json_getc(d, 0, "n");
+  if ((r->shape == MG_SHAPE_CHAT || r->shape == MG_SHAPE_COMPLETIONS) &&
+      is_type(d, v, MG_JSON_NUMBER) && mg_json_int(d, v, &n) == 0 && n > 1)
+    r->needs |= MG_NEED_N;
+  if (r->logprobs)
+    r->needs |= MG_NEED_LOGPROBS;
+}
+
 /* The keys whose meaning modelgate itself depends on. A body naming one of
  * them twice is refused: modelgate and the upstream could otherwise read
  * different values (most JSON parsers keep the last, the scanner the first). */
 static const char *const watched_keys[] = {
-    "model",    "user",   "stream", "metadata",   "messages",
-    "prompt",   "input",  "tools",  "functions",  "max_tokens",
-    "logprobs", "max_completion_tokens", "top_logprobs", NULL};
+    "model",        "user",          "stream",
+    "metadata",     "messages",      "prompt",
+    "input",        "tools",         "functions",
+    "max_tokens",   "logprobs",      "max_completion_tokens",
+    "top_logprobs", "safety_identifier", "previous_response_id",
+    "include",      "instructions",  "system",
+    "max_output_tokens", "text",     "tool_choice",
+    "response_format", "n",          NULL};
+
+static int check_duplicates(const struct mg_json_doc *doc, uint32_t obj,
+                            const char *const *watched,
+                            struct mg_request_error *err) {
+  uint32_t i, k, n = doc->toks[obj].count;
+  for (k = 0, i = obj + 1; k < n; k++, i = doc->toks[i + 1].next) {
+    const char *const *w;
+    uint32_t j, kk;
+    for (w = watched; *w; w++)
+      if (mg_json_str_eq(doc, i, *w, strlen(*w)))
+        break;
+    if (*w == NULL)
+      continue;
+    /* Quadratic only over the watched keys, which are few. */
+    for (kk = 0, j = obj + 1; kk < k; kk++, j = doc->toks[j + 1].next)
+      if (mg_json_str_eq(doc, j, *w, strlen(*w)))
+        return fail(err, MG_REQ_DUPLICATE_KEY, *w,
+                    "The key '%s' appears more than once in your request.",
+                    *w);
+  }
+  return 0;
+}
 
 int mg_request_parse(struct mg_request *r, const char *body, size_t len,
                      struct mg_json_doc *doc, struct mg_request_error *err) {
+  static const char *const metadata_watched[] = {"user_id", NULL};
   struct mg_json_error jerr;
-  uint32_t i, k, v, n;
+  uint32_t i, k, v;
   int rc;
 
   r->body = body;
   r->body_len = len;
   r->doc = doc;
+  if (r->shape == MG_SHAPE_NONE)
+    return fail(err, MG_REQ_INVALID_FIELD, NULL,
+                "This endpoint does not take a request body.");
   rc = mg_json_parse(doc, body, len, &jerr);
   if (rc == MG_JSON_ETOOMANY || rc == MG_JSON_EDEPTH)
     return fail(err, MG_REQ_TOO_COMPLEX, NULL,
@@ -165,23 +437,8 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
   if (doc->toks[0].type != MG_JSON_OBJECT)
     return fail(err, MG_REQ_NOT_OBJECT, NULL,
                 "The body of your request must be a JSON object.");
-
-  n = doc->toks[0].count;
-  for (k = 0, i = 1; k < n; k++, i = doc->toks[i + 1].next) {
-    const char *const *w;
-    uint32_t j, kk;
-    for (w = watched_keys; *w; w++)
-      if (mg_json_str_eq(doc, i, *w, strlen(*w)))
-        break;
-    if (*w == NULL)
-      continue;
-    /* Quadratic only over the watched keys, which are few. */
-    for (kk = 0, j = 1; kk < k; kk++, j = doc->toks[j + 1].next)
-      if (mg_json_str_eq(doc, j, *w, strlen(*w)))
-        return fail(err, MG_REQ_DUPLICATE_KEY, *w,
-                    "The key '%s' appears more than once in your request.",
-                    *w);
-  }
+  if (check_duplicates(doc, 0, watched_keys, err))
+    return -1;
 
   v = mg_json_getc(doc, 0, "model");
   if (v == MG_JSON_NOTFOUND || doc->toks[v].type == MG_JSON_NULL)
@@ -206,45 +463,78 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
       return fail(err, MG_REQ_INVALID_FIELD, "stream",
                   "The stream parameter must be a boolean.");
   }
-  if (r->endpoint == MG_EP_EMBEDDINGS)
+  /* Embeddings and token counts are never streamed. */
+  if (r->shape == MG_SHAPE_EMBEDDINGS || r->endpoint == MG_EP_COUNT_TOKENS)
     r->input.stream = false;
 
-  v = mg_json_getc(doc, 0, "user");
-  if (v != MG_JSON_NOTFOUND && doc->toks[v].type == MG_JSON_STRING &&
-      string_of(r, doc, v, &r->user))
-    return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
+  /* Anthropic has no body `user` or `safety_identifier`: its unit is
+   * metadata.user_id, read with the metadata below. */
+  if (r->shape != MG_SHAPE_MESSAGES) {
+    v = mg_json_getc(doc, 0, "safety_identifier");
+    if (is_type(doc, v, MG_JSON_STRING) &&
+        string_of(r, doc, v, &r->safety_identifier))
+      return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
+    v = mg_json_getc(doc, 0, "user");
+    if (is_type(doc, v, MG_JSON_STRING) && string_of(r, doc, v, &r->user))
+      return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
+  }
 
-  v = mg_json_getc(doc, 0, "logprobs");
-  if (v != MG_JSON_NOTFOUND)
-    r->logprobs = doc->toks[v].type == MG_JSON_TRUE ||
-                  doc->toks[v].type == MG_JSON_NUMBER;
+  if (r->shape == MG_SHAPE_RESPONSES) {
+    /* Which target holds the conversation hangs on this id: a value of
+     * another type would be read differently upstream. */
+    v = mg_json_getc(doc, 0, "previous_response_id");
+    if (v != MG_JSON_NOTFOUND && doc->toks[v].type != MG_JSON_NULL) {
+      if (doc->toks[v].type != MG_JSON_STRING ||
+          doc->toks[v].end - doc->toks[v].start == 2)
+        return fail(err, MG_REQ_INVALID_FIELD, "previous_response_id",
+                    "The previous_response_id parameter must be a "
+                    "non-empty string.");
+      if (string_of(r, doc, v, &r->previous_response_id))
+        return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
+      r->previous_tok = v;
+    }
+    r->logprobs = includes_logprobs(doc, mg_json_getc(doc, 0, "include"));
+  } else if (r->shape == MG_SHAPE_CHAT || r->shape == MG_SHAPE_COMPLETIONS) {
+    v = mg_json_getc(doc, 0, "logprobs");
+    if (v != MG_JSON_NOTFOUND)
+      r->logprobs = doc->toks[v].type == MG_JSON_TRUE ||
+                    doc->toks[v].type == MG_JSON_NUMBER;
+  }
 
   v = mg_json_getc(doc, 0, "max_tokens");
   if (v == MG_JSON_NOTFOUND)
     v = mg_json_getc(doc, 0, "max_completion_tokens");
-  if (v != MG_JSON_NOTFOUND && doc->toks[v].type == MG_JSON_NUMBER) {
+  if (v == MG_JSON_NOTFOUND)
+    v = mg_json_getc(doc, 0, "max_output_tokens");
+  if (is_type(doc, v, MG_JSON_NUMBER)) {
     int64_t mt;
     if (mg_json_int(doc, v, &mt) == 0 && mt >= 0)
       r->input.max_tokens = mt;
   }
 
   v = mg_json_getc(doc, 0, "tools");
-  if (v == MG_JSON_NOTFOUND)
+  if (v == MG_JSON_NOTFOUND && r->shape == MG_SHAPE_CHAT)
     v = mg_json_getc(doc, 0, "functions");
-  if (v != MG_JSON_NOTFOUND && doc->toks[v].type == MG_JSON_ARRAY)
+  if (is_type(doc, v, MG_JSON_ARRAY))
     r->input.tools = doc->toks[v].count;
 
-  r->messages_tok = mg_json_getc(
-      doc, 0,
-      r->endpoint == MG_EP_CHAT
-          ? "messages"
-          : (r->endpoint == MG_EP_COMPLETIONS ? "prompt" : "input"));
   read_input(r, doc);
+  read_needs(r, doc);
 
   /* Body metadata: string values become attributes unless a header set the
    * same name. Other value types are not attributes. */
   v = mg_json_getc(doc, 0, "metadata");
-  if (v != MG_JSON_NOTFOUND && doc->toks[v].type == MG_JSON_OBJECT) {
+  if (is_type(doc, v, MG_JSON_OBJECT)) {
+    if (r->shape == MG_SHAPE_MESSAGES) {
+      uint32_t u;
+      if (check_duplicates(doc, v, metadata_watched, err)) {
+        err->param = "metadata.user_id";
+        return -1;
+      }
+      u = mg_json_getc(doc, v, "user_id");
+      if (is_type(doc, u, MG_JSON_STRING) && string_of(r, doc, u, &r->user))
+        return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
+    }
     for (k = 0, i = v + 1; k < doc->toks[v].count;
          k++, i = doc->toks[i + 1].next) {
       struct mg_str name, value;

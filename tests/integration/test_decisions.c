@@ -812,9 +812,12 @@ static void test_completeness(void **state) {
   assert_true(cJSON_IsNull(field(rec, "threshold")));
   assert_true(nfield(cJSON_GetArrayItem(field(rec, "attempts"), 0),
                      "status") == 200);
-  /* A request without a unit still gets a bucket for its rollout draw. */
+  /* A request without a unit is not randomized (issue 11.1): no bucket,
+   * the off_variant, reason no_unit. */
   rec = record_of(&d, s[2].id);
-  assert_true(nfield(rec, "bucket") >= 0 && nfield(rec, "bucket") < 10000);
+  assert_true(cJSON_IsNull(field(rec, "bucket")));
+  expect_sfield(rec, "reason", "no_unit", "no unit");
+  expect_sfield(rec, "variant", "control", "no unit");
   /* The fallback: the primary's 503 is in its attempt. */
   rec = record_of(&d, s[3].id);
   assert_true(nfield(cJSON_GetArrayItem(field(rec, "attempts"), 0),

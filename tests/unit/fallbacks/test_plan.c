@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,7 +265,8 @@ static void test_config_errors(void **state) {
       "$.targets.t.confidence.action: must be fallback or abstain",
       "$.targets.t.breaker.error_rate: must be between 0 and 1",
       "$.targets.t.breaker.extra: unknown key",
-      "$.traditional.q: needs exactly one of \"url\" or \"static\"",
+      /* static_json may stand beside either (issue 11.4). */
+      "$.traditional.q: needs one of \"url\" or \"static\", not both",
       "$.traditional.q.url: must be an http:// or https:// URL",
       NULL};
   size_t i, j;
@@ -328,6 +330,237 @@ static void test_retry_after_headers(void **state) {
       mg_retry_after_ms(NULL, "Sun, 06 Nov 2094 08:49:37 GMT", at), 86400000);
 }
 
+/* ---- the client's contract and fallback_to_control (issue 11.4) -------- */
+
+static const char *CFG2 =
+    "{\"targets\":{"
+    "\"t1\":{\"base_url\":\"http://h/v1\",\"model\":\"a\",\"deadline_ms\":"
+    "10000,\"fallbacks\":[\"t2\",\"cache\",\"traditional:faq\","
+    "\"traditional:json\"]},"
+    "\"t2\":{\"base_url\":\"http://h/v1\",\"model\":\"b\"},"
+    "\"ctl\":{\"base_url\":\"http://h/v1\",\"model\":\"c\",\"fallbacks\":"
+    "[\"t2\"]},"
+    "\"solo\":{\"base_url\":\"http://h/v1\",\"model\":\"d\",\"deadline_ms\":"
+    "1000}},"
+    "\"traditional\":{\"faq\":{\"static\":\"Please see our FAQ.\"},"
+    "\"json\":{\"static\":\"Sorry.\",\"static_json\":{\"answer\": null, "
+    "\"fallback\": true}}},"
+    "\"aliases\":{\"a\":{\"target\":\"t1\"}}}";
+
+struct skips {
+  char log[512];
+};
+
+static void on_skip(void *arg, const struct mg_plan_skipped *s) {
+  struct skips *k = arg;
+  size_t n = strlen(k->log);
+  snprintf(k->log + n, sizeof(k->log) - n, "%s%s:%s%s", n ? " " : "",
+           s->kind == MG_TIER_TARGET
+               ? s->target->name
+               : (s->kind == MG_TIER_CACHE ? "cache" : s->trad->name),
+           s->reason, s->contract ? "" : "(free)");
+}
+
+static void begin(struct fx *f, struct skips *k, const char *first,
+                  uint32_t needs, const char *control, bool no_cache,
+                  bool no_trad, int64_t now) {
+  struct mg_plan_opts o;
+  memset(&o, 0, sizeof(o));
+  memset(k, 0, sizeof(*k));
+  o.needs = needs;
+  o.control = control ? T(f, control) : NULL;
+  o.no_cache = no_cache;
+  o.no_traditional = no_trad;
+  o.on_skip = on_skip;
+  o.arg = k;
+  mg_plan_begin(&f->plan, &f->cfg->fallbacks, T(f, first), &o, f->brp, now,
+                &f->step);
+}
+
+static int setup2(void **state) {
+  struct fx *f = calloc(1, sizeof(*f));
+  int i;
+  f->cfg = load(CFG2);
+  for (i = 0; i < 8; i++) {
+    mg_breaker_init(&f->br[i]);
+    f->brp[i] = &f->br[i];
+  }
+  *state = f;
+  return 0;
+}
+
+/* A JSON-mode request: the prose FAQ cannot answer it (the SDK would throw
+ * on it), the static_json tier can, with its document. */
+static void test_json_request_skips_prose(void **state) {
+  struct fx *f = *state;
+  struct skips k;
+  begin(f, &k, "t1", MG_NEED_JSON, NULL, false, false, 0);
+  assert_int_equal(f->step.kind, MG_STEP_CALL);
+  result(f, MG_TRIG_5XX, 0, 10);
+  assert_ptr_equal(f->step.target, T(f, "t2"));
+  result(f, MG_TRIG_5XX, 0, 20);
+  /* the cache: its key holds response_format, so a hit honours it */
+  assert_int_equal(f->step.kind, MG_STEP_CACHE);
+  mg_plan_skip(&f->plan, 0, 30, &f->step);
+  assert_int_equal(f->step.kind, MG_STEP_TRADITIONAL);
+  assert_string_equal(f->step.trad->name, "json");
+  assert_true(f->step.json);
+  assert_string_equal(f->step.text, "{\"answer\":null,\"fallback\":true}");
+  assert_string_equal(k.log, "faq:response_format");
+  /* a plain request gets the first traditional tier's prose */
+  begin(f, &k, "t1", 0, NULL, false, false, 0);
+  result(f, MG_TRIG_5XX, 0, 10);
+  result(f, MG_TRIG_5XX, 0, 20);
+  mg_plan_skip(&f->plan, 0, 30, &f->step);
+  assert_string_equal(f->step.trad->name, "faq");
+  assert_false(f->step.json);
+  assert_string_equal(f->step.text, "Please see our FAQ.");
+  assert_string_equal(k.log, "");
+}
+
+/* tool_choice required, n > 1, logprobs: no traditional tier honours them;
+ * the chain ends with the failure, each skip recorded. */
+static void test_never_traditional(void **state) {
+  struct fx *f = *state;
+  static const uint32_t needs[] = {MG_NEED_TOOL, MG_NEED_N, MG_NEED_LOGPROBS};
+  static const char *const want[] = {
+      "faq:tool_choice json:tool_choice", "faq:n json:n",
+      "faq:logprobs json:logprobs"};
+  struct skips k;
+  size_t i;
+  for (i = 0; i < 3; i++) {
+    begin(f, &k, "t1", needs[i] | MG_NEED_JSON, NULL, false, false, 0);
+    result(f, MG_TRIG_TIMEOUT, 0, 10);
+    result(f, MG_TRIG_TIMEOUT, 0, 20);
+    mg_plan_skip(&f->plan, 0, 30, &f->step);
+    assert_int_equal(f->step.kind, MG_STEP_FAIL);
+    assert_string_equal(k.log, want[i]);
+    /* the failure to report stays the upstream's */
+    assert_int_equal(f->plan.last, MG_TRIG_TIMEOUT);
+  }
+  /* an endpoint without cache or traditional answers (embeddings) */
+  begin(f, &k, "t1", 0, NULL, true, true, 0);
+  result(f, MG_TRIG_5XX, 0, 10);
+  result(f, MG_TRIG_5XX, 0, 20);
+  assert_int_equal(f->step.kind, MG_STEP_FAIL);
+  assert_string_equal(k.log, "cache:endpoint faq:endpoint json:endpoint");
+}
+
+/* fallback_to_control: the control's target after the chain's targets and
+ * caches, before any traditional tier; once, not its own chain. */
+static void test_control_before_traditional(void **state) {
+  struct fx *f = *state;
+  struct skips k;
+  begin(f, &k, "t1", 0, "ctl", false, false, 0);
+  result(f, MG_TRIG_5XX, 0, 10);
+  assert_ptr_equal(f->step.target, T(f, "t2"));
+  assert_false(f->step.control);
+  result(f, MG_TRIG_5XX, 0, 20);
+  assert_int_equal(f->step.kind, MG_STEP_CACHE);
+  mg_plan_skip(&f->plan, 0, 30, &f->step);
+  assert_int_equal(f->step.kind, MG_STEP_CALL);
+  assert_ptr_equal(f->step.target, T(f, "ctl"));
+  assert_true(f->step.control);
+  assert_true(mg_plan_fell_back(&f->plan));
+  /* the request's one deadline: 10000 from the start */
+  assert_int_equal(f->step.budget_ms, 10000 - 30);
+  assert_int_equal(f->plan.why, MG_TRIG_5XX);
+  /* the control failing too: the traditional tier, not ctl's chain (t2) */
+  result(f, MG_TRIG_5XX, 0, 40);
+  assert_int_equal(f->step.kind, MG_STEP_TRADITIONAL);
+  assert_string_equal(f->step.trad->name, "faq");
+  /* the control answering: done, as a fallback of the arm */
+  begin(f, &k, "t1", 0, "ctl", false, false, 0);
+  result(f, MG_TRIG_5XX, 0, 10);
+  result(f, MG_TRIG_5XX, 0, 20);
+  mg_plan_skip(&f->plan, 0, 30, &f->step);
+  result(f, 0, 0, 50);
+  assert_int_equal(f->step.kind, MG_STEP_DONE);
+  assert_ptr_equal(f->plan.current, T(f, "ctl"));
+  assert_true(mg_plan_fell_back(&f->plan));
+}
+
+static void test_control_edges(void **state) {
+  struct fx *f = *state;
+  struct skips k;
+  /* a variant with no fallbacks at all: the control is its one tier */
+  begin(f, &k, "solo", 0, "ctl", false, false, 0);
+  result(f, MG_TRIG_CONNECT, 0, 10);
+  assert_ptr_equal(f->step.target, T(f, "ctl"));
+  assert_true(f->step.control);
+  result(f, MG_TRIG_CONNECT, 0, 20);
+  assert_int_equal(f->step.kind, MG_STEP_FAIL);
+  /* the variant is the control: no extra tier */
+  begin(f, &k, "ctl", 0, "ctl", false, false, 0);
+  result(f, MG_TRIG_5XX, 0, 10);
+  assert_ptr_equal(f->step.target, T(f, "t2"));
+  result(f, MG_TRIG_5XX, 0, 20);
+  assert_int_equal(f->step.kind, MG_STEP_FAIL);
+  /* the chain names the control already: tried there, not twice */
+  begin(f, &k, "t1", 0, "t2", false, false, 0);
+  result(f, MG_TRIG_5XX, 0, 10);
+  assert_ptr_equal(f->step.target, T(f, "t2"));
+  result(f, MG_TRIG_5XX, 0, 20);
+  assert_int_equal(f->step.kind, MG_STEP_CACHE);
+  mg_plan_skip(&f->plan, 0, 30, &f->step);
+  assert_int_equal(f->step.kind, MG_STEP_TRADITIONAL);
+  /* past the deadline the control is skipped at no cost */
+  begin(f, &k, "solo", 0, "ctl", false, false, 0);
+  result(f, MG_TRIG_TIMEOUT, 0, 1000);
+  assert_int_equal(f->step.kind, MG_STEP_FAIL);
+  assert_string_equal(k.log, "ctl:deadline(free)");
+  /* an open breaker on the control: skipped, said so */
+  {
+    struct mg_breaker_cfg bc = mg_policy_of(&f->cfg->fallbacks, T(f, "ctl"))
+                                   ->breaker;
+    int i;
+    for (i = 0; i < 10; i++)
+      (void)mg_breaker_record(f->brp[T(f, "ctl")->index], &bc, 0, false,
+                              false);
+  }
+  begin(f, &k, "solo", 0, "ctl", false, false, 100);
+  result(f, MG_TRIG_5XX, 0, 110);
+  assert_int_equal(f->step.kind, MG_STEP_FAIL);
+  assert_string_equal(k.log, "ctl:breaker_open(free)");
+}
+
+static void test_contract_config(void **state) {
+  struct mg_cfg_errors e;
+  struct mg_config *c;
+  const char *bad =
+      "{\"targets\":{\"a\":{\"base_url\":\"http://h\",\"model\":\"m\","
+      "\"api\":\"anthropic\",\"confidence\":{\"min\":0.5}}},"
+      "\"traditional\":{\"s\":{\"static_json\":\"just text\"},"
+      "\"n\":{}},\"aliases\":{\"x\":{\"target\":\"a\"}}}";
+  const char *want[] = {
+      "$.targets.a.confidence.source: a target with api \"anthropic\" has no "
+      "token logprobs",
+      "$.traditional.s.static_json: must be a JSON object or array",
+      "$.traditional.n: needs one of \"url\", \"static\" or \"static_json\"",
+      NULL};
+  size_t i, j;
+  (void)state;
+  mg_cfg_errors_init(&e);
+  c = mg_config_load_string(bad, strlen(bad), "test", &e);
+  assert_null(c);
+  for (i = 0; want[i]; i++) {
+    bool found = false;
+    for (j = 0; j < e.n; j++)
+      found |= strstr(e.msgs[j], want[i]) != NULL;
+    if (!found)
+      fail_msg("missing error: %s", want[i]);
+  }
+  mg_cfg_errors_free(&e);
+  /* static_json alone answers every request with the document */
+  c = load("{\"targets\":{\"a\":{\"base_url\":\"http://h\",\"model\":\"m\","
+           "\"api\":\"anthropic\",\"confidence\":{\"min\":0.5,\"source\":"
+           "\"json:/c\"}}},\"traditional\":{\"s\":{\"static_json\":[1, 2]}},"
+           "\"aliases\":{\"x\":{\"target\":\"a\"}}}");
+  assert_string_equal(c->fallbacks.trad[0].static_json, "[1,2]");
+  assert_string_equal(c->fallbacks.trad[0].static_text, "[1,2]");
+  mg_config_unref(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_success_first_try, setup, teardown),
@@ -347,6 +580,14 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_low_confidence_is_not_an_outage,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(test_json_request_skips_prose, setup2,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_never_traditional, setup2,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_control_before_traditional,
+                                      setup2, teardown),
+      cmocka_unit_test_setup_teardown(test_control_edges, setup2, teardown),
+      cmocka_unit_test(test_contract_config),
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_retry_after_headers),
   };

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "common/hash.h"
 #include "routing/flag.h"
 
 #define UNITS 100000
@@ -534,6 +535,185 @@ static void test_attr_unit(void **state) {
   mg_config_unref(c);
 }
 
+#define FIFTY_FIFTY(extra)                                                   \
+  "{" TARGETS ",\"flags\":{\"f\":{\"off_variant\":\"c\"," extra             \
+  "\"variants\":{\"c\":{\"target\":\"v1\",\"weight\":50},"                  \
+  "\"t\":{\"target\":\"v2\",\"weight\":50}}}},"                             \
+  "\"aliases\":{\"chat\":{\"flag\":\"f\"}}}"
+
+/* Issue 11.1: a request that carries only safety_identifier went
+ * "stable llm llm llm llm llm stable llm" over 8 calls. It is the unit now:
+ * whatever the random draw, the same arm, bucket and reason. */
+static void test_safety_identifier_is_sticky(void **state) {
+  struct mg_config *c = load(FIFTY_FIFTY(""));
+  const struct mg_flag *f = mg_flags_find(&c->flags, "f");
+  struct mg_flag_state st;
+  struct mg_flag_decision d, first;
+  struct req q;
+  uint64_t i;
+  (void)state;
+  mg_flag_state_init(&st, f);
+  req_init(&q);
+  req_body(&q, "{\"model\":\"chat\",\"safety_identifier\":\"user-7f3a\","
+               "\"messages\":[]}");
+  for (i = 0; i < 1000; i++) {
+    mg_flag_eval(f, &st, &q.r, 0, i * 0x9e3779b97f4a7c15ULL, &d);
+    if (i == 0)
+      first = d;
+    assert_int_equal(d.reason, MG_REASON_ROLLOUT);
+    assert_int_equal(d.variant, first.variant);
+    assert_int_equal(d.bucket, mg_bucket("f", 1, "user-7f3a", 9));
+    assert_int_equal(d.unit_kind, MG_UNIT_USER);
+    assert_int_equal(d.unit_source, MG_USRC_SAFETY_IDENTIFIER);
+    assert_true(d.has_unit);
+    assert_true(d.unit_hash == mg_xxh64("user-7f3a", 9, 0));
+  }
+  /* the same person through the Responses API lands in the same arm */
+  mg_request_free(&q.r);
+  mg_request_init(&q.r, MG_EP_RESPONSES);
+  snprintf(q.body, sizeof(q.body),
+           "{\"model\":\"chat\",\"safety_identifier\":\"user-7f3a\","
+           "\"input\":\"hi\"}");
+  {
+    struct mg_request_error err;
+    assert_int_equal(mg_request_parse(&q.r, q.body, strlen(q.body), &q.doc,
+                                      &err),
+                     0);
+  }
+  mg_flag_eval(f, &st, &q.r, 0, 12345, &d);
+  assert_int_equal(d.variant, first.variant);
+  req_free(&q);
+  mg_config_unref(c);
+}
+
+/* Each unit source, and where it was found. */
+static void test_unit_sources(void **state) {
+  struct mg_config *c = load(FIFTY_FIFTY(""));
+  const struct mg_flag *f = mg_flags_find(&c->flags, "f");
+  struct mg_flag_state st;
+  struct mg_flag_decision d;
+  struct req q;
+  (void)state;
+  mg_flag_state_init(&st, f);
+  req_init(&q);
+  eval_body(f, &st, &q, "{\"model\":\"chat\",\"user\":\"u9\"}", 0, &d);
+  assert_int_equal(d.unit_source, MG_USRC_USER);
+  assert_int_equal(d.bucket, mg_bucket("f", 1, "u9", 2));
+  req_body(&q, "{\"model\":\"chat\"}");
+  q.r.unit_header = mg_str_c("h9");
+  mg_flag_eval(f, &st, &q.r, 0, 1, &d);
+  assert_int_equal(d.unit_source, MG_USRC_HEADER);
+  assert_int_equal(d.bucket, mg_bucket("f", 1, "h9", 2));
+  req_body(&q, "{\"model\":\"chat\"}");
+  assert_true(mg_request_set_client(&q.r, mg_str_c("svc-a")));
+  mg_flag_eval(f, &st, &q.r, 0, 1, &d);
+  assert_int_equal(d.reason, MG_REASON_ROLLOUT);
+  assert_int_equal(d.unit_source, MG_USRC_CLIENT);
+  assert_int_equal(d.bucket, mg_bucket("f", 1, "svc-a", 5));
+  req_free(&q);
+  mg_config_unref(c);
+}
+
+/* No unit: not randomized. The off_variant with reason no_unit, however
+ * the draw falls; everything before the rollout still applies. */
+static void test_no_unit(void **state) {
+  struct mg_config *c = load(
+      "{" TARGETS ",\"flags\":{\"f\":{\"off_variant\":\"c\",\"rules\":[{"
+      "\"if\":{\"attr\":\"tier\",\"op\":\"eq\",\"value\":\"gold\"},"
+      "\"variant\":\"t\"}],\"variants\":{\"c\":{\"target\":\"v1\","
+      "\"weight\":0},\"t\":{\"target\":\"v2\",\"weight\":100}}},"
+      "\"a\":{\"off_variant\":\"c\",\"unit\":\"attr:customer\",\"variants\":"
+      "{\"c\":{\"target\":\"v1\",\"weight\":0},\"t\":{\"target\":\"v2\","
+      "\"weight\":100}}},"
+      "\"r\":{\"off_variant\":\"c\",\"missing_unit\":\"request\",\"variants\":"
+      "{\"c\":{\"target\":\"v1\",\"weight\":50},\"t\":{\"target\":\"v2\","
+      "\"weight\":50}}},"
+      "\"in\":{\"off_variant\":\"c\",\"unit\":\"input\",\"variants\":{\"c\":"
+      "{\"target\":\"v1\",\"weight\":0},\"t\":{\"target\":\"v2\","
+      "\"weight\":100}}}},"
+      "\"aliases\":{\"chat\":{\"flag\":\"f\"}}}");
+  const struct mg_flag *f = mg_flags_find(&c->flags, "f");
+  const struct mg_flag *a = mg_flags_find(&c->flags, "a");
+  const struct mg_flag *r = mg_flags_find(&c->flags, "r");
+  const struct mg_flag *in = mg_flags_find(&c->flags, "in");
+  struct mg_flag_state sf, sa, sr, si;
+  struct mg_flag_decision d;
+  struct req q;
+  char why[24];
+  uint64_t i;
+  unsigned t = 0;
+  (void)state;
+  mg_flag_state_init(&sf, f);
+  mg_flag_state_init(&sa, a);
+  mg_flag_state_init(&sr, r);
+  mg_flag_state_init(&si, in);
+  req_init(&q);
+  for (i = 0; i < 100; i++) {
+    req_body(&q, "{\"model\":\"chat\",\"messages\":[]}");
+    mg_flag_eval(f, &sf, &q.r, 0, i * 7919, &d);
+    assert_int_equal(d.reason, MG_REASON_NO_UNIT);
+    assert_int_equal(d.variant, f->off_variant);
+    assert_int_equal(d.bucket, MG_NO_BUCKET);
+    assert_false(d.has_unit);
+    assert_int_equal(d.unit_source, MG_USRC_NONE);
+    /* the record carries no unit */
+    assert_int_equal(d.unit_kind, MG_UNIT_REQUEST);
+  }
+  assert_string_equal(mg_reason_name(d.reason, d.rule, why, sizeof(why)),
+                      "no_unit");
+  /* rules apply first */
+  eval_body(f, &sf, &q,
+            "{\"model\":\"chat\",\"metadata\":{\"tier\":\"gold\"}}", 0, &d);
+  assert_int_equal(d.reason, MG_REASON_RULE);
+  /* and the kill switch before anything */
+  sf.killed = true;
+  eval_body(f, &sf, &q, "{\"model\":\"chat\"}", 0, &d);
+  assert_int_equal(d.reason, MG_REASON_KILLED);
+  /* attr:<name> without the attribute: no_unit too, even with a user */
+  eval_body(a, &sa, &q, "{\"model\":\"chat\",\"user\":\"u1\"}", 0, &d);
+  assert_int_equal(d.reason, MG_REASON_NO_UNIT);
+  assert_int_equal(d.variant, a->off_variant);
+  eval_body(a, &sa, &q,
+            "{\"model\":\"chat\",\"metadata\":{\"customer\":\"acme\"}}", 0,
+            &d);
+  assert_int_equal(d.reason, MG_REASON_ROLLOUT);
+  assert_string_equal(a->variants[d.variant].name, "t");
+  /* input units without messages have no unit either */
+  eval_body(in, &si, &q, "{\"model\":\"chat\"}", 0, &d);
+  assert_int_equal(d.reason, MG_REASON_NO_UNIT);
+  /* missing_unit: request opts into a fresh draw per request */
+  req_body(&q, "{\"model\":\"chat\"}");
+  for (i = 0; i < 10000; i++) {
+    mg_flag_eval(r, &sr, &q.r, 0, i * 2654435761u, &d);
+    assert_int_equal(d.reason, MG_REASON_ROLLOUT);
+    assert_int_equal(d.unit_kind, MG_UNIT_REQUEST);
+    t += d.variant == 1;
+  }
+  /* 10000 draws at 50%: 5000 +- 3 x 50 */
+  assert_true(t > 4850 && t < 5150);
+  req_free(&q);
+  mg_config_unref(c);
+}
+
+static void test_flag_options(void **state) {
+  struct mg_config *c = load(FIFTY_FIFTY("\"fallback_to_control\":false,"));
+  char *e;
+  (void)state;
+  assert_false(mg_flags_find(&c->flags, "f")->fallback_to_control);
+  mg_config_unref(c);
+  c = load(FIFTY_FIFTY(""));
+  assert_true(mg_flags_find(&c->flags, "f")->fallback_to_control);
+  assert_int_equal(mg_flags_find(&c->flags, "f")->missing_unit,
+                   MG_MISSING_OFF);
+  mg_config_unref(c);
+  e = errors_of(FIFTY_FIFTY("\"missing_unit\":\"random\","
+                            "\"fallback_to_control\":1,"));
+  assert_non_null(strstr(e, "$.flags.f.missing_unit: must be off_variant or "
+                            "request, not \"random\""));
+  assert_non_null(strstr(e, "$.flags.f.fallback_to_control: must be"));
+  free(e);
+}
+
 static void test_config_errors(void **state) {
   char *e;
   (void)state;
@@ -618,6 +798,10 @@ int main(void) {
       cmocka_unit_test(test_evaluation_order),
       cmocka_unit_test(test_default_without_weights_and_request_units),
       cmocka_unit_test(test_attr_unit),
+      cmocka_unit_test(test_safety_identifier_is_sticky),
+      cmocka_unit_test(test_unit_sources),
+      cmocka_unit_test(test_no_unit),
+      cmocka_unit_test(test_flag_options),
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_set_weights_validation),
   };
