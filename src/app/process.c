@@ -389,6 +389,7 @@ static int start(struct process *p, struct mg_config *cfg) {
   p->sh.rt = p->rt;
   p->sh.tm = p->tm;
   p->sh.nworkers = p->nworkers;
+  p->sh.workers = p->workers;
   p->sh.reload = reload;
   p->sh.reload_arg = p;
 

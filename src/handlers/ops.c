@@ -118,10 +118,14 @@ static void ops_handle(void *owner, struct mg_resp *r,
                    "{\"status\":\"ready\"}", 18);
     break;
   case OP_METRICS: {
+    struct mg_tel_live live = {0, 0, 0, 0};
     struct mg_buf out;
+    unsigned i;
+    for (i = 0; i < w->sh->nworkers; i++)
+      mg_worker_live(&w->sh->workers[i], &live);
     mg_buf_init(&out, 64u << 20);
     if (mg_tel_render(w->sh->tm, w->sh->rt, ws->snap,
-                      (int64_t)uv_now(w->loop), &out) == 0)
+                      (int64_t)uv_now(w->loop), &live, &out) == 0)
       mg_resp_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", extra,
                    out.data ? out.data : "", out.len);
     else

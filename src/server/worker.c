@@ -131,18 +131,24 @@ uint64_t mg_worker_random(struct mg_worker *w) {
 
 /* ---- gauges and life ---------------------------------------------------------- */
 
-static void gauges(struct mg_worker *w) {
-  size_t transfers = 0;
-  uint64_t paused = 0;
-  if (w->up.curl) {
-    transfers += w->up.curl->ops->active(w->up.curl);
-    paused += w->up.curl->ops->paused_total(w->up.curl);
-  }
-  if (w->up.native) {
-    transfers += w->up.native->ops->active(w->up.native);
-    paused += w->up.native->ops->paused_total(w->up.native);
-  }
-  mg_tel_worker_gauges(w->tel, w->env.nconns, w->inflight, transfers, paused);
+void mg_worker_live(struct mg_worker *w, struct mg_tel_live *out) {
+  struct mg_up_engine *e[2];
+  int i;
+  out->conns += atomic_load_explicit(&w->live_conns, memory_order_relaxed);
+  out->inflight +=
+      atomic_load_explicit(&w->live_inflight, memory_order_relaxed);
+  /* The engines' counters are relaxed atomics. Under wake_mu the engines
+   * cannot start closing (close_all takes it first): their memory is
+   * there while we read. */
+  uv_mutex_lock(&w->wake_mu);
+  e[0] = w->up.curl;
+  e[1] = w->up.native;
+  for (i = 0; i < 2; i++)
+    if (e[i]) {
+      out->transfers += e[i]->ops->active(e[i]);
+      out->paused += e[i]->ops->paused_total(e[i]);
+    }
+  uv_mutex_unlock(&w->wake_mu);
 }
 
 static void close_all(struct mg_worker *w);
@@ -152,11 +158,14 @@ static void maybe_done(struct mg_worker *w) {
     close_all(w);
 }
 
-void mg_worker_begin(struct mg_worker *w) { w->inflight++; }
+void mg_worker_begin(struct mg_worker *w) {
+  w->inflight++;
+  atomic_store_explicit(&w->live_inflight, w->inflight, memory_order_relaxed);
+}
 
 void mg_worker_end(struct mg_worker *w) {
   w->inflight--;
-  gauges(w);
+  atomic_store_explicit(&w->live_inflight, w->inflight, memory_order_relaxed);
   maybe_done(w);
 }
 
@@ -199,28 +208,31 @@ static void close_all(struct mg_worker *w) {
   uv_mutex_lock(&w->wake_mu);
   w->wake_closed = true;
   close_handle(w, (uv_handle_t *)&w->wake);
-  uv_mutex_unlock(&w->wake_mu);
+  /* A scrape reads the engines under this lock: they are gone from here. */
+  {
+    struct mg_up_engine *curl = w->up.curl, *native = w->up.native;
+    w->up.curl = w->up.native = NULL;
+    uv_mutex_unlock(&w->wake_mu);
+    if (curl) {
+      w->engines_open++;
+      curl->ops->close(curl, on_engine_closed, w);
+    }
+    if (native) {
+      w->engines_open++;
+      native->ops->close(native, on_engine_closed, w);
+    }
+  }
   /* The snapshot (and the engine destinations of its views, which are plain
    * memory) stays until mg_worker_free: admin connections on this loop
    * still read its limits. */
-  if (w->up.curl) {
-    w->engines_open++;
-    w->up.curl->ops->close(w->up.curl, on_engine_closed, w);
-    w->up.curl = NULL;
-  }
-  if (w->up.native) {
-    w->engines_open++;
-    w->up.native->ops->close(w->up.native, on_engine_closed, w);
-    w->up.native = NULL;
-  }
   check_stopped(w);
 }
 
 static void on_conns_idle(void *owner) { maybe_done(owner); }
 
 static void on_conns_count(void *owner, size_t n) {
-  (void)n;
-  gauges(owner);
+  struct mg_worker *w = owner;
+  atomic_store_explicit(&w->live_conns, n, memory_order_relaxed);
 }
 
 static void drain(struct mg_worker *w) {

@@ -30,6 +30,7 @@ struct mg_shared {
   struct mg_runtime *rt;         /* borrowed: outlives every worker */
   struct mg_telemetry *tm;       /* borrowed */
   unsigned nworkers;
+  struct mg_worker *workers;     /* borrowed: all of them, for live gauges */
   /* Reload the config file (the admin API's /admin/reload): 0, or errors
    * in e and the old config keeps serving. Control thread only. */
   int (*reload)(void *arg, struct mg_cfg_errors *e);
@@ -75,6 +76,8 @@ struct mg_worker {
   struct mg_json_doc scratch;    /* owned: tokens of the body being looked
                                   * at; valid only within one callback */
   size_t inflight;               /* exchanges not finished, orphans too */
+  /* Mirrors of env.nconns and inflight for a scrape on another thread. */
+  _Atomic size_t live_conns, live_inflight;
   bool draining;
   bool closed;
   int open_handles;
@@ -132,5 +135,9 @@ void mg_worker_end(struct mg_worker *w);
 void mg_worker_new_id(struct mg_worker *w, char out[33]);
 /* A random number for request units and jitter. */
 uint64_t mg_worker_random(struct mg_worker *w);
+
+/* This worker's gauges now (any thread): open connections, requests in
+ * flight, upstream transfers, and pauses so far. */
+void mg_worker_live(struct mg_worker *w, struct mg_tel_live *out);
 
 #endif

@@ -159,7 +159,6 @@ struct mg_wtel {
   struct mg_map route_stats;  /* route name -> owned struct stats */
   struct mg_map target_stats; /* target name -> owned struct stats */
   struct mg_series *overhead; /* borrowed from m */
-  struct mg_series *g_conns, *g_inflight, *g_transfers, *c_paused;
   struct mg_buf line;         /* owned: a record being formatted */
   struct mg_telemetry *tm;    /* borrowed: the owner */
 };
@@ -220,11 +219,6 @@ struct mg_telemetry *mg_tel_new(unsigned nworkers) {
       return NULL;
     }
     w->overhead = mg_metrics_series(w->m, "modelgate_overhead_seconds", "");
-    w->g_conns = mg_metrics_series(w->m, "modelgate_connections", "");
-    w->g_inflight = mg_metrics_series(w->m, "modelgate_requests_in_flight", "");
-    w->g_transfers =
-        mg_metrics_series(w->m, "modelgate_upstream_transfers_active", "");
-    w->c_paused = mg_metrics_series(w->m, "modelgate_upstream_paused_total", "");
   }
   return tm;
 }
@@ -448,16 +442,6 @@ void mg_tel_count(struct mg_wtel *w, struct mg_series *s) {
   pthread_mutex_unlock(&w->mu);
 }
 
-void mg_tel_worker_gauges(struct mg_wtel *w, size_t conns, size_t inflight,
-                          size_t transfers, uint64_t paused_total) {
-  pthread_mutex_lock(&w->mu);
-  mg_series_set(w->g_conns, (double)conns);
-  mg_series_set(w->g_inflight, (double)inflight);
-  mg_series_set(w->g_transfers, (double)transfers);
-  mg_series_set(w->c_paused, (double)paused_total);
-  pthread_mutex_unlock(&w->mu);
-}
-
 /* ---- process-wide ------------------------------------------------------------------ */
 
 static void global_count(struct mg_telemetry *tm, const char *family,
@@ -587,7 +571,8 @@ static void state_gauges(struct mg_metrics *m, struct mg_telemetry *tm,
 }
 
 int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
-                  const struct mg_snap *s, int64_t mono, struct mg_buf *out) {
+                  const struct mg_snap *s, int64_t mono,
+                  const struct mg_tel_live *live, struct mg_buf *out) {
   struct mg_metrics *m = registry_new();
   unsigned i;
   int rc = 0;
@@ -603,6 +588,12 @@ int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
   }
   if (rc == 0) {
     state_gauges(m, tm, rt, s, mono);
+    set_gauge(m, "modelgate_connections", (double)live->conns, NULL);
+    set_gauge(m, "modelgate_requests_in_flight", (double)live->inflight, NULL);
+    set_gauge(m, "modelgate_upstream_transfers_active",
+              (double)live->transfers, NULL);
+    set_gauge(m, "modelgate_upstream_paused_total", (double)live->paused,
+              NULL);
     rc = mg_metrics_render(m, out);
   }
   mg_metrics_free(m);

@@ -62,10 +62,12 @@ void mg_tel_stream_error(struct mg_wtel *w, const char *route);
 struct mg_series *mg_tel_flag_series(struct mg_wtel *w, const char *flag,
                                      const char *variant, const char *reason);
 void mg_tel_count(struct mg_wtel *w, struct mg_series *s);
-/* The worker's gauges: open connections, requests in flight, upstream
- * transfers and pauses. */
-void mg_tel_worker_gauges(struct mg_wtel *w, size_t conns, size_t inflight,
-                          size_t transfers, uint64_t paused_total);
+/* What the workers hold right now, summed (read at scrape time, so that a
+ * stream in progress shows). */
+struct mg_tel_live {
+  size_t conns, inflight, transfers;
+  uint64_t paused;
+};
 
 /* ---- the process ------------------------------------------------------------ */
 
@@ -78,6 +80,7 @@ void mg_tel_reload(struct mg_telemetry *tm, bool ok);
  * force (s: a snapshot reference the caller holds; rt for the cache). */
 int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
                   const struct mg_snap *s, int64_t mono,
+                  const struct mg_tel_live *live,
                   struct mg_buf *out) MG_WARN_UNUSED;
 
 #endif

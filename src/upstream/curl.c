@@ -10,6 +10,7 @@
 #include "upstream/curl.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -67,10 +68,11 @@ struct curl_engine {
   uv_idle_t drain;           /* delivers finished transfers (on_drain) */
   struct curl_call *free;    /* pool of idle calls */
   size_t calls;              /* calls allocated (idle + active) */
-  size_t active;
+  /* Written on the loop, read by a scrape on any thread: relaxed atomics. */
+  _Atomic size_t active;
   size_t pool_max;           /* idle calls kept beyond this are freed */
   uint32_t idle_connection_ms;
-  uint64_t paused_total;     /* times a transfer was paused (metrics) */
+  _Atomic uint64_t paused_total; /* times a transfer was paused (metrics) */
   int pending_closes;        /* close callbacks still to come */
   struct up_sock *socks;     /* sockets being watched (owned) */
   struct up_fdslot *fdslots; /* owned table by descriptor number */
@@ -1007,11 +1009,13 @@ static void curl_configure(struct mg_up_engine *e,
 }
 
 static size_t curl_active(struct mg_up_engine *e) {
-  return ((struct curl_engine *)e)->active;
+  return atomic_load_explicit(&((struct curl_engine *)e)->active,
+                              memory_order_relaxed);
 }
 
 static uint64_t curl_paused_total(struct mg_up_engine *e) {
-  return ((struct curl_engine *)e)->paused_total;
+  return atomic_load_explicit(&((struct curl_engine *)e)->paused_total,
+                              memory_order_relaxed);
 }
 
 static void on_upstream_timer_closed(uv_handle_t *h) { closed(h->data); }
