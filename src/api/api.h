@@ -30,7 +30,7 @@
 #include "routing/target.h"
 
 /* `struct mg_endpoint` below shares the tag namespace with the legacy
- * `enum mg_endpoint` spelling routing/target.h keeps for old code. */
+ * `enum mg_endpoint_id` spelling routing/target.h keeps for old code. */
 #undef mg_endpoint
 
 /* HTTP methods by llhttp's numbers (llhttp_method_t: HTTP_DELETE 0,

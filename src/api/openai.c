@@ -50,8 +50,10 @@ int mg_api__event_open(struct mg_buf *out, const char *name) {
 
 /* OpenAI's error types by status, as its API answers them. */
 static const char *openai_type(int status) {
+  /* A missing or wrong key: 401 with code invalid_api_key, of type
+   * invalid_request_error (what api.openai.com answers). */
   if (status == 401)
-    return "authentication_error";
+    return "invalid_request_error";
   if (status == 403)
     return "permission_error";
   if (status == 429)

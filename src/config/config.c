@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/str.h"
@@ -272,6 +273,9 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->flags, e);
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
+    /* A request is only ever sent to a target of its API, as primary or
+     * as fallback: refuse flags and chains that mix them (issue 14.5). */
+    mg_api_check_families(&c->targets, &c->flags, &c->fallbacks, e);
     mg_clients_parse(&c->clients,
                      cJSON_GetObjectItemCaseSensitive(root, "clients"), e);
   }

@@ -39,9 +39,12 @@ static void w_i64(struct w *w, int64_t v) {
 
 /* As put_num, for at most 32 bytes of output. */
 static void w_num(struct w *w, double v, int decimals) {
-  static const uint64_t scale[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+  static const uint64_t scale[] = {1,         10,         100,
+                                   1000,      10000,      100000,
+                                   1000000,   10000000,   100000000,
+                                   1000000000, 10000000000};
   uint64_t sc = scale[decimals], x, fp;
-  char frac[8];
+  char frac[12];
   int n;
   if (!isfinite(v)) {
     W_LIT(w, "null");
@@ -174,7 +177,9 @@ static size_t bound(const struct mg_record *r) {
        bound_cstr(r->alias) + bound_cstr(r->flag) + bound_cstr(r->unit_kind) +
        bound_cstr(r->variant) + bound_cstr(r->reason) +
        bound_cstr(r->served_by) + bound_cstr(r->tier) +
-       bound_cstr(r->fallback_reason) + bound_cstr(r->cache);
+       bound_cstr(r->fallback_reason) + bound_cstr(r->cache) +
+       bound_cstr(r->unit_source) + bound_cstr(r->client) +
+       bound_cstr(r->instance) + 256;
   n += r->unit ? r->unit_len * 6 + 2 : 4;
   for (i = 0; i < r->nweights; i++)
     n += bound_cstr(r->weights[i].variant) + 40;
@@ -321,7 +326,8 @@ static char *format_at(const struct mg_record *r, char *p) {
   W_LIT(&w, ",\"overhead_us\":");
   w_u64(&w, r->overhead_us);
   W_LIT(&w, ",\"tokens\":");
-  if (r->tokens_prompt < 0 && r->tokens_completion < 0) {
+  if (r->tokens_prompt < 0 && r->tokens_completion < 0 &&
+      r->tokens_cache_read < 0 && r->tokens_cache_write < 0) {
     W_LIT(&w, "null");
   } else {
     W_LIT(&w, "{\"prompt\":");
@@ -334,10 +340,46 @@ static char *format_at(const struct mg_record *r, char *p) {
       w_i64(&w, r->tokens_completion);
     else
       W_LIT(&w, "null");
+    /* The details only where the answer gave them. */
+    if (r->tokens_cached >= 0) {
+      W_LIT(&w, ",\"cached\":");
+      w_i64(&w, r->tokens_cached);
+    }
+    if (r->tokens_reasoning >= 0) {
+      W_LIT(&w, ",\"reasoning\":");
+      w_i64(&w, r->tokens_reasoning);
+    }
+    if (r->tokens_cache_read >= 0) {
+      W_LIT(&w, ",\"cache_read\":");
+      w_i64(&w, r->tokens_cache_read);
+    }
+    if (r->tokens_cache_write >= 0) {
+      W_LIT(&w, ",\"cache_write\":");
+      w_i64(&w, r->tokens_cache_write);
+    }
     *w.p++ = '}';
   }
+  W_LIT(&w, ",\"cost\":");
+  if (r->has_cost)
+    w_num(&w, r->cost, 8);
+  else
+    W_LIT(&w, "null");
+  W_LIT(&w, ",\"unit_source\":");
+  w_cstr(&w, r->unit_source);
+  W_LIT(&w, ",\"client\":");
+  w_cstr(&w, r->client);
+  W_LIT(&w, ",\"instance\":");
+  w_cstr(&w, r->instance);
   *w.p++ = '}';
   return w.p;
+}
+
+void mg_record_init(struct mg_record *r) {
+  memset(r, 0, sizeof(*r));
+  r->bucket = -1;
+  r->tokens_prompt = r->tokens_completion = -1;
+  r->tokens_cached = r->tokens_reasoning = -1;
+  r->tokens_cache_read = r->tokens_cache_write = -1;
 }
 
 int mg_record_format(const struct mg_record *r, struct mg_buf *b) {

@@ -14,7 +14,11 @@
  *  "fallback_reason":"timeout"|null,"confidence":0.91|null,
  *  "threshold":0.7|null,"cache":"off|miss|hit|store","status":200,
  *  "error":false,"ms":1712.4,"ttfb_ms":1712.1,"overhead_us":38,
- *  "tokens":{"prompt":31,"completion":12}|null}
+ *  "tokens":{"prompt":31,"completion":12,"cached":0,"reasoning":0,
+ *            "cache_read":0,"cache_write":0}|null (members the answer did
+ *            not give are absent),"cost":0.00012|null,
+ *  "unit_source":"safety_identifier"|"user"|"header"|"client"|null,
+ *  "client":"billing"|null,"instance":"gw-1:8080"|null}
  *
  * "error" is what the client saw as an error: a status of 400 or more
  * (but 499, the client's own disconnect), or a stream that ended with an
@@ -89,7 +93,21 @@ struct mg_record {
   uint64_t overhead_us;
   int64_t tokens_prompt;       /* < 0: unknown */
   int64_t tokens_completion;
+  int64_t tokens_cached;       /* OpenAI cached prompt tokens; < 0: unknown */
+  int64_t tokens_reasoning;    /* reasoning tokens (part of completion) */
+  int64_t tokens_cache_read;   /* Anthropic cache_read_input_tokens */
+  int64_t tokens_cache_write;  /* Anthropic cache_creation_input_tokens */
+  double cost;                 /* USD from the target's price and the
+                                * answer's usage */
+  bool has_cost;
+  const char *unit_source;     /* "safety_identifier", "user", "header",
+                                * "client", or NULL */
+  const char *client;          /* the authenticated client, or NULL */
+  const char *instance;        /* this instance's name, or NULL */
 };
+
+/* A record with nothing known yet: every token count and the bucket -1. */
+void mg_record_init(struct mg_record *r);
 
 /* Append the record's line (without a newline) to out. */
 int mg_record_format(const struct mg_record *r,

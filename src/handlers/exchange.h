@@ -8,8 +8,13 @@
 #include "server/resp.h"
 
 /* The handler (server/resp.h) of a model endpoint. owner: the struct
- * mg_worker the request arrived on; route->arg: its enum mg_endpoint. */
+ * mg_worker the request arrived on; route->arg: its struct mg_endpoint
+ * (api/api.h). */
 void mg_exchange_handle(void *owner, struct mg_resp *r,
+                        const struct mg_route *route);
+/* The handler of a pinned endpoint: GET/DELETE of a stored response and
+ * its input items, sent to the target that made it (its id says which). */
+void mg_exchange_pinned(void *owner, struct mg_resp *r,
                         const struct mg_route *route);
 
 #endif

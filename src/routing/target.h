@@ -29,7 +29,7 @@ enum mg_endpoint_id {
 };
 
 /* Legacy spelling, for code that does not include api/api.h (whose
- * `struct mg_endpoint` shares the tag namespace): `enum mg_endpoint` is
+ * `struct mg_endpoint` shares the tag namespace): `enum mg_endpoint_id` is
  * `enum mg_endpoint_id`. api.h undefines it. To be removed once the proxy
  * layer says mg_endpoint_id. */
 #ifndef MG_API_H

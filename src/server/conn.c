@@ -493,8 +493,9 @@ int mg_resp_error(struct mg_resp *r, int status, const char *message,
   struct mg_buf body;
   int rc;
   mg_buf_init(&body, 64u << 10);
-  rc = mg_http_error_json(&body, message, mg_http_error_type(status), param,
-                          code);
+  rc = (CONN(r)->req.route.error_body ? CONN(r)->req.route.error_body
+                                      : CONN(r)->env->error_body)(
+      &body, status, NULL, message, param, code);
   if (rc == 0)
     rc = mg_resp_send(r, status, "application/json", extra_headers,
                          body.data, body.len);

@@ -34,6 +34,10 @@ struct mg_conn_env {
   char *read_buf;                 /* borrowed: MG_READ_BUF_SIZE bytes */
   bool *read_busy;                /* borrowed: the buffer is in use */
   bool admin;                     /* the admin listener's connections */
+  /* Error bodies of requests whose route names no API shape (refused
+   * before routing, the admin API, the operational endpoints). */
+  int (*error_body)(struct mg_buf *out, int status, const char *type,
+                    const char *message, const char *param, const char *code);
   uint32_t max_connections;       /* refuse beyond this many */
   void *owner;
   /* The request's headers are complete: choose what answers it (fill

@@ -40,47 +40,6 @@ const char *mg_http_reason(int s) {
   }
 }
 
-const char *mg_http_error_type(int status) {
-  /* OpenAI answers a missing or wrong key with a 401 of type
-   * invalid_request_error (code invalid_api_key). */
-  if (status == 401)
-    return "invalid_request_error";
-  if (status == 403)
-    return "permission_error";
-  if (status == 404)
-    return "invalid_request_error";
-  if (status == 429)
-    return "rate_limit_error";
-  if (status >= 500)
-    return "server_error";
-  return "invalid_request_error";
-}
-
-int mg_http_error_json(struct mg_buf *out, const char *message,
-                       const char *type, const char *param,
-                       const char *code) {
-  int rc = mg_buf_puts(out, "{\"error\":{\"message\":");
-  if (rc == 0)
-    rc = mg_buf_json_str(out, message, strlen(message));
-  if (rc == 0)
-    rc = mg_buf_puts(out, ",\"type\":");
-  if (rc == 0)
-    rc = mg_buf_json_str(out, type, strlen(type));
-  if (rc == 0)
-    rc = mg_buf_puts(out, ",\"param\":");
-  if (rc == 0)
-    rc = param ? mg_buf_json_str(out, param, strlen(param))
-               : mg_buf_puts(out, "null");
-  if (rc == 0)
-    rc = mg_buf_puts(out, ",\"code\":");
-  if (rc == 0)
-    rc = code ? mg_buf_json_str(out, code, strlen(code))
-              : mg_buf_puts(out, "null");
-  if (rc == 0)
-    rc = mg_buf_puts(out, "}}");
-  return rc;
-}
-
 void mg_head_u64(struct mg_head *h, uint64_t v) {
   char tmp[24], *d = mg_u64_digits(tmp, v);
   mg_head_put(h, d, (size_t)(tmp + sizeof(tmp) - d));

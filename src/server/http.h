@@ -13,16 +13,6 @@
 /* "OK", "Bad Request", ... ("Unknown" for codes we never send). */
 const char *mg_http_reason(int status);
 
-/* An OpenAI-shaped error body:
- * {"error":{"message":...,"type":...,"param":...|null,"code":...|null}} */
-int mg_http_error_json(struct mg_buf *out, const char *message,
-                       const char *type, const char *param,
-                       const char *code) MG_WARN_UNUSED;
-
-/* The error type OpenAI uses for a status: invalid_request_error for 4xx,
- * server_error for 5xx, with a few specific ones. */
-const char *mg_http_error_type(int status);
-
 /* A response head built on the stack without printf: this is on every
  * request's path. Overflow is sticky and makes the head unusable. */
 #define MG_HEAD_MAX 4096

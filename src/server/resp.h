@@ -41,6 +41,11 @@ struct mg_route {
   const char *code;       /* static, or NULL */
   const char *allow;      /* the Allow header of a 405, or NULL */
   const char *endpoint;   /* its endpoint's name for the record, or NULL */
+  /* Errors in the endpoint's API shape (an Anthropic endpoint answers in
+   * Anthropic's), for every error answer on this request, refusals by the
+   * connection included; NULL: OpenAI's. */
+  int (*error_body)(struct mg_buf *out, int status, const char *type,
+                    const char *message, const char *param, const char *code);
 };
 
 /* The request being parsed, then handed to its handler. */
@@ -90,7 +95,8 @@ bool mg_resp_draining(const struct mg_resp *r);
  * negative code when the client is gone. */
 int mg_resp_send(struct mg_resp *r, int status, const char *content_type,
                  const char *extra, const char *body, size_t len);
-/* An OpenAI-shaped error answer. */
+/* An error answer in the shape of the request's API (its route's
+ * error_body; OpenAI's when it has none). */
 int mg_resp_error(struct mg_resp *r, int status, const char *message,
                   const char *code, const char *param, const char *extra);
 /* Streamed answers: the head (chunked), chunks, the end. */

@@ -25,6 +25,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/time.h"
+#include "api/api.h"
 #include "server/http.h"
 #include "upstream/curl.h"
 
@@ -410,6 +411,8 @@ int mg_worker_init(struct mg_worker *w, unsigned index, struct mg_shared *sh,
   w->env.read_busy = &w->read_busy;
   w->env.max_connections = sc->max_connections;
   w->env.owner = w;
+  /* OpenAI's shape where no endpoint says otherwise. */
+  w->env.error_body = mg_endpoint_get(MG_EP_CHAT)->ops->error_body;
   w->env.route = route;
   w->env.new_id = env_new_id;
   w->env.refused = env_refused;

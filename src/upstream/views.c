@@ -93,7 +93,7 @@ fail:
 
 const struct mg_up_dest_ref *mg_up_views_target(const struct mg_up_views *v,
                                                 const struct mg_target *t,
-                                                enum mg_endpoint ep) {
+                                                enum mg_endpoint_id ep) {
   return &v->targets[t->index * MG_EP__COUNT + (size_t)ep];
 }
 

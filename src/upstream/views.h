@@ -32,7 +32,7 @@ void mg_up_views_free(struct mg_up_views *v);
 
 const struct mg_up_dest_ref *mg_up_views_target(const struct mg_up_views *v,
                                                 const struct mg_target *t,
-                                                enum mg_endpoint ep);
+                                                enum mg_endpoint_id ep);
 /* NULL when the traditional path has no URL. */
 const struct mg_up_dest_ref *
 mg_up_views_trad(const struct mg_up_views *v, const struct mg_traditional *t);

@@ -752,7 +752,9 @@ static const char headers_cfg[] =
     "  'breaker':{'enabled':false}},"
     "'t-b':{'base_url':'@MOCK','model':'m-b','breaker':{'enabled':false},"
     "  'timeouts':{'first_byte_ms':%d}}},"
-    "'flags':{'hf':{'off_variant':'ctl','variants':{"
+    /* No fallback to the control: the 504 below is the treatment's own. */
+    "'flags':{'hf':{'off_variant':'ctl','fallback_to_control':false,"
+    "  'variants':{"
     "  'ctl':{'target':'t-a','weight':100},'trt':{'target':'t-b','weight':0}},"
     "  'rules':[{'if':{'attr':'slow','op':'exists'},'variant':'trt'}]}},"
     "'aliases':{'m-flag':{'flag':'hf'},'m-direct':{'target':'t-a'}}}";

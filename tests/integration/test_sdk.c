@@ -238,7 +238,8 @@ static void test_auth_and_request_id(void **state) {
   const char *argv[] = {node_bin, script, port, "auth", NULL};
   char *out = NULL;
   snprintf(port, sizeof(port), "%d", e->gate.port);
-  assert_int_equal(mg_h_run(argv, &out, NODE_MS), 0);
+  if (mg_h_run(argv, &out, NODE_MS) != 0)
+    fail_msg("node openai_sdk.mjs %s auth: %s", port, out ? out : "");
   assert_non_null(out);
   p = strstr(out, "ok auth: request ");
   if (p == NULL)

@@ -280,8 +280,21 @@ static struct mg_config *load(const char *json) {
   "\"anthropic\"}},"                                                         \
   "\"traditional\":{\"faq\":{\"static\":\"See the FAQ.\"}}"
 
+/* The same without the fallback across families. */
+#define FAMILY_TARGETS_OK                                                    \
+  "\"targets\":{\"gpt\":{\"base_url\":\"http://o/v1\",\"model\":\"g\","      \
+  "\"fallbacks\":[\"gpt-mini\",\"traditional:faq\",\"cache\"]},"             \
+  "\"gpt-mini\":{\"base_url\":\"http://o/v1\",\"model\":\"gm\"},"            \
+  "\"claude\":{\"base_url\":\"http://a/v1\",\"model\":\"c\",\"api\":"        \
+  "\"anthropic\",\"fallbacks\":[\"haiku\"]},"                                \
+  "\"haiku\":{\"base_url\":\"http://a/v1\",\"model\":\"h\",\"api\":"         \
+  "\"anthropic\"}},"                                                         \
+  "\"traditional\":{\"faq\":{\"static\":\"See the FAQ.\"}}"
+
+/* The loader refuses a flag and a chain that mix families, naming each
+ * path (`modelgate check` prints them). */
 static void test_check_families(void **state) {
-  struct mg_config *c = load(
+  static const char json[] =
       "{" FAMILY_TARGETS ",\"flags\":{"
       "\"mixed\":{\"off_variant\":\"ctl\",\"variants\":{"
       "\"ctl\":{\"target\":\"gpt\",\"weight\":90},"
@@ -289,11 +302,13 @@ static void test_check_families(void **state) {
       "\"fine\":{\"off_variant\":\"a\",\"variants\":{"
       "\"a\":{\"target\":\"claude\"},\"b\":{\"target\":\"haiku\"}}}},"
       "\"aliases\":{\"m\":{\"flag\":\"mixed\"},\"f\":{\"flag\":\"fine\"},"
-      "\"g\":{\"target\":\"gpt\"},\"c\":{\"target\":\"claude\"}}}");
+      "\"g\":{\"target\":\"gpt\"},\"c\":{\"target\":\"claude\"}}}";
   struct mg_cfg_errors e;
+  struct mg_config *c;
   (void)state;
   mg_cfg_errors_init(&e);
-  mg_api_check_families(&c->targets, &c->flags, &c->fallbacks, &e);
+  c = mg_config_load_string(json, strlen(json), "test", &e);
+  assert_null(c);
   assert_int_equal(e.n, 2);
   assert_non_null(strstr(e.msgs[0], "$.flags.mixed.variants.trt.target: "
                                     "target \"claude\" speaks api anthropic"));
@@ -301,14 +316,13 @@ static void test_check_families(void **state) {
                                     "\"claude\" speaks api anthropic, but "
                                     "\"gpt\" speaks openai"));
   mg_cfg_errors_free(&e);
-  mg_config_unref(c);
 }
 
 /* A model name of the other API: a 404 in the endpoint's own shape that
  * says where the model is served. */
 static void test_alias_serves(void **state) {
   struct mg_config *c = load(
-      "{" FAMILY_TARGETS ",\"flags\":{\"fine\":{\"off_variant\":\"a\","
+      "{" FAMILY_TARGETS_OK ",\"flags\":{\"fine\":{\"off_variant\":\"a\","
       "\"variants\":{\"a\":{\"target\":\"claude\"},\"b\":{\"target\":"
       "\"haiku\"}}}},\"aliases\":{\"f\":{\"flag\":\"fine\"},"
       "\"g\":{\"target\":\"gpt\"}}}");

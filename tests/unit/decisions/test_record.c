@@ -31,7 +31,8 @@ static const char *const record_keys[] = {
     "reason",    "weights",   "attrs",    "input",           "attempts",
     "served_by", "tier",      "fallback_reason", "confidence", "threshold",
     "cache",     "status",    "error",    "ms",              "ttfb_ms",
-    "overhead_us", "tokens",  NULL};
+    "overhead_us", "tokens",  "cost",     "unit_source",     "client",
+    "instance",  NULL};
 
 struct line {
   struct mg_buf buf;
@@ -161,7 +162,7 @@ static const struct mg_record_attempt full_attempts[] = {
 
 static struct mg_record full_record(void) {
   struct mg_record r;
-  memset(&r, 0, sizeof(r));
+  mg_record_init(&r);
   r.ts_ms = 1795266000123; /* 2026-11-21T13:00:00.123Z */
   r.id = "0123456789abcdef0123456789abcdef";
   r.config = "fedcba9876543210";
@@ -199,6 +200,13 @@ static struct mg_record full_record(void) {
   r.overhead_us = 38;
   r.tokens_prompt = 31;
   r.tokens_completion = 12;
+  r.tokens_cached = 4;
+  r.tokens_reasoning = 2;
+  r.cost = 0.00012345;
+  r.has_cost = true;
+  r.unit_source = "safety_identifier";
+  r.client = "billing";
+  r.instance = "gw-1";
   return r;
 }
 
@@ -211,7 +219,8 @@ static void test_full_record(void **state) {
                                            "stream", NULL};
   static const char *const attempt_keys[] = {"target", "outcome", "status",
                                              "ms", "confidence", NULL};
-  static const char *const token_keys[] = {"prompt", "completion", NULL};
+  static const char *const token_keys[] = {"prompt", "completion", "cached",
+                                           "reasoning", NULL};
   (void)state;
 
   format_record(&r, &l);
@@ -322,7 +331,9 @@ static void test_full_record_exact_text(void **state) {
       "\"fallback_reason\":\"timeout\",\"confidence\":0.91,"
       "\"threshold\":0.7,\"cache\":\"store\",\"status\":200,\"error\":false,"
       "\"ms\":1712.4,\"ttfb_ms\":1712.1,\"overhead_us\":38,"
-      "\"tokens\":{\"prompt\":31,\"completion\":12}}";
+      "\"tokens\":{\"prompt\":31,\"completion\":12,\"cached\":4,"
+      "\"reasoning\":2},\"cost\":0.00012345,\"unit_source\":"
+      "\"safety_identifier\",\"client\":\"billing\",\"instance\":\"gw-1\"}";
   (void)state;
   mg_buf_init(&b, 1u << 20);
   assert_int_equal(mg_record_format(&r, &b), 0);
@@ -336,7 +347,7 @@ static void test_full_record_exact_text(void **state) {
  * that was not JSON, say. */
 static struct mg_record minimal_record(void) {
   struct mg_record r;
-  memset(&r, 0, sizeof(r));
+  mg_record_init(&r);
   r.ts_ms = 1709210096000; /* 2024-02-29T12:34:56.000Z */
   r.id = "ffffffffffffffffffffffffffffffff";
   r.config = "0000000000000000";

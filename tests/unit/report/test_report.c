@@ -412,7 +412,7 @@ static void test_reader_real_records(void **state) {
   (void)state;
 
   mg_buf_init(&b, SIZE_MAX);
-  memset(&r, 0, sizeof(r));
+  mg_record_init(&r);
   r.ts_ms = 1795266000123; /* 2026-11-21T13:00:00.123Z */
   r.id = "0123456789abcdef0123456789abcdef";
   r.config = "00c0ffee00c0ffee";
