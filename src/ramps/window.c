@@ -1,21 +1,13 @@
-/* window.c - sliding windows of request outcomes. */
+/* window.c - sliding windows of request outcomes, with the sequential
+ * evidence beside them (window.h). */
 #include "ramps/window.h"
 
 #include <math.h>
 #include <string.h>
 
-/* Bucket upper bounds, computed once: b[i] = 1 ms * 1.12^i. */
-static double bounds[MG_WINDOW_LAT_BUCKETS];
-static bool bounds_ready;
-
-static void init_bounds(void) {
-  int i;
-  if (bounds_ready)
-    return;
-  for (i = 0; i < MG_WINDOW_LAT_BUCKETS; i++)
-    bounds[i] = pow(1.12, i);
-  bounds_ready = true;
-}
+/* Bucket i holds latencies up to 1 ms * 1.12^i. Computed when read, not
+ * cached in a static: workers on several threads share this code. */
+static double bound(int i) { return pow(1.12, i); }
 
 static int lat_bucket(double ms) {
   int i;
@@ -25,53 +17,208 @@ static int lat_bucket(double ms) {
   return i >= MG_WINDOW_LAT_BUCKETS ? MG_WINDOW_LAT_BUCKETS - 1 : i;
 }
 
-void mg_window_init(struct mg_window *w, uint32_t window_ms) {
-  init_bounds();
-  memset(w, 0, sizeof(*w));
+static void set_geometry(struct mg_window *w, uint32_t window_ms) {
   w->window_ms = window_ms ? window_ms : 1;
   w->slot_ms = w->window_ms / MG_WINDOW_SLOTS;
   if (w->slot_ms == 0)
     w->slot_ms = 1;
 }
 
-void mg_window_add(struct mg_window *w, int64_t now, bool error,
-                   bool fallback, bool low_conf, double latency_ms) {
+void mg_window_init(struct mg_window *w, uint32_t window_ms) {
+  memset(w, 0, sizeof(*w));
+  set_geometry(w, window_ms);
+}
+
+void mg_window_resize(struct mg_window *w, uint32_t window_ms) {
+  memset(w->slots, 0, sizeof(w->slots));
+  set_geometry(w, window_ms);
+}
+
+/* The slot of now, started afresh when it holds an earlier lap. */
+static struct mg_window_sum *slot_at(struct mg_window *w, int64_t now) {
   int64_t start = now - (now % w->slot_ms);
   int i = (int)((now / w->slot_ms) % MG_WINDOW_SLOTS);
-  struct mg_window_sum *s = &w->slots[i].s;
-  /* A slot from an earlier lap of the ring is stale: start it afresh. */
   if (w->slots[i].start != start) {
-    memset(s, 0, sizeof(*s));
+    memset(w->slots[i].cell, 0, sizeof(w->slots[i].cell));
     w->slots[i].start = start;
   }
+  return w->slots[i].cell;
+}
+
+/* Whether an outcome under epoch joins the totals; a newer epoch (a step
+ * began) restarts them. */
+static bool epoch_take(struct mg_window *w, uint64_t epoch) {
+  if (epoch > w->epoch) {
+    memset(w->total, 0, sizeof(w->total));
+    mg_hll_init(&w->units);
+    w->epoch = epoch;
+  }
+  return epoch == w->epoch;
+}
+
+static bool cell_ok(uint8_t c) { return c > 0 && c < MG_CELLS; }
+
+static void add_outcome(struct mg_window_sum *s, const struct mg_window_outcome *o,
+                        double ln_ms, bool hist) {
   s->requests++;
-  s->errors += error;
-  s->fallbacks += fallback;
-  s->low_conf += low_conf;
-  s->lat[lat_bucket(latency_ms)]++;
+  s->errors += o->error;
+  s->fallbacks += o->fallback;
+  s->low_conf += o->low_conf;
+  s->ok += o->ok;
+  s->ln_ms += ln_ms;
+  s->ln_ms_sq += ln_ms * ln_ms;
+  if (isfinite(o->cost) && o->cost >= 0) {
+    s->cost_n++;
+    s->cost += o->cost;
+    s->cost_sq += o->cost * o->cost;
+    if (o->ok) {
+      s->cost_ok++;
+      s->cost_of_ok += o->cost;
+    }
+  }
+  if (hist)
+    s->lat[lat_bucket(o->latency_ms)]++;
+}
+
+void mg_window_record(struct mg_window *w, int64_t now, uint64_t epoch,
+                      const struct mg_window_outcome *o) {
+  struct mg_window_sum *slot = slot_at(w, now);
+  bool tot = epoch_take(w, epoch);
+  /* Latencies under 1 us are clamped: the log needs a positive number. */
+  double ln_ms = log(o->latency_ms > 1e-3 ? o->latency_ms : 1e-3);
+  uint8_t cells[3];
+  int n = 0, i;
+  cells[n++] = MG_CELL_ALL;
+  if (cell_ok(o->chars_cell))
+    cells[n++] = o->chars_cell;
+  if (cell_ok(o->tools_cell) && o->tools_cell != o->chars_cell)
+    cells[n++] = o->tools_cell;
+  for (i = 0; i < n; i++) {
+    add_outcome(&slot[cells[i]], o, ln_ms, true);
+    if (tot)
+      add_outcome(&w->total[cells[i]], o, ln_ms, false);
+  }
+  if (tot && o->has_unit)
+    mg_hll_add(&w->units, o->unit_hash);
+}
+
+static void add_fb(struct mg_fb_sum *f, double value) {
+  f->n++;
+  f->sum += value;
+  f->sq += value * value;
+}
+
+void mg_window_feedback(struct mg_window *w, int64_t now, uint64_t epoch,
+                        uint32_t metric, double value, uint8_t chars_cell,
+                        uint8_t tools_cell) {
+  struct mg_window_sum *slot;
+  bool tot;
+  uint8_t cells[3];
+  int n = 0, i;
+  if (metric >= MG_MAX_FEEDBACK_METRICS || !isfinite(value))
+    return;
+  slot = slot_at(w, now);
+  tot = epoch_take(w, epoch);
+  cells[n++] = MG_CELL_ALL;
+  if (cell_ok(chars_cell))
+    cells[n++] = chars_cell;
+  if (cell_ok(tools_cell) && tools_cell != chars_cell)
+    cells[n++] = tools_cell;
+  for (i = 0; i < n; i++) {
+    add_fb(&slot[cells[i]].fb[metric], value);
+    if (tot)
+      add_fb(&w->total[cells[i]].fb[metric], value);
+  }
+}
+
+void mg_window_add(struct mg_window *w, int64_t now, bool error,
+                   bool fallback, bool low_conf, double latency_ms) {
+  struct mg_window_outcome o;
+  memset(&o, 0, sizeof(o));
+  o.error = error;
+  o.fallback = fallback;
+  o.low_conf = low_conf;
+  o.ok = !error;
+  o.latency_ms = latency_ms;
+  o.cost = NAN;
+  o.chars_cell = o.tools_cell = MG_CELL_NONE;
+  mg_window_record(w, now, w->epoch, &o);
+}
+
+void mg_window_sum_add(struct mg_window_sum *acc,
+                       const struct mg_window_sum *x) {
+  int j;
+  acc->requests += x->requests;
+  acc->errors += x->errors;
+  acc->fallbacks += x->fallbacks;
+  acc->low_conf += x->low_conf;
+  acc->ok += x->ok;
+  acc->ln_ms += x->ln_ms;
+  acc->ln_ms_sq += x->ln_ms_sq;
+  acc->cost_n += x->cost_n;
+  acc->cost_ok += x->cost_ok;
+  acc->cost += x->cost;
+  acc->cost_sq += x->cost_sq;
+  acc->cost_of_ok += x->cost_of_ok;
+  for (j = 0; j < MG_MAX_FEEDBACK_METRICS; j++) {
+    acc->fb[j].n += x->fb[j].n;
+    acc->fb[j].sum += x->fb[j].sum;
+    acc->fb[j].sq += x->fb[j].sq;
+  }
+  for (j = 0; j < MG_WINDOW_LAT_BUCKETS; j++)
+    acc->lat[j] += x->lat[j];
+}
+
+static bool slot_live(const struct mg_window *w, int i, int64_t now) {
+  return !(w->slots[i].start > now ||
+           now - w->slots[i].start >= w->window_ms);
 }
 
 void mg_window_sum(const struct mg_window *w, int64_t now,
                    struct mg_window_sum *out) {
-  int i, j;
+  int i;
   memset(out, 0, sizeof(*out));
-  for (i = 0; i < MG_WINDOW_SLOTS; i++) {
-    const struct mg_window_sum *s = &w->slots[i].s;
-    if (w->slots[i].start > now || now - w->slots[i].start >= w->window_ms)
-      continue;
-    out->requests += s->requests;
-    out->errors += s->errors;
-    out->fallbacks += s->fallbacks;
-    out->low_conf += s->low_conf;
-    for (j = 0; j < MG_WINDOW_LAT_BUCKETS; j++)
-      out->lat[j] += s->lat[j];
+  for (i = 0; i < MG_WINDOW_SLOTS; i++)
+    if (slot_live(w, i, now))
+      mg_window_sum_add(out, &w->slots[i].cell[MG_CELL_ALL]);
+}
+
+void mg_window_view_init(struct mg_window_view *v) {
+  memset(v, 0, sizeof(*v));
+}
+
+void mg_window_read(const struct mg_window *w, int64_t now,
+                    struct mg_window_view *out) {
+  int i, c;
+  mg_window_view_init(out);
+  for (i = 0; i < MG_WINDOW_SLOTS; i++)
+    if (slot_live(w, i, now))
+      for (c = 0; c < MG_CELLS; c++)
+        mg_window_sum_add(&out->win[c], &w->slots[i].cell[c]);
+  out->epoch = w->epoch;
+  memcpy(out->total, w->total, sizeof(out->total));
+  out->units = w->units;
+}
+
+void mg_window_view_merge(struct mg_window_view *acc,
+                          const struct mg_window_view *x) {
+  int c;
+  for (c = 0; c < MG_CELLS; c++)
+    mg_window_sum_add(&acc->win[c], &x->win[c]);
+  if (x->epoch > acc->epoch) {
+    acc->epoch = x->epoch;
+    memcpy(acc->total, x->total, sizeof(acc->total));
+    acc->units = x->units;
+  } else if (x->epoch == acc->epoch) {
+    for (c = 0; c < MG_CELLS; c++)
+      mg_window_sum_add(&acc->total[c], &x->total[c]);
+    mg_hll_merge(&acc->units, &x->units);
   }
 }
 
 double mg_window_quantile(const struct mg_window_sum *s, double q) {
   uint64_t n = 0, want, seen = 0;
   int i;
-  init_bounds();
   for (i = 0; i < MG_WINDOW_LAT_BUCKETS; i++)
     n += s->lat[i];
   if (n == 0)
@@ -82,7 +229,7 @@ double mg_window_quantile(const struct mg_window_sum *s, double q) {
   for (i = 0; i < MG_WINDOW_LAT_BUCKETS; i++) {
     seen += s->lat[i];
     if (seen >= want)
-      return bounds[i];
+      return bound(i);
   }
-  return bounds[MG_WINDOW_LAT_BUCKETS - 1];
+  return bound(MG_WINDOW_LAT_BUCKETS - 1);
 }

@@ -1,7 +1,10 @@
 /* test_ramp.c - ramps and guards with an injectable clock: a healthy
  * treatment walks every step; errors against the control roll it back
- * within one interval once the sample is large enough; p95; too little
- * traffic means no action; restarts resume the step and keep a rollback. */
+ * within one interval once the evidence is strong enough; p95; too little
+ * traffic means no action; restarts resume the step and keep a rollback.
+ * Then the input axis (cells judged on their own, input gates), exit
+ * criteria per step, guards on feedback and cost, the evidence a rollback
+ * carries, and state files from before all that. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #include <cmocka.h>
 
@@ -35,8 +39,10 @@ struct fx {
   struct mg_config *cfg;
   const struct mg_flag *f;
   const struct mg_ramp_cfg *rc;
+  struct mg_ramps own;      /* ramps parsed by a test itself (feedback) */
   struct mg_ramp_state st;
   struct mg_window wt, wc;
+  struct mg_window_view vt, vc;
   int64_t now;  /* wall clock for the ramp */
 };
 
@@ -63,27 +69,49 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   struct fx *x = *state;
+  mg_ramps_free(&x->own);
   mg_config_unref(x->cfg);
   free(x);
   return 0;
+}
+
+/* n requests to one window at x->now under the ramp's epoch: the first
+ * nerr of them errors, every one with latency ms, input in (or none) and a
+ * cost (NaN: unknown). */
+static void add(struct fx *x, struct mg_window *w, int n, int nerr, double ms,
+                const struct mg_input *in, double cost) {
+  struct mg_window_outcome o;
+  int i;
+  memset(&o, 0, sizeof(o));
+  o.latency_ms = ms;
+  o.cost = cost;
+  o.chars_cell = o.tools_cell = MG_CELL_NONE;
+  if (in)
+    mg_ramp_cells(x->rc, in, &o.chars_cell, &o.tools_cell);
+  for (i = 0; i < n; i++) {
+    o.error = i < nerr;
+    o.ok = !o.error;
+    mg_window_record(w, x->now, x->st.epoch, &o);
+  }
 }
 
 /* Traffic: n requests to each arm at time x->now, with error counts and a
  * latency. */
 static void traffic(struct fx *x, int n_t, int err_t, int n_c, int err_c,
                     double ms) {
-  int i;
-  for (i = 0; i < n_t; i++)
-    mg_window_add(&x->wt, x->now, i < err_t, false, false, ms);
-  for (i = 0; i < n_c; i++)
-    mg_window_add(&x->wc, x->now, i < err_c, false, false, ms);
+  add(x, &x->wt, n_t, err_t, ms, NULL, NAN);
+  add(x, &x->wc, n_c, err_c, ms, NULL, NAN);
+}
+
+static enum mg_ramp_event judge(struct fx *x, const struct mg_ramp_cfg *rc,
+                                struct mg_ramp_evidence *why) {
+  mg_window_read(&x->wt, x->now, &x->vt);
+  mg_window_read(&x->wc, x->now, &x->vc);
+  return mg_ramp_judge(rc, &x->st, x->now, &x->vt, &x->vc, why);
 }
 
 static enum mg_ramp_event check(struct fx *x) {
-  struct mg_window_sum t, c;
-  mg_window_sum(&x->wt, x->now, &t);
-  mg_window_sum(&x->wc, x->now, &c);
-  return mg_ramp_check(x->rc, &x->st, x->now, &t, &c);
+  return judge(x, x->rc, NULL);
 }
 
 static uint32_t weight(struct fx *x) { return mg_ramp_weight(x->rc, &x->st); }
@@ -133,25 +161,44 @@ static void test_hold_is_respected(void **state) {
   assert_int_equal(x->st.step, 1);
 }
 
+/* Changed with issue 15.5: max_error_ratio used to fire on a fixed-sample
+ * z-test of "treatment worse than control" as soon as the observed ratio
+ * passed k; 9 errors in 210 against 21 in 2,100 (4.3% vs 1%) rolled back.
+ * Now it rolls back only when the sequential test shows the treatment
+ * beyond k x the control's rate, which that sample cannot show; a
+ * treatment failing 30% of the time shows it at once. */
 static void test_error_ratio_rolls_back_within_one_interval(void **state) {
   struct fx *x = *state;
   struct mg_flag_state fs;
+  struct mg_ramp_evidence why;
   int i;
   /* Below the minimum sample nothing happens, however bad. */
   x->now += 10000;
-  traffic(x, 150, 6, 1500, 15, 100); /* 4% vs 1% */
+  traffic(x, 150, 45, 1500, 15, 100); /* 30% vs 1% */
   assert_int_equal(check(x), MG_RAMP_NOTHING);
   assert_int_equal(x->st.status, MG_RAMP_RUNNING);
   /* The sample reaches 200 before the next check: the first check after
    * it rolls back. */
   x->now += 5000;
-  traffic(x, 60, 3, 600, 6, 100);
+  traffic(x, 60, 18, 600, 6, 100);
   x->now += 5000;
-  assert_int_equal(check(x), MG_RAMP_ROLLBACK);
+  assert_int_equal(judge(x, x->rc, &why), MG_RAMP_ROLLBACK);
   assert_int_equal(x->st.status, MG_RAMP_ROLLED_BACK);
   assert_string_equal(x->st.guard, "max_error_ratio");
   assert_true(x->st.observed > 2);
   assert_true(x->st.threshold == 2);
+  /* the evidence: a sequential test on "all", over the step's requests */
+  assert_string_equal(why.guard, "max_error_ratio");
+  assert_string_equal(why.cell, "all");
+  assert_true(why.sequential);
+  assert_int_equal(why.n_treatment, 210);
+  assert_int_equal(why.n_control, 2100);
+  assert_true(why.statistic >= why.boundary);
+  /* alpha 0.01 over 5 steps and 8 cells (one sequential guard) */
+  assert_true(fabs(why.alpha - 0.01 / 5 / 8) < 1e-15);
+  assert_true(fabs(why.boundary - log(4000)) < 1e-9);
+  assert_true(why.window_ms == 0);
+  assert_string_equal(x->st.why.guard, "max_error_ratio");
   assert_int_equal(weight(x), 0);
   mg_flag_state_init(&fs, x->f);
   mg_ramp_apply(x->rc, &x->st, x->f, &fs);
@@ -164,6 +211,30 @@ static void test_error_ratio_rolls_back_within_one_interval(void **state) {
     assert_int_equal(check(x), MG_RAMP_NOTHING);
   }
   assert_int_equal(x->st.status, MG_RAMP_ROLLED_BACK);
+}
+
+/* 4.3% against 1% with k = 2: the ratio is above 2 but 210 requests
+ * cannot show it is; more of the same traffic does. */
+static void test_error_ratio_needs_evidence(void **state) {
+  struct fx *x = *state;
+  int i, checks = 0;
+  x->now += 10000;
+  traffic(x, 210, 9, 2100, 21, 100);
+  assert_int_equal(check(x), MG_RAMP_NOTHING);
+  assert_int_equal(x->st.failures, 0);
+  /* 4% vs 1% keeps coming: rolled back within a bounded number of checks,
+   * each adding 200 treatment requests */
+  for (i = 0; i < 200 && x->st.status != MG_RAMP_ROLLED_BACK; i++) {
+    x->now += 10000;
+    traffic(x, 200, 8, 2000, 20, 100);
+    check(x);
+    checks++;
+  }
+  assert_int_equal(x->st.status, MG_RAMP_ROLLED_BACK);
+  assert_string_equal(x->st.guard, "max_error_ratio");
+  print_message("4%% vs 1%% (k = 2): rolled back after %d checks, %d "
+                "treatment requests\n", checks, 210 + 200 * checks);
+  assert_true(checks >= 2);
 }
 
 static void test_equal_error_rates_do_not_roll_back(void **state) {
@@ -394,6 +465,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_hold_is_respected, setup, teardown),
       cmocka_unit_test_setup_teardown(
           test_error_ratio_rolls_back_within_one_interval, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_error_ratio_needs_evidence, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_equal_error_rates_do_not_roll_back,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_p95_breach, setup, teardown),
