@@ -7,7 +7,7 @@
 void mg_hll_init(struct mg_hll *h) { memset(h, 0, sizeof(*h)); }
 
 /* splitmix64's finaliser: every input bit reaches every output bit. */
-static uint64_t mix(uint64_t x) {
+uint64_t mg_hll_mix(uint64_t x) {
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ULL;
   x ^= x >> 27;
@@ -17,7 +17,7 @@ static uint64_t mix(uint64_t x) {
 }
 
 void mg_hll_add(struct mg_hll *h, uint64_t hash) {
-  uint64_t x = mix(hash);
+  uint64_t x = mg_hll_mix(hash);
   uint32_t idx = (uint32_t)(x >> (64 - MG_HLL_BITS));
   uint64_t rest = x << MG_HLL_BITS;
   /* rank: position of the first 1 bit in the remaining 54 bits (1-based);

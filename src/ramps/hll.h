@@ -31,5 +31,8 @@ void mg_hll_add(struct mg_hll *h, uint64_t hash);
 void mg_hll_merge(struct mg_hll *acc, const struct mg_hll *x);
 /* The estimated number of distinct hashes added. */
 double mg_hll_estimate(const struct mg_hll *h);
+/* The mixer applied to every hash (splitmix64's finaliser): for other
+ * users of unit hashes that need well-spread bits. */
+uint64_t mg_hll_mix(uint64_t x);
 
 #endif

@@ -615,6 +615,38 @@ static bool sequential(struct walk *w, unsigned cell, const char *guard,
   return w->fn(w->ctx, &p);
 }
 
+/* What a design effect is computed for. */
+enum measure { M_ERRORS, M_LATENCY, M_COST, M_FEEDBACK };
+
+/* Set an arm's design effect from the view's unit buckets of a cell. */
+static void set_design(struct mg_seq_arm *a, const struct mg_window_view *v,
+                       unsigned cell, enum measure m, unsigned metric) {
+  double y[MG_UNIT_BUCKETS], s[MG_UNIT_BUCKETS];
+  unsigned b;
+  for (b = 0; b < MG_UNIT_BUCKETS; b++) {
+    const struct mg_unit_bucket *u = &v->buckets[cell][b];
+    switch (m) {
+    case M_ERRORS:
+      y[b] = u->errors;
+      s[b] = u->requests;
+      break;
+    case M_LATENCY:
+      y[b] = u->ln_ms;
+      s[b] = u->requests;
+      break;
+    case M_COST:
+      y[b] = u->cost;
+      s[b] = u->cost_ok;
+      break;
+    default:
+      y[b] = u->fb_sum[metric];
+      s[b] = u->fb_n[metric];
+      break;
+    }
+  }
+  a->design = mg_seq_design_effect(a, y, s, MG_UNIT_BUCKETS);
+}
+
 static struct mg_seq_arm cost_arm(const struct mg_window_sum *s) {
   struct mg_seq_arm a;
   a.n = (double)s->cost_n;
@@ -623,6 +655,7 @@ static struct mg_seq_arm cost_arm(const struct mg_window_sum *s) {
   a.den = (double)s->cost_ok;
   a.den_sq = (double)s->cost_ok;
   a.cross = s->cost_of_ok;
+  a.design = 1;
   return a;
 }
 
@@ -666,12 +699,16 @@ static bool walk_guards(struct walk *w) {
       struct mg_seq_arm b = mg_seq_arm_mean((double)ct->requests,
                                             (double)ct->errors,
                                             (double)ct->errors);
+      set_design(&a, t, cell, M_ERRORS, 0);
+      set_design(&b, ctl, cell, M_ERRORS, 0);
       if (g->max_error_ratio >= 0 &&
           sequential(w, cell, "max_error_ratio", SEQ_RATIO, &a, &b,
                      g->max_error_ratio, +1))
         return true;
       a = mg_seq_arm_mean((double)tt->requests, tt->ln_ms, tt->ln_ms_sq);
       b = mg_seq_arm_mean((double)ct->requests, ct->ln_ms, ct->ln_ms_sq);
+      set_design(&a, t, cell, M_LATENCY, 0);
+      set_design(&b, ctl, cell, M_LATENCY, 0);
       if (g->max_latency_ratio >= 0 &&
           sequential(w, cell, "max_latency_ratio", SEQ_SHIFT, &a, &b,
                      g->max_latency_ratio, +1))
@@ -680,6 +717,8 @@ static bool walk_guards(struct walk *w) {
     if (g->max_cost_ratio >= 0 && cev && tt->cost_n >= min &&
         ct->cost_n >= min) {
       struct mg_seq_arm a = cost_arm(tt), b = cost_arm(ct);
+      set_design(&a, t, cell, M_COST, 0);
+      set_design(&b, ctl, cell, M_COST, 0);
       if (sequential(w, cell, "max_cost_ratio", SEQ_RATIO, &a, &b,
                      g->max_cost_ratio, +1))
         return true;
@@ -692,6 +731,8 @@ static bool walk_guards(struct walk *w) {
       bool both = cev && tf->n >= min && cf->n >= min;
       if (!f->on)
         continue;
+      set_design(&a, t, cell, M_FEEDBACK, i);
+      set_design(&b, ctl, cell, M_FEEDBACK, i);
 #define FB(part, cond, kind, ctlarm, thr, dir)                                \
   do {                                                                        \
     if (cond) {                                                               \

@@ -12,7 +12,40 @@ struct mg_seq_arm mg_seq_arm_mean(double n, double sum, double sq) {
   a.den = n;
   a.den_sq = n;
   a.cross = sum;
+  a.design = 1;
   return a;
+}
+
+double mg_seq_design_effect(const struct mg_seq_arm *a, const double *y,
+                            const double *s, unsigned nb) {
+  double R, cl = 0, iid;
+  unsigned b, g = 0;
+  if (!(a->den > 0))
+    return 1;
+  R = a->sum / a->den;
+  for (b = 0; b < nb; b++) {
+    double d = y[b] - R * s[b];
+    if (s[b] == 0 && y[b] == 0)
+      continue;
+    g++;
+    cl += d * d;
+  }
+  /* No buckets at all: the caller keeps none (legacy sums); treat the
+   * observations as independent. */
+  if (g == 0)
+    return 1;
+  if (g < MG_SEQ_MIN_CLUSTERS)
+    return INFINITY;
+  cl *= (double)g / (g - 1);
+  iid = a->sq - 2 * R * a->cross + R * R * a->den_sq;
+  if (!(iid > 0))
+    return 1;
+  return cl / iid > 1 ? cl / iid : 1;
+}
+
+/* An arm's design effect as a variance factor. */
+static double design(const struct mg_seq_arm *a) {
+  return a->design > 1 ? a->design : 1;
 }
 
 /* log Phi(x), finite for every x: the direct form until erfc underflows,
@@ -75,25 +108,26 @@ static bool binary(const struct mg_seq_arm *a) {
          a->sq == a->sum;
 }
 
-/* The variance of sum(y)/sum(s) when its true value is R: for 0/1 values
- * the Bernoulli variance R (1 - R) / n (the score test's), else the delta
- * method's sum((y - R s)^2) / (sum s)^2 around the null value. Rounding
- * can take the sum of squares a hair below zero: clamp. */
-static double arm_var(const struct mg_seq_arm *a, double R, bool bin) {
-  double ss;
-  if (bin)
-    return R > 0 && R < 1 ? R * (1 - R) / a->n : 0;
-  ss = a->sq - 2 * R * a->cross + R * R * a->den_sq;
+/* The variance of sum(y)/sum(s) when its true value is R, by the delta
+ * method: sum((y - R s)^2) / (sum s)^2 around the null value. Rounding can
+ * take the sum of squares a hair below zero: clamp. */
+static double arm_var(const struct mg_seq_arm *a, double R) {
+  double ss = a->sq - 2 * R * a->cross + R * R * a->den_sq;
   if (ss < 0)
     ss = 0;
   return ss / (a->den * a->den);
 }
 
+/* Under the null, an arm with mean R among n 0/1 values expects
+ * MG_SEQ_MIN_EVENTS events and as many non-events. */
+static bool enough_events(double R, double n) {
+  return R * n >= MG_SEQ_MIN_EVENTS && (1 - R) * n >= MG_SEQ_MIN_EVENTS;
+}
+
 void mg_seq_ratio(const struct mg_seq_arm *t, const struct mg_seq_arm *c,
                   double k, int dir, double detect_ratio, double alpha,
                   struct mg_seq_result *out) {
-  double rt, rc, r0, v, est;
-  bool bin;
+  double rt, rc, r0, rc_tau;
   result_init(out, alpha);
   if (!(t->n >= 2 && c->n >= 2 && t->den > 0 && c->den > 0 && k > 0))
     return;
@@ -103,13 +137,25 @@ void mg_seq_ratio(const struct mg_seq_arm *t, const struct mg_seq_arm *c,
    * (the log and the event need a finite number). */
   out->observed = rc > 0 ? rt / rc : rt * c->den;
   r0 = (t->sum / k + c->sum) / (t->den + c->den);
-  bin = binary(t) && binary(c);
-  /* A null that lets the treatment fail every time cannot be exceeded. */
-  if (bin && dir > 0 && k * r0 >= 1)
+  /* tau from the control alone: a scale that grew with the treatment's
+   * own excursions would tune the test to them after the fact. A control
+   * with none counts as half an event. */
+  rc_tau = rc > 0 ? fabs(rc) : 0.5 / c->den;
+  if (binary(t) && binary(c)) {
+    /* 0/1 values on the square-root scale, where the variance no longer
+     * depends on the rate ((1 - R) / 4n) and a count's right skew is
+     * mostly gone: sqrt(R_t) <= sqrt(k R_c) is the same null. */
+    double vt = (1 - k * r0) / (4 * t->n) * design(t);
+    double vc = k * (1 - r0) / (4 * c->n) * design(c);
+    if (!enough_events(k * r0, t->n) || !enough_events(r0, c->n))
+      return;
+    finish(out, dir * (sqrt(rt) - sqrt(k * rc)), vt + vc,
+           (sqrt(detect_ratio) - 1) * sqrt(k * rc_tau));
     return;
-  v = arm_var(t, k * r0, bin) + k * k * arm_var(c, r0, bin);
-  est = dir * (rt - k * rc);
-  finish(out, est, v, (detect_ratio - 1) * k * fabs(r0));
+  }
+  finish(out, dir * (rt - k * rc),
+         arm_var(t, k * r0) * design(t) + k * k * arm_var(c, r0) * design(c),
+         (detect_ratio - 1) * k * rc_tau);
 }
 
 void mg_seq_shift(const struct mg_seq_arm *t, const struct mg_seq_arm *c,
@@ -128,20 +174,29 @@ void mg_seq_shift(const struct mg_seq_arm *t, const struct mg_seq_arm *c,
     vt = 0;
   if (vc < 0)
     vc = 0;
-  finish(out, (mt - mc) - log(k), vt / t->n + vc / c->n, log(detect_ratio));
+  finish(out, (mt - mc) - log(k),
+         vt / t->n * design(t) + vc / c->n * design(c), log(detect_ratio));
 }
 
 void mg_seq_level(const struct mg_seq_arm *t, double thr, int dir,
                   double detect_ratio, double alpha,
                   struct mg_seq_result *out) {
-  double m, v, scale;
+  double m, scale;
   result_init(out, alpha);
   if (!(t->n >= 2))
     return;
   m = t->sum / t->n;
   out->observed = m;
-  v = arm_var(t, thr, binary(t));
+  if (binary(t)) {
+    double d = sqrt(detect_ratio);
+    if (!(thr > 0 && thr < 1) || !enough_events(thr, t->n))
+      return;
+    finish(out, dir * (sqrt(m) - sqrt(thr)),
+           (1 - thr) / (4 * t->n) * design(t),
+           (dir > 0 ? d - 1 : 1 - 1 / d) * sqrt(thr));
+    return;
+  }
   scale = thr != 0 ? fabs(thr) : 1;
-  finish(out, dir * (m - thr), v,
+  finish(out, dir * (m - thr), arm_var(t, thr) * design(t),
          (dir > 0 ? detect_ratio - 1 : 1 - 1 / detect_ratio) * scale);
 }

@@ -26,8 +26,9 @@
  * and 5..7 tool-count bands (ramp.h, mg_ramp_cells), so every outcome is
  * in "all", one chars cell and one tools cell.
  *
- * Memory: sizeof(struct mg_window) is about 190 KB (30 slots x 8 cells x
- * 760 bytes, the totals and a 1 KiB sketch); a view is about 13 KB. */
+ * Memory: sizeof(struct mg_window) is about 240 KB (30 slots x 8 cells x
+ * 760 bytes, the totals, 8 x 32 unit buckets of 168 bytes, a 1 KiB
+ * sketch); a view is about 56 KB (keep it off small stacks). */
 #ifndef MG_WINDOW_H
 #define MG_WINDOW_H
 
@@ -71,6 +72,16 @@ struct mg_window_sum {
                                         * keep no histogram */
 };
 
+/* Units hashed into buckets, for the sequential tests' design effect
+ * (seqtest.h, "Clustering"): the evidence's sums per bucket. */
+#define MG_UNIT_BUCKETS 32
+
+struct mg_unit_bucket {
+  double requests, errors, ln_ms;
+  double cost_ok, cost;            /* over requests with a known cost */
+  double fb_n[MG_MAX_FEEDBACK_METRICS], fb_sum[MG_MAX_FEEDBACK_METRICS];
+};
+
 /* One finished request, as the guards see it. */
 struct mg_window_outcome {
   bool error, fallback, low_conf;
@@ -79,7 +90,20 @@ struct mg_window_outcome {
   double cost;        /* NaN when unknown (no usage, no price) */
   uint8_t chars_cell; /* mg_ramp_cells; MG_CELL_NONE: "all" only */
   uint8_t tools_cell;
-  bool has_unit;      /* unit_hash names the unit (for min_units) */
+  bool has_unit;      /* unit_hash names the unit (min_units, clusters);
+                       * without it the request is a unit of its own */
+  uint64_t unit_hash;
+};
+
+/* One feedback value, as the guards see it. */
+struct mg_window_fb {
+  uint32_t metric;    /* index into feedback.metrics; from
+                       * MG_MAX_FEEDBACK_METRICS on, ignored */
+  double value;
+  uint8_t chars_cell; /* the cells of the request it is about;
+                       * MG_CELL_NONE when unknown */
+  uint8_t tools_cell;
+  bool has_unit;      /* the unit of that request, when known */
   uint64_t unit_hash;
 };
 
@@ -91,8 +115,13 @@ struct mg_window {
     int64_t start;
     struct mg_window_sum cell[MG_CELLS];
   } slots[MG_WINDOW_SLOTS];
+  struct mg_window_sum stored[MG_CELLS]; /* the sum of every slot held,
+                                          * live or expired: a read
+                                          * subtracts the expired ones */
   struct mg_window_sum total[MG_CELLS]; /* since the epoch began */
+  struct mg_unit_bucket buckets[MG_CELLS][MG_UNIT_BUCKETS]; /* the same */
   struct mg_hll units;                  /* since the epoch began */
+  uint64_t anonymous;                   /* outcomes without a unit */
 };
 
 /* What a check reads: one worker's window, or several merged. */
@@ -100,6 +129,7 @@ struct mg_window_view {
   uint64_t epoch;
   struct mg_window_sum win[MG_CELLS];   /* the last window_ms */
   struct mg_window_sum total[MG_CELLS]; /* since the epoch began */
+  struct mg_unit_bucket buckets[MG_CELLS][MG_UNIT_BUCKETS];
   struct mg_hll units;
 };
 
@@ -112,12 +142,10 @@ void mg_window_resize(struct mg_window *w, uint32_t window_ms);
 /* Record a finished request at now under the ramp state's epoch. */
 void mg_window_record(struct mg_window *w, int64_t now, uint64_t epoch,
                       const struct mg_window_outcome *o);
-/* Record a feedback value for metric (an index below
- * MG_MAX_FEEDBACK_METRICS; others are ignored) at its arrival time now, in
- * the cells of the request it is about (MG_CELL_NONE when unknown). */
+/* Record a feedback value at its arrival time now (feedback comes after
+ * its request: it joins the slot and the evidence of now). */
 void mg_window_feedback(struct mg_window *w, int64_t now, uint64_t epoch,
-                        uint32_t metric, double value, uint8_t chars_cell,
-                        uint8_t tools_cell);
+                        const struct mg_window_fb *f);
 
 /* The view of a window at now. */
 void mg_window_read(const struct mg_window *w, int64_t now,

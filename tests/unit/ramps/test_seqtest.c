@@ -2,8 +2,9 @@
  * values worked independently by tests/unit/ramps/seqtest_ref.py (python3,
  * standard library): the mixture likelihood ratio integrated numerically
  * (Simpson) instead of the closed form, variances summed over the raw
- * observations instead of from moments. Run the script to reproduce every
- * number below. */
+ * observations instead of from moments, the design effect from lists of
+ * clustered observations. Run the script to reproduce every number
+ * below. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,8 @@
 #include <cmocka.h>
 
 #include "ramps/seqtest.h"
+
+#define MG_UNIT_BUCKETS_TEST 32
 
 #define NEAR(a, b, tol)                                                      \
   do {                                                                       \
@@ -49,43 +52,91 @@ static void test_error_ratio(void **state) {
   struct mg_seq_arm t = bern(1000, 40), c = bern(10000, 150);
   struct mg_seq_result r;
   (void)state;
-  /* seqtest_ref.py "error_ratio": 4% against 1.5%, k = 1.5 */
+  /* seqtest_ref.py "error_ratio": 4% against 1.5%, k = 1.5, on the
+   * square-root scale of 0/1 values */
   mg_seq_ratio(&t, &c, 1.5, +1, 1.5, 0.01, &r);
   assert_true(r.defined);
-  NEAR(r.estimate, 0.0175, 1e-12);
-  NEAR(r.se, 0.0052025125049, 1e-9);
-  NEAR(r.z, 3.36375933427, 1e-9);
-  NEAR(r.tau, 0.0120454545455, 1e-9);
-  NEAR(r.log_lr, 4.014623975, 1e-6);
+  NEAR(r.estimate, 0.05, 1e-12);
+  NEAR(r.se, 0.0167593257621, 1e-9);
+  NEAR(r.z, 2.98341357581, 1e-9);
+  NEAR(r.tau, 0.0337117307087, 1e-9);
+  NEAR(r.log_lr, 2.934911268, 1e-6);
   NEAR(r.observed, 2.66666666667, 1e-9);
   NEAR(r.boundary, log(100), 1e-12);
-  assert_false(r.reject); /* 4.01 < log 100 = 4.61 */
-  /* at alpha = 0.05 (boundary log 20 = 3.00) the same evidence rejects */
-  mg_seq_ratio(&t, &c, 1.5, +1, 1.5, 0.05, &r);
+  assert_false(r.reject); /* 2.93 < log 100 = 4.61 */
+  /* at alpha = 0.1 (boundary log 10 = 2.30) the same evidence rejects */
+  mg_seq_ratio(&t, &c, 1.5, +1, 1.5, 0.1, &r);
   assert_true(r.reject);
   /* "error_ratio_k3": the same counts are within 3x */
-  mg_seq_ratio(&t, &c, 3, +1, 1.5, 0.05, &r);
-  NEAR(r.se, 0.00746500928575, 1e-9);
-  NEAR(r.log_lr, -2.407640159, 1e-6);
+  mg_seq_ratio(&t, &c, 3, +1, 1.5, 0.1, &r);
+  NEAR(r.se, 0.0176847391838, 1e-9);
+  NEAR(r.log_lr, -2.320870556, 1e-6);
   assert_false(r.reject);
 }
 
 static void test_error_ratio_zero_control(void **state) {
-  /* "error_ratio_zero_control": 5 of 300 against 0 of 3000, k = 2. The
-   * null variance keeps the evidence finite, and the 4 and 16 tau scales
-   * make it strong (a single scale-tau0 mixture gives log_lr 0.19 on the
-   * empirical variance). */
   struct mg_seq_arm t = bern(300, 5), c = bern(3000, 0);
   struct mg_seq_result r;
   (void)state;
+  /* "error_ratio_zero_control": 5 of 300 against 0 of 3000, k = 2: the
+   * null expects 0.45 treatment events, too few for a normal
+   * approximation: no evidence (max_error_rate is the guard for this) */
+  mg_seq_ratio(&t, &c, 2, +1, 1.5, 0.01, &r);
+  assert_false(r.defined);
+  assert_false(r.reject);
+  /* "error_ratio_zero_control_defined": 30 of 1000 against 0 of 3000;
+   * the control's half an event sets tau, the 16 tau scale carries it */
+  t = bern(1000, 30);
   mg_seq_ratio(&t, &c, 2, +1, 1.5, 0.01, &r);
   assert_true(r.defined);
-  NEAR(r.se, 0.00246011962152, 1e-9);
-  NEAR(r.z, 6.77473831796, 1e-9);
-  NEAR(r.tau, 0.000757575757576, 1e-9);
-  NEAR(r.log_lr, 20.0210935, 1e-6);
-  NEAR(r.observed, 50, 1e-12); /* 5/300 over one error in 3000 */
+  NEAR(r.estimate, 0.173205080757, 1e-9);
+  NEAR(r.se, 0.0203510851472, 1e-9);
+  NEAR(r.tau, 0.00410326119149, 1e-9);
+  NEAR(r.log_lr, 31.4197047, 1e-6);
+  NEAR(r.observed, 90, 1e-12); /* 3% over one error in 3000 */
   assert_true(r.reject);
+}
+
+static void test_design_effect(void **state) {
+  /* "design_effect": 8 buckets of requests, the errors clustered in two */
+  static const double sizes[] = {30, 25, 40, 35, 20, 30, 45, 25};
+  static const double errs[] = {0, 1, 0, 9, 0, 1, 8, 1};
+  double y[MG_UNIT_BUCKETS_TEST] = {0}, s[MG_UNIT_BUCKETS_TEST] = {0};
+  struct mg_seq_arm t = bern(250, 20), c = bern(3000, 60);
+  struct mg_seq_result r;
+  int i;
+  (void)state;
+  for (i = 0; i < 8; i++) {
+    y[i * 3] = errs[i]; /* spread over 24 of 32 buckets, 8 non-empty */
+    s[i * 3] = sizes[i];
+  }
+  t.design = mg_seq_design_effect(&t, y, s, MG_UNIT_BUCKETS_TEST);
+  NEAR(t.design, 4.98881987578, 1e-9);
+  /* "error_ratio_clustered": 8% against 2%, k = 1, with it */
+  mg_seq_ratio(&t, &c, 1, +1, 1.5, 0.01, &r);
+  NEAR(r.se, 0.0703370471874, 1e-9);
+  NEAR(r.log_lr, 1.025014242, 1e-6);
+  assert_false(r.reject); /* independent requests would have said z = 4.5 */
+  c.design = 1;
+  t.design = 1;
+  mg_seq_ratio(&t, &c, 1, +1, 1.5, 0.01, &r);
+  assert_true(r.reject);
+  /* three non-empty buckets cannot estimate it: undefined, no evidence */
+  memset(y, 0, sizeof(y));
+  memset(s, 0, sizeof(s));
+  y[0] = 10, s[0] = 100, y[1] = 5, s[1] = 100, y[2] = 5, s[2] = 50;
+  t.design = mg_seq_design_effect(&t, y, s, MG_UNIT_BUCKETS_TEST);
+  assert_true(isinf(t.design));
+  mg_seq_ratio(&t, &c, 1, +1, 1.5, 0.01, &r);
+  assert_false(r.defined);
+  /* no buckets at all (a caller that keeps none): independent */
+  memset(s, 0, sizeof(s));
+  memset(y, 0, sizeof(y));
+  assert_true(mg_seq_design_effect(&t, y, s, MG_UNIT_BUCKETS_TEST) == 1);
+  /* evenly spread errors: never below 1 */
+  for (i = 0; i < 10; i++)
+    y[i] = 2, s[i] = 25;
+  assert_true(mg_seq_design_effect(&t, y, s, MG_UNIT_BUCKETS_TEST) == 1);
 }
 
 static void test_cost_ratio(void **state) {
@@ -102,8 +153,8 @@ static void test_cost_ratio(void **state) {
   mg_seq_ratio(&t, &c, 1.1, +1, 1.5, 0.01, &r);
   NEAR(r.estimate, 0.00245555555556, 1e-9);
   NEAR(r.se, 0.000163697139693, 1e-9);
-  NEAR(r.tau, 0.00238611111111, 1e-9);
-  NEAR(r.log_lr, 109.3111658, 1e-6);
+  NEAR(r.tau, 0.00177222222222, 1e-9);
+  NEAR(r.log_lr, 109.3389527, 1e-6);
   NEAR(r.observed, 1.86206896552, 1e-9);
   assert_true(r.reject);
 }
@@ -116,10 +167,10 @@ static void test_feedback_ratios(void **state) {
   (void)state;
   /* "accuracy_min_ratio": 0.80 against 0.90, must stay >= 0.95x */
   mg_seq_ratio(&t, &c, 0.95, -1, 1.5, 0.01, &r);
-  NEAR(r.estimate, 0.055, 1e-12);
-  NEAR(r.se, 0.0319440917855, 1e-9);
-  NEAR(r.tau, 0.4165, 1e-9);
-  NEAR(r.log_lr, -1.272032314, 1e-6);
+  NEAR(r.estimate, 0.0302349094454, 1e-9);
+  NEAR(r.se, 0.0175, 1e-9);
+  NEAR(r.tau, 0.207813064845, 1e-9);
+  NEAR(r.log_lr, -1.169704938, 1e-6);
   NEAR(r.observed, 0.888888888889, 1e-9);
   assert_false(r.reject);
   /* "rating_max_ratio": a 1..5 rating, not 0/1: the delta-method variance */
@@ -128,8 +179,8 @@ static void test_feedback_ratios(void **state) {
   mg_seq_ratio(&t, &c, 1.1, +1, 1.5, 0.01, &r);
   NEAR(r.estimate, 0.454761904762, 1e-9);
   NEAR(r.se, 0.153089414848, 1e-9);
-  NEAR(r.tau, 1.79423076923, 1e-9);
-  NEAR(r.log_lr, 1.788368665, 1e-6);
+  NEAR(r.tau, 1.68928571429, 1e-9);
+  NEAR(r.log_lr, 1.845167154, 1e-6);
   NEAR(r.observed, 1.2480620155, 1e-9);
 }
 
@@ -165,18 +216,25 @@ static void test_levels(void **state) {
   (void)state;
   /* "accuracy_floor": 70 of 100 against a floor of 0.85 */
   mg_seq_level(&t, 0.85, -1, 1.5, 0.01, &r);
-  NEAR(r.estimate, 0.15, 1e-12);
-  NEAR(r.se, 0.0357071421427, 1e-9);
-  NEAR(r.tau, 0.283333333333, 1e-9);
-  NEAR(r.log_lr, 6.507593839, 1e-6);
+  NEAR(r.estimate, 0.0852944191952, 1e-9);
+  NEAR(r.se, 0.019364916731, 1e-9);
+  NEAR(r.tau, 0.16918179302, 1e-9);
+  NEAR(r.log_lr, 7.298439315, 1e-6);
   NEAR(r.observed, 0.7, 1e-12);
   assert_true(r.reject);
-  /* "complaint_ceiling": 3 of 100 under a ceiling of 0.05 */
+  /* "complaint_ceiling": 6 of 200 under a ceiling of 0.05 */
+  t = bern(200, 6);
+  mg_seq_level(&t, 0.05, +1, 1.5, 0.01, &r);
+  NEAR(r.se, 0.0344601218802, 1e-9);
+  NEAR(r.log_lr, -2.131831692, 1e-6);
+  assert_false(r.reject);
+  /* 3 of 100 under 0.05: the null expects 5 events, as it must */
   t = bern(100, 3);
   mg_seq_level(&t, 0.05, +1, 1.5, 0.01, &r);
-  NEAR(r.se, 0.0217944947177, 1e-9);
-  NEAR(r.log_lr, -1.68597195, 1e-6);
-  assert_false(r.reject);
+  assert_true(r.defined);
+  t = bern(99, 3);
+  mg_seq_level(&t, 0.05, +1, 1.5, 0.01, &r);
+  assert_false(r.defined);
 }
 
 /* Undefined is no evidence: never a rollback (issue 11.2). */
@@ -210,6 +268,11 @@ static void test_undefined(void **state) {
   c = bern(100, 60);
   mg_seq_ratio(&t, &c, 2, +1, 1.5, 0.01, &r);
   assert_false(r.defined);
+  /* rare events: the null must expect 5 in each arm */
+  t = bern(400, 3);
+  c = bern(4000, 10);
+  mg_seq_ratio(&t, &c, 1, +1, 1.5, 0.01, &r); /* expects 1.2 and 11.8 */
+  assert_false(r.defined);
 }
 
 /* The rejection region is {z >= b}: log_lr increases with the estimate at
@@ -232,6 +295,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_error_ratio),
       cmocka_unit_test(test_error_ratio_zero_control),
+      cmocka_unit_test(test_design_effect),
       cmocka_unit_test(test_cost_ratio),
       cmocka_unit_test(test_feedback_ratios),
       cmocka_unit_test(test_latency_shift),
