@@ -1062,6 +1062,16 @@ static double num_or(const cJSON *o, const char *key, double def) {
   return cJSON_IsNumber(v) && isfinite(v->valuedouble) ? v->valuedouble : def;
 }
 
+/* A count from a file that may be corrupt: clamped into [0, max] before
+ * the conversion (an out-of-range double to integer is undefined). */
+static uint64_t count_or(const cJSON *o, const char *key, uint64_t def,
+                         uint64_t max) {
+  double v = num_or(o, key, (double)def);
+  if (!(v > 0))
+    return 0;
+  return v >= (double)max ? max : (uint64_t)v;
+}
+
 int mg_ramp_state_from_json(struct mg_ramp_state *st, const cJSON *j,
                             uint32_t nsteps) {
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "status");
@@ -1070,7 +1080,6 @@ int mg_ramp_state_from_json(struct mg_ramp_state *st, const cJSON *j,
   const cJSON *paused = cJSON_GetObjectItemCaseSensitive(j, "paused_at");
   const cJSON *rb = cJSON_GetObjectItemCaseSensitive(j, "rollback");
   struct mg_ramp_state x;
-  double ep;
   size_t i;
 
   memset(&x, 0, sizeof(x));
@@ -1082,7 +1091,7 @@ int mg_ramp_state_from_json(struct mg_ramp_state *st, const cJSON *j,
   if (i == sizeof(status_names) / sizeof(status_names[0]))
     return -EINVAL;
   x.status = (enum mg_ramp_status)i;
-  x.step = step->valuedouble < 0 ? 0 : (uint32_t)step->valuedouble;
+  x.step = (uint32_t)count_or(j, "step", 0, UINT32_MAX);
   /* A config with fewer steps than before: stay at its last one. */
   if (nsteps && x.step >= nsteps)
     x.step = nsteps - 1;
@@ -1091,11 +1100,12 @@ int mg_ramp_state_from_json(struct mg_ramp_state *st, const cJSON *j,
   if (cJSON_IsString(paused))
     mg_rfc3339_parse(paused->valuestring, &x.paused_at);
   x.last_check = x.step_started;
-  x.failures = (uint32_t)num_or(j, "failures", 0);
+  x.failures = (uint32_t)count_or(j, "failures", 0, UINT32_MAX);
   /* Files from before epochs have none: any epoch of at least 1 will do,
    * the windows of a fresh process start at 0. */
-  ep = num_or(j, "epoch", 1);
-  x.epoch = ep >= 1 && ep < 9e15 ? (uint64_t)ep : 1;
+  x.epoch = count_or(j, "epoch", 1, (uint64_t)1 << 52);
+  if (x.epoch == 0)
+    x.epoch = 1;
   if (cJSON_IsObject(rb)) {
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(rb, "guard");
     const cJSON *at = cJSON_GetObjectItemCaseSensitive(rb, "at");
@@ -1110,9 +1120,9 @@ int mg_ramp_state_from_json(struct mg_ramp_state *st, const cJSON *j,
       mg_rfc3339_parse(at->valuestring, &x.rolled_back_at);
     if (cJSON_IsString(cell))
       snprintf(w->cell, sizeof(w->cell), "%s", cell->valuestring);
-    w->step = (uint32_t)num_or(rb, "step", x.step);
-    w->window_ms = (uint32_t)num_or(rb, "window_ms", 0);
-    w->n_treatment = (uint64_t)num_or(rb, "n_treatment", 0);
+    w->step = (uint32_t)count_or(rb, "step", x.step, UINT32_MAX);
+    w->window_ms = (uint32_t)count_or(rb, "window_ms", 0, UINT32_MAX);
+    w->n_treatment = count_or(rb, "n_treatment", 0, (uint64_t)1 << 62);
     if (cJSON_IsObject(sq)) {
       const cJSON *since = cJSON_GetObjectItemCaseSensitive(sq, "since");
       w->sequential = true;
@@ -1120,8 +1130,8 @@ int mg_ramp_state_from_json(struct mg_ramp_state *st, const cJSON *j,
       w->boundary = num_or(sq, "boundary", 0);
       w->alpha = num_or(sq, "alpha", 0);
       w->alpha_family = num_or(sq, "alpha_family", 0);
-      w->n_treatment = (uint64_t)num_or(sq, "n_treatment", 0);
-      w->n_control = (uint64_t)num_or(sq, "n_control", 0);
+      w->n_treatment = count_or(sq, "n_treatment", 0, (uint64_t)1 << 62);
+      w->n_control = count_or(sq, "n_control", 0, (uint64_t)1 << 62);
       if (cJSON_IsString(since))
         mg_rfc3339_parse(since->valuestring, &w->since);
     }

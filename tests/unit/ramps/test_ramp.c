@@ -936,6 +936,20 @@ static void test_evidence_persists(void **state) {
   assert_string_equal(back.why.cell, "");
   assert_false(back.why.sequential);
   assert_true(back.epoch == 1);
+  /* a corrupt file: numbers far out of range load clamped, not undefined */
+  j = cJSON_Parse("{\"status\":\"rolled_back\",\"step\":1e300,"
+                  "\"step_started\":\"2026-11-18T10:00:00.000Z\","
+                  "\"failures\":-7,\"epoch\":1e300,\"rollback\":{"
+                  "\"guard\":\"max_error_ratio\",\"window_ms\":-1,"
+                  "\"step\":1e20,\"sequential\":{\"n_treatment\":1e300,"
+                  "\"n_control\":\"many\"}}}");
+  assert_int_equal(mg_ramp_state_from_json(&back, j, 4), 0);
+  cJSON_Delete(j);
+  assert_int_equal(back.step, 3);
+  assert_int_equal(back.failures, 0);
+  assert_true(back.epoch >= 1);
+  assert_int_equal(back.why.window_ms, 0);
+  assert_int_equal(back.why.n_control, 0);
 }
 
 /* Evidence belongs to its step: a view still on the previous epoch (a
