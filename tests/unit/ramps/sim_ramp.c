@@ -18,7 +18,8 @@
  *                          (median, 95th percentile, max)
  *
  * Seeds: MG_SIM_SEEDS=n overrides each scenario's default (e.g.
- * MG_SIM_SEEDS=5000 build/tests/sim_ramp aa). Every figure is printed as a
+ * MG_SIM_SEEDS=5000 build/tests/sim_ramp aa); MG_SIM_ALPHA=a the whole-ramp
+ * runs' alpha (default 0.05; the stated bounds hold for 0.05). Every figure is printed as a
  * "SIM" line; docs/drafts/h4-ramps.md quotes them. */
 #include <math.h>
 #include <stdbool.h>
@@ -163,6 +164,13 @@ static void wilson(int k, int n, double *lo, double *hi) {
 }
 
 static int failures;
+
+/* The whole-ramp runs' alpha: 0.05 unless MG_SIM_ALPHA says otherwise. */
+static double ramp_alpha(void) {
+  const char *s = getenv("MG_SIM_ALPHA");
+  double a = s ? atof(s) : 0;
+  return a > 0 && a < 0.5 ? a : ALPHA;
+}
 
 static void report_rate(const char *what, int k, int n, double alpha) {
   double lo, hi;
@@ -491,7 +499,7 @@ static const char *SIM_CFG =
   "\"guards\":{\"window_ms\":300000,\"min_requests\":100,"                     \
   "\"max_error_ratio\":1,\"max_latency_ratio\":1,\"max_cost_ratio\":1,"        \
   "\"feedback\":{\"complaint\":{\"max_ratio\":1},"                             \
-  "\"accuracy\":{\"min_ratio\":1}},\"alpha\":0.05}}}"
+  "\"accuracy\":{\"min_ratio\":1}},\"alpha\":%g}}}"
 #define AA_HOLD_MS (250LL * INTERVAL_MS)
 #define EFFECT_HOLD_MS 2000000000LL
 #define EFFECT_LOOKS 6000
@@ -526,7 +534,8 @@ static int world_init(struct world *w, long long hold_ms) {
   memset(w, 0, sizeof(*w));
   mg_cfg_errors_init(&e);
   w->cfg = mg_config_load_string(SIM_CFG, strlen(SIM_CFG), "sim", &e);
-  snprintf(ramp, sizeof(ramp), SIM_RAMP_FMT, hold_ms, hold_ms, hold_ms);
+  snprintf(ramp, sizeof(ramp), SIM_RAMP_FMT, hold_ms, hold_ms, hold_ms,
+           ramp_alpha());
   j = cJSON_Parse(ramp);
   if (w->cfg && j)
     mg_ramps_parse_metrics(&w->ramps, j, &w->cfg->flags, SIM_METRICS, 2, &e);
@@ -710,7 +719,7 @@ static void sim_aa(void) {
     }
   }
   report_rate("aa ramp (4 steps, 5 comparative guards x 8 cells, k = 1)", k,
-              n, ALPHA);
+              n, ramp_alpha());
   printf("SIM aa: %d of %d seeds walked every step to 100%%\n", full, n);
   world_free(&w);
 }
@@ -753,12 +762,16 @@ static void sim_effect(void) {
     med = quantile(req, n, 0.5);
     p95 = quantile(req, n, 0.95);
     max = req[n - 1];
-    printf("SIM effect %s: seeds=%d rolled_back=%d treatment requests to "
-           "rollback at a 10%% step: median=%.0f p95=%.0f max=%.0f (bound "
-           "p95 <= %.0f) %s\n",
-           fxs[f].name, n, n - missed, med, p95, max, p95_bound[f],
-           missed == 0 && p95 <= p95_bound[f] ? "ok" : "TOO SLOW");
-    if (missed || p95 > p95_bound[f] || wrong)
+    /* Another guard may fire first: a false rollback of a metric the
+     * effect leaves alone, as rare as the A/A's. */
+    printf("SIM effect %s: seeds=%d rolled_back=%d (by another guard: %d) "
+           "treatment requests to rollback at a 10%% step: median=%.0f "
+           "p95=%.0f max=%.0f (bound p95 <= %.0f) %s\n",
+           fxs[f].name, n, n - missed, wrong, med, p95, max, p95_bound[f],
+           missed == 0 && p95 <= p95_bound[f] && wrong <= ramp_alpha() * n
+               ? "ok"
+               : "TOO SLOW");
+    if (missed || p95 > p95_bound[f] || wrong > ramp_alpha() * n)
       failures++;
   }
   free(req);
