@@ -28,18 +28,29 @@
  *     and every feedback guard: min, max, max_ratio, min_ratio) are
  *     always-valid tests (seqtest.h) on the evidence gathered since the step
  *     began (window.h, "total"), never on the sliding window, each arm
- *     needing min_requests observations of what the guard measures.
+ *     needing min_requests observations of what the guard measures. Their
+ *     variance is widened by each arm's design effect, from the units
+ *     hashed into the window's buckets (seqtest.h, "Clustering").
+ *   Either kind needs the treatment's window to hold min_requests before
+ *   anything happens (no rollback, no advance).
  *
  * Alpha. `alpha` is the chance that the comparative guards ever roll back a
  * treatment that is within every threshold, over the whole ramp: every
  * step, every look, every cell. It is split by Bonferroni (valid whatever
  * the dependence between tests): a step gets alpha / nsteps, shared evenly
  * by its sequential tests (guards x judged cells). Each step starts fresh
- * evidence (the treatment and the inputs it sees change), so the steps'
- * tests are separate tests, and the union bound over them is what keeps the
- * ramp as a whole at alpha. A step with its own `alpha` spends that one; a
- * manual restart of the ramp, or a process restart (the evidence lives in
- * memory), begins the spending afresh.
+ * evidence, so the steps' tests are separate tests, and the union bound
+ * over them is what keeps the ramp as a whole at alpha. Why not pool the
+ * evidence over the steps: the allocation changes at every step (5%, then
+ * 25%, ...), so cumulative sums would weigh the treatment towards later
+ * hours and wider inputs and the control towards earlier ones; a base rate
+ * that drifts with the time of day, or harder inputs let in, would then
+ * look like a worse treatment (Simpson's paradox). Within a step the
+ * allocation and the admitted inputs are fixed, and drift hits both arms
+ * alike. A step with its own `alpha` spends that one (the ramp's rate is
+ * then the mean of the steps' alphas); a manual restart of the ramp, or a
+ * process restart (the evidence lives in memory), begins the spending
+ * afresh.
  *
  * Input cells. Guards judge "all" and each input cell on its own, so a
  * breach in the long inputs rolls back even while the aggregate looks fine.
