@@ -531,22 +531,30 @@ static void account(struct mg_exchange *ex, int status) {
   if (ex->flag && ex->fd.reason == MG_REASON_ROLLOUT &&
       ex->cfg->ramps.v[ex->flag->index].enabled) {
     const struct mg_ramp_cfg *rc = &ex->cfg->ramps.v[ex->flag->index];
+    const struct mg_snap *sn = ex->ws->snap;
     int arm = ex->fd.variant == rc->variant
                   ? 0
                   : (ex->fd.variant == rc->control ? 1 : -1);
-    bool low_conf = false;
+    struct mg_window_outcome o;
     int k;
+    memset(&o, 0, sizeof(o));
     for (k = 0; k < ex->nattempts; k++)
       if (ex->attempts[k].outcome &&
           strcmp(ex->attempts[k].outcome, "low_confidence") == 0)
-        low_conf = true;
-    mg_rt_ramp_observe(
-        ex->ws->snap->ramps[ex->flag->index],
-        ex->ws->snap->ramp_epochs[ex->flag->index], w->index, arm,
-        (int64_t)now_ms(ex),
-        (ex->plan.why && ex->plan.why != MG_TRIG_LOW_CONF) ||
-            (ex->status >= 400 && ex->status != 499) || ex->stream_failed,
-        ex->plan.why != 0, low_conf, total_ns / 1e6);
+        o.low_conf = true;
+    o.error = (ex->plan.why && ex->plan.why != MG_TRIG_LOW_CONF) ||
+              (ex->status >= 400 && ex->status != 499) || ex->stream_failed;
+    o.fallback = ex->plan.why != 0;
+    o.ok = ex->status < 400 && !ex->stream_failed;
+    o.latency_ms = total_ns / 1e6;
+    o.cost = ex->has_cost ? ex->cost : NAN;
+    mg_ramp_cells(rc, &ex->req.input, &o.chars_cell, &o.tools_cell);
+    o.has_unit = ex->fd.has_unit && ex->fd.unit_kind != MG_UNIT_REQUEST;
+    o.unit_hash = o.has_unit ? ex->fd.unit_hash : mg_worker_random(w);
+    mg_rt_ramp_observe(sn->ramps[ex->flag->index],
+                       sn->ramp_epochs[ex->flag->index],
+                       sn->ramp_states[ex->flag->index].epoch, w->index, arm,
+                       (int64_t)now_ms(ex), &o);
   }
   mg_debug("request %s %s -> %s %d %.3f ms", ex->id, route,
            served_by(ex, sb, sizeof(sb)) ? served_by(ex, sb, sizeof(sb))

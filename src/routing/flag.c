@@ -13,7 +13,7 @@
 
 static const char *const reason_names[] = {
     "killed", "window", "blocked", "allowed",
-    "rule",   "rollout", "no_unit", "default"};
+    "rule",   "rollout", "no_unit", "ramp_inputs", "default"};
 static const char *const unit_names[] = {"user", "attr", "request", "input"};
 
 const char *mg_reason_name(enum mg_reason r, int32_t rule, char *buf,
@@ -501,6 +501,9 @@ void mg_flag_eval(const struct mg_flag *f, const struct mg_flag_state *st,
     }
   if (!st->has_weights)
     DECIDE(f->off_variant, MG_REASON_DEFAULT);
+  if (st->gated && (r->input.chars > st->gate_max_chars ||
+                    r->input.tools > st->gate_max_tools))
+    DECIDE(f->off_variant, MG_REASON_RAMP_INPUTS);
 
   if (named) {
     out->bucket = mg_bucket(f->salt, f->salt_len, id.p, id.len);

@@ -58,6 +58,8 @@ enum mg_reason {
   MG_REASON_RULE,
   MG_REASON_ROLLOUT,
   MG_REASON_NO_UNIT, /* a rollout, but the request has no unit */
+  MG_REASON_RAMP_INPUTS, /* the ramp's step does not let the treatment see
+                          * inputs this large yet: the control serves */
   MG_REASON_DEFAULT, /* keep last: metrics count slots up to it */
 };
 
@@ -122,6 +124,12 @@ struct mg_flag_state {
   uint32_t weights[MG_FLAG_MAX_VARIANTS]; /* basis points in force */
   uint32_t lo[MG_FLAG_MAX_VARIANTS];      /* bucket range [lo, hi) */
   uint32_t hi[MG_FLAG_MAX_VARIANTS];
+  /* A ramp step widening the inputs the treatment sees (ramps/ramp.h
+   * mg_ramp_gate): larger inputs are served by the off_variant, reason
+   * ramp_inputs, not randomized. */
+  bool gated;
+  uint64_t gate_max_chars;
+  uint32_t gate_max_tools;
 };
 
 struct mg_flag_decision {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "ramps/ramp.h"
 
 enum mg_severity { MG_SEV_INFO, MG_SEV_WARNING, MG_SEV_CRITICAL };
 
@@ -46,6 +47,8 @@ struct mg_event {
   const char *guard;       /* or NULL */
   double observed, threshold;
   uint32_t window_ms;
+  const struct mg_ramp_evidence *evidence; /* the whole evidence of a
+                                            * guard's rollback, or NULL */
   const struct mg_actor *actor; /* an admin call, or NULL: automatic */
   /* reload */
   const char *from_hash, *to_hash;

@@ -217,53 +217,60 @@ static struct mg_rt_ramp *ramp_for(struct mg_runtime *rt,
     }
   }
   if (r->treatment == NULL || strcmp(r->treatment, tn) != 0 ||
-      r->control == NULL || strcmp(r->control, cn) != 0 ||
-      r->window_ms != rc->guards.window_ms) {
+      r->control == NULL || strcmp(r->control, cn) != 0) {
     free(r->treatment);
     free(r->control);
     r->treatment = strdup(tn);
     r->control = strdup(cn);
     r->window_ms = rc->guards.window_ms;
     ramp_reset_windows(r);
+  } else if (r->window_ms != rc->guards.window_ms) {
+    unsigned i;
+    /* A new window length keeps the evidence (the step's totals). */
+    r->window_ms = rc->guards.window_ms;
+    for (i = 0; i < r->nslots; i++) {
+      pthread_mutex_lock(&r->slots[i].mu);
+      mg_window_resize(&r->slots[i].w[0], r->window_ms);
+      mg_window_resize(&r->slots[i].w[1], r->window_ms);
+      pthread_mutex_unlock(&r->slots[i].mu);
+    }
   }
   if (r->st.step >= rc->nsteps && rc->nsteps)
     r->st.step = rc->nsteps - 1;
   return r;
 }
 
-void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t epoch, unsigned widx,
-                        int arm, int64_t mono, bool error, bool fallback,
-                        bool low_conf, double ms) {
+void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
+                        uint64_t step_epoch, unsigned widx, int arm,
+                        int64_t mono, const struct mg_window_outcome *o) {
   struct rt_slot *s;
   if (r == NULL || arm < 0 || arm > 1 || widx >= r->nslots ||
-      epoch != atomic_load_explicit(&r->epoch, memory_order_relaxed))
+      reset_epoch != atomic_load_explicit(&r->epoch, memory_order_relaxed))
     return;
   s = &r->slots[widx];
   pthread_mutex_lock(&s->mu);
-  mg_window_add(&s->w[arm], mono, error, fallback, low_conf, ms);
+  mg_window_record(&s->w[arm], mono, step_epoch, o);
   pthread_mutex_unlock(&s->mu);
 }
 
-/* Both windows of a ramp, summed over the workers. */
-static void ramp_sums(struct mg_rt_ramp *r, int64_t mono,
-                      struct mg_window_sum out[2]) {
-  unsigned i, k, b;
-  memset(out, 0, 2 * sizeof(*out));
+/* Both windows of a ramp as one view each: every worker's, merged (heap:
+ * a view is ~56 KB). NULL when out of memory. */
+static struct mg_window_view *ramp_views(struct mg_rt_ramp *r, int64_t mono) {
+  struct mg_window_view *v = malloc(3 * sizeof(*v));
+  unsigned i, k;
+  if (v == NULL)
+    return NULL;
+  mg_window_view_init(&v[0]);
+  mg_window_view_init(&v[1]);
   for (i = 0; i < r->nslots; i++) {
-    struct mg_window_sum s[2];
-    pthread_mutex_lock(&r->slots[i].mu);
-    mg_window_sum(&r->slots[i].w[0], mono, &s[0]);
-    mg_window_sum(&r->slots[i].w[1], mono, &s[1]);
-    pthread_mutex_unlock(&r->slots[i].mu);
     for (k = 0; k < 2; k++) {
-      out[k].requests += s[k].requests;
-      out[k].errors += s[k].errors;
-      out[k].fallbacks += s[k].fallbacks;
-      out[k].low_conf += s[k].low_conf;
-      for (b = 0; b < MG_WINDOW_LAT_BUCKETS; b++)
-        out[k].lat[b] += s[k].lat[b];
+      pthread_mutex_lock(&r->slots[i].mu);
+      mg_window_read(&r->slots[i].w[k], mono, &v[2]);
+      pthread_mutex_unlock(&r->slots[i].mu);
+      mg_window_view_merge(&v[k], &v[2]);
     }
   }
+  return v;
 }
 
 /* ---- publication -------------------------------------------------------------- */
@@ -312,6 +319,13 @@ static int publish(struct mg_runtime *rt) {
       s->ramp_states[i] = r->st;
       s->ramp_epochs[i] = atomic_load(&r->epoch);
       mg_ramp_apply(rc, &r->st, f, &s->flag_states[i]);
+      {
+        struct mg_ramp_gate g;
+        mg_ramp_gate(rc, &r->st, &g);
+        s->flag_states[i].gated = g.on;
+        s->flag_states[i].gate_max_chars = g.max_chars;
+        s->flag_states[i].gate_max_tools = g.max_tools;
+      }
     }
   }
   pthread_mutex_lock(&rt->pub_mu);
@@ -785,7 +799,9 @@ static void ramp_changed(struct mg_runtime *rt, const struct mg_flag *f,
     ev.guard = r->st.guard;
     ev.observed = r->st.observed;
     ev.threshold = r->st.threshold;
-    ev.window_ms = rc->guards.window_ms;
+    ev.window_ms = r->st.why.window_ms ? r->st.why.window_ms
+                                       : rc->guards.window_ms;
+    ev.evidence = &r->st.why;
   }
   if (rt->hooks.event)
     rt->hooks.event(rt->hooks.arg, &ev);
@@ -799,13 +815,16 @@ uint32_t mg_rt_tick(struct mg_runtime *rt, int64_t wall, int64_t mono) {
   for (i = 0; i < cfg->flags.n; i++) {
     const struct mg_ramp_cfg *rc = &cfg->ramps.v[i];
     const struct mg_flag *f = &cfg->flags.v[i];
-    struct mg_window_sum sums[2];
+    struct mg_window_view *views;
     struct mg_rt_ramp *r;
     enum mg_ramp_event ev;
-    if (!rc->enabled || (r = ramp_for(rt, f, rc)) == NULL)
+    if (!rc->enabled || (r = ramp_for(rt, f, rc)) == NULL ||
+        (views = ramp_views(r, mono)) == NULL)
       continue;
-    ramp_sums(r, mono, sums);
-    ev = mg_ramp_check(rc, &r->st, wall, &sums[0], &sums[1]);
+    /* The guards judge every worker's outcomes, on the evidence since the
+     * step began (always-valid sequential tests, ramps/seqtest.h). */
+    ev = mg_ramp_judge(rc, &r->st, wall, &views[0], &views[1], NULL);
+    free(views);
     if (ev == MG_RAMP_ADVANCED)
       ramp_changed(rt, f, rc, r, "ramp_step", NULL);
     else if (ev == MG_RAMP_ROLLBACK)
@@ -897,7 +916,21 @@ cJSON *mg_rt_ramp_json(struct mg_runtime *rt, const struct mg_flag *f,
     cJSON_AddBoolToObject(st, "manual", rc->steps[i].manual);
     cJSON_AddItemToArray(arr, st);
   }
-  ramp_sums(r, mono, sums);
+  {
+    struct mg_window_view *views = ramp_views(r, mono);
+    if (views == NULL) {
+      cJSON_Delete(o);
+      return NULL;
+    }
+    sums[0] = views[0].win[MG_CELL_ALL];
+    sums[1] = views[1].win[MG_CELL_ALL];
+    {
+      cJSON *g = mg_ramp_guards_json(rc, &r->st, &views[0], &views[1]);
+      if (g)
+        cJSON_AddItemToObject(o, "guards", g);
+    }
+    free(views);
+  }
   w = cJSON_AddObjectToObject(o, "window");
   for (k = 0; k < 2; k++) {
     cJSON *v = cJSON_AddObjectToObject(w, k ? r->control : r->treatment);
@@ -925,6 +958,13 @@ bool mg_rt_ramp_view(const struct mg_snap *s, size_t i, int64_t mono,
   v->control = f->variants[rc->control].name;
   v->step = s->ramp_states[i].step;
   v->rolled_back = s->ramp_states[i].status == MG_RAMP_ROLLED_BACK;
-  ramp_sums(s->ramps[i], mono, v->sum);
+  {
+    struct mg_window_view *views = ramp_views(s->ramps[i], mono);
+    if (views == NULL)
+      return false;
+    v->sum[0] = views[0].win[MG_CELL_ALL];
+    v->sum[1] = views[1].win[MG_CELL_ALL];
+    free(views);
+  }
   return true;
 }

@@ -132,13 +132,14 @@ uint32_t mg_rt_tick_period(struct mg_runtime *rt);
 
 /* A rollout request's outcome, for its flag's guard windows (r: the
  * snapshot's ramps[flag index]). widx: the worker's index (each worker has
- * its own window slot; a check sums them). arm: 0 for the ramped variant,
- * 1 for the control; anything else (or r NULL) does nothing. epoch: the
- * snapshot's ramp_epochs[flag index] (the request's own snapshot): an
- * outcome from before the windows were emptied is dropped. */
-void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t epoch, unsigned widx,
-                        int arm, int64_t mono, bool error, bool fallback,
-                        bool low_conf, double ms);
+ * its own window slot; a check merges them). arm: 0 for the ramped
+ * variant, 1 for the control; anything else (or r NULL) does nothing.
+ * reset_epoch: the snapshot's ramp_epochs[flag index] (an outcome from
+ * before the windows were emptied is dropped); step_epoch: the snapshot's
+ * ramp_states[flag index].epoch (the evidence of one step). */
+void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
+                        uint64_t step_epoch, unsigned widx, int arm,
+                        int64_t mono, const struct mg_window_outcome *o);
 
 /* A breaker changed state (enum mg_breaker_state): log and count it. */
 void mg_rt_breaker_changed(struct mg_runtime *rt, const char *target,
