@@ -55,13 +55,18 @@ struct process {
   int open_handles;
   int exit_code;
   uint32_t grace_ms;              /* server.shutdown_grace_ms at start */
+  char instance[300];             /* host:port, this instance's name */
 };
 
 /* ---- hooks of the runtime ------------------------------------------------------- */
 
 static void on_event(void *arg, const struct mg_event *ev) {
   struct process *p = arg;
-  mg_tel_event(p->tm, ev);
+  struct mg_event e = *ev;
+  /* Which instance acted, once there are several. */
+  if (e.instance == NULL && p->instance[0])
+    e.instance = p->instance;
+  mg_tel_event(p->tm, &e);
 }
 
 /* ---- the ramp timer --------------------------------------------------------------- */
@@ -401,6 +406,14 @@ static int start(struct process *p, struct mg_config *cfg) {
     p->ninit = i + 1;
     if (rc != 0)
       return rc;
+  }
+  {
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+      snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(p->instance, sizeof(p->instance), "%s:%d", host, port);
+    p->sh.instance = p->instance;
   }
   if ((rc = start_admin(p)) != 0)
     return rc;

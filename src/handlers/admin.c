@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "config/config.h"
+#include "handlers/live.h"
 #include "handlers/ops.h"
 #include "server/worker.h"
 
@@ -295,7 +296,12 @@ static void admin_handle(void *owner, struct mg_resp *c,
   memcpy(path, url, n);
   path[n] = '\0';
 
-  if (strcmp(path, "/admin/state") == 0) {
+  if (strcmp(path, "/admin/live") == 0) {
+    if (m != HTTP_GET && m != HTTP_HEAD)
+      fail_method(c, "GET, HEAD", "Use GET.");
+    else if (authorized(token, c, false))
+      reply(c, 200, mg_live_json(w));
+  } else if (strcmp(path, "/admin/state") == 0) {
     if (m != HTTP_GET && m != HTTP_HEAD)
       fail_method(c, "GET, HEAD", "Use GET.");
     else if (authorized(token, c, false))

@@ -145,6 +145,7 @@ struct mg_exchange {
   struct mg_step step;
   enum served_tier served;
   const char *served_name;      /* borrowed: target or traditional name */
+  const struct mg_target *served_target; /* borrowed: SERVED_TARGET's */
   struct mg_cache_key ckey;
   bool has_ckey;
   enum cache_state cache;
@@ -173,7 +174,7 @@ struct mg_exchange {
   double rejected_confidence;   /* of the last answer below the gate */
   bool has_rejected;
   /* The last failure, to answer with when nothing else can. */
-  const char *fail_tier;        /* borrowed: who failed, or NULL */
+  const struct mg_target *fail_target; /* borrowed: who failed, or NULL */
   int fail_status;
   const char *fail_code;        /* static */
   char fail_msg[320];
@@ -274,6 +275,12 @@ static void serve(struct mg_exchange *ex, enum served_tier tier,
                   const char *name) {
   ex->served = tier;
   ex->served_name = name;
+  ex->served_target = NULL;
+}
+
+static void serve_target(struct mg_exchange *ex, const struct mg_target *t) {
+  serve(ex, SERVED_TARGET, t->name);
+  ex->served_target = t;
 }
 
 /* ---- headers -------------------------------------------------------------- */
@@ -404,6 +411,7 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
   r.alias = ex->alias ? ex->alias->name : NULL;
   r.unit_kind = "request";
   r.client = ex->client;
+  r.instance = ex->w->sh->instance;
   if (ex->flag) {
     const struct mg_flag *f = ex->flag;
     r.flag = f->name;
@@ -524,6 +532,27 @@ static void account(struct mg_exchange *ex, int status) {
    * an error to the client: counted apart. */
   if (ex->stream_failed)
     mg_tel_stream_error(w->tel, route);
+  if (ex->flag) {
+    const struct mg_target *st = ex->served_target;
+    bool low_conf = false;
+    int k;
+    for (k = 0; k < ex->nattempts; k++)
+      if (ex->attempts[k].outcome &&
+          strcmp(ex->attempts[k].outcome, "low_confidence") == 0)
+        low_conf = true;
+    mg_rt_live_observe(
+        ex->ws->snap->live[ex->flag->index][ex->fd.variant], w->index,
+        (int64_t)now_ms(ex),
+        (ex->status >= 400 && ex->status != 499) || ex->stream_failed,
+        ex->plan.why != 0, low_conf, total_ns / 1e6,
+        ex->has_cost ? ex->cost : NAN);
+    mg_tel_variant_observe(w->tel,
+                           mg_wsnap_variant(ex->ws, ex->flag, ex->fd.variant),
+                           ex->status, ex->stream_failed, ex->plan.why != 0,
+                           total_ns / 1e9, st ? st->name : NULL,
+                           st ? st->index : 0, ex->cost,
+                           ex->has_cost && st != NULL);
+  }
   write_record(ex, total_ns);
   /* Guards compare randomized traffic only. An error here is the
    * variant's own target failing even when a fallback answered: hiding a
@@ -825,7 +854,7 @@ static void set_failure(struct mg_exchange *ex, int status, const char *code,
                         const char *msg) {
   ex->fail_pass[0] = '\0';
   if (ex->call_target)
-    ex->fail_tier = ex->call_target->name;
+    ex->fail_target = ex->call_target;
   ex->fail_status = status;
   ex->fail_code = code;
   snprintf(ex->fail_msg, sizeof(ex->fail_msg), "%s", msg);
@@ -835,8 +864,8 @@ static void set_failure(struct mg_exchange *ex, int status, const char *code,
 /* Nothing more to try: answer with the last failure, naming the target
  * that gave it. */
 static void answer_failure(struct mg_exchange *ex) {
-  if (ex->served == SERVED_NONE && ex->fail_tier)
-    serve(ex, SERVED_TARGET, ex->fail_tier);
+  if (ex->served == SERVED_NONE && ex->fail_target)
+    serve_target(ex, ex->fail_target);
   if (ex->plan.last == MG_TRIG_BREAKER && ex->fail_status == 0) {
     char msg[256];
     snprintf(msg, sizeof(msg),
@@ -1108,7 +1137,7 @@ static size_t on_data(struct mg_up_call *call, const char *p, size_t n) {
     ex->t_head = uv_hrtime();
     /* The head goes out now: the target streaming is the one serving. */
     if (ex->call_target)
-      serve(ex, SERVED_TARGET, ex->call_target->name);
+      serve_target(ex, ex->call_target);
     collect_pass(call, ex->pass);
     set_extra(ex);
     mg_resp_stream_head(ex->conn, 200,
@@ -1305,7 +1334,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     struct mg_json_doc *doc = &ex->w->scratch;
     a->outcome = v.outcome;
     mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
-    serve(ex, SERVED_TARGET, t->name);
+    serve_target(ex, t);
     doc->max_tokens = answer_tokens(ex);
     if (call->body.len &&
         mg_json_parse(doc, call->body.data, call->body.len, NULL) == 0) {
@@ -1339,7 +1368,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     if (o.trigger == MG_TRIG_LOW_CONF && pol->gate.abstain) {
       /* Abstain: say the model is unsure rather than try another. */
       mg_plan_end(&ex->plan, &o, (int64_t)now_ms(ex));
-      serve(ex, SERVED_TARGET, t->name);
+      serve_target(ex, t);
       respond_error(ex, 422, ex->fail_msg, "low_confidence", NULL);
       goto breaker;
     }
@@ -1361,7 +1390,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), mg_worker_random(ex->w),
                  &ex->step);
   if (ex->step.kind == MG_STEP_DONE) {
-    serve(ex, SERVED_TARGET, t->name);
+    serve_target(ex, t);
     cache_store(ex, answer.data, answer.len);
     collect_pass(call, ex->pass);
     respond_body(ex, (int)call->status, answer.data, answer.len);
@@ -2086,7 +2115,7 @@ static void on_pinned_done(struct mg_up_call *call, enum mg_up_result res) {
   a = attempt_add(ex, t->name);
   a->ms = (uint32_t)((call->t_end - call->t_start) / 1000000);
   a->status = (int)call->status;
-  serve(ex, SERVED_TARGET, t->name);
+  serve_target(ex, t);
   if (ex->conn == NULL || res == MG_UP_ABORTED) {
     a->outcome = "client_gone";
     finish(ex, 499);

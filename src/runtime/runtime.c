@@ -32,6 +32,17 @@ struct rt_slot {
   struct mg_window w[2]; /* treatment, control */
 };
 
+/* The live windows of a flag variant: one per worker, each under its own
+ * lock (the worker adds, a reader of /admin/live sums). */
+struct mg_rt_live {
+  char *key;               /* owned: "<flag>\x1f<variant>", the map key */
+  unsigned nslots;
+  struct {
+    pthread_mutex_t mu;
+    struct mg_live l;
+  } *slots;                /* owned: one per worker */
+};
+
 struct mg_rt_ramp {
   char *flag;              /* owned; the map key */
   struct mg_ramp_state st;
@@ -64,6 +75,8 @@ struct mg_runtime {
   struct mg_map breakers;          /* target name -> owned struct mg_breaker
                                     * (name stored after it) */
   struct mg_map ramps;             /* flag name -> owned struct mg_rt_ramp */
+  struct mg_map live;              /* flag/variant -> owned mg_rt_live; they
+                                    * outlive reloads, like the ramps */
   cJSON *pending_ramps;            /* owned: ramp states from the state file,
                                     * used when their flag's ramp starts */
   uint64_t reloads;
@@ -87,6 +100,12 @@ static void snap_free(struct mg_snap *s) {
   free(s->ramps);
   free(s->ramp_states);
   free(s->ramp_epochs);
+  if (s->live) {
+    size_t i;
+    for (i = 0; i < s->cfg->flags.n; i++)
+      free(s->live[i]);
+    free(s->live);
+  }
   if (s->admin_token) {
     memset(s->admin_token, 0, strlen(s->admin_token));
     free(s->admin_token);
@@ -273,6 +292,83 @@ static struct mg_window_view *ramp_views(struct mg_rt_ramp *r, int64_t mono) {
   return v;
 }
 
+/* ---- live windows -------------------------------------------------------------- */
+
+static void live_free(struct mg_rt_live *l) {
+  unsigned i;
+  for (i = 0; i < l->nslots; i++)
+    pthread_mutex_destroy(&l->slots[i].mu);
+  free(l->slots);
+  free(l->key);
+  free(l);
+}
+
+static struct mg_rt_live *live_for(struct mg_runtime *rt, const char *flag,
+                                   const char *variant) {
+  size_t fl = strlen(flag), vl = strlen(variant);
+  char *key = malloc(fl + vl + 2);
+  struct mg_rt_live *l;
+  unsigned i;
+  if (key == NULL)
+    return NULL;
+  memcpy(key, flag, fl);
+  key[fl] = '\x1f';
+  memcpy(key + fl + 1, variant, vl + 1);
+  if ((l = mg_map_get(&rt->live, key, fl + vl + 1)) != NULL) {
+    free(key);
+    return l;
+  }
+  l = calloc(1, sizeof(*l));
+  if (l)
+    l->slots = calloc(rt->nworkers, sizeof(*l->slots));
+  if (l == NULL || l->slots == NULL ||
+      mg_map_put(&rt->live, key, fl + vl + 1, l) != 0) {
+    if (l)
+      free(l->slots);
+    free(l);
+    free(key);
+    return NULL;
+  }
+  l->key = key;
+  l->nslots = rt->nworkers;
+  for (i = 0; i < l->nslots; i++) {
+    pthread_mutex_init(&l->slots[i].mu, NULL);
+    mg_live_init(&l->slots[i].l);
+  }
+  return l;
+}
+
+void mg_rt_live_observe(struct mg_rt_live *l, unsigned widx, int64_t mono,
+                        bool error, bool fallback, bool low_conf, double ms,
+                        double cost) {
+  if (l == NULL || widx >= l->nslots)
+    return;
+  pthread_mutex_lock(&l->slots[widx].mu);
+  mg_live_add(&l->slots[widx].l, mono, error, fallback, low_conf, ms, cost);
+  pthread_mutex_unlock(&l->slots[widx].mu);
+}
+
+void mg_rt_live_feedback(struct mg_rt_live *l, unsigned widx, int64_t mono,
+                         uint32_t metric, double value) {
+  if (l == NULL || widx >= l->nslots)
+    return;
+  pthread_mutex_lock(&l->slots[widx].mu);
+  mg_live_feedback(&l->slots[widx].l, mono, metric, value);
+  pthread_mutex_unlock(&l->slots[widx].mu);
+}
+
+void mg_rt_live_read(struct mg_rt_live *l, int64_t mono, uint32_t span_ms,
+                     struct mg_live_sum *acc) {
+  unsigned i;
+  if (l == NULL)
+    return;
+  for (i = 0; i < l->nslots; i++) {
+    pthread_mutex_lock(&l->slots[i].mu);
+    mg_live_sum(&l->slots[i].l, mono, span_ms, acc);
+    pthread_mutex_unlock(&l->slots[i].mu);
+  }
+}
+
 /* ---- publication -------------------------------------------------------------- */
 
 /* Build the snapshot of what is in force now and swap it in. */
@@ -293,12 +389,13 @@ static int publish(struct mg_runtime *rt) {
   s->ramps = calloc(nf, sizeof(*s->ramps));
   s->ramp_states = calloc(nf, sizeof(*s->ramp_states));
   s->ramp_epochs = calloc(nf, sizeof(*s->ramp_epochs));
+  s->live = calloc(nf, sizeof(*s->live));
   s->breakers = calloc(nt, sizeof(*s->breakers));
   s->admin_token = tok && *tok ? strdup(tok) : NULL;
   s->loaded_ms = rt->loaded_ms;
   s->reloads = rt->reloads;
   if (s->flag_states == NULL || s->flag_stale == NULL || s->ramps == NULL ||
-      s->ramp_states == NULL || s->ramp_epochs == NULL ||
+      s->ramp_states == NULL || s->ramp_epochs == NULL || s->live == NULL ||
       s->breakers == NULL || (tok && *tok && s->admin_token == NULL))
     goto oom;
   for (i = 0; i < cfg->targets.n; i++)
@@ -307,8 +404,16 @@ static int publish(struct mg_runtime *rt) {
   for (i = 0; i < fl->n; i++) {
     const struct mg_flag *f = &fl->v[i];
     const struct mg_ramp_cfg *rc = &cfg->ramps.v[i];
+    uint32_t j;
     mg_overrides_state(&rt->overrides, f, &s->flag_states[i],
                        &s->flag_stale[i]);
+    s->live[i] = calloc(f->nvariants, sizeof(**s->live));
+    if (s->live[i] == NULL)
+      goto oom;
+    for (j = 0; j < f->nvariants; j++)
+      if ((s->live[i][j] = live_for(rt, f->name, f->variants[j].name)) ==
+          NULL)
+        goto oom;
     /* A ramp owns its flag's weights (a kill still wins: it is not a
      * weight). */
     if (rc->enabled) {
@@ -562,6 +667,7 @@ struct mg_runtime *mg_rt_new(struct mg_config *cfg, unsigned nworkers,
   mg_overrides_init(&rt->overrides);
   mg_map_init(&rt->breakers);
   mg_map_init(&rt->ramps);
+  mg_map_init(&rt->live);
   rt->state_file = strdup(cfg->admin.state_file);
   if (rt->state_file == NULL || cache_init(rt, &cfg->fallbacks.cache) != 0) {
     snprintf(err, errlen, "out of memory");
@@ -596,6 +702,10 @@ void mg_rt_free(struct mg_runtime *rt) {
     if (rt->ramps.slots[i].key)
       ramp_free(rt->ramps.slots[i].value);
   mg_map_free(&rt->ramps);
+  for (i = 0; i < rt->live.cap; i++)
+    if (rt->live.slots[i].key)
+      live_free(rt->live.slots[i].value);
+  mg_map_free(&rt->live);
   /* Snapshots hold pointers to the breakers: freed after the last one. */
   for (i = 0; i < rt->breakers.cap; i++)
     if (rt->breakers.slots[i].key) {
@@ -908,6 +1018,18 @@ cJSON *mg_rt_ramp_json(struct mg_runtime *rt, const struct mg_flag *f,
     return NULL;
   cJSON_AddStringToObject(o, "variant", r->treatment);
   cJSON_AddNumberToObject(o, "weight", mg_ramp_weight(rc, &r->st) / 100.0);
+  /* When the step in force may advance (its hold over), or that a human
+   * must promote it. */
+  cJSON_AddBoolToObject(o, "waiting_for_human",
+                        r->st.status == MG_RAMP_WAITING);
+  if (r->st.status == MG_RAMP_RUNNING && r->st.step + 1 < rc->nsteps) {
+    int64_t left = r->st.step_started + rc->steps[r->st.step].hold_ms -
+                   mg_wall_ms();
+    cJSON_AddNumberToObject(o, "next_step_in_ms",
+                            (double)(left > 0 ? left : 0));
+  } else {
+    cJSON_AddNullToObject(o, "next_step_in_ms");
+  }
   arr = cJSON_AddArrayToObject(o, "steps");
   for (i = 0; i < rc->nsteps; i++) {
     cJSON *st = cJSON_CreateObject();

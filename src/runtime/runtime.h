@@ -37,9 +37,11 @@
 #include "ramps/ramp.h"
 #include "routing/flag.h"
 #include "runtime/event.h"
+#include "runtime/live.h"
 
 struct mg_runtime;
 struct mg_rt_ramp;
+struct mg_rt_live;
 
 /* The state in force, as one immutable object. */
 struct mg_snap {
@@ -58,6 +60,8 @@ struct mg_snap {
   struct mg_ramp_state *ramp_states;  /* owned: a copy of each ramp's state
                                        * as published, by flag index */
   uint32_t *ramp_epochs;              /* owned: each ramp's window epoch */
+  struct mg_rt_live ***live;          /* owned arrays of borrowed live
+                                       * windows, by flag and variant */
   char *admin_token;                  /* owned: the bearer token, or NULL;
                                        * a secret, wiped when freed */
   int64_t loaded_ms;                  /* wall clock of the config's load */
@@ -140,6 +144,17 @@ uint32_t mg_rt_tick_period(struct mg_runtime *rt);
 void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
                         uint64_t step_epoch, unsigned widx, int arm,
                         int64_t mono, const struct mg_window_outcome *o);
+
+/* The live view of a flag variant (l: the snapshot's live[f][v]): a
+ * finished request, a feedback value, and the sums of every worker's
+ * slots over the last span_ms (any thread). */
+void mg_rt_live_observe(struct mg_rt_live *l, unsigned widx, int64_t mono,
+                        bool error, bool fallback, bool low_conf, double ms,
+                        double cost);
+void mg_rt_live_feedback(struct mg_rt_live *l, unsigned widx, int64_t mono,
+                         uint32_t metric, double value);
+void mg_rt_live_read(struct mg_rt_live *l, int64_t mono, uint32_t span_ms,
+                     struct mg_live_sum *acc);
 
 /* A breaker changed state (enum mg_breaker_state): log and count it. */
 void mg_rt_breaker_changed(struct mg_runtime *rt, const char *target,

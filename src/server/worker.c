@@ -33,10 +33,20 @@
 
 static void wsnap_free(struct mg_wsnap *ws) {
   size_t i;
+  uint32_t j;
   if (ws->flag_series) {
     for (i = 0; i < ws->snap->cfg->flags.n; i++)
       free(ws->flag_series[i]);
     free(ws->flag_series);
+  }
+  if (ws->variants) {
+    for (i = 0; i < ws->snap->cfg->flags.n; i++) {
+      for (j = 0; ws->variants[i] && j < ws->snap->cfg->flags.v[i].nvariants;
+           j++)
+        mg_tel_variant_free(ws->variants[i][j]);
+      free(ws->variants[i]);
+    }
+    free(ws->variants);
   }
   mg_up_views_free(ws->views);
   mg_snap_unref(ws->snap);
@@ -75,6 +85,23 @@ const struct mg_up_views *mg_wsnap_views(struct mg_wsnap *ws) {
   if (ws->views == NULL)
     ws->views = mg_up_views_new(ws->snap->cfg, &ws->w->up);
   return ws->views;
+}
+
+struct mg_tel_variant *mg_wsnap_variant(struct mg_wsnap *ws,
+                                        const struct mg_flag *f, uint32_t v) {
+  const struct mg_config *cfg = ws->snap->cfg;
+  size_t nf = cfg->flags.n;
+  if (ws->variants == NULL &&
+      (ws->variants = calloc(nf ? nf : 1, sizeof(*ws->variants))) == NULL)
+    return NULL;
+  if (ws->variants[f->index] == NULL &&
+      (ws->variants[f->index] =
+           calloc(f->nvariants, sizeof(**ws->variants))) == NULL)
+    return NULL;
+  if (ws->variants[f->index][v] == NULL)
+    ws->variants[f->index][v] = mg_tel_variant_new(
+        ws->w->tel, f->name, f->variants[v].name, cfg->targets.n);
+  return ws->variants[f->index][v];
 }
 
 void mg_wsnap_count_flag(struct mg_wsnap *ws, const struct mg_flag *f,
@@ -287,8 +314,9 @@ static void env_refused(void *owner, const struct mg_http_req *req,
   struct mg_worker *w = owner;
   struct mg_record r;
   (void)req;
-  memset(&r, 0, sizeof(r));
+  mg_record_init(&r);
   r.ts_ms = mg_wall_ms();
+  r.instance = w->sh->instance;
   r.id = id;
   r.config = w->cfg->hash;
   r.endpoint = endpoint;
@@ -302,7 +330,6 @@ static void env_refused(void *owner, const struct mg_http_req *req,
   r.ms = ms;
   r.ttfb_ms = r.ms;
   r.overhead_us = (uint64_t)(r.ms * 1000);
-  r.tokens_prompt = r.tokens_completion = -1;
   mg_tel_decision(w->tel, &r);
   mg_tel_observe(w->tel, "-", NULL, status, (uint64_t)(r.ms * 1e6), 0);
 }

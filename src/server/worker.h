@@ -31,6 +31,8 @@ struct mg_shared {
   struct mg_telemetry *tm;       /* borrowed */
   unsigned nworkers;
   struct mg_worker *workers;     /* borrowed: all of them, for live gauges */
+  const char *instance;          /* this instance's name (records, events,
+                                  * notifications): host:port by default */
   /* Reload the config file (the admin API's /admin/reload): 0, or errors
    * in e and the old config keeps serving. Control thread only. */
   int (*reload)(void *arg, struct mg_cfg_errors *e);
@@ -50,6 +52,8 @@ struct mg_wsnap {
   /* modelgate_flag_requests_total series by flag, variant and reason
    * slot, looked up on first use. */
   struct mg_series ***flag_series; /* owned: per flag, an owned array */
+  /* The per-variant series, by flag and variant, made on first use. */
+  struct mg_tel_variant ***variants; /* owned */
 };
 
 /* Decides what answers a request on this worker (handlers/). */
@@ -122,6 +126,10 @@ void mg_wsnap_release(struct mg_wsnap *ws);
 /* The upstream destinations of ws (built on first use); NULL when out of
  * memory. */
 const struct mg_up_views *mg_wsnap_views(struct mg_wsnap *ws);
+/* The series of flag f's variant v in this worker (NULL when out of
+ * memory). */
+struct mg_tel_variant *mg_wsnap_variant(struct mg_wsnap *ws,
+                                        const struct mg_flag *f, uint32_t v);
 /* Count a flag decision (reason slot: see handlers/exchange.c). */
 void mg_wsnap_count_flag(struct mg_wsnap *ws, const struct mg_flag *f,
                          uint32_t variant, uint32_t slot, uint32_t nslots,

@@ -123,6 +123,20 @@ static const struct {
      NULL, 0},
     {"modelgate_workers", "Event loops serving requests (server.workers).",
      MG_GAUGE, NULL, 0},
+    {"modelgate_variant_requests_total",
+     "Requests routed through a flag, by flag, variant and status class "
+     "(2xx, 4xx, 5xx; a stream that failed after its head counts as 5xx).",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_variant_fallbacks_total",
+     "Requests of a flag's variant answered by a fallback tier.", MG_COUNTER,
+     NULL, 0},
+    {"modelgate_variant_duration_seconds",
+     "Whole request per flag and variant.", MG_HISTOGRAM, request_bounds,
+     NB(request_bounds)},
+    {"modelgate_cost_total",
+     "Cost in USD of the answers served, from the target's price and the "
+     "answer's usage, by flag, variant and the target that served.",
+     MG_COUNTER, NULL, 0},
 };
 
 static struct mg_metrics *registry_new(void) {
@@ -163,8 +177,14 @@ struct mg_wtel {
   struct mg_telemetry *tm;    /* borrowed: the owner */
 };
 
+/* The last events, for the live view. */
+#define RECENT_EVENTS 50
+
 struct mg_telemetry {
   unsigned nworkers;
+  pthread_mutex_t ev_mu;      /* guards recent */
+  char *recent[RECENT_EVENTS]; /* owned lines, a ring */
+  unsigned recent_next;
   struct mg_wtel *w;          /* owned array */
   pthread_mutex_t mu;         /* guards global */
   struct mg_metrics *global;  /* owned: process-wide counters */
@@ -193,6 +213,7 @@ struct mg_telemetry *mg_tel_new(unsigned nworkers) {
   if (tm == NULL)
     return NULL;
   pthread_mutex_init(&tm->mu, NULL);
+  pthread_mutex_init(&tm->ev_mu, NULL);
   atomic_init(&tm->dlog, NULL);
   atomic_init(&tm->dlog_on, false);
   tm->nworkers = nworkers ? nworkers : 1;
@@ -238,6 +259,9 @@ void mg_tel_free(struct mg_telemetry *tm) {
   }
   free(tm->w);
   mg_metrics_free(tm->global);
+  for (i = 0; i < RECENT_EVENTS; i++)
+    free(tm->recent[i]);
+  pthread_mutex_destroy(&tm->ev_mu);
   pthread_mutex_destroy(&tm->mu);
   free(tm);
 }
@@ -434,6 +458,90 @@ struct mg_series *mg_tel_flag_series(struct mg_wtel *w, const char *flag,
   return s;
 }
 
+struct mg_tel_variant {
+  const char *flag, *variant;   /* borrowed from the snapshot */
+  struct mg_series *req[3];     /* 2xx, 4xx, 5xx */
+  struct mg_series *fallbacks, *duration;
+  size_t ncost;
+  struct mg_series **cost;      /* owned array: by target index */
+};
+
+struct mg_tel_variant *mg_tel_variant_new(struct mg_wtel *w, const char *flag,
+                                          const char *variant,
+                                          size_t ntargets) {
+  static const char *const classes[3] = {"2xx", "4xx", "5xx"};
+  struct mg_tel_variant *v = calloc(1, sizeof(*v));
+  struct mg_buf l;
+  int k;
+  if (v == NULL)
+    return NULL;
+  v->flag = flag;
+  v->variant = variant;
+  v->ncost = ntargets;
+  v->cost = calloc(ntargets ? ntargets : 1, sizeof(*v->cost));
+  if (v->cost == NULL) {
+    free(v);
+    return NULL;
+  }
+  mg_buf_init(&l, 4096);
+  pthread_mutex_lock(&w->mu);
+  for (k = 0; k < 3; k++) {
+    mg_buf_reset(&l);
+    if (mg_metrics_labels(&l, "flag", flag, "variant", variant,
+                          "status_class", classes[k], NULL) == 0)
+      v->req[k] =
+          mg_metrics_series(w->m, "modelgate_variant_requests_total", l.data);
+  }
+  mg_buf_reset(&l);
+  if (mg_metrics_labels(&l, "flag", flag, "variant", variant, NULL) == 0) {
+    v->fallbacks =
+        mg_metrics_series(w->m, "modelgate_variant_fallbacks_total", l.data);
+    v->duration =
+        mg_metrics_series(w->m, "modelgate_variant_duration_seconds", l.data);
+  }
+  pthread_mutex_unlock(&w->mu);
+  mg_buf_free(&l);
+  return v;
+}
+
+void mg_tel_variant_free(struct mg_tel_variant *v) {
+  if (v == NULL)
+    return;
+  free(v->cost);
+  free(v);
+}
+
+void mg_tel_variant_observe(struct mg_wtel *w, struct mg_tel_variant *v,
+                            int status, bool failed, bool fallback,
+                            double seconds, const char *target,
+                            size_t target_index, double cost, bool has_cost) {
+  int k = failed || status >= 500 ? 2 : (status >= 400 ? 1 : 0);
+  if (v == NULL)
+    return;
+  /* The cost series of a target is made on the first answer it serves. */
+  if (has_cost && target && target_index < v->ncost &&
+      v->cost[target_index] == NULL) {
+    struct mg_buf l;
+    mg_buf_init(&l, 4096);
+    if (mg_metrics_labels(&l, "flag", v->flag, "variant", v->variant,
+                          "target", target, NULL) == 0) {
+      pthread_mutex_lock(&w->mu);
+      v->cost[target_index] =
+          mg_metrics_series(w->m, "modelgate_cost_total", l.data);
+      pthread_mutex_unlock(&w->mu);
+    }
+    mg_buf_free(&l);
+  }
+  pthread_mutex_lock(&w->mu);
+  mg_series_add(v->req[k], 1);
+  if (fallback)
+    mg_series_add(v->fallbacks, 1);
+  mg_series_observe(v->duration, seconds);
+  if (has_cost && target_index < v->ncost)
+    mg_series_add(v->cost[target_index], cost);
+  pthread_mutex_unlock(&w->mu);
+}
+
 void mg_tel_count(struct mg_wtel *w, struct mg_series *s) {
   if (s == NULL)
     return;
@@ -473,10 +581,39 @@ void mg_tel_event(struct mg_telemetry *tm, const struct mg_event *ev) {
       global_count(tm, "modelgate_ramp_rollbacks_total", l.data);
   }
   mg_buf_reset(&l);
-  if (dl && mg_record_event_begin(&l, mg_wall_ms(), ev->type) == 0 &&
-      mg_event_members(ev, &l) == 0 && mg_buf_append(&l, "}", 1) == 0)
-    mg_dlog_write(dl, l.data, l.len);
+  if (mg_record_event_begin(&l, mg_wall_ms(), ev->type) == 0 &&
+      mg_event_members(ev, &l) == 0 && mg_buf_append(&l, "}", 1) == 0) {
+    char *copy = strdup(l.data);
+    if (dl)
+      mg_dlog_write(dl, l.data, l.len);
+    if (copy) {
+      pthread_mutex_lock(&tm->ev_mu);
+      free(tm->recent[tm->recent_next]);
+      tm->recent[tm->recent_next] = copy;
+      tm->recent_next = (tm->recent_next + 1) % RECENT_EVENTS;
+      pthread_mutex_unlock(&tm->ev_mu);
+    }
+  }
   mg_buf_free(&l);
+}
+
+cJSON *mg_tel_recent_events(struct mg_telemetry *tm) {
+  cJSON *arr = cJSON_CreateArray();
+  unsigned k;
+  if (arr == NULL)
+    return NULL;
+  pthread_mutex_lock(&tm->ev_mu);
+  /* Newest first. */
+  for (k = 1; k <= RECENT_EVENTS; k++) {
+    unsigned i = (tm->recent_next + RECENT_EVENTS - k) % RECENT_EVENTS;
+    cJSON *j;
+    if (tm->recent[i] == NULL)
+      break;
+    if ((j = cJSON_Parse(tm->recent[i])) != NULL)
+      cJSON_AddItemToArray(arr, j);
+  }
+  pthread_mutex_unlock(&tm->ev_mu);
+  return arr;
 }
 
 /* ---- scrape --------------------------------------------------------------------- */

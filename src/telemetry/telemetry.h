@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/buf.h"
 #include "decisions/log.h"
 #include "decisions/record.h"
@@ -62,6 +64,24 @@ void mg_tel_stream_error(struct mg_wtel *w, const char *route);
 struct mg_series *mg_tel_flag_series(struct mg_wtel *w, const char *flag,
                                      const char *variant, const char *reason);
 void mg_tel_count(struct mg_wtel *w, struct mg_series *s);
+
+/* The series of one flag variant (requests by status class, fallbacks,
+ * duration, cost by target), looked up once per snapshot and worker: the
+ * label sets are the config's flags and variants, so their number is
+ * bounded by the config. flag and variant are borrowed from the snapshot
+ * and must outlive v. */
+struct mg_tel_variant;
+struct mg_tel_variant *mg_tel_variant_new(struct mg_wtel *w, const char *flag,
+                                          const char *variant,
+                                          size_t ntargets);
+void mg_tel_variant_free(struct mg_tel_variant *v);
+/* An answered request of the variant. failed: a stream that failed after
+ * its head (a 200 on the wire). target (index): the target that served,
+ * or NULL. */
+void mg_tel_variant_observe(struct mg_wtel *w, struct mg_tel_variant *v,
+                            int status, bool failed, bool fallback,
+                            double seconds, const char *target,
+                            size_t target_index, double cost, bool has_cost);
 /* What the workers hold right now, summed (read at scrape time, so that a
  * stream in progress shows). */
 struct mg_tel_live {
@@ -73,6 +93,8 @@ struct mg_tel_live {
 
 /* An event: its decision-log line, and its counters (any thread). */
 void mg_tel_event(struct mg_telemetry *tm, const struct mg_event *ev);
+/* The last events (at most 50), newest first, as their log lines. */
+cJSON *mg_tel_recent_events(struct mg_telemetry *tm);
 /* A reload was attempted. */
 void mg_tel_reload(struct mg_telemetry *tm, bool ok);
 

@@ -1221,13 +1221,13 @@ static void expect_weights(const cJSON *w, double control, double treatment) {
 static void test_events(void **state) {
   struct tenv *e = *state;
   static const char *const flag_keys[] = {"ts", "event", "flag", "by",
-                                          "weights", NULL};
+                                          "weights", "instance", NULL};
   static const char *const ok_keys[] = {"ts", "event", "from", "to",
-                                        "result", NULL};
+                                        "result", "instance", NULL};
   static const char *const refused_keys[] = {"ts", "event", "from", "result",
-                                             "errors", NULL};
+                                             "errors", "instance", NULL};
   static const char *const breaker_keys[] = {"ts", "event", "target",
-                                             "state", NULL};
+                                             "state", "instance", NULL};
   struct sent s[5];
   struct dlog d;
   char *path = log_path(e, "decisions.jsonl"), *cfg;
