@@ -206,6 +206,10 @@ static int alarm_add(struct mg_rp_report *r, const char *check,
   a->flag = flag;
   a->variant = variant;
   a->p = p;
+  a->metric = NULL;
+  a->other_flag = NULL;
+  a->cells = NULL;
+  a->ncells = 0;
   a->text = text;
   return 0;
 }
@@ -410,7 +414,7 @@ static void finish_metrics(struct mg_rp_flag_report *fr) {
     fr->v[a].has_cmp = true;
     for (m = 0; m < MG_RP_NMETRICS; m++)
       mg_stats_ratio_compare(&fr->v[a].acc[m], &fr->v[fr->control].acc[m],
-                             &fr->v[a].cmp[m]);
+                             mg_rp_metrics[m].rate, &fr->v[a].cmp[m]);
   }
 }
 
@@ -472,6 +476,7 @@ static void latency(struct mg_rp_flag_report *fr, struct work *w) {
 static void srm(struct mg_rp_flag_report *fr) {
   const struct mg_rp_wset *ws;
   double obs[MG_RP_MAX_ARMS], prop[MG_RP_MAX_ARMS], total = 0;
+  double total_units = 0;
   uint32_t a, bp;
 
   if (fr->modal_wset < 0) {
@@ -491,6 +496,16 @@ static void srm(struct mg_rp_flag_report *fr) {
     fr->srm_note = "fewer than two variants with weight and units";
     return;
   }
+  /* Pearson's statistic is chi-square distributed only when every
+   * expected count is large enough (Cochran's rule: 5). */
+  for (a = 0; a < fr->narms; a++)
+    total_units += obs[a];
+  for (a = 0; a < fr->narms; a++)
+    if (prop[a] > 0 && total_units * prop[a] < MG_RP_MIN_EXPECTED &&
+        !isinf(fr->srm_chi2)) {
+      fr->srm_note = "too few units: an expected count is below 5";
+      return;
+    }
   fr->srm_tested = true;
   fr->srm_alarm = fr->srm_p < MG_RP_ALPHA_SRM;
 }
@@ -593,6 +608,16 @@ static void balance(struct mg_rp_flag_report *fr, struct work *w) {
                           &fr->bal_p) != 0) {
     fr->bal_note = "fewer than two variants with units";
     return;
+  }
+  /* The expected heavy units of an arm are k n_arm / n (Cochran's rule, as
+   * for the sample ratio). */
+  for (a = 0; a < fr->narms; a++) {
+    double na = table[a] + table[fr->narms + a];
+    if (na > 0 && (double)k * na / (double)n < MG_RP_MIN_EXPECTED) {
+      fr->bal_note = "too few units: an expected count of heavy units is "
+                     "below 5";
+      return;
+    }
   }
   fr->bal_tested = true;
   fr->bal_alarm = fr->bal_p < MG_RP_ALPHA_BALANCE;
@@ -709,7 +734,8 @@ static void cell_fill(struct mg_rp_flag_report *fr, struct mg_rp_cell *c,
       continue;
     ca->has_cmp = true;
     for (m = 0; m < MG_RP_CELL_METRICS; m++) {
-      mg_stats_ratio_compare(&acc[a][m], &acc[fr->control][m], &ca->cmp[m]);
+      mg_stats_ratio_compare(&acc[a][m], &acc[fr->control][m],
+                             mg_rp_metrics[m].rate, &ca->cmp[m]);
       if (!isnan(ca->cmp[m].p) && mg_rp_metrics[m].worse != 0)
         fr->cell_tests++;
     }
@@ -826,12 +852,13 @@ static int input_axis(struct mg_rp_flag_report *fr, struct work *w) {
 
 /* ---- cross-flag co-assignment -------------------------------------------- */
 
-enum { ST_EMPTY = 0, ST_CONTROL, ST_TREATED, ST_MIXED };
+#define ST_EMPTY 0
+#define ST_MIXED 255 /* the unit was seen in two arms of the flag */
 
-/* A flag's units by hash: in its control, in a treatment, or in both. */
+/* A flag's units by hash: the arm (plus one) each is in. */
 struct umap {
   uint64_t *hash; /* owned */
-  uint8_t *st;    /* owned */
+  uint8_t *st;    /* owned: ST_EMPTY, arm + 1, or ST_MIXED */
   size_t cap;     /* power of two; 0: no map (nothing to compare) */
   size_t n;
 };
@@ -859,15 +886,15 @@ static int umap_build(struct umap *m, const struct mg_rp_flag_report *fr,
   m->cap = cap;
   for (u = first; u < last; u++) {
     const struct mg_rp_unit *x = &w->log->units[w->by_flag[u]];
-    uint8_t st = x->arm == fr->control ? ST_CONTROL : ST_TREATED;
+    uint8_t st = (uint8_t)(x->arm + 1);
     uint8_t *s = umap_slot(m, x->hash);
     if (*s == ST_EMPTY) {
       m->hash[s - m->st] = x->hash;
       *s = st;
       m->n++;
-    } else if (*s != ST_MIXED) {
+    } else if (*s != ST_MIXED && *s != st) {
       /* The same unit in two arms of one flag: weights moved it, or two
-       * unit ids collided. It belongs to neither side of the test. */
+       * unit ids collided. It belongs to no arm in the test. */
       *s = ST_MIXED;
       (*switched)++;
     }
@@ -880,56 +907,134 @@ static void umap_free(struct umap *m) {
   free(m->st);
 }
 
-static void pair_test(struct mg_rp_pair *p, const struct umap *ma,
-                      const struct umap *mb) {
-  double t[4], pa, pb, chi2, df, pv, ex[4], rows[2], cols[2];
-  size_t i;
-  int k;
+/* The 2 x 2 test of one treatment pair (docs/report.md, "co-assignment"):
+ * Pearson's chi-square when every expected count is at least 5, else
+ * Fisher's exact test; the odds ratio as the effect size, because unlike
+ * phi or observed/expected it does not depend on the treatments' shares:
+ * a perfect overlap has an infinite odds ratio at 50/50 and at 10/90. */
+static void copair_test(struct mg_rp_copair *t) {
+  double a = (double)t->both, b = (double)t->a_only, c = (double)t->b_only;
+  double d = (double)t->neither, n = a + b + c + d, e[4], k, se, lor;
+  double r1 = a + b, r2 = c + d, c1 = a + c, c2 = b + d;
+  int i;
 
-  for (i = 0; i < ma->cap; i++) {
-    uint8_t sa = ma->st[i], sb;
-    if (sa != ST_CONTROL && sa != ST_TREATED)
-      continue;
-    sb = *umap_slot(mb, ma->hash[i]);
-    if (sb != ST_CONTROL && sb != ST_TREATED)
-      continue;
-    p->common++;
-    if (sa == ST_TREATED && sb == ST_TREATED)
-      p->both++;
-    else if (sa == ST_TREATED)
-      p->a_only++;
-    else if (sb == ST_TREATED)
-      p->b_only++;
-    else
-      p->neither++;
+  t->expected = t->odds_ratio = t->or_lo = t->or_hi = t->phi = NAN;
+  t->chi2 = t->p = NAN;
+  t->test = NULL;
+  if (!(r1 > 0) || !(r2 > 0) || !(c1 > 0) || !(c2 > 0)) {
+    t->note = "a treatment or its complement holds none of the shared units";
+    return;
   }
+  e[0] = r1 * c1 / n;
+  e[1] = r1 * c2 / n;
+  e[2] = r2 * c1 / n;
+  e[3] = r2 * c2 / n;
+  t->expected = e[0];
+  /* Haldane-Anscombe: half a unit in every cell when one is empty, so a
+   * perfect overlap has a large finite odds ratio and an interval. */
+  k = a == 0 || b == 0 || c == 0 || d == 0 ? 0.5 : 0.0;
+  lor = log(a + k) + log(d + k) - log(b + k) - log(c + k);
+  se = sqrt(1 / (a + k) + 1 / (b + k) + 1 / (c + k) + 1 / (d + k));
+  t->odds_ratio = exp(lor);
+  t->or_lo = exp(lor - MG_STATS_Z95 * se);
+  t->or_hi = exp(lor + MG_STATS_Z95 * se);
+  t->phi = (a * d - b * c) / sqrt(r1 * r2 * c1 * c2);
+  for (i = 0; i < 4 && e[i] >= MG_RP_MIN_EXPECTED; i++)
+    ;
+  if (i == 4) {
+    t->test = "chi-square";
+    t->chi2 = n * t->phi * t->phi; /* Pearson's X^2 of a 2 x 2 table */
+    t->p = mg_stats_chi2_sf(t->chi2, 1);
+  } else {
+    t->test = "fisher";
+    t->p = mg_stats_fisher2x2(a, b, c, d);
+  }
+  t->alarm = t->p < MG_RP_ALPHA_COASSIGN &&
+             (t->odds_ratio >= MG_RP_COASSIGN_OR ||
+              t->odds_ratio <= 1.0 / MG_RP_COASSIGN_OR);
+}
+
+static int pair_test(struct mg_rp_pair *p, const struct mg_rp_flag_report *fa,
+                     const struct mg_rp_flag_report *fb, const struct umap *ma,
+                     const struct umap *mb, bool swapped) {
+  /* table[i][j]: shared units in arm i of the walked flag and arm j of the
+   * probed one. */
+  uint64_t table[MG_RP_MAX_ARMS][MG_RP_MAX_ARMS], rs[MG_RP_MAX_ARMS];
+  uint64_t cs[MG_RP_MAX_ARMS];
+  const struct mg_rp_flag_report *fw = swapped ? fb : fa;
+  const struct mg_rp_flag_report *fp = swapped ? fa : fb;
+  uint32_t i, j, ta, tb;
+  size_t s;
+
+  memset(table, 0, sizeof(table));
+  for (s = 0; s < ma->cap; s++) {
+    uint8_t sa = ma->st[s], sb;
+    if (sa == ST_EMPTY || sa == ST_MIXED)
+      continue;
+    sb = *umap_slot(mb, ma->hash[s]);
+    if (sb == ST_EMPTY || sb == ST_MIXED)
+      continue;
+    table[sa - 1][sb - 1]++;
+  }
+  memset(rs, 0, sizeof(rs));
+  memset(cs, 0, sizeof(cs));
+  for (i = 0; i < fw->narms; i++)
+    for (j = 0; j < fp->narms; j++) {
+      uint64_t x = table[i][j];
+      bool ti = i != fw->control, tj = j != fp->control;
+      rs[i] += x;
+      cs[j] += x;
+      p->common += x;
+      /* a/b as flags a and b of the pair, whichever was walked. */
+      if (ti && tj)
+        p->both += x;
+      else if (ti)
+        *(swapped ? &p->b_only : &p->a_only) += x;
+      else if (tj)
+        *(swapped ? &p->a_only : &p->b_only) += x;
+      else
+        p->neither += x;
+    }
   p->expected = p->ratio = p->chi2 = p->p = NAN;
   if (p->common == 0)
-    return;
-  pa = (double)(p->both + p->a_only) / (double)p->common;
-  pb = (double)(p->both + p->b_only) / (double)p->common;
-  p->expected = (double)p->common * pa * pb;
-  p->ratio = p->expected > 0 ? (double)p->both / p->expected : NAN;
-  t[0] = (double)p->both;
-  t[1] = (double)p->a_only;
-  t[2] = (double)p->b_only;
-  t[3] = (double)p->neither;
-  rows[0] = t[0] + t[1];
-  rows[1] = t[2] + t[3];
-  cols[0] = t[0] + t[2];
-  cols[1] = t[1] + t[3];
-  for (k = 0; k < 4; k++)
-    ex[k] = rows[k / 2] * cols[k % 2] / (double)p->common;
-  if (mg_stats_chi2_indep(t, 2, 2, &chi2, &df, &pv) != 0)
-    return;
-  p->chi2 = chi2;
-  p->p = pv;
-  /* The chi-square approximation needs expected counts of five or more in
-   * every cell; below that a handful of units could sound the alarm. */
-  p->tested = ex[0] >= 5 && ex[1] >= 5 && ex[2] >= 5 && ex[3] >= 5;
-  p->alarm = p->tested && pv < MG_RP_ALPHA_COASSIGN &&
-             (p->ratio >= MG_RP_COASSIGN_RATIO ||
-              p->ratio <= 1.0 / MG_RP_COASSIGN_RATIO);
+    return 0;
+  {
+    double pa = (double)(p->both + p->a_only) / (double)p->common;
+    double pb = (double)(p->both + p->b_only) / (double)p->common;
+    p->expected = (double)p->common * pa * pb;
+    p->ratio = p->expected > 0 ? (double)p->both / p->expected : NAN;
+  }
+  /* Every treatment of a against every treatment of b. */
+  for (ta = 0; ta < fa->narms; ta++)
+    for (tb = 0; tb < fb->narms; tb++) {
+      struct mg_rp_copair *t;
+      uint32_t wi = swapped ? tb : ta, pj = swapped ? ta : tb;
+      uint64_t x;
+      if (ta == fa->control || tb == fb->control ||
+          fa->v[ta].requests == 0 || fb->v[tb].requests == 0)
+        continue;
+      t = realloc(p->t, (p->nt + 1) * sizeof(*t));
+      if (t == NULL)
+        return -ENOMEM;
+      p->t = t;
+      t += p->nt++;
+      memset(t, 0, sizeof(*t));
+      t->arm_a = ta;
+      t->arm_b = tb;
+      x = table[wi][pj];
+      t->both = x;
+      t->a_only = (swapped ? cs[pj] : rs[wi]) - x;
+      t->b_only = (swapped ? rs[wi] : cs[pj]) - x;
+      t->neither = p->common - t->both - t->a_only - t->b_only;
+      copair_test(t);
+      if (t->test && (!p->tested || t->p < p->p)) {
+        p->p = t->p;
+        p->chi2 = t->chi2;
+      }
+      p->tested |= t->test != NULL;
+      p->alarm |= t->alarm;
+    }
+  return 0;
 }
 
 static int cross_flags(struct mg_rp_report *r, struct work *w) {
@@ -954,6 +1059,12 @@ static int cross_flags(struct mg_rp_report *r, struct work *w) {
       if (maps[a].cap == 0 || maps[b].cap == 0 ||
           !(r->flags[a].shown || r->flags[b].shown))
         continue;
+      /* Sections of one flag split by endpoint share its salt: their
+       * units are the same by design, not by accident. */
+      if (r->flags[a].src->base_len == r->flags[b].src->base_len &&
+          memcmp(r->flags[a].src->name, r->flags[b].src->name,
+                 r->flags[a].src->base_len) == 0)
+        continue;
       p = realloc(r->pairs, (r->npairs + 1) * sizeof(*p));
       if (p == NULL) {
         rc = -ENOMEM;
@@ -965,15 +1076,14 @@ static int cross_flags(struct mg_rp_report *r, struct work *w) {
       p->a = (uint32_t)a;
       p->b = (uint32_t)b;
       /* Walk the smaller map, probe the larger. */
-      if (maps[a].n <= maps[b].n) {
-        pair_test(p, &maps[a], &maps[b]);
-      } else {
-        uint64_t t;
-        pair_test(p, &maps[b], &maps[a]);
-        t = p->a_only;
-        p->a_only = p->b_only;
-        p->b_only = t;
-      }
+      if (maps[a].n <= maps[b].n)
+        rc = pair_test(p, &r->flags[a], &r->flags[b], &maps[a], &maps[b],
+                       false);
+      else
+        rc = pair_test(p, &r->flags[a], &r->flags[b], &maps[b], &maps[a],
+                       true);
+      if (rc)
+        goto out;
     }
 out:
   for (a = 0; a < r->nflags; a++)
@@ -984,94 +1094,151 @@ out:
 
 /* ---- alarms ------------------------------------------------------------- */
 
+/* A text that grows with snprintf, bounded. */
+struct line {
+  char s[2048];
+  size_t n;
+};
+
+static void line_add(struct line *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void line_add(struct line *l, const char *fmt, ...) {
+  va_list ap;
+  int k;
+  if (l->n >= sizeof(l->s) - 1)
+    return;
+  va_start(ap, fmt);
+  k = vsnprintf(l->s + l->n, sizeof(l->s) - l->n, fmt, ap);
+  va_end(ap);
+  if (k > 0)
+    l->n += (size_t)k < sizeof(l->s) - l->n ? (size_t)k : sizeof(l->s) - 1 - l->n;
+}
+
+/* Give the last alarm the labels of these cells. */
+static int alarm_cells(struct mg_rp_report *r, const char *const *labels,
+                       size_t n) {
+  struct mg_rp_alarm *a = &r->alarms[r->nalarms - 1];
+  size_t i;
+  a->cells = calloc(n ? n : 1, sizeof(char *));
+  if (a->cells == NULL)
+    return -ENOMEM;
+  for (i = 0; i < n; i++) {
+    a->cells[i] = strdup(labels[i]);
+    if (a->cells[i] == NULL)
+      return -ENOMEM;
+    a->ncells++;
+  }
+  return 0;
+}
+
 static int alarms(struct mg_rp_report *r) {
   char b1[64], b2[64], b3[64], b4[64], b5[64], ps[32], pa[32];
-  size_t i, j;
+  size_t i, j, k;
   uint32_t a;
   int rc = 0, m;
 
   for (i = 0; i < r->nflags && !rc; i++) {
     const struct mg_rp_flag_report *fr = &r->flags[i];
-    char list[1024];
-    size_t o = 0;
+    struct line l = {{0}, 0};
     if (!fr->shown || !fr->srm_alarm)
       continue;
-    list[0] = '\0';
-    for (a = 0; a < fr->narms && o < sizeof(list) - 128; a++)
+    for (a = 0; a < fr->narms; a++)
       if (fr->v[a].srm_units > 0 || fr->v[a].srm_expected > 0)
-        o += (size_t)snprintf(
-            list + o, sizeof(list) - o, "%s%s %s (expected %.2f%%)",
-            o ? ", " : "", fr->v[a].name,
-            mg_rp_fmt_count(b1, sizeof(b1), fr->v[a].srm_units),
-            fr->v[a].srm_expected * 100);
+        line_add(&l, "%s%s %s (expected %.2f%%)", l.n ? ", " : "",
+                 fr->v[a].name,
+                 mg_rp_fmt_count(b1, sizeof(b1), fr->v[a].srm_units),
+                 fr->v[a].srm_expected * 100);
     rc = alarm_add(r, "srm", fr->src->name, NULL, fr->srm_p,
                    "%s: sample ratio mismatch: units %s against the logged "
                    "weights; chi-square %.1f, df %.0f, p = %s",
-                   fr->src->name, list, fr->srm_chi2, fr->srm_df,
+                   fr->src->name, l.s, fr->srm_chi2, fr->srm_df,
                    mg_rp_fmt_p(ps, sizeof(ps), fr->srm_p));
   }
   for (i = 0; i < r->nflags && !rc; i++) {
     const struct mg_rp_flag_report *fr = &r->flags[i];
-    char list[1024];
-    size_t o = 0;
+    struct line l = {{0}, 0};
     if (!fr->shown || !fr->bal_alarm)
       continue;
-    list[0] = '\0';
-    for (a = 0; a < fr->narms && o < sizeof(list) - 128; a++)
+    for (a = 0; a < fr->narms; a++)
       if (fr->v[a].units > 0)
-        o += (size_t)snprintf(list + o, sizeof(list) - o,
-                              "%s%.1f%% of %s's units", o ? ", " : "",
-                              100.0 * (double)fr->v[a].heavy /
-                                  (double)fr->v[a].units,
-                              fr->v[a].name);
+        line_add(&l, "%s%.1f%% of %s's units", l.n ? ", " : "",
+                 100.0 * (double)fr->v[a].heavy / (double)fr->v[a].units,
+                 fr->v[a].name);
     rc = alarm_add(r, "balance", fr->src->name, NULL, fr->bal_p,
                    "%s: heavy users cluster in one arm: the top 5%% of units "
                    "by requests (>= %" PRIu64 " requests) are %s; chi-square "
                    "%.1f, df %.0f, p = %s",
-                   fr->src->name, fr->heavy_min_requests, list, fr->bal_chi2,
+                   fr->src->name, fr->heavy_min_requests, l.s, fr->bal_chi2,
                    fr->bal_df, mg_rp_fmt_p(ps, sizeof(ps), fr->bal_p));
   }
   for (i = 0; i < r->npairs && !rc; i++) {
     const struct mg_rp_pair *p = &r->pairs[i];
+    const struct mg_rp_flag_report *fa = &r->flags[p->a], *fb = &r->flags[p->b];
+    struct line l = {{0}, 0};
     if (!p->alarm)
       continue;
-    rc = alarm_add(
-        r, "coassignment", r->flags[p->a].src->name, NULL, p->p,
-        "%s x %s: treatments are not independent: %s of %s shared units are "
-        "in both treatments against %.1f expected from the shares (%.2fx); "
-        "chi-square %.1f, p = %s",
-        r->flags[p->a].src->name, r->flags[p->b].src->name,
-        mg_rp_fmt_count(b1, sizeof(b1), p->both),
-        mg_rp_fmt_count(b2, sizeof(b2), p->common), p->expected, p->ratio,
-        p->chi2, mg_rp_fmt_p(ps, sizeof(ps), p->p));
+    for (k = 0; k < p->nt; k++) {
+      const struct mg_rp_copair *t = &p->t[k];
+      if (!t->alarm)
+        continue;
+      line_add(&l,
+               "%s%s.%s x %s.%s: %s in both of %s shared units (%.1f "
+               "expected), odds ratio %.3g [%.3g, %.3g], %s p = %s",
+               l.n ? "; " : "", fa->src->name, fa->v[t->arm_a].name,
+               fb->src->name, fb->v[t->arm_b].name,
+               mg_rp_fmt_count(b1, sizeof(b1), t->both),
+               mg_rp_fmt_count(b2, sizeof(b2), p->common), t->expected,
+               t->odds_ratio, t->or_lo, t->or_hi, t->test,
+               mg_rp_fmt_p(ps, sizeof(ps), t->p));
+    }
+    rc = alarm_add(r, "coassignment", fa->src->name, NULL, p->p,
+                   "%s x %s: treatments are not independent: %s",
+                   fa->src->name, fb->src->name, l.s);
+    if (!rc)
+      r->alarms[r->nalarms - 1].other_flag = fb->src->name;
   }
+  /* The input axis: one alarm per flag, treatment and metric, naming every
+   * cell where that treatment is worse. */
   for (i = 0; i < r->nflags && !rc; i++) {
     const struct mg_rp_flag_report *fr = &r->flags[i];
     if (!fr->shown)
       continue;
-    for (j = 0; j < fr->ncells && !rc; j++)
-      for (a = 0; a < fr->narms && !rc; a++) {
-        const struct mg_rp_cell_arm *ca = &fr->cells[j].arms[a];
-        const struct mg_rp_cell_arm *ctl;
-        if (!ca->has_cmp)
-          continue;
-        ctl = &fr->cells[j].arms[fr->control];
-        for (m = 0; m < MG_RP_CELL_METRICS && !rc; m++) {
-          if (!ca->flagged[m])
+    for (a = 0; a < fr->narms && !rc; a++)
+      for (m = 0; m < MG_RP_CELL_METRICS && !rc; m++) {
+        const char *labels[MG_RP_CELLS];
+        struct line l = {{0}, 0};
+        double pmin = INFINITY;
+        size_t nl = 0;
+        for (j = 0; j < fr->ncells; j++) {
+          const struct mg_rp_cell_arm *ca = &fr->cells[j].arms[a], *ctl;
+          if (!ca->has_cmp || !ca->flagged[m])
             continue;
-          rc = alarm_add(
-              r, "input_axis", fr->src->name, fr->v[a].name, ca->p_adj[m],
-              "%s: %s is worse than %s on %s: %s %s vs %s (%s, 95%% CI %s "
-              "to %s), p = %s (adjusted for %u comparisons: %s)",
-              fr->src->name, fr->v[a].name, fr->v[fr->control].name,
-              fr->cells[j].label, mg_rp_metrics[m].label,
-              mg_rp_fmt_value(b1, sizeof(b1), m, ca->value[m]),
-              mg_rp_fmt_value(b2, sizeof(b2), m, ctl->value[m]),
-              mg_rp_fmt_diff(b3, sizeof(b3), m, ca->cmp[m].diff),
-              mg_rp_fmt_diff(b4, sizeof(b4), m, ca->cmp[m].lo),
-              mg_rp_fmt_diff(b5, sizeof(b5), m, ca->cmp[m].hi),
-              mg_rp_fmt_p(ps, sizeof(ps), ca->cmp[m].p), fr->cell_tests,
-              mg_rp_fmt_p(pa, sizeof(pa), ca->p_adj[m]));
+          ctl = &fr->cells[j].arms[fr->control];
+          labels[nl++] = fr->cells[j].label;
+          if (ca->p_adj[m] < pmin)
+            pmin = ca->p_adj[m];
+          line_add(&l, "%s%s: %s vs %s (%s, 95%% CI %s to %s), p = %s, "
+                       "adjusted %s",
+                   l.n ? "; " : "", fr->cells[j].label,
+                   mg_rp_fmt_value(b1, sizeof(b1), m, ca->value[m]),
+                   mg_rp_fmt_value(b2, sizeof(b2), m, ctl->value[m]),
+                   mg_rp_fmt_diff(b3, sizeof(b3), m, ca->cmp[m].diff),
+                   mg_rp_fmt_diff(b4, sizeof(b4), m, ca->cmp[m].lo),
+                   mg_rp_fmt_diff(b5, sizeof(b5), m, ca->cmp[m].hi),
+                   mg_rp_fmt_p(ps, sizeof(ps), ca->cmp[m].p),
+                   mg_rp_fmt_p(pa, sizeof(pa), ca->p_adj[m]));
+        }
+        if (nl == 0)
+          continue;
+        rc = alarm_add(r, "input_axis", fr->src->name, fr->v[a].name, pmin,
+                       "%s: %s is worse than %s on %s in %zu input cell%s "
+                       "(Bonferroni over %u comparisons): %s",
+                       fr->src->name, fr->v[a].name, fr->v[fr->control].name,
+                       mg_rp_metrics[m].label, nl, nl == 1 ? "" : "s",
+                       fr->cell_tests, l.s);
+        if (!rc) {
+          r->alarms[r->nalarms - 1].metric = mg_rp_metrics[m].key;
+          rc = alarm_cells(r, labels, nl);
         }
       }
   }
@@ -1167,9 +1334,15 @@ void mg_rp_report_free(struct mg_rp_report *r) {
     free(r->flags[i].v);
   }
   free(r->flags);
+  for (i = 0; i < r->npairs; i++)
+    free(r->pairs[i].t);
   free(r->pairs);
-  for (i = 0; i < r->nalarms; i++)
+  for (i = 0; i < r->nalarms; i++) {
+    for (c = 0; c < r->alarms[i].ncells; c++)
+      free(r->alarms[i].cells[c]);
+    free(r->alarms[i].cells);
     free(r->alarms[i].text);
+  }
   free(r->alarms);
   memset(r, 0, sizeof(*r));
 }

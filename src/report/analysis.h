@@ -6,28 +6,37 @@
  * metrics, the comparisons and the checks use those alone; records with
  * other reasons are counted by variant and reason and shown as such.
  *
- * Statistics (stats.h has the formulas):
+ * Statistics (stats.h has the formulas; docs/report.md the validity
+ * conditions):
  *   - every metric is a ratio of per-unit sums (errors / requests, summed
  *     confidence / requests with a confidence, summed ms / requests, ...);
- *     its 95% interval and each treatment-minus-control difference use the
- *     delta method with the unit as the sampling unit, and a two-sided
- *     normal p-value. Latency quantiles are descriptive (request level).
+ *     its 95% interval uses the delta method with the unit as the sampling
+ *     unit, and each treatment-minus-control difference Welch's t test on
+ *     those variances. A test that is undefined (too few units, no
+ *     variance, no events) says so and never alarms. Latency quantiles are
+ *     descriptive (request level).
  *   - sample ratio mismatch: Pearson chi-square goodness of fit of units per
  *     variant against the most common logged weight set, counting the units
- *     seen while that set was in force; alarm at p < 0.001.
+ *     seen while that set was in force; alarm at p < 0.001; untested when
+ *     an expected count is below 5.
  *   - cohort balance: the top 5% of units by requests (ties broken by unit
  *     hash) are "heavy"; chi-square test of independence of heavy x variant;
- *     alarm at p < 0.001.
+ *     alarm at p < 0.001; untested when an expected count is below 5.
  *   - cross-flag co-assignment: over units seen in the rollouts of two
- *     flags, a 2 x 2 chi-square test of "in a treatment of flag A" against
- *     "in a treatment of flag B"; alarm at p < 0.001 when the observed count
- *     in both treatments is at least twice, or at most half, the product of
- *     the shares (and every expected cell is at least 5).
+ *     flags, for every treatment A of one and B of the other, the 2 x 2
+ *     table "in A" x "in B": Pearson's chi-square (Fisher's exact test when
+ *     an expected count is below 5) and the odds ratio, which does not
+ *     depend on the treatments' shares; alarm at p < 0.001 with an odds
+ *     ratio of at least 2 or at most 1/2.
  *   - input axis: every metric by input.chars quartile and by tool count
  *     (0, 1-2, 3+), per variant, each treatment against the control in
- *     each cell; an alarm when a treatment is worse with a Bonferroni-
+ *     each cell; flagged when a treatment is worse with a Bonferroni-
  *     adjusted p < 0.01 (p times the number of cell comparisons of the flag)
- *     and both arms have at least 30 units in the cell. */
+ *     and both arms have at least 30 units in the cell; one alarm per
+ *     flag, variant and metric, naming its cells.
+ *   - feedback coverage: the share of rollout decisions with feedback,
+ *     treatment against control (a proportion, as above); alarm at
+ *     p < 0.001 (a biased feedback channel). */
 #ifndef MG_REPORT_ANALYSIS_H
 #define MG_REPORT_ANALYSIS_H
 
@@ -42,7 +51,8 @@
 #define MG_RP_ALPHA_BALANCE 0.001
 #define MG_RP_ALPHA_COASSIGN 0.001
 #define MG_RP_ALPHA_CELL 0.01
-#define MG_RP_COASSIGN_RATIO 2.0
+#define MG_RP_COASSIGN_OR 2.0 /* odds ratio >= 2 or <= 1/2 */
+#define MG_RP_MIN_EXPECTED 5.0 /* chi-square validity: every expected cell */
 #define MG_RP_HEAVY_SHARE 0.05
 #define MG_RP_MIN_CELL_UNITS 30
 #define MG_RP_HIST_BINS 40
@@ -150,24 +160,50 @@ struct mg_rp_flag_report {
   double hist_lo, hist_hi;
 };
 
-/* Two flags' treatments over the units they share. */
+/* One treatment of flag A against one treatment of flag B, over the units
+ * both flags' rollouts share: the 2 x 2 table of memberships. */
+struct mg_rp_copair {
+  uint32_t arm_a, arm_b;        /* arm indexes in each flag */
+  uint64_t both, a_only, b_only, neither;
+  double expected;              /* "both" expected under independence */
+  double odds_ratio;            /* (both neither) / (a_only b_only), with
+                                 * 0.5 added to every cell when one is 0 */
+  double or_lo, or_hi;          /* its 95% interval (Woolf, log scale) */
+  double phi;                   /* the phi coefficient */
+  const char *test;             /* static: "chi-square", "fisher", or NULL
+                                 * when untested */
+  const char *note;             /* static: why untested, or NULL */
+  double chi2, p;               /* chi2 NaN for Fisher */
+  bool alarm;                   /* p < 0.001 and OR >= 2 or <= 1/2 */
+};
+
+/* Two flags over the units they share. */
 struct mg_rp_pair {
   uint32_t a, b;                /* indexes into report->flags */
   uint64_t common;              /* units in both rollouts, in one arm each */
+  /* "in any treatment" of A x of B, for a first look */
   uint64_t both, a_only, b_only, neither;
   double expected;              /* common * share_a * share_b */
   double ratio;                 /* both / expected */
-  bool tested;                  /* every expected cell >= 5 */
-  double chi2, p;
-  bool alarm;
+  struct mg_rp_copair *t;       /* owned: every treatment pair */
+  size_t nt;
+  bool tested;                  /* some treatment pair was tested */
+  double chi2, p;               /* of the treatment pair with the least p */
+  bool alarm;                   /* some treatment pair alarms */
 };
 
+/* One alarm: one cause (a flag's check, a flag pair, or a flag, variant
+ * and metric over every input cell where it shows). */
 struct mg_rp_alarm {
   const char *check;            /* static: "srm", "balance", "coassignment",
-                                 * "input_axis" */
+                                 * "input_axis", "feedback_coverage" */
   const char *flag;             /* borrowed from the log */
   const char *variant;          /* borrowed, or NULL */
-  double p;
+  const char *metric;           /* static metric key, or NULL */
+  const char *other_flag;       /* borrowed: coassignment's second flag */
+  double p;                     /* the least (adjusted) p behind it */
+  char **cells;                 /* owned: input_axis: the cells' labels */
+  size_t ncells;
   char *text;                   /* owned: one sentence for people */
 };
 

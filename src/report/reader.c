@@ -207,6 +207,7 @@ static struct mg_rp_flag *flag_get(struct mg_rp_log *log, struct mg_str name) {
   if (f == NULL)
     return NULL;
   f->name = dup_n(name.p, name.len);
+  f->base_len = name.len;
   f->wsets = calloc(MG_RP_MAX_WSETS, sizeof(*f->wsets));
   f->last_wset = MG_RP_NO_WSET;
   if (f->name == NULL || f->wsets == NULL ||

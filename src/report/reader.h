@@ -110,6 +110,9 @@ struct mg_rp_wset {
 
 struct mg_rp_flag {
   char *name;                    /* owned; also the key in log->by_name */
+  size_t base_len;               /* the flag's own name: name[0..base_len);
+                                  * the rest names a section ("--by
+                                  * endpoint": "chat [responses]") */
   uint32_t index;                /* position in log->flags */
   struct mg_rp_arm arms[MG_RP_MAX_ARMS];
   uint32_t narms;

@@ -157,6 +157,21 @@ static void alarms(struct mg_rp_w *w, const struct mg_rp_report *r) {
     kv_str(w, "check", a->check, true);
     kv_str(w, "flag", a->flag, true);
     kv_str(w, "variant", a->variant, true);
+    kv_str(w, "metric", a->metric, true);
+    kv_str(w, "other_flag", a->other_flag, true);
+    key(w, "cells");
+    if (a->cells == NULL) {
+      mg_rp_w_puts(w, "null,");
+    } else {
+      size_t c;
+      mg_rp_w_puts(w, "[");
+      for (c = 0; c < a->ncells; c++) {
+        if (c)
+          mg_rp_w_puts(w, ",");
+        mg_rp_w_json_str(w, a->cells[c]);
+      }
+      mg_rp_w_puts(w, "],");
+    }
     kv_num(w, "p", a->p, true);
     kv_str(w, "message", a->text, false);
     mg_rp_w_puts(w, "}");
@@ -240,6 +255,8 @@ static void variant(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
       kv_num(w, "se", d->se, true);
       kv_num(w, "z", d->z, true);
       kv_num(w, "p", d->p, true);
+      kv_num(w, "df", d->df, true);
+      kv_str(w, "undefined", d->undefined, true);
       kv_num(w, "relative", d->rel, true);
       ci(w, d->lo, d->hi);
       mg_rp_w_puts(w, m + 1 < MG_RP_NMETRICS ? "}," : "}");
@@ -333,6 +350,7 @@ static void cells(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
         mg_rp_w_puts(w, "{");
         kv_num(w, "diff", ca->cmp[m].diff, true);
         kv_num(w, "p", ca->cmp[m].p, true);
+        kv_str(w, "undefined", ca->cmp[m].undefined, true);
         kv_num(w, "p_adjusted", ca->p_adj[m], true);
         kv_bool(w, "flagged", ca->flagged[m], true);
         ci(w, ca->cmp[m].lo, ca->cmp[m].hi);
@@ -370,7 +388,7 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
 }
 
 static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
-  size_t i;
+  size_t i, k;
   mg_rp_w_puts(w, "\"cross_flag\":[");
   for (i = 0; i < r->npairs; i++) {
     const struct mg_rp_pair *p = &r->pairs[i];
@@ -389,8 +407,34 @@ static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
     kv_bool(w, "tested", p->tested, true);
     kv_num(w, "chi2", p->chi2, true);
     kv_num(w, "p", p->p, true);
-    kv_bool(w, "alarm", p->alarm, false);
-    mg_rp_w_puts(w, "}");
+    kv_bool(w, "alarm", p->alarm, true);
+    mg_rp_w_puts(w, "\"treatment_pairs\":[");
+    for (k = 0; k < p->nt; k++) {
+      const struct mg_rp_copair *t = &p->t[k];
+      mg_rp_w_puts(w, k ? ",{" : "{");
+      kv_str(w, "a", r->flags[p->a].v[t->arm_a].name, true);
+      kv_str(w, "b", r->flags[p->b].v[t->arm_b].name, true);
+      kv_int(w, "both", t->both, true);
+      kv_int(w, "a_only", t->a_only, true);
+      kv_int(w, "b_only", t->b_only, true);
+      kv_int(w, "neither", t->neither, true);
+      kv_num(w, "expected_both", t->expected, true);
+      kv_num(w, "odds_ratio", t->odds_ratio, true);
+      key(w, "odds_ratio_ci");
+      mg_rp_w_puts(w, "[");
+      mg_rp_w_json_num(w, t->or_lo);
+      mg_rp_w_puts(w, ",");
+      mg_rp_w_json_num(w, t->or_hi);
+      mg_rp_w_puts(w, "],");
+      kv_num(w, "phi", t->phi, true);
+      kv_str(w, "test", t->test, true);
+      kv_str(w, "note", t->note, true);
+      kv_num(w, "chi2", t->chi2, true);
+      kv_num(w, "p", t->p, true);
+      kv_bool(w, "alarm", t->alarm, false);
+      mg_rp_w_puts(w, "}");
+    }
+    mg_rp_w_puts(w, "]}");
   }
   mg_rp_w_puts(w, "]");
 }

@@ -8,6 +8,13 @@
 
 #include "report/render.h"
 
+static void wrap_text(struct mg_rp_w *w, int first_cols, int indent,
+                      int width, const char *s);
+
+/* The widest line the text report writes (but for tables of very long
+ * variant names). */
+#define WRAP 100
+
 static int name_width(const struct mg_rp_flag_report *fr) {
   uint32_t a;
   int w = 9;
@@ -58,8 +65,12 @@ static void alarms(struct mg_rp_w *w, const struct mg_rp_report *r) {
     return;
   }
   mg_rp_w_printf(w, "\nALARMS (%zu)\n", r->nalarms);
-  for (i = 0; i < r->nalarms; i++)
-    mg_rp_w_printf(w, "  ! [%s] %s\n", r->alarms[i].check, r->alarms[i].text);
+  for (i = 0; i < r->nalarms; i++) {
+    char head[64];
+    snprintf(head, sizeof(head), "  ! [%s] ", r->alarms[i].check);
+    mg_rp_w_puts(w, head);
+    wrap_text(w, (int)strlen(head), 6, WRAP, r->alarms[i].text);
+  }
 }
 
 static void weights(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
@@ -158,19 +169,22 @@ static void comparisons(struct mg_rp_w *w,
       continue;
     mg_rp_w_printf(w,
                    "\n  %s vs %s (difference, 95%% CI, two-sided p; per-unit "
-                   "delta method)\n",
+                   "delta method, Welch's t)\n",
                    v->name, c->name);
     for (m = 0; m < MG_RP_NMETRICS; m++) {
       const struct mg_stats_diff *d = &v->cmp[m];
-      mg_rp_w_printf(w, "    %-27s %9s vs %-9s %11s  [%s, %s]  p = %s%s\n",
-                     mg_rp_metrics[m].label,
+      mg_rp_w_printf(w, "    %-27s %9s vs %-9s %11s", mg_rp_metrics[m].label,
                      mg_rp_fmt_value(b[0], 32, m, v->value[m]),
                      mg_rp_fmt_value(b[1], 32, m, c->value[m]),
-                     mg_rp_fmt_diff(b[2], 32, m, d->diff),
-                     mg_rp_fmt_diff(b[3], 32, m, d->lo),
-                     mg_rp_fmt_diff(b[4], 32, m, d->hi),
-                     mg_rp_fmt_p(b[5], 32, d->p),
-                     !isnan(d->p) && d->p < 0.05 ? "  *" : "");
+                     mg_rp_fmt_diff(b[2], 32, m, d->diff));
+      if (d->undefined)
+        mg_rp_w_printf(w, "  no test: %s\n", d->undefined);
+      else
+        mg_rp_w_printf(w, "  [%s, %s]  p = %s%s\n",
+                       mg_rp_fmt_diff(b[3], 32, m, d->lo),
+                       mg_rp_fmt_diff(b[4], 32, m, d->hi),
+                       mg_rp_fmt_p(b[5], 32, d->p),
+                       !isnan(d->p) && d->p < 0.05 ? "  *" : "");
     }
   }
 }
@@ -241,9 +255,41 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                    mg_rp_fmt_count(b[0], 32, fr->switched_units));
 }
 
+/* Lines of at most WRAP columns: items joined with ", ", continued on
+ * lines indented by cont spaces. */
+struct wrap {
+  struct mg_rp_w *w;
+  int col, cont;
+  bool first;
+};
+
+static void wrap_item(struct wrap *x, const char *item) {
+  int n = (int)strlen(item);
+  if (!x->first && x->col + 2 + n > WRAP) {
+    mg_rp_w_printf(x->w, ",\n%*s", x->cont, "");
+    x->col = x->cont;
+  } else if (!x->first) {
+    mg_rp_w_puts(x->w, ", ");
+    x->col += 2;
+  }
+  mg_rp_w_puts(x->w, item);
+  x->col += n;
+  x->first = false;
+}
+
+/* A variant's name in at most n columns: "long-variant-n..". */
+static const char *clip(char *buf, size_t size, const char *s, int n) {
+  if ((int)strlen(s) <= n)
+    return s;
+  snprintf(buf, size, "%.*s..", n - 2, s);
+  return buf;
+}
+
+/* The input axis in at most 100 columns: a heading per cell, one row per
+ * variant, and each treatment's differences wrapped below it. */
 static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
-  int nw = name_width(fr);
-  char b[2][32], col[MG_RP_CELL_COLS][32];
+  int nw = name_width(fr) > 12 ? 12 : name_width(fr);
+  char b[3][32], item[128], nm[32], col[MG_RP_CELL_COLS][32];
   uint32_t c, a;
   int m;
 
@@ -251,40 +297,58 @@ static void input_axis(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
     return;
   mg_rp_w_printf(w,
                  "\n  input axis (input.chars quartiles %.0f / %.0f / %.0f of "
-                 "the flag's rollout records; tools 0, 1-2, 3+)\n",
-                 fr->chars_edges[0], fr->chars_edges[1], fr->chars_edges[2]);
-  mg_rp_w_printf(w,
-                 "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s %8s %8s\n",
-                 "cell", nw, "variant", "units", "requests", "error",
-                 "fallback", "low-conf", "conf", "p50 ms", "p95 ms", "prompt",
-                 "compl.");
+                 "the flag's rollout\n  records; tools 0, 1-2, 3+; WORSE: "
+                 "Bonferroni-adjusted p < 0.01 over %u comparisons)\n",
+                 fr->chars_edges[0], fr->chars_edges[1], fr->chars_edges[2],
+                 fr->cell_tests);
   for (c = 0; c < fr->ncells; c++) {
     const struct mg_rp_cell *cell = &fr->cells[c];
+    mg_rp_w_printf(w, "    %s\n", cell->label);
+    mg_rp_w_printf(w,
+                   "      %-*s %8s %9s %7s %8s %8s %5s %7s %7s %6s %6s\n", nw,
+                   "variant", "units", "requests", "error", "fallback",
+                   "low-conf", "conf", "p50 ms", "p95 ms", "prompt", "compl.");
     for (a = 0; a < fr->narms; a++) {
       const struct mg_rp_cell_arm *ca = &cell->arms[a];
       if (ca->requests == 0 && fr->v[a].requests == 0)
         continue;
       mg_rp_cell_cols(ca, col);
       mg_rp_w_printf(
-          w, "    %-16s %-*s %9s %9s %8s %8s %8s %6s %8s %8s %8s %8s\n",
-          a == 0 ? cell->label : "", nw, fr->v[a].name, col[0], col[1],
-          col[2], col[3], col[4], col[5], col[6], col[7], col[8], col[9]);
+          w, "      %-*s %8s %9s %7s %8s %8s %5s %7s %7s %6s %6s\n", nw,
+          clip(nm, sizeof(nm), fr->v[a].name, nw), col[0], col[1], col[2],
+          col[3], col[4], col[5], col[6], col[7], col[8], col[9]);
     }
     for (a = 0; a < fr->narms; a++) {
       const struct mg_rp_cell_arm *ca = &cell->arms[a];
+      struct wrap x;
       bool any = false;
       if (!ca->has_cmp)
         continue;
       for (m = 0; m < MG_RP_CELL_METRICS; m++)
         any |= ca->flagged[m];
-      mg_rp_w_printf(w, "    %-16s %s %s vs %s:", "", any ? "!" : " ",
-                     fr->v[a].name, fr->v[fr->control].name);
-      for (m = 0; m < MG_RP_CELL_METRICS; m++)
-        mg_rp_w_printf(w, "%s %s %s (p %s)%s", m ? "," : "",
-                       mg_rp_metrics[m].abbr,
-                       mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff),
-                       mg_rp_fmt_p(b[1], 32, ca->cmp[m].p),
-                       ca->flagged[m] ? " WORSE" : "");
+      x.w = w;
+      x.cont = 10;
+      x.first = true;
+      snprintf(item, sizeof(item), "      %s %s vs %s:", any ? "!" : " ",
+               clip(nm, sizeof(nm), fr->v[a].name, nw),
+               clip(b[2], sizeof(b[2]), fr->v[fr->control].name, nw));
+      mg_rp_w_puts(w, item);
+      x.col = (int)strlen(item) + 1;
+      mg_rp_w_puts(w, " ");
+      for (m = 0; m < MG_RP_CELL_METRICS; m++) {
+        if (ca->cmp[m].undefined)
+          snprintf(item, sizeof(item), "%s %s (no test: %s)",
+                   mg_rp_metrics[m].abbr,
+                   mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff),
+                   ca->cmp[m].undefined);
+        else
+          snprintf(item, sizeof(item), "%s %s (p %s)%s",
+                   mg_rp_metrics[m].abbr,
+                   mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff),
+                   mg_rp_fmt_p(b[1], 32, ca->cmp[m].p),
+                   ca->flagged[m] ? " WORSE" : "");
+        wrap_item(&x, item);
+      }
       mg_rp_w_puts(w, "\n");
     }
   }
@@ -319,50 +383,67 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
 
 static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
   char a[32], b[32], c[32];
-  size_t i;
+  size_t i, k;
 
   if (r->npairs == 0)
     return;
   mg_rp_w_puts(w, "\n== cross-flag co-assignment (units in both flags' "
-                  "rollouts; treatment = any variant but the control) ==\n");
+                  "rollouts; every treatment\n   of one against every "
+                  "treatment of the other: chi-square or Fisher, odds ratio) "
+                  "==\n");
   for (i = 0; i < r->npairs; i++) {
     const struct mg_rp_pair *p = &r->pairs[i];
-    mg_rp_w_printf(w, "  %s x %s: %s shared units, %s in both treatments",
-                   r->flags[p->a].src->name, r->flags[p->b].src->name,
-                   mg_rp_fmt_count(a, sizeof(a), p->common),
-                   mg_rp_fmt_count(b, sizeof(b), p->both));
-    if (p->common == 0) {
-      mg_rp_w_puts(w, "\n");
-      continue;
+    const struct mg_rp_flag_report *fa = &r->flags[p->a], *fb = &r->flags[p->b];
+    mg_rp_w_printf(w, "  %s x %s: %s shared units\n", fa->src->name,
+                   fb->src->name, mg_rp_fmt_count(a, sizeof(a), p->common));
+    for (k = 0; k < p->nt; k++) {
+      const struct mg_rp_copair *t = &p->t[k];
+      mg_rp_w_printf(w, "    %s x %s: %s in both (%.1f expected)",
+                     fa->v[t->arm_a].name, fb->v[t->arm_b].name,
+                     mg_rp_fmt_count(b, sizeof(b), t->both),
+                     isnan(t->expected) ? 0 : t->expected);
+      if (t->test == NULL) {
+        mg_rp_w_printf(w, "; not tested: %s\n", t->note);
+        continue;
+      }
+      mg_rp_w_printf(w, ", odds ratio %.3g [%.3g, %.3g], phi %.3f; %s p = %s: "
+                        "%s\n",
+                     t->odds_ratio, t->or_lo, t->or_hi, t->phi, t->test,
+                     mg_rp_fmt_p(c, sizeof(c), t->p),
+                     t->alarm ? "ALARM" : "ok");
     }
-    mg_rp_w_printf(w, " vs %.1f expected (%.2fx)", p->expected, p->ratio);
-    if (p->tested)
-      mg_rp_w_printf(w, "; chi-square %.2f, p = %s: %s\n", p->chi2,
-                     mg_rp_fmt_p(c, sizeof(c), p->p),
-                     p->alarm ? "ALARM" : "ok");
-    else
-      mg_rp_w_puts(w, "; not tested: an expected count is below 5\n");
   }
 }
 
-/* Wrap the method text at 78 columns. */
-static void method(struct mg_rp_w *w) {
-  const char *s = mg_rp_method_text;
-  mg_rp_w_puts(w, "\nmethod:\n");
+/* s wrapped at width columns: the first line after first (already
+ * written, first_cols wide), the others indented by indent spaces. */
+static void wrap_text(struct mg_rp_w *w, int first_cols, int indent,
+                      int width, const char *s) {
+  int room = width - first_cols;
   while (*s) {
     size_t n = strlen(s), cut = n;
-    if (n > 76) {
-      cut = 76;
+    if (room < 20)
+      room = 20;
+    if (n > (size_t)room) {
+      cut = (size_t)room;
       while (cut > 0 && s[cut] != ' ')
         cut--;
       if (cut == 0)
-        cut = 76;
+        cut = (size_t)room;
     }
-    mg_rp_w_printf(w, "  %.*s\n", (int)cut, s);
+    mg_rp_w_printf(w, "%.*s\n", (int)cut, s);
     s += cut;
     while (*s == ' ')
       s++;
+    if (*s)
+      mg_rp_w_printf(w, "%*s", indent, "");
+    room = width - indent;
   }
+}
+
+static void method(struct mg_rp_w *w) {
+  mg_rp_w_puts(w, "\nmethod:\n  ");
+  wrap_text(w, 2, 2, 78, mg_rp_method_text);
 }
 
 int mg_rp_render_text(const struct mg_rp_report *r, struct mg_buf *out) {

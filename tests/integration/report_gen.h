@@ -31,6 +31,7 @@
 #define RG_MAX_FLAGS 2
 /* input.chars is 50 * 200^u for uniform u: its 75th percentile. */
 #define RG_LONG_CHARS 2659
+#define M_PI_RG 3.14159265358979323846
 
 struct rg_scen {
   uint64_t seed;
@@ -242,6 +243,42 @@ RG_U void rg_ratio(const struct rg_arm *a, int which, double *value,
   }
   *value = R;
   *var = (cxx - 2 * R * cxy + R * R * cyy) / (n - 1) / (n * my * my);
+}
+
+/* Student's t, independently of the report: the two-sided tail
+ * 2 * integral_{|t|}^inf f(x) dx, substituted x = |t| / s and summed by
+ * Simpson's rule over s in (0, 1] (the density f from lgamma). */
+static double rg_t_dens(double x, double df) {
+  return exp(lgamma((df + 1) / 2) - lgamma(df / 2) - 0.5 * log(df * M_PI_RG) -
+             (df + 1) / 2 * log1p(x * x / df));
+}
+
+RG_U double rg_t_p2(double t, double df) {
+  const int n = 20000;
+  double h = 1.0 / n, sum = 0;
+  int i;
+  t = fabs(t);
+  if (t == 0)
+    return 1;
+  for (i = 1; i <= n; i++) {
+    double s = i * h, f = rg_t_dens(t / s, df) * t / (s * s);
+    sum += (i == n ? 1 : i % 2 ? 4 : 2) * f;
+  }
+  return 2 * sum * h / 3;
+}
+
+/* The two-sided 95% quantile of t by bisection on rg_t_p2. */
+RG_U double rg_t_q975(double df) {
+  double lo = 1.9, hi = 13;
+  int i;
+  for (i = 0; i < 60; i++) {
+    double mid = (lo + hi) / 2;
+    if (rg_t_p2(mid, df) > 0.05)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return (lo + hi) / 2;
 }
 
 static int rg_cmp_d(const void *a, const void *b) {

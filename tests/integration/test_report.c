@@ -178,16 +178,23 @@ static void check_flag_against_truth(const cJSON *flag,
   assert_true(cJSON_IsNull(get(named(vars, "control"), "vs_control")));
   cmp = get(named(vars, "treatment"), "vs_control");
   for (w = 0; w < 2; w++) {
+    double df, q;
     m = get(cmp, w ? "mean_latency_ms" : "error_rate");
     diff = val[1][w] - val[0][w];
     se = sqrt(var[1][w] + var[0][w]);
+    /* Welch-Satterthwaite, and Student's t by Simpson's rule. */
+    df = (var[1][w] + var[0][w]) * (var[1][w] + var[0][w]) /
+         (var[1][w] * var[1][w] / ((double)arm[1].nu - 1) +
+          var[0][w] * var[0][w] / ((double)arm[0].nu - 1));
+    q = rg_t_q975(df);
     near(num(m, "diff"), diff, 1e-9, "diff");
     near(num(m, "se"), se, 1e-9, "se of the difference");
-    near(cJSON_GetArrayItem(get(m, "ci"), 0)->valuedouble,
-         diff - 1.959963984540054 * se, 1e-9, "ci low");
-    near(cJSON_GetArrayItem(get(m, "ci"), 1)->valuedouble,
-         diff + 1.959963984540054 * se, 1e-9, "ci high");
-    near(num(m, "p"), erfc(fabs(diff / se) / sqrt(2.0)), 1e-9, "p");
+    near(num(m, "df"), df, 1e-6, "Welch df");
+    near(cJSON_GetArrayItem(get(m, "ci"), 0)->valuedouble, diff - q * se,
+         1e-7, "ci low");
+    near(cJSON_GetArrayItem(get(m, "ci"), 1)->valuedouble, diff + q * se,
+         1e-7, "ci high");
+    near(num(m, "p"), rg_t_p2(diff / se, df), 1e-7, "p");
   }
   /* Sample ratio: Pearson's statistic against 70/30, by hand. */
   obs[0] = (double)arm[0].nu;

@@ -207,8 +207,15 @@ static void test_delta_method(void **state) {
    *     s_x^2 = .3, s_y^2 = .5, s_xy = 0;
    *     Var = (.3 + .04 * .5) / (5 * 4) = .016
    *   diff .1, se sqrt(11/750 + .016) = 0.17511900715418263,
-   *   z 0.5710402407201608, p = erfc(z / sqrt 2) = 0.5679723655099227
-   * (checked with Python's fractions and math.erfc). */
+   *   t 0.5710402407201608 (checked with Python's fractions);
+   *   Welch-Satterthwaite df = (Vt + Vc)^2 / (Vt^2/3 + Vc^2/4)
+   *     = 6.930131004366812 (fractions);
+   *   p = P(|T_6.93| >= 0.571) = 0.5860047178551213 and t(0.975, 6.93) =
+   *   2.369465630762753, so the CI is [-0.3149384687451324,
+   *   0.5149384687451324]: Simpson's rule on the t density (200,000
+   *   intervals, Python's math.lgamma), and bisection on it.
+   * Compared as a plain ratio (not a proportion) so that the variances are
+   * the delta method's own. */
   static const double t[][2] = {{0, 1}, {1, 3}, {2, 4}, {0, 2}};
   static const double c[][2] = {{0, 2}, {1, 2}, {0, 1}, {0, 3}, {1, 2}};
   struct mg_stats_ratio rt, rc;
@@ -226,30 +233,166 @@ static void test_delta_method(void **state) {
   near(mg_stats_ratio_value(&rc), 0.2, 1e-15);
   near(mg_stats_ratio_var(&rt), 11.0 / 750.0, 1e-15);
   near(mg_stats_ratio_var(&rc), 0.016, 1e-15);
-  mg_stats_ratio_compare(&rt, &rc, &d);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
+  assert_null(d.undefined);
   near(d.diff, 0.1, 1e-15);
   near(d.se, 0.17511900715418263, 1e-14);
   near(d.z, 0.5710402407201608, 1e-13);
-  near(d.p, 0.5679723655099227, 1e-13);
-  near(d.lo, -0.24322694703061, 1e-13);
-  near(d.hi, 0.44322694703061005, 1e-13);
+  near(d.df, 6.930131004366812, 1e-12);
+  near(d.p, 0.5860047178551213, 1e-10);
+  near(d.lo, -0.3149384687451324, 1e-9);
+  near(d.hi, 0.5149384687451324, 1e-9);
   near(d.rel, 0.5, 1e-14);
 
-  /* One unit: no variance, so no comparison. */
+  /* One unit: no variance, so no test, and it says why. */
   mg_stats_ratio_init(&rt);
   mg_stats_ratio_add(&rt, 1, 2);
   assert_true(isnan(mg_stats_ratio_var(&rt)));
-  mg_stats_ratio_compare(&rt, &rc, &d);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
   assert_true(isnan(d.p));
-  /* Identical units on both sides: no noise, p 1. */
+  assert_string_equal(d.undefined, "too few units");
+  near(d.diff, 0.3, 1e-15);
+}
+
+/* Zero variance is not significance (issue 11.2). */
+static void test_zero_variance(void **state) {
+  struct mg_stats_ratio rt, rc;
+  struct mg_stats_diff d;
+  static const double conf[4] = {0.8, 0.9, 1.0, 0.7};
+  size_t i;
+  (void)state;
+
+  /* Constant confidence in both arms, equal or not: no test at all. */
   mg_stats_ratio_init(&rt);
   mg_stats_ratio_init(&rc);
-  for (i = 0; i < 10; i++) {
-    mg_stats_ratio_add(&rt, 1, 4);
-    mg_stats_ratio_add(&rc, 1, 4);
+  for (i = 0; i < 50; i++) {
+    mg_stats_ratio_add(&rt, 0.92 * 3, 3);
+    mg_stats_ratio_add(&rc, 0.80, 1);
   }
-  mg_stats_ratio_compare(&rt, &rc, &d);
-  near(d.p, 1, 0);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
+  assert_string_equal(d.undefined, "no variance");
+  assert_true(isnan(d.p));
+  assert_true(isnan(d.lo));
+  near(d.diff, 0.12, 1e-12);
+
+  /* One arm constant (0.9 from a header, 5 units), the other not (four
+   * units at 0.8, 0.9, 1.0, 0.7): Welch's df is the varying arm's n - 1 =
+   * 3, t = (0.85 - 0.9) / sqrt(0.05/3/4) = -0.7745966692414823, and the
+   * closed form for 3 df (A&S 26.7.3), p = 1 - (2/pi)(th + sin th cos th)
+   * with th = atan(|t|/sqrt 3), gives 0.4950253460597115 (Python). */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 4; i++)
+    mg_stats_ratio_add(&rt, conf[i], 1);
+  for (i = 0; i < 5; i++)
+    mg_stats_ratio_add(&rc, 0.9, 1);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
+  assert_null(d.undefined);
+  near(d.df, 3, 1e-12);
+  near(d.z, -0.7745966692414823, 1e-12);
+  near(d.p, 0.4950253460597115, 1e-12);
+
+  /* No events in either arm: "no events", never p = 1 or 0. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 40; i++) {
+    mg_stats_ratio_add(&rt, 0, 1 + i % 3);
+    mg_stats_ratio_add(&rc, 0, 2);
+  }
+  mg_stats_ratio_compare(&rt, &rc, true, &d);
+  assert_string_equal(d.undefined, "no events");
+  near(d.diff, 0, 0);
+  /* Every request an event on both sides. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 40; i++) {
+    mg_stats_ratio_add(&rt, 2, 2);
+    mg_stats_ratio_add(&rc, 1, 1);
+  }
+  mg_stats_ratio_compare(&rt, &rc, true, &d);
+  assert_non_null(strstr(d.undefined, "no variance"));
+
+  /* A rate with no events in one arm: the control's 0 of 90 requests (30
+   * units of 3) gets the binomial variance at the pooled rate, not 0.
+   * By hand (Python fractions): treatment 3 errors in 90 requests, one
+   * each in 3 units of 30: Vt = s_x^2 / (n ybar^2) = (2.7/29) / 270 =
+   * 3.448275862068965e-4; its binomial variance (1/30)(29/30)/90 =
+   * 3.580246913580247e-4, a design effect of 0.963, floored at 1; pooled
+   * rate 3/180, so Vc = (1/60)(59/60)/90 = 1.8209876543209876e-4;
+   * se = 0.022954876423953916, t = 1.4521242771121725, Welch df =
+   * 52.9499606744699, p = 0.15236715199015405 (Simpson on the t density).
+   * Treating the control's variance as 0 would have given t = 1.795. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 30; i++) {
+    mg_stats_ratio_add(&rt, i < 3, 3);
+    mg_stats_ratio_add(&rc, 0, 3);
+  }
+  mg_stats_ratio_compare(&rt, &rc, true, &d);
+  assert_null(d.undefined);
+  near(d.se, 0.022954876423953916, 1e-14);
+  near(d.z, 1.4521242771121725, 1e-12);
+  near(d.df, 52.9499606744699, 1e-9);
+  near(d.p, 0.15236715199015405, 1e-10);
+}
+
+static void test_student_t(void **state) {
+  /* Closed forms (Abramowitz and Stegun 26.7.3, 26.7.4), worked in Python:
+   *   df 1: p = 1 - (2/pi) atan|t|;  df 2: p = 1 - |t| / sqrt(2 + t^2);
+   *   df 3: p = 1 - (2/pi)(th + sin th cos th), th = atan(|t|/sqrt 3);
+   *   df 4: p = 1 - sin th (1 + cos^2 th / 2), th = atan(|t|/2).
+   * Non-integer df: Simpson's rule on the density (tests/ comment above). */
+  static const struct {
+    double t, df, p;
+  } v[] = {
+      {2.0, 1, 0.2951672353008665},     {2.0, 2, 0.18350341907227385},
+      {2.0, 3, 0.13932596855884305},    {5.0, 3, 0.015392438073302261},
+      {2.0, 4, 0.11611652351681567},    {3.0, 2.5, 0.07257609554903137},
+      {4.2, 7.3, 0.003675057001648907}, {2.5, 30, 0.018115649068066352},
+      {3.0, 1000, 0.002766709044238369},
+      /* far tails keep their relative precision */
+      {13.7, 1000, 2.8095264320545004e-39}, {5.0, 30000, 5.765316686507711e-07},
+  };
+  size_t i;
+  (void)state;
+  for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+    rel(mg_stats_t_p2(v[i].t, v[i].df), v[i].p, 1e-9);
+    rel(mg_stats_t_p2(-v[i].t, v[i].df), v[i].p, 1e-9);
+  }
+  near(mg_stats_t_p2(0, 5), 1, 1e-15);
+  /* A large df is the normal: erfc(3 / sqrt 2) = 0.0026997960632601866. */
+  rel(mg_stats_t_p2(3, 1e12), 0.0026997960632601866, 1e-12);
+  /* Just below the switch the beta is still used, and the t's heavier
+   * tail still shows (Simpson on the density: 0.0026998034323375587 at
+   * 9e6 df, 0.0027004608840092404 at 1e5). */
+  rel(mg_stats_t_p2(3, 9e6), 0.0026998034323375587, 1e-8);
+  rel(mg_stats_t_p2(3, 1e5), 0.0027004608840092404, 1e-9);
+  rel(mg_stats_t_p2(3, INFINITY), 0.0026997960632601866, 1e-12);
+  /* Quantiles: tan(0.95 pi/2) = 12.706204736174696 (df 1), and for df 2
+   * t = sqrt(2 * 0.9025 / 0.0975) = 4.302652729749464. */
+  near(mg_stats_t_quantile2(0.05, 1), 12.706204736174696, 1e-9);
+  near(mg_stats_t_quantile2(0.05, 2), 4.302652729749464, 1e-9);
+  near(mg_stats_t_quantile2(0.05, INFINITY), MG_STATS_Z95, 1e-9);
+  /* The incomplete beta: I_x(1, b) = 1 - (1-x)^b, I_x(a, 1) = x^a. */
+  near(mg_stats_beta_inc(1, 3.5, 0.3), 1 - pow(0.7, 3.5), 1e-14);
+  near(mg_stats_beta_inc(2.5, 1, 0.6), pow(0.6, 2.5), 1e-14);
+  assert_true(isnan(mg_stats_t_p2(1, 0)));
+}
+
+static void test_fisher(void **state) {
+  /* Hypergeometric sums by hand in Python (math.comb), with R's 1e-7
+   * tolerance for ties: Fisher's tea tasting [[3,1],[1,3]] = 17/35;
+   * [[1,9],[11,3]] = 0.002759456185220083 (the textbook example, R's
+   * fisher.test prints 0.002759); a perfect split [[10,0],[0,10]] =
+   * 2 / C(20,10) = 1.082508822446903e-05; [[2,7],[8,2]] =
+   * 0.023014137565221155. */
+  (void)state;
+  near(mg_stats_fisher2x2(3, 1, 1, 3), 17.0 / 35.0, 1e-12);
+  rel(mg_stats_fisher2x2(1, 9, 11, 3), 0.002759456185220083, 1e-9);
+  rel(mg_stats_fisher2x2(10, 0, 0, 10), 1.082508822446903e-05, 1e-9);
+  rel(mg_stats_fisher2x2(2, 7, 8, 2), 0.023014137565221155, 1e-9);
+  near(mg_stats_fisher2x2(0, 5, 7, 200), 1.0, 1e-12);
+  assert_true(isnan(mg_stats_fisher2x2(0, 0, 3, 4)));
 }
 
 /* With one request per unit, the delta method is the classic two-
@@ -839,6 +982,9 @@ int main(void) {
       cmocka_unit_test(test_quantile),
       cmocka_unit_test(test_delta_method),
       cmocka_unit_test(test_delta_single_requests),
+      cmocka_unit_test(test_zero_variance),
+      cmocka_unit_test(test_student_t),
+      cmocka_unit_test(test_fisher),
       cmocka_unit_test(test_reader_lines),
       cmocka_unit_test(test_reader_bits),
       cmocka_unit_test(test_reader_real_records),
