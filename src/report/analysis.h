@@ -51,6 +51,7 @@
 #define MG_RP_ALPHA_BALANCE 0.001
 #define MG_RP_ALPHA_COASSIGN 0.001
 #define MG_RP_ALPHA_CELL 0.01
+#define MG_RP_ALPHA_COVERAGE 0.001
 #define MG_RP_COASSIGN_OR 2.0 /* odds ratio >= 2 or <= 1/2 */
 #define MG_RP_MIN_EXPECTED 5.0 /* chi-square validity: every expected cell */
 #define MG_RP_HEAVY_SHARE 0.05
@@ -156,6 +157,7 @@ struct mg_rp_flag_report {
   struct mg_rp_cell cells[MG_RP_CELLS];
   uint32_t cell_tests;          /* comparisons behind the Bonferroni factor
                                  * (directional metrics only) */
+  uint32_t cov_tests;           /* feedback coverage comparisons tested */
   /* latency histogram range: log10 ms */
   double hist_lo, hist_hi;
 };

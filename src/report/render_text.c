@@ -3,6 +3,7 @@
  * cross-flag co-assignment, and the method. */
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +11,10 @@
 
 static void wrap_text(struct mg_rp_w *w, int first_cols, int indent,
                       int width, const char *s);
+
+static void para(struct mg_rp_w *w, const char *prefix, int indent,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static const char *clip(char *buf, size_t size, const char *s, int n);
 
 /* The widest line the text report writes (but for tables of very long
  * variant names). */
@@ -29,9 +34,16 @@ static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
   char a[32];
   size_t i;
 
-  mg_rp_w_puts(w, "modelgate report: ");
-  mg_rp_w_inputs(w, log);
-  mg_rp_w_puts(w, "\n");
+  {
+    struct mg_buf tmp;
+    struct mg_rp_w tw;
+    mg_buf_init(&tmp, 4096);
+    tw.b = &tmp;
+    tw.err = 0;
+    mg_rp_w_inputs(&tw, log);
+    para(w, "modelgate report: ", 2, "%s", tmp.data ? tmp.data : "");
+    mg_buf_free(&tmp);
+  }
   for (i = 0; i < log->nbad; i++)
     mg_rp_w_printf(w, "  malformed: %s:%" PRIu64 ": %s\n", log->bad[i].file,
                    log->bad[i].line, log->bad[i].why);
@@ -90,12 +102,11 @@ static void weights(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                      ws->bp[k] / 100.0);
     mg_rp_w_printf(w, " in %s rollout records",
                    mg_rp_fmt_count(a, sizeof(a), ws->records));
+    if ((int)i == fr->modal_wset && f->nwsets > 1)
+      mg_rp_w_puts(w, " (the most common: the sample ratio's)");
     if (ws->first_ts[0])
-      mg_rp_w_printf(w, " (%s .. %s)", ws->first_ts, ws->last_ts);
-    mg_rp_w_printf(w, "%s\n",
-                   (int)i == fr->modal_wset && f->nwsets > 1
-                       ? "  <- most common: used for the sample-ratio check"
-                       : "");
+      mg_rp_w_printf(w, "\n           %s .. %s", ws->first_ts, ws->last_ts);
+    mg_rp_w_puts(w, "\n");
   }
   if (f->wsets_untracked)
     mg_rp_w_printf(w, "         ... and %s records with later weight sets\n",
@@ -123,20 +134,20 @@ static void reasons_by_variant(struct mg_rp_w *w,
 }
 
 static void metrics(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
-  int nw = name_width(fr);
-  char b[12][32];
+  int nw = name_width(fr) > 12 ? 12 : name_width(fr);
+  char b[12][32], nm[32];
   uint32_t a;
 
   mg_rp_w_printf(w,
-                 "\n  %-*s %9s %10s %8s %8s %8s %6s %8s %8s %8s %8s %8s\n",
+                 "\n  %-*s %8s %9s %7s %8s %8s %5s %7s %7s %7s %6s %6s\n",
                  nw, "variant", "units", "requests", "error", "fallback",
                  "low-conf", "conf", "p50 ms", "p95 ms", "p99 ms", "prompt",
                  "compl.");
   for (a = 0; a < fr->narms; a++) {
     const struct mg_rp_variant *v = &fr->v[a];
     mg_rp_w_printf(
-        w, "  %-*s %9s %10s %8s %8s %8s %6s %8s %8s %8s %8s %8s%s\n", nw,
-        v->name, mg_rp_fmt_count(b[0], 32, v->units),
+        w, "  %-*s %8s %9s %7s %8s %8s %5s %7s %7s %7s %6s %6s\n", nw,
+        clip(nm, sizeof(nm), v->name, nw), mg_rp_fmt_count(b[0], 32, v->units),
         mg_rp_fmt_count(b[1], 32, v->requests),
         mg_rp_fmt_value(b[2], 32, MG_RP_M_ERROR, v->value[MG_RP_M_ERROR]),
         mg_rp_fmt_value(b[3], 32, MG_RP_M_FALLBACK, v->value[MG_RP_M_FALLBACK]),
@@ -147,12 +158,11 @@ static void metrics(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
         mg_rp_fmt_ms(b[10], 32, v->p99),
         mg_rp_fmt_value(b[6], 32, MG_RP_M_PROMPT, v->value[MG_RP_M_PROMPT]),
         mg_rp_fmt_value(b[7], 32, MG_RP_M_COMPLETION,
-                        v->value[MG_RP_M_COMPLETION]),
-        v->control ? "  (control)" : "");
+                        v->value[MG_RP_M_COMPLETION]));
   }
-  mg_rp_w_puts(w, "  (error, fallback, low-conf: share of requests; conf: "
-                  "mean confidence; prompt, compl.: mean tokens per request "
-                  "with tokens)\n");
+  para(w, "  (", 3,
+       "error, fallback, low-conf: share of requests; conf: mean "
+       "confidence; prompt, compl.: mean tokens per request with tokens)");
 }
 
 static void comparisons(struct mg_rp_w *w,
@@ -173,18 +183,18 @@ static void comparisons(struct mg_rp_w *w,
                    v->name, c->name);
     for (m = 0; m < MG_RP_NMETRICS; m++) {
       const struct mg_stats_diff *d = &v->cmp[m];
-      mg_rp_w_printf(w, "    %-27s %9s vs %-9s %11s", mg_rp_metrics[m].label,
+      mg_rp_w_printf(w, "    %-25s %8s vs %-8s %10s", mg_rp_metrics[m].label,
                      mg_rp_fmt_value(b[0], 32, m, v->value[m]),
                      mg_rp_fmt_value(b[1], 32, m, c->value[m]),
                      mg_rp_fmt_diff(b[2], 32, m, d->diff));
       if (d->undefined)
         mg_rp_w_printf(w, "  no test: %s\n", d->undefined);
       else
-        mg_rp_w_printf(w, "  [%s, %s]  p = %s%s\n",
+        mg_rp_w_printf(w, " [%s, %s] p = %s%s\n",
                        mg_rp_fmt_diff(b[3], 32, m, d->lo),
                        mg_rp_fmt_diff(b[4], 32, m, d->hi),
                        mg_rp_fmt_p(b[5], 32, d->p),
-                       !isnan(d->p) && d->p < 0.05 ? "  *" : "");
+                       !isnan(d->p) && d->p < 0.05 ? " *" : "");
     }
   }
 }
@@ -198,56 +208,66 @@ static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   mg_rp_w_puts(w, "\n  checks\n");
   /* Sample ratio. */
   if (!fr->srm_tested) {
-    mg_rp_w_printf(w, "    sample ratio    not tested: %s\n", fr->srm_note);
+    para(w, "    sample ratio    ", 20, "not tested: %s", fr->srm_note);
   } else {
-    mg_rp_w_printf(w, "    sample ratio    %-5s units ",
-                   fr->srm_alarm ? "ALARM" : "ok");
-    k = 0;
-    for (a = 0; a < fr->narms; a++) {
-      uint64_t tot = 0;
-      uint32_t i;
+    char list[1024];
+    size_t o = 0;
+    uint64_t tot = 0;
+    uint32_t i;
+    list[0] = '\0';
+    for (i = 0; i < fr->narms; i++)
+      tot += fr->v[i].srm_units;
+    for (a = 0; a < fr->narms && o < sizeof(list) - 128; a++) {
       if (fr->v[a].srm_units == 0 && fr->v[a].srm_expected == 0)
         continue;
-      for (i = 0; i < fr->narms; i++)
-        tot += fr->v[i].srm_units;
-      mg_rp_w_printf(w, "%s%s %s (%.2f%% seen, %.2f%% expected)",
-                     k++ ? ", " : "", fr->v[a].name,
-                     mg_rp_fmt_count(b[0], 32, fr->v[a].srm_units),
-                     tot ? 100.0 * (double)fr->v[a].srm_units / (double)tot : 0,
-                     fr->v[a].srm_expected * 100);
+      o += (size_t)snprintf(
+          list + o, sizeof(list) - o, "%s%s %s (%.2f%% seen, %.2f%% expected)",
+          o ? ", " : "", fr->v[a].name,
+          mg_rp_fmt_count(b[0], 32, fr->v[a].srm_units),
+          tot ? 100.0 * (double)fr->v[a].srm_units / (double)tot : 0,
+          fr->v[a].srm_expected * 100);
     }
-    mg_rp_w_printf(w, "; chi-square %.2f, df %.0f, p = %s\n", fr->srm_chi2,
-                   fr->srm_df, mg_rp_fmt_p(b[1], 32, fr->srm_p));
+    para(w, "    sample ratio    ", 20,
+         "%s units %s; chi-square %.2f, df %.0f, p = %s",
+         fr->srm_alarm ? "ALARM" : "ok", list, fr->srm_chi2, fr->srm_df,
+         mg_rp_fmt_p(b[1], 32, fr->srm_p));
   }
   /* Cohort balance. */
   if (!fr->bal_tested) {
-    mg_rp_w_printf(w, "    cohort balance  not tested: %s\n", fr->bal_note);
+    para(w, "    cohort balance  ", 20, "not tested: %s", fr->bal_note);
   } else {
-    mg_rp_w_printf(w,
-                   "    cohort balance  %-5s heavy users = top 5%% of %s "
-                   "units by requests (>= %" PRIu64
-                   " requests); chi-square %.2f, df %.0f, p = %s\n",
-                   fr->bal_alarm ? "ALARM" : "ok",
-                   mg_rp_fmt_count(b[0], 32, fr->bal_units),
-                   fr->heavy_min_requests, fr->bal_chi2, fr->bal_df,
-                   mg_rp_fmt_p(b[1], 32, fr->bal_p));
+    para(w, "    cohort balance  ", 20,
+         "%s heavy users = top 5%% of %s units by requests (>= %" PRIu64
+         " requests); chi-square %.2f, df %.0f, p = %s",
+         fr->bal_alarm ? "ALARM" : "ok",
+         mg_rp_fmt_count(b[0], 32, fr->bal_units), fr->heavy_min_requests,
+         fr->bal_chi2, fr->bal_df, mg_rp_fmt_p(b[1], 32, fr->bal_p));
   }
+  k = 0;
+  if (nw > 12)
+    nw = 12;
   mg_rp_w_printf(w,
-                 "      %-*s %9s %8s   requests per unit: %6s %6s %6s %6s  "
-                 "heavy users' share of requests\n",
+                 "      %-*s %8s %7s  requests per unit: %6s %5s %5s %5s  "
+                 "heavy share\n",
                  nw, "variant", "units", "heavy", "mean", "p50", "p90", "p99");
   for (a = 0; a < fr->narms; a++) {
     const struct mg_rp_variant *v = &fr->v[a];
+    char nm[32];
     if (v->units == 0)
       continue;
+    k++;
     mg_rp_w_printf(w,
-                   "      %-*s %9s %7.1f%%                      %6.1f %6.0f "
-                   "%6.0f %6.0f  %5.1f%%\n",
-                   nw, v->name, mg_rp_fmt_count(b[0], 32, v->units),
+                   "      %-*s %8s %6.1f%%                     %6.1f %5.0f "
+                   "%5.0f %5.0f  %10.1f%%\n",
+                   nw, clip(nm, sizeof(nm), v->name, nw),
+                   mg_rp_fmt_count(b[0], 32, v->units),
                    100.0 * (double)v->heavy / (double)v->units, v->rpu_mean,
                    v->rpu_p50, v->rpu_p90, v->rpu_p99,
                    isnan(v->heavy_requests) ? 0 : 100 * v->heavy_requests);
   }
+  if (k)
+    mg_rp_w_puts(w, "      (heavy share: the heavy users' share of the "
+                    "arm's requests)\n");
   if (fr->switched_units)
     mg_rp_w_printf(w,
                    "    units seen in more than one variant: %s (weights "
@@ -265,7 +285,9 @@ struct wrap {
 
 static void wrap_item(struct wrap *x, const char *item) {
   int n = (int)strlen(item);
-  if (!x->first && x->col + 2 + n > WRAP) {
+  /* An item that would end past WRAP, with the comma that may follow it,
+   * goes on a line of its own. */
+  if (!x->first && x->col + 2 + n + 1 > WRAP) {
     mg_rp_w_printf(x->w, ",\n%*s", x->cont, "");
     x->col = x->cont;
   } else if (!x->first) {
@@ -398,19 +420,20 @@ static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
                    fb->src->name, mg_rp_fmt_count(a, sizeof(a), p->common));
     for (k = 0; k < p->nt; k++) {
       const struct mg_rp_copair *t = &p->t[k];
-      mg_rp_w_printf(w, "    %s x %s: %s in both (%.1f expected)",
-                     fa->v[t->arm_a].name, fb->v[t->arm_b].name,
-                     mg_rp_fmt_count(b, sizeof(b), t->both),
-                     isnan(t->expected) ? 0 : t->expected);
       if (t->test == NULL) {
-        mg_rp_w_printf(w, "; not tested: %s\n", t->note);
+        para(w, "    ", 6, "%s x %s: %s in both (%.1f expected); not tested: %s",
+             fa->v[t->arm_a].name, fb->v[t->arm_b].name,
+             mg_rp_fmt_count(b, sizeof(b), t->both),
+             isnan(t->expected) ? 0 : t->expected, t->note);
         continue;
       }
-      mg_rp_w_printf(w, ", odds ratio %.3g [%.3g, %.3g], phi %.3f; %s p = %s: "
-                        "%s\n",
-                     t->odds_ratio, t->or_lo, t->or_hi, t->phi, t->test,
-                     mg_rp_fmt_p(c, sizeof(c), t->p),
-                     t->alarm ? "ALARM" : "ok");
+      para(w, "    ", 6,
+           "%s x %s: %s: %s in both (%.1f expected), odds ratio %.3g [%.3g, "
+           "%.3g], phi %.3f; %s p = %s",
+           fa->v[t->arm_a].name, fb->v[t->arm_b].name,
+           t->alarm ? "ALARM" : "ok", mg_rp_fmt_count(b, sizeof(b), t->both),
+           t->expected, t->odds_ratio, t->or_lo, t->or_hi, t->phi, t->test,
+           mg_rp_fmt_p(c, sizeof(c), t->p));
     }
   }
 }
@@ -439,6 +462,19 @@ static void wrap_text(struct mg_rp_w *w, int first_cols, int indent,
       mg_rp_w_printf(w, "%*s", indent, "");
     room = width - indent;
   }
+}
+
+/* prefix, then the formatted text wrapped at WRAP columns, continued
+ * lines indented by indent spaces. */
+static void para(struct mg_rp_w *w, const char *prefix, int indent,
+                 const char *fmt, ...) {
+  char text[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  mg_rp_w_puts(w, prefix);
+  wrap_text(w, (int)strlen(prefix), indent, WRAP, text);
 }
 
 static void method(struct mg_rp_w *w) {

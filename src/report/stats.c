@@ -366,6 +366,10 @@ static double t975(double df) {
   return last_q;
 }
 
+/* A standard error below this share of the value is rounding, not
+ * sampling (see mg_stats_ratio_compare). */
+#define CONSTANT_REL 1e-9
+
 static void diff_undefined(struct mg_stats_diff *out, const char *why) {
   out->se = out->df = out->lo = out->hi = out->z = out->p = NAN;
   out->undefined = why;
@@ -396,7 +400,15 @@ void mg_stats_ratio_compare(const struct mg_stats_ratio *treatment,
     v[k] = mg_stats_ratio_var(arm[k]);
     n[k] = arm[k]->n;
     req[k] = arm[k]->n * arm[k]->my;
+    /* Sums of a value that is the same in every unit (0.9 stored as a
+     * float, summed in doubles) leave a variance of rounding noise, some
+     * 1e-17 of the value: that is a constant arm, not a precise one. */
+    if (sqrt(v[k]) <= CONSTANT_REL * fabs(r[k]))
+      v[k] = 0;
   }
+  if (v[0] == 0 && v[1] == 0 &&
+      fabs(out->diff) <= CONSTANT_REL * fmax(fabs(r[0]), fabs(r[1])))
+    out->diff = 0;
   if (proportion) {
     double rp = (r[0] * req[0] + r[1] * req[1]) / (req[0] + req[1]);
     double deff[2];

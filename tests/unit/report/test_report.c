@@ -681,6 +681,8 @@ static void gen(struct mg_buf *b, const char *flag, int units, double t,
   }
 }
 
+static void lines_fit(const char *text, size_t width);
+
 static void analyse(const char *text, size_t len,
                     const struct mg_rp_options *opt, struct mg_rp_log *lg,
                     struct mg_rp_report *r) {
@@ -717,6 +719,7 @@ static void test_analysis_aa(void **state) {
   /* Every renderer runs on it. */
   assert_int_equal(mg_rp_render_text(&r, &out), 0);
   assert_non_null(strstr(out.data, "ALARMS: none"));
+  lines_fit(out.data, 100);
   mg_buf_reset(&out);
   assert_int_equal(mg_rp_render_json(&r, &out), 0);
   mg_buf_reset(&out);
@@ -851,6 +854,90 @@ static void test_parallel_read_matches(void **state) {
   mg_buf_free(&b);
   mg_buf_free(&o1);
   mg_buf_free(&o3);
+}
+
+/* Every line of the text at most 100 columns. */
+static void lines_fit(const char *text, size_t width) {
+  const char *s = text, *nl;
+  while ((nl = strchr(s, '\n')) != NULL) {
+    if ((size_t)(nl - s) > width)
+      fail_msg("a line of %zu columns: %.*s", (size_t)(nl - s), (int)(nl - s),
+               s);
+    s = nl + 1;
+  }
+}
+
+/* Issue 11.2's case: a constant confidence in each arm (0.92 against
+ * 0.80) and no fallbacks in the control. The report must show the
+ * differences, say that the tests are undefined, and raise no alarm; the
+ * HTML chart must show the fallback difference as an absolute one and say
+ * why; the text must fit 100 columns. */
+static void test_constant_arms(void **state) {
+  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b, out;
+  const struct mg_rp_flag_report *fr;
+  const struct mg_rp_variant *t;
+  uint32_t c;
+  int i;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  mg_buf_init(&out, SIZE_MAX);
+  for (i = 0; i < 4000; i++) {
+    bool treat = i % 2;
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"f\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"weights\":{\"control\":50,"
+                      "\"treatment\":50},\"input\":{\"chars\":%d,\"tools\":%d},"
+                      "\"confidence\":%s,\"tier\":\"%s\",\"error\":false,"
+                      "\"ms\":%d}\n",
+                      i / 3, treat ? "treatment" : "control", 100 + i % 997,
+                      i % 5, treat ? "0.92" : "0.8",
+                      treat && i % 7 == 1 ? "fallback" : "primary",
+                      100 + i % 13),
+        0);
+  }
+  analyse(b.data, b.len, &opt, &lg, &r);
+  fr = &r.flags[0];
+  t = &fr->v[fr->control == 0 ? 1 : 0];
+  assert_true(t->has_cmp);
+  near(t->cmp[MG_RP_M_CONFIDENCE].diff, 0.12, 1e-6);
+  assert_string_equal(t->cmp[MG_RP_M_CONFIDENCE].undefined, "no variance");
+  assert_true(isnan(t->cmp[MG_RP_M_CONFIDENCE].p));
+  /* Errors: none anywhere. */
+  assert_string_equal(t->cmp[MG_RP_M_ERROR].undefined, "no events");
+  /* Fallbacks only in the treatment: a real test (pooled variance). */
+  assert_null(t->cmp[MG_RP_M_FALLBACK].undefined);
+  assert_true(t->cmp[MG_RP_M_FALLBACK].p < 1e-6);
+  for (c = 0; c < fr->ncells; c++) {
+    const struct mg_rp_cell_arm *ca = &fr->cells[c].arms[t - fr->v];
+    assert_true(ca->has_cmp);
+    assert_string_equal(ca->cmp[MG_RP_M_CONFIDENCE].undefined, "no variance");
+    assert_false(ca->flagged[MG_RP_M_CONFIDENCE]);
+  }
+  /* Worse confidence would be the control's; the treatment's fallbacks
+   * are worse and may alarm, but never the constant confidence. */
+  for (c = 0; c < r.nalarms; c++)
+    assert_true(r.alarms[c].metric == NULL ||
+                strcmp(r.alarms[c].metric, "mean_confidence") != 0);
+  assert_int_equal(mg_rp_render_text(&r, &out), 0);
+  assert_non_null(strstr(out.data, "no test: no variance"));
+  lines_fit(out.data, 100);
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_json(&r, &out), 0);
+  assert_non_null(strstr(out.data, "\"undefined\":\"no variance\""));
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_html(&r, &out), 0);
+  assert_non_null(strstr(out.data, "class=\"absolute\""));
+  assert_non_null(strstr(out.data, "the control's rate is 0, so no "
+                                   "relative difference"));
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+  mg_buf_free(&out);
 }
 
 static void test_format(void **state) {
@@ -994,6 +1081,7 @@ int main(void) {
       cmocka_unit_test(test_input_axis_tokens),
       cmocka_unit_test(test_parallel_read_matches),
       cmocka_unit_test(test_format),
+      cmocka_unit_test(test_constant_arms),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
