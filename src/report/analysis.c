@@ -29,7 +29,15 @@ const struct mg_rp_metric_info mg_rp_metrics[MG_RP_NMETRICS] = {
                         "prompt tok"},
     [MG_RP_M_COMPLETION] = {"completion_tokens", "completion tokens/request",
                             0, false, "compl. tok"},
+    [MG_RP_M_COST] = {"cost_per_request", "cost per request", 1, false,
+                      "cost"},
+    [MG_RP_M_COST_OK] = {"cost_per_success", "cost per successful answer", 1,
+                         false, "cost/ok"},
+    [MG_RP_M_COVERAGE] = {"feedback_coverage", "feedback coverage", 0, true,
+                          "coverage"},
 };
+
+static bool is_cost(int m) { return m == MG_RP_M_COST || m == MG_RP_M_COST_OK; }
 
 /* ---- formatting --------------------------------------------------------- */
 
@@ -37,6 +45,8 @@ const char *mg_rp_fmt_value(char *buf, size_t n, enum mg_rp_metric m,
                             double v) {
   if (isnan(v))
     snprintf(buf, n, "n/a");
+  else if (is_cost(m))
+    snprintf(buf, n, fabs(v) < 1 ? "$%.6f" : "$%.4f", v);
   else if (mg_rp_metrics[m].rate)
     snprintf(buf, n, "%.2f%%", v * 100);
   else if (m == MG_RP_M_CONFIDENCE)
@@ -50,6 +60,9 @@ const char *mg_rp_fmt_diff(char *buf, size_t n, enum mg_rp_metric m,
                            double d) {
   if (isnan(d))
     snprintf(buf, n, "n/a");
+  else if (is_cost(m))
+    snprintf(buf, n, fabs(d) < 1 ? "%s$%.6f" : "%s$%.4f", d < 0 ? "-" : "+",
+             fabs(d));
   else if (mg_rp_metrics[m].rate)
     snprintf(buf, n, "%+.2f pp", d * 100);
   else if (m == MG_RP_M_CONFIDENCE)
@@ -101,6 +114,7 @@ const char *mg_rp_fmt_count(char *buf, size_t n, uint64_t v) {
 struct sums {
   double requests, errors, fallbacks, lowconf, conf_n, conf_sum, ms_sum;
   double tok_n, tok_prompt, tok_completion;
+  double cost_n, ok_cost_n, cost_sum, fb_rows;
 };
 
 static void sums_of_unit(const struct mg_rp_unit *u, struct sums *s) {
@@ -114,6 +128,10 @@ static void sums_of_unit(const struct mg_rp_unit *u, struct sums *s) {
   s->tok_n = u->tok_n;
   s->tok_prompt = (double)u->tok_prompt;
   s->tok_completion = (double)u->tok_completion;
+  s->cost_n = u->cost_n;
+  s->ok_cost_n = u->ok_cost_n;
+  s->cost_sum = u->cost_sum;
+  s->fb_rows = u->fb_rows;
 }
 
 static void sums_of_row(const struct mg_rp_row *r, struct sums *s) {
@@ -128,6 +146,10 @@ static void sums_of_row(const struct mg_rp_row *r, struct sums *s) {
   s->tok_n = tok;
   s->tok_prompt = tok ? r->tok_prompt : 0;
   s->tok_completion = tok ? r->tok_completion : 0;
+  s->cost_n = (r->bits & MG_RP_COST) != 0;
+  s->ok_cost_n = s->cost_n && !(r->bits & MG_RP_ERR);
+  s->cost_sum = s->cost_n ? r->cost : 0;
+  s->fb_rows = (r->bits & MG_RP_FBK) != 0;
 }
 
 /* The numerator and denominator of metric m for one unit. */
@@ -151,8 +173,17 @@ static void metric_xy(const struct sums *s, int m, double *x, double *y) {
   case MG_RP_M_PROMPT:
     *x = s->tok_prompt, *y = s->tok_n;
     break;
-  default:
+  case MG_RP_M_COMPLETION:
     *x = s->tok_completion, *y = s->tok_n;
+    break;
+  case MG_RP_M_COST:
+    *x = s->cost_sum, *y = s->cost_n;
+    break;
+  case MG_RP_M_COST_OK:
+    *x = s->cost_sum, *y = s->ok_cost_n;
+    break;
+  default:
+    *x = s->fb_rows, *y = s->requests;
     break;
   }
 }
@@ -168,6 +199,7 @@ static void acc_add(struct mg_stats_ratio *acc, int nm, const struct sums *s) {
 
 static void variant_add(struct mg_rp_variant *v, const struct sums *s) {
   acc_add(v->acc, MG_RP_NMETRICS, s);
+  v->cost_total += s->cost_sum;
   v->tok_n += (uint64_t)s->tok_n;
   v->tok_prompt += (uint64_t)s->tok_prompt;
   v->tok_completion += (uint64_t)s->tok_completion;
@@ -297,12 +329,17 @@ static int work_init(struct work *w, const struct mg_rp_log *log) {
 /* ---- per flag: metrics -------------------------------------------------- */
 
 static int flag_init(struct mg_rp_flag_report *fr, const struct mg_rp_flag *f,
-                     bool shown) {
+                     bool shown, const struct mg_rp_options *opt) {
   uint32_t a;
   int m;
 
   fr->src = f;
   fr->shown = shown;
+  /* A rule names the flag itself; sections split by endpoint share it. */
+  for (a = 0; a < opt->nrules; a++)
+    if (strlen(opt->rules[a].flag) == f->base_len &&
+        memcmp(opt->rules[a].flag, f->name, f->base_len) == 0)
+      fr->decide = &opt->rules[a].rule;
   fr->narms = f->narms;
   fr->control = MG_RP_NONE;
   fr->modal_wset = -1;
@@ -318,7 +355,7 @@ static int flag_init(struct mg_rp_flag_report *fr, const struct mg_rp_flag *f,
     fr->rollout += v->requests;
     for (m = 0; m < MG_RP_NMETRICS; m++)
       mg_stats_ratio_init(&v->acc[m]);
-    v->p50 = v->p95 = v->p99 = NAN;
+    v->p50 = v->p95 = v->p99 = v->p95_lo = v->p95_hi = NAN;
     v->rpu_mean = v->rpu_p50 = v->rpu_p90 = v->rpu_p99 = NAN;
     v->heavy_requests = NAN;
   }
@@ -442,12 +479,49 @@ static void latency(struct mg_rp_flag_report *fr, struct work *w) {
   for (i = 0; i < f->nrows; i++)
     w->dbl[next[f->rows[i].arm]++] = f->rows[i].ms;
   for (a = 0; a < fr->narms; a++) {
-    static const double ps[3] = {0.50, 0.95, 0.99};
-    double q[3];
-    mg_stats_quantiles(w->dbl + first[a], first[a + 1] - first[a], ps, 3, q);
-    fr->v[a].p50 = q[0];
-    fr->v[a].p95 = q[1];
-    fr->v[a].p99 = q[2];
+    struct mg_rp_variant *v = &fr->v[a];
+    size_t n = first[a + 1] - first[a];
+    double ps[5], q[5], sum = 0, sum2 = 0, s2, vmean, deff, neff, z, h;
+    double alpha = fr->decide ? fr->decide->alpha : 0.05;
+    /* The p95's interval, distribution-free: the order statistics at
+     * ranks n (0.95 -/+ z sqrt(0.95 0.05 / n_eff)), with n_eff the
+     * requests over the design effect (the delta-method variance of the
+     * mean latency against the variance of as many independent requests),
+     * each arm at 1 - alpha/2 so that a ratio of two arms' bounds holds at
+     * 1 - alpha (Bonferroni). */
+    for (i = first[a]; i < first[a + 1]; i++) {
+      sum += w->dbl[i];
+      sum2 += w->dbl[i] * w->dbl[i];
+    }
+    s2 = n > 1 ? (sum2 - sum * sum / (double)n) / (double)(n - 1) : NAN;
+    vmean = mg_stats_ratio_var(&v->acc[MG_RP_M_LATENCY]);
+    deff = s2 > 0 && vmean > 0 ? vmean / (s2 / (double)n) : 1;
+    neff = (double)n / (deff > 1 ? deff : 1);
+    z = mg_stats_t_quantile2(alpha / 2, INFINITY);
+    h = neff > 0 ? z * sqrt(0.95 * 0.05 / neff) : 1;
+    ps[0] = 0.50;
+    ps[1] = 0.95 - h < 0 ? 0 : 0.95 - h;
+    ps[2] = 0.95;
+    ps[3] = 0.95 + h > 1 ? 1 : 0.95 + h;
+    ps[4] = 0.99;
+    if (ps[3] > ps[4]) {
+      /* Keep the probabilities ascending for the selection. */
+      double t = ps[3];
+      ps[3] = ps[4];
+      ps[4] = t;
+      mg_stats_quantiles(w->dbl + first[a], n, ps, 5, q);
+      v->p99 = q[3];
+      v->p95_hi = q[4];
+    } else {
+      mg_stats_quantiles(w->dbl + first[a], n, ps, 5, q);
+      v->p95_hi = q[3];
+      v->p99 = q[4];
+    }
+    v->p50 = q[0];
+    v->p95_lo = q[1];
+    v->p95 = q[2];
+    if (n < 2)
+      v->p95_lo = v->p95_hi = NAN;
   }
   /* Log-spaced bins: latencies span decades (a cache hit against a slow
    * fallback). Sub-0.1 ms values share the first bin. */
@@ -1197,6 +1271,35 @@ static int alarms(struct mg_rp_report *r) {
     if (!rc)
       r->alarms[r->nalarms - 1].other_flag = fb->src->name;
   }
+  /* A feedback channel that reaches one arm more than the other biases
+   * every feedback metric. */
+  for (i = 0; i < r->nflags && !rc; i++) {
+    const struct mg_rp_flag_report *fr = &r->flags[i];
+    if (!fr->shown || fr->fb_lines == 0)
+      continue;
+    for (a = 0; a < fr->narms && !rc; a++) {
+      const struct mg_rp_variant *v = &fr->v[a], *c;
+      const struct mg_stats_diff *d = &v->cmp[MG_RP_M_COVERAGE];
+      if (!v->has_cmp || isnan(d->p) || !(d->p < MG_RP_ALPHA_COVERAGE))
+        continue;
+      c = &fr->v[fr->control];
+      rc = alarm_add(r, "feedback_coverage", fr->src->name, v->name, d->p,
+                     "%s: feedback reaches %s and %s unequally: %s vs %s of "
+                     "decisions have feedback (%s, 95%% CI %s to %s), p = %s: "
+                     "every feedback metric of this flag may be biased",
+                     fr->src->name, v->name, c->name,
+                     mg_rp_fmt_value(b1, sizeof(b1), MG_RP_M_COVERAGE,
+                                     v->value[MG_RP_M_COVERAGE]),
+                     mg_rp_fmt_value(b2, sizeof(b2), MG_RP_M_COVERAGE,
+                                     c->value[MG_RP_M_COVERAGE]),
+                     mg_rp_fmt_diff(b3, sizeof(b3), MG_RP_M_COVERAGE, d->diff),
+                     mg_rp_fmt_diff(b4, sizeof(b4), MG_RP_M_COVERAGE, d->lo),
+                     mg_rp_fmt_diff(b5, sizeof(b5), MG_RP_M_COVERAGE, d->hi),
+                     mg_rp_fmt_p(ps, sizeof(ps), d->p));
+      if (!rc)
+        r->alarms[r->nalarms - 1].metric = "feedback_coverage";
+    }
+  }
   /* The input axis: one alarm per flag, treatment and metric, naming every
    * cell where that treatment is worse. */
   for (i = 0; i < r->nflags && !rc; i++) {
@@ -1245,6 +1348,207 @@ static int alarms(struct mg_rp_report *r) {
   return rc;
 }
 
+/* ---- feedback metrics ------------------------------------------------------ */
+
+/* Each feedback metric's mean per variant, by the delta method over the
+ * units of the decisions it was given for (x: a unit's summed values, y:
+ * its feedback lines), each treatment against the control. */
+static int feedback_metrics(struct mg_rp_report *r,
+                            const struct mg_rp_options *opt) {
+  const struct mg_rp_log *log = r->log;
+  size_t nm = log->nfb_metrics, nf = r->nflags, nk = nf * nm, i, k;
+  size_t *first = NULL, *next = NULL, *order = NULL, ntouched;
+  double *sx = NULL, *sy = NULL;
+  uint32_t *touched = NULL, a;
+  int rc = -ENOMEM;
+
+  if (nm == 0)
+    return 0;
+  for (i = 0; i < nf; i++) {
+    struct mg_rp_flag_report *fr = &r->flags[i];
+    fr->fbm = calloc(nm, sizeof(*fr->fbm));
+    if (fr->fbm == NULL)
+      return -ENOMEM;
+    fr->nfbm = (uint32_t)nm;
+    for (k = 0; k < nm; k++) {
+      struct mg_rp_fb_metric_report *m = &fr->fbm[k];
+      const struct mg_feedback_metric *decl =
+          opt->feedback ? mg_feedback_metric(opt->feedback,
+                                             log->fb_metrics[k].name)
+                        : NULL;
+      m->name = log->fb_metrics[k].name;
+      m->declared = decl != NULL;
+      m->boolean = decl ? decl->type == MG_FEEDBACK_BOOLEAN
+                        : !log->fb_metrics[k].non_boolean;
+      m->higher_is_better = decl ? decl->higher_is_better : true;
+      m->arms = calloc(fr->narms ? fr->narms : 1, sizeof(*m->arms));
+      if (m->arms == NULL)
+        return -ENOMEM;
+      for (a = 0; a < fr->narms; a++) {
+        mg_stats_ratio_init(&m->arms[a].acc);
+        m->arms[a].value = m->arms[a].se = NAN;
+      }
+    }
+  }
+  first = calloc(nk + 1, sizeof(*first));
+  next = malloc((nk ? nk : 1) * sizeof(*next));
+  order = malloc((log->nfbj ? log->nfbj : 1) * sizeof(*order));
+  sx = calloc(log->nunits ? log->nunits : 1, sizeof(*sx));
+  sy = calloc(log->nunits ? log->nunits : 1, sizeof(*sy));
+  touched = malloc((log->nunits ? log->nunits : 1) * sizeof(*touched));
+  if (!first || !next || !order || !sx || !sy || !touched)
+    goto out;
+  /* Group the joined values by flag and metric (a counting sort). */
+  for (i = 0; i < log->nfbj; i++)
+    first[log->fbj[i].flag * nm + log->fbj[i].metric + 1]++;
+  for (k = 0; k < nk; k++) {
+    first[k + 1] += first[k];
+    next[k] = first[k];
+  }
+  for (i = 0; i < log->nfbj; i++)
+    order[next[log->fbj[i].flag * nm + log->fbj[i].metric]++] = i;
+  for (k = 0; k < nk; k++) {
+    struct mg_rp_flag_report *fr = &r->flags[k / nm];
+    struct mg_rp_fb_metric_report *m = &fr->fbm[k % nm];
+    ntouched = 0;
+    for (i = first[k]; i < first[k + 1]; i++) {
+      const struct mg_rp_fbj *e = &log->fbj[order[i]];
+      m->arms[e->arm].lines++;
+      fr->fb_lines++;
+      if (e->unit == MG_RP_NONE) {
+        mg_stats_ratio_add(&m->arms[e->arm].acc, e->value, 1);
+        continue;
+      }
+      if (sy[e->unit] == 0)
+        touched[ntouched++] = e->unit;
+      sx[e->unit] += e->value;
+      sy[e->unit] += 1;
+    }
+    for (i = 0; i < ntouched; i++) {
+      uint32_t u = touched[i];
+      mg_stats_ratio_add(&m->arms[log->units[u].arm].acc, sx[u], sy[u]);
+      sx[u] = sy[u] = 0;
+    }
+    for (a = 0; a < fr->narms; a++) {
+      struct mg_rp_fb_arm *fa = &m->arms[a];
+      fa->units = (uint64_t)fa->acc.n;
+      fa->value = mg_stats_ratio_value(&fa->acc);
+      fa->se = sqrt(mg_stats_ratio_var(&fa->acc));
+    }
+    if (fr->control == MG_RP_NONE)
+      continue;
+    for (a = 0; a < fr->narms; a++) {
+      if (a == fr->control || m->arms[a].lines == 0)
+        continue;
+      m->arms[a].has_cmp = true;
+      mg_stats_ratio_compare(&m->arms[a].acc, &m->arms[fr->control].acc,
+                             m->boolean, &m->arms[a].cmp);
+    }
+  }
+  rc = 0;
+out:
+  free(first);
+  free(next);
+  free(order);
+  free(sx);
+  free(sy);
+  free(touched);
+  return rc;
+}
+
+/* ---- decide ------------------------------------------------------------- */
+
+/* A comparison as the decide rule sees it: intervals at 1 - alpha, the
+ * difference by Welch's t and the ratio by the delta method on logs,
+ * Var(log t - log c) = Var_t / t^2 + Var_c / c^2. */
+static struct mg_decide_est est_of(const struct mg_stats_diff *d, double t,
+                                   double c, double var_t, double var_c,
+                                   double alpha) {
+  struct mg_decide_est e;
+  double q;
+  memset(&e, 0, sizeof(e));
+  e.treatment = t;
+  e.control = c;
+  e.diff = d->diff;
+  e.diff_lo = e.diff_hi = e.ratio = e.ratio_lo = e.ratio_hi = NAN;
+  if (d->undefined || isnan(d->p))
+    return e;
+  e.known = true;
+  q = mg_stats_t_quantile2(alpha, d->df);
+  e.diff_lo = d->diff - q * d->se;
+  e.diff_hi = d->diff + q * d->se;
+  if (t > 0 && c > 0) {
+    double sl = sqrt(var_t / (t * t) + var_c / (c * c));
+    e.ratio = t / c;
+    e.ratio_lo = exp(log(e.ratio) - q * sl);
+    e.ratio_hi = exp(log(e.ratio) + q * sl);
+  }
+  return e;
+}
+
+static void decide_flag(struct mg_rp_flag_report *fr) {
+  static const int guard_metric[MG_DECIDE_NGUARDS] = {
+      [MG_DECIDE_ERROR_RATE] = MG_RP_M_ERROR,
+      [MG_DECIDE_FALLBACK_RATE] = MG_RP_M_FALLBACK,
+      [MG_DECIDE_LOW_CONFIDENCE_RATE] = MG_RP_M_LOWCONF,
+      [MG_DECIDE_COST_PER_REQUEST] = MG_RP_M_COST,
+      [MG_DECIDE_COST_PER_SUCCESS] = MG_RP_M_COST_OK,
+      [MG_DECIDE_MEAN_LATENCY_MS] = MG_RP_M_LATENCY,
+      [MG_DECIDE_P95_MS] = -1,
+  };
+  const struct mg_decide *d = fr->decide;
+  const struct mg_rp_fb_metric_report *m = NULL;
+  uint32_t a, k;
+
+  if (d == NULL || fr->control == MG_RP_NONE)
+    return;
+  for (k = 0; k < fr->nfbm; k++)
+    if (strcmp(fr->fbm[k].name, d->metric) == 0)
+      m = &fr->fbm[k];
+  for (a = 0; a < fr->narms; a++) {
+    struct mg_rp_variant *v = &fr->v[a], *c = &fr->v[fr->control];
+    struct mg_decide_input in;
+    int g;
+    if (!v->has_cmp)
+      continue;
+    memset(&in, 0, sizeof(in));
+    in.higher_is_better = m ? m->higher_is_better : true;
+    in.var_unit_t = in.var_unit_c = NAN;
+    if (m && m->arms[a].has_cmp) {
+      const struct mg_rp_fb_arm *ft = &m->arms[a], *fc = &m->arms[fr->control];
+      in.metric = est_of(&ft->cmp, ft->value, fc->value, ft->se * ft->se,
+                         fc->se * fc->se, d->alpha);
+      in.units_t = (double)ft->units;
+      in.units_c = (double)fc->units;
+      in.var_unit_t = ft->se * ft->se * (double)ft->units;
+      in.var_unit_c = fc->se * fc->se * (double)fc->units;
+    }
+    for (g = 0; g < MG_DECIDE_NGUARDS; g++) {
+      int mi = guard_metric[g];
+      struct mg_decide_est *e = &in.guard[g];
+      if (mi >= 0) {
+        *e = est_of(&v->cmp[mi], v->value[mi], c->value[mi],
+                    v->se[mi] * v->se[mi], c->se[mi] * c->se[mi], d->alpha);
+        continue;
+      }
+      /* p95: the arms' intervals (each at 1 - alpha/2) combined. */
+      memset(e, 0, sizeof(*e));
+      e->treatment = v->p95;
+      e->control = c->p95;
+      e->diff = v->p95 - c->p95;
+      e->ratio = c->p95 > 0 ? v->p95 / c->p95 : NAN;
+      e->diff_lo = v->p95_lo - c->p95_hi;
+      e->diff_hi = v->p95_hi - c->p95_lo;
+      e->ratio_lo = c->p95_hi > 0 ? v->p95_lo / c->p95_hi : NAN;
+      e->ratio_hi = c->p95_lo > 0 ? v->p95_hi / c->p95_lo : NAN;
+      e->known = isfinite(e->diff_lo) && isfinite(e->diff_hi) &&
+                 isfinite(e->ratio_lo) && isfinite(e->ratio_hi);
+    }
+    mg_decide_judge(d, &in, &v->verdict);
+    v->has_verdict = true;
+  }
+}
+
 /* ---- entry -------------------------------------------------------------- */
 
 int mg_rp_analyze(const struct mg_rp_log *log, const struct mg_rp_options *opt,
@@ -1265,6 +1569,13 @@ int mg_rp_analyze(const struct mg_rp_log *log, const struct mg_rp_options *opt,
   rc = work_init(&w, log);
   if (rc)
     goto out;
+  if (!log->joined) {
+    /* The join marks rows and units: the log is the caller's, and
+     * mg_rp_log_join is idempotent, so it is done there or here. */
+    rc = mg_rp_log_join((struct mg_rp_log *)log);
+    if (rc)
+      goto out;
+  }
   out->flags = calloc(log->nflags ? log->nflags : 1, sizeof(*out->flags));
   if (out->flags == NULL) {
     rc = -ENOMEM;
@@ -1275,7 +1586,7 @@ int mg_rp_analyze(const struct mg_rp_log *log, const struct mg_rp_options *opt,
     const struct mg_rp_flag *f = log->flags[i];
     bool shown = f->records > 0 &&
                  (opt->flag == NULL || strcmp(opt->flag, f->name) == 0);
-    rc = flag_init(&out->flags[i], f, shown);
+    rc = flag_init(&out->flags[i], f, shown, opt);
     if (rc)
       goto out;
     choose_control(&out->flags[i], opt);
@@ -1312,6 +1623,18 @@ int mg_rp_analyze(const struct mg_rp_log *log, const struct mg_rp_options *opt,
     if (rc)
       goto out;
   }
+  rc = feedback_metrics(out, opt);
+  if (rc)
+    goto out;
+  for (i = 0; i < log->nflags; i++) {
+    struct mg_rp_flag_report *fr = &out->flags[i];
+    uint32_t a;
+    if (fr->fb_lines)
+      for (a = 0; a < fr->narms; a++)
+        fr->cov_tests += fr->v[a].has_cmp &&
+                         !isnan(fr->v[a].cmp[MG_RP_M_COVERAGE].p);
+    decide_flag(fr);
+  }
   rc = cross_flags(out, &w);
   if (rc)
     goto out;
@@ -1331,6 +1654,9 @@ void mg_rp_report_free(struct mg_rp_report *r) {
   for (i = 0; i < r->nflags; i++) {
     for (c = 0; c < r->flags[i].ncells; c++)
       free(r->flags[i].cells[c].arms);
+    for (c = 0; c < r->flags[i].nfbm; c++)
+      free(r->flags[i].fbm[c].arms);
+    free(r->flags[i].fbm);
     free(r->flags[i].v);
   }
   free(r->flags);

@@ -44,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "decisions/decide.h"
+#include "decisions/feedback.h"
 #include "report/reader.h"
 #include "report/stats.h"
 
@@ -67,12 +69,33 @@ enum mg_rp_metric {
   MG_RP_M_LATENCY,
   MG_RP_M_PROMPT,
   MG_RP_M_COMPLETION,
+  MG_RP_M_COST,         /* cost / requests with a cost */
+  MG_RP_M_COST_OK,      /* cost / successful answers (with a cost) */
+  MG_RP_M_COVERAGE,     /* decisions with feedback / decisions */
   MG_RP_NMETRICS
 };
-/* The input-axis breakdown covers every metric; only those with a
- * direction (error, fallback and low-confidence rates, confidence,
+/* The input-axis breakdown covers the first seven metrics; only those with
+ * a direction (error, fallback and low-confidence rates, confidence,
  * latency) can be flagged and count in the Bonferroni factor. */
-#define MG_RP_CELL_METRICS MG_RP_NMETRICS
+#define MG_RP_CELL_METRICS (MG_RP_M_COMPLETION + 1)
+
+/* One feedback metric of one variant. */
+struct mg_rp_fb_arm {
+  struct mg_stats_ratio acc;    /* per unit: summed values / lines */
+  double value, se;             /* mean per feedback line; delta-method se */
+  uint64_t units, lines;
+  bool has_cmp;
+  struct mg_stats_diff cmp;
+};
+
+/* One feedback metric of one flag. */
+struct mg_rp_fb_metric_report {
+  const char *name;             /* borrowed from the log */
+  bool boolean;                 /* declared so, or every value true/false */
+  bool declared;                /* in the -c config's feedback.metrics */
+  bool higher_is_better;        /* declared, else true */
+  struct mg_rp_fb_arm *arms;    /* owned: one per variant */
+};
 
 struct mg_rp_metric_info {
   const char *key;   /* JSON name: "error_rate", ... */
@@ -94,6 +117,8 @@ struct mg_rp_variant {
   double value[MG_RP_NMETRICS]; /* NaN when undefined */
   double se[MG_RP_NMETRICS];    /* delta-method standard error */
   double p50, p95, p99;   /* latency quantiles, ms */
+  double p95_lo, p95_hi;  /* the p95's interval at the decide level (each
+                           * arm at 1 - alpha/2; see docs/report.md) */
   uint64_t tok_n, tok_prompt, tok_completion;
   bool has_cmp;           /* a treatment compared with the control */
   struct mg_stats_diff cmp[MG_RP_NMETRICS];
@@ -106,6 +131,9 @@ struct mg_rp_variant {
   double rpu_mean, rpu_p50, rpu_p90, rpu_p99; /* requests per unit */
   /* latency histogram: MG_RP_HIST_BINS bins over the flag's log10 range */
   uint64_t hist[MG_RP_HIST_BINS];
+  double cost_total;      /* USD over rollout records */
+  bool has_verdict;       /* a treatment judged by the flag's decide rule */
+  struct mg_decide_verdict verdict;
 };
 
 /* One variant in one input-axis cell. */
@@ -158,6 +186,11 @@ struct mg_rp_flag_report {
   uint32_t cell_tests;          /* comparisons behind the Bonferroni factor
                                  * (directional metrics only) */
   uint32_t cov_tests;           /* feedback coverage comparisons tested */
+  struct mg_rp_fb_metric_report *fbm; /* owned: one per log feedback metric
+                                       * (log->nfb_metrics) */
+  uint32_t nfbm;
+  uint64_t fb_lines;            /* feedback values joined to this flag */
+  const struct mg_decide *decide; /* borrowed from the options, or NULL */
   /* latency histogram range: log10 ms */
   double hist_lo, hist_hi;
 };
@@ -209,9 +242,18 @@ struct mg_rp_alarm {
   char *text;                   /* owned: one sentence for people */
 };
 
+/* A flag's decide rule, from the -c config. */
+struct mg_rp_decide_rule {
+  const char *flag;             /* borrowed */
+  struct mg_decide rule;
+};
+
 struct mg_rp_options {
   const char *control;          /* --control, or NULL */
   const char *flag;             /* --flag, or NULL: every flag */
+  const struct mg_feedback_config *feedback; /* borrowed, or NULL */
+  const struct mg_rp_decide_rule *rules;     /* borrowed: nrules */
+  size_t nrules;
 };
 
 struct mg_rp_report {

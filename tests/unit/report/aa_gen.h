@@ -48,16 +48,20 @@ enum aa_plant {
                       * longest quarter of inputs (seeds of this plant get
                       * 2.4 times the units: a quarter of the requests is
                       * what the test sees) */
+  AA_FEEDBACK_BIAS,  /* chat's treatment decisions get feedback with 0.45,
+                      * the control's with 0.30 (feedback always on) */
   AA_NPLANTS
 };
 
 static const char *const AA_PLANT_NAMES[AA_NPLANTS] = {
     "none", "srm", "heavy users", "co-assignment 50/50",
-    "co-assignment 10%", "4x failures on long inputs"};
+    "co-assignment 10%", "4x failures on long inputs",
+    "a biased feedback channel"};
 
 /* The check that must find each plant. */
 static const char *const AA_PLANT_CHECK[AA_NPLANTS] = {
-    NULL, "srm", "balance", "coassignment", "coassignment", "input_axis"};
+    NULL,         "srm",        "balance",          "coassignment",
+    "coassignment", "input_axis", "feedback_coverage"};
 
 struct aa_rng {
   uint64_t s;
@@ -195,7 +199,8 @@ static __attribute__((unused)) void aa_write(struct mg_buf *out, uint64_t seed,
                           err ? 502 : 200, err ? "true" : "false", ms, prompt,
                           completion, prompt / 3, cost, (int)(line % 3)),
             0);
-        if (feedback && f == 0 && !err && aa_unif(&r) < 0.3) {
+        if ((feedback || plant == AA_FEEDBACK_BIAS) && f == 0 && !err &&
+            aa_unif(&r) < (plant == AA_FEEDBACK_BIAS && treat ? 0.45 : 0.3)) {
           /* A thumbs-up or down, right after the answer or much later
            * (here: at the end of the log), and sometimes a rating. */
           struct mg_buf *dst = aa_unif(&r) < 0.5 ? out : &later;

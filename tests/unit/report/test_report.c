@@ -692,7 +692,7 @@ static void analyse(const char *text, size_t len,
 }
 
 static void test_analysis_aa(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b, out;
@@ -744,7 +744,7 @@ static void test_analysis_aa(void **state) {
 }
 
 static void test_analysis_srm_and_effect(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b;
@@ -782,7 +782,7 @@ static void test_analysis_control_choice(void **state) {
       "\"rollout\",\"ms\":1}\n"
       "{\"flag\":\"h\",\"unit\":\"1\",\"variant\":\"y\",\"reason\":"
       "\"default\",\"ms\":1}\n";
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   (void)state;
@@ -801,7 +801,7 @@ static void test_analysis_control_choice(void **state) {
 /* A large file parsed on several threads gives the very report one thread
  * gives: same counts, same line numbers in the examples, same figures. */
 static void test_parallel_read_matches(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r1, r3;
   struct mg_rp_log l1, l3;
   struct mg_buf b, o1, o3;
@@ -873,7 +873,7 @@ static void lines_fit(const char *text, size_t width) {
  * HTML chart must show the fallback difference as an absolute one and say
  * why; the text must fit 100 columns. */
 static void test_constant_arms(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b, out;
@@ -962,7 +962,7 @@ static void test_format(void **state) {
  * Bonferroni factor. */
 static void test_input_axis_tokens(void **state) {
   enum { N = 800 };
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b, out;

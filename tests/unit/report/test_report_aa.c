@@ -36,7 +36,7 @@
 #include "report/analysis.h"
 #include "report/reader.h"
 
-#define AA_FEEDBACK 0
+#define AA_FEEDBACK 1
 
 static long env_long(const char *name, long def) {
   const char *v = getenv(name);
@@ -74,7 +74,7 @@ static const char *const CHECKS[] = {"srm", "balance", "coassignment",
 
 static void run_seed(uint64_t seed, int units, enum aa_plant plant,
                      bool feedback, struct seed_result *out) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b;
