@@ -402,7 +402,7 @@ static void choose_control(struct mg_rp_flag_report *fr,
     }
   if (fr->control != MG_RP_NONE) {
     fr->control_source = "the off_variant, named by killed/window/"
-                         "blocked/default records";
+                         "blocked/default/no_unit records";
     return;
   }
   for (a = 0; a < fr->narms; a++)

@@ -140,3 +140,65 @@ void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
                  mg_rp_fmt_count(d, sizeof(d), log->malformed),
                  plural(log->malformed));
 }
+
+void mg_rp_unit_sources_text(const struct mg_rp_flag_report *fr, char *buf,
+                             size_t n) {
+  const struct mg_rp_flag *f = fr->src;
+  uint64_t tot = 0, no_unit = 0;
+  size_t o = 0;
+  uint32_t a;
+  int k;
+
+  buf[0] = '\0';
+  for (k = 0; k < MG_RP_NUS; k++)
+    if (k != MG_RP_US_ABSENT)
+      tot += f->unit_source[k];
+  for (a = 0; a < fr->narms; a++)
+    no_unit += f->arms[a].no_unit;
+  for (k = 0; k < MG_RP_NUS && tot && o + 64 < n; k++) {
+    if (k == MG_RP_US_ABSENT || f->unit_source[k] == 0)
+      continue;
+    o += (size_t)snprintf(buf + o, n - o, "%s%s %.1f%%",
+                          o ? ", " : "units from ", mg_rp_unit_sources[k],
+                          100.0 * (double)f->unit_source[k] / (double)tot);
+  }
+  if (no_unit && o + 128 < n) {
+    char c[32];
+    o += (size_t)snprintf(buf + o, n - o,
+                          "%s%s record%s without a unit (reason no_unit) got "
+                          "the off_variant: not randomized, not compared",
+                          o ? "; " : "", mg_rp_fmt_count(c, sizeof(c), no_unit),
+                          no_unit == 1 ? "" : "s");
+  }
+}
+
+void mg_rp_feedback_text(const struct mg_rp_log *log, char *buf, size_t n) {
+  char a[32], b[32], c[32], d[32], e[32];
+  buf[0] = '\0';
+  if (log->fb_lines == 0)
+    return;
+  snprintf(buf, n,
+           "%s feedback line%s: %s joined to rollout decisions, %s to "
+           "decisions not randomized, %s whose decision is not in these "
+           "logs, %s superseded by a later line for the same decision and "
+           "metric",
+           mg_rp_fmt_count(a, sizeof(a), log->fb_lines),
+           log->fb_lines == 1 ? "" : "s",
+           mg_rp_fmt_count(b, sizeof(b), log->fb_matched),
+           mg_rp_fmt_count(c, sizeof(c), log->fb_not_rollout),
+           mg_rp_fmt_count(d, sizeof(d), log->fb_orphans),
+           mg_rp_fmt_count(e, sizeof(e), log->fb_superseded));
+}
+
+void mg_rp_names_text(const struct mg_rp_names *t, char *buf, size_t n) {
+  char c[32];
+  size_t o = 0;
+  uint32_t i;
+  buf[0] = '\0';
+  for (i = 0; i < t->count && o + 96 < n; i++)
+    o += (size_t)snprintf(buf + o, n - o, "%s%.40s %s", o ? ", " : "",
+                          t->name[i], mg_rp_fmt_count(c, sizeof(c), t->n[i]));
+  if (t->other && o + 64 < n)
+    snprintf(buf + o, n - o, "%sothers %s", o ? ", " : "",
+             mg_rp_fmt_count(c, sizeof(c), t->other));
+}

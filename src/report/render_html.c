@@ -137,6 +137,19 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
       mg_rp_w_puts(w, ", ");
     esc(w, log->files[i]);
   }
+  {
+    char t[1024];
+    mg_rp_feedback_text(log, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br>Feedback: ");
+      esc(w, t);
+    }
+    mg_rp_names_text(&log->instances, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br>Instances (lines): ");
+      esc(w, t);
+    }
+  }
   for (i = 0; i < log->nbad; i++) {
     mg_rp_w_puts(w, "<br>Malformed: ");
     esc(w, log->bad[i].file);
@@ -230,7 +243,7 @@ static void metrics_table(struct mg_rp_w *w,
                    v->control ? " <em>(control)</em>" : "",
                    mg_rp_fmt_count(b[0], 32, v->units),
                    mg_rp_fmt_count(b[1], 32, v->requests));
-    for (m = 0; m < MG_RP_NMETRICS; m++) {
+    for (m = 0; m < MG_RP_CELL_METRICS; m++) {
       value_text(b[2], 32, m, v->value[m]);
       if (m == MG_RP_M_LATENCY)
         mg_rp_w_printf(w, "<td>%s</td><td>%s</td><td>%s</td><td>%s</td>",
@@ -292,6 +305,89 @@ static void comparison_table(struct mg_rp_w *w,
     }
   }
   mg_rp_w_puts(w, "</table>\n");
+}
+
+/* Cost, feedback and the decide verdict of one flag. */
+static void quality(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                    size_t fi) {
+  char b[6][32];
+  uint32_t a, k;
+
+  mg_rp_w_printf(w, "<h3>Cost and feedback</h3><table class=\"quality\" "
+                    "id=\"quality-%zu\"><tr><th class=\"l\">variant</th>"
+                    "<th>cost total</th><th>cost / request</th>"
+                    "<th>cost / success</th><th>feedback coverage</th>",
+                 fi);
+  for (k = 0; k < fr->nfbm; k++) {
+    mg_rp_w_puts(w, "<th>");
+    esc(w, fr->fbm[k].name);
+    mg_rp_w_printf(w, " (%s)</th>", fr->fbm[k].boolean ? "share true" : "mean");
+  }
+  mg_rp_w_puts(w, "</tr>");
+  for (a = 0; a < fr->narms; a++) {
+    const struct mg_rp_variant *v = &fr->v[a];
+    if (v->requests == 0)
+      continue;
+    mg_rp_w_puts(w, "<tr><td class=\"l\">");
+    swatch(w, fr, a);
+    esc(w, v->name);
+    mg_rp_w_printf(w, "</td><td>$%.4f</td><td>%s</td><td>%s</td><td>%s</td>",
+                   v->cost_total,
+                   mg_rp_fmt_value(b[0], 32, MG_RP_M_COST, v->value[MG_RP_M_COST]),
+                   mg_rp_fmt_value(b[1], 32, MG_RP_M_COST_OK,
+                                   v->value[MG_RP_M_COST_OK]),
+                   mg_rp_fmt_value(b[2], 32, MG_RP_M_COVERAGE,
+                                   v->value[MG_RP_M_COVERAGE]));
+    for (k = 0; k < fr->nfbm; k++) {
+      const struct mg_rp_fb_metric_report *m = &fr->fbm[k];
+      const struct mg_rp_fb_arm *fa = &m->arms[a];
+      if (isnan(fa->value))
+        snprintf(b[3], 32, "n/a");
+      else
+        snprintf(b[3], 32, m->boolean ? "%.2f%%" : "%.4g",
+                 m->boolean ? 100 * fa->value : fa->value);
+      mg_rp_w_printf(w, "<td>%s", b[3]);
+      if (fa->has_cmp) {
+        if (fa->cmp.undefined)
+          mg_rp_w_printf(w, "<br><small>no test: %s</small>",
+                         fa->cmp.undefined);
+        else if (m->boolean)
+          mg_rp_w_printf(w, "<br><small>%+.2f pp [%+.2f, %+.2f], p %s</small>",
+                         100 * fa->cmp.diff, 100 * fa->cmp.lo,
+                         100 * fa->cmp.hi, mg_rp_fmt_p(b[4], 32, fa->cmp.p));
+        else
+          mg_rp_w_printf(w, "<br><small>%+.4g [%+.4g, %+.4g], p %s</small>",
+                         fa->cmp.diff, fa->cmp.lo, fa->cmp.hi,
+                         mg_rp_fmt_p(b[4], 32, fa->cmp.p));
+      }
+      mg_rp_w_printf(w, "<br><small>%s lines</small></td>",
+                     mg_rp_fmt_count(b[5], 32, fa->lines));
+    }
+    mg_rp_w_puts(w, "</tr>");
+  }
+  mg_rp_w_puts(w, "</table>\n");
+  if (fr->decide == NULL)
+    return;
+  mg_rp_w_printf(w, "<h3>Verdict</h3><p class=\"meta\">decide: ");
+  esc(w, fr->decide->metric);
+  mg_rp_w_printf(w, ", min lift %+g, alpha %g, power %g.</p><ul class=\"verdicts\">",
+                 fr->decide->min_lift, fr->decide->alpha, fr->decide->power);
+  for (a = 0; a < fr->narms; a++) {
+    const struct mg_rp_variant *v = &fr->v[a];
+    if (!v->has_verdict)
+      continue;
+    mg_rp_w_printf(w, "<li class=\"verdict\" data-verdict=\"%s\"><b>",
+                   v->verdict.label);
+    esc(w, v->name);
+    mg_rp_w_printf(w, ": <span class=\"%s\">%s</span></b>. ",
+                   v->verdict.kind == MG_DECIDE_SHIP        ? "ok"
+                   : v->verdict.kind == MG_DECIDE_ROLL_BACK ? "alarm"
+                                                            : "",
+                   v->verdict.label);
+    esc(w, v->verdict.evidence);
+    mg_rp_w_puts(w, "</li>");
+  }
+  mg_rp_w_puts(w, "</ul>\n");
 }
 
 /* ---- charts ------------------------------------------------------------- */
@@ -909,7 +1005,23 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
     esc(w, f->reasons[i].reason);
     mg_rp_w_printf(w, " %s", mg_rp_fmt_count(b[0], 32, f->reasons[i].n));
   }
-  mg_rp_w_puts(w, ".</p>\n");
+  mg_rp_w_puts(w, ".");
+  {
+    char t[1024];
+    mg_rp_unit_sources_text(fr, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br><span class=\"unit-sources\">");
+      esc(w, t);
+      mg_rp_w_puts(w, ".</span>");
+    }
+    mg_rp_names_text(&f->endpoints, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br>Endpoints (rollout records): ");
+      esc(w, t);
+      mg_rp_w_puts(w, ".");
+    }
+  }
+  mg_rp_w_puts(w, "</p>\n");
   if (fr->rollout == 0) {
     mg_rp_w_puts(w, "<p>No rollout records: nothing randomized to compare."
                     "</p></section>\n");
@@ -922,6 +1034,7 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
     comparison_table(w, fr);
     diffs_chart(w, fr, fi);
   }
+  quality(w, fr, fi);
   mg_rp_w_puts(w, "<h3>Rates with 95% intervals</h3>");
   rates_chart(w, fr, fi);
   mg_rp_w_puts(w, "<h3>Latency distributions</h3><div class=\"charts\">");

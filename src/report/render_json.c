@@ -112,6 +112,118 @@ static void ci(struct mg_rp_w *w, double lo, double hi) {
   mg_rp_w_puts(w, "]");
 }
 
+/* "key":{"name":count,...,"(others)":n}, with a comma. */
+static void names(struct mg_rp_w *w, const char *k,
+                  const struct mg_rp_names *t) {
+  uint32_t i;
+  key(w, k);
+  mg_rp_w_puts(w, "{");
+  for (i = 0; i < t->count; i++)
+    kv_int(w, t->name[i], t->n[i], i + 1 < t->count || t->other);
+  if (t->other)
+    kv_int(w, "(others)", t->other, false);
+  mg_rp_w_puts(w, "},");
+}
+
+static void diff_obj(struct mg_rp_w *w, const struct mg_stats_diff *d) {
+  mg_rp_w_puts(w, "{");
+  kv_num(w, "diff", d->diff, true);
+  kv_num(w, "se", d->se, true);
+  kv_num(w, "z", d->z, true);
+  kv_num(w, "p", d->p, true);
+  kv_num(w, "df", d->df, true);
+  kv_str(w, "undefined", d->undefined, true);
+  kv_num(w, "relative", d->rel, true);
+  ci(w, d->lo, d->hi);
+  mg_rp_w_puts(w, "}");
+}
+
+static const char *status_key(enum mg_decide_status s) {
+  return s == MG_DECIDE_HOLDS      ? "holds"
+         : s == MG_DECIDE_UNCLEAR  ? "unclear"
+         : s == MG_DECIDE_BREACHED ? "breached"
+                                   : "unknown";
+}
+
+static void verdict(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                    const struct mg_rp_variant *v) {
+  int g;
+  key(w, "verdict");
+  if (!v->has_verdict) {
+    mg_rp_w_puts(w, "null,");
+    return;
+  }
+  mg_rp_w_puts(w, "{");
+  kv_str(w, "verdict", v->verdict.label, true);
+  kv_str(w, "metric", fr->decide->metric, true);
+  kv_num(w, "lift", v->verdict.lift, true);
+  key(w, "lift_ci");
+  mg_rp_w_puts(w, "[");
+  mg_rp_w_json_num(w, v->verdict.lift_lo);
+  mg_rp_w_puts(w, ",");
+  mg_rp_w_json_num(w, v->verdict.lift_hi);
+  mg_rp_w_puts(w, "],");
+  kv_num(w, "min_lift", fr->decide->min_lift, true);
+  kv_num(w, "alpha", fr->decide->alpha, true);
+  kv_num(w, "units_needed", v->verdict.units_needed, true);
+  mg_rp_w_puts(w, "\"guardrails\":{");
+  {
+    bool first = true;
+    for (g = 0; g < MG_DECIDE_NGUARDS; g++) {
+      if (!fr->decide->guard[g].set)
+        continue;
+      if (!first)
+        mg_rp_w_puts(w, ",");
+      first = false;
+      key(w, mg_decide_guard_names[g]);
+      mg_rp_w_puts(w, "{");
+      kv_str(w, "max_increase",
+             isnan(fr->decide->guard[g].max_increase)
+                 ? NULL
+                 : status_key(v->verdict.increase[g]),
+             true);
+      kv_str(w, "max_ratio",
+             isnan(fr->decide->guard[g].max_ratio)
+                 ? NULL
+                 : status_key(v->verdict.ratio[g]),
+             false);
+      mg_rp_w_puts(w, "}");
+    }
+  }
+  mg_rp_w_puts(w, "},");
+  kv_str(w, "evidence", v->verdict.evidence, false);
+  mg_rp_w_puts(w, "},");
+}
+
+/* Each feedback metric of one variant. */
+static void feedback(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                     uint32_t a) {
+  uint32_t k;
+  mg_rp_w_puts(w, "\"feedback\":{");
+  for (k = 0; k < fr->nfbm; k++) {
+    const struct mg_rp_fb_metric_report *m = &fr->fbm[k];
+    const struct mg_rp_fb_arm *fa = &m->arms[a];
+    if (k)
+      mg_rp_w_puts(w, ",");
+    key(w, m->name);
+    mg_rp_w_puts(w, "{");
+    kv_str(w, "type", m->boolean ? "boolean" : "float", true);
+    kv_bool(w, "declared", m->declared, true);
+    kv_bool(w, "higher_is_better", m->higher_is_better, true);
+    kv_int(w, "lines", fa->lines, true);
+    kv_int(w, "units", fa->units, true);
+    kv_num(w, "value", fa->value, true);
+    kv_num(w, "se", fa->se, true);
+    key(w, "vs_control");
+    if (fa->has_cmp)
+      diff_obj(w, &fa->cmp);
+    else
+      mg_rp_w_puts(w, "null");
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "},");
+}
+
 static void inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
   size_t i;
   mg_rp_w_puts(w, "\"inputs\":{\"files\":[");
@@ -128,6 +240,15 @@ static void inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
   kv_int(w, "event_lines", log->event_lines, true);
   kv_int(w, "unflagged_records", log->unflagged, true);
   kv_int(w, "malformed_lines", log->malformed, true);
+  kv_int(w, "feedback_lines", log->fb_lines, true);
+  kv_int(w, "feedback_joined", log->fb_matched, true);
+  kv_int(w, "feedback_not_randomized", log->fb_not_rollout, true);
+  kv_int(w, "feedback_orphans", log->fb_orphans, true);
+  kv_int(w, "feedback_superseded", log->fb_superseded, true);
+  kv_int(w, "feedback_unknown_metric_lines", log->fb_metric_overflow, true);
+  kv_int(w, "duplicate_decision_ids", log->duplicate_ids, true);
+  names(w, "instances", &log->instances);
+  names(w, "clients", &log->clients);
   mg_rp_w_puts(w, "\"malformed_examples\":[");
   for (i = 0; i < log->nbad; i++) {
     mg_rp_w_puts(w, i ? ",{" : "{");
@@ -241,25 +362,33 @@ static void variant(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
   mg_rp_w_puts(w, "]}},\"tokens\":{");
   kv_int(w, "requests", v->tok_n, true);
   kv_int(w, "prompt", v->tok_prompt, true);
-  kv_int(w, "completion", v->tok_completion, false);
-  mg_rp_w_puts(w, "},\"vs_control\":");
+  kv_int(w, "completion", v->tok_completion, true);
+  {
+    const struct mg_rp_arm *arm = &fr->src->arms[v - fr->v];
+    kv_int(w, "cached", arm->tok_cached, true);
+    kv_int(w, "reasoning", arm->tok_reasoning, true);
+    kv_int(w, "cache_read", arm->tok_cache_read, true);
+    kv_int(w, "cache_write", arm->tok_cache_write, false);
+    mg_rp_w_puts(w, "},");
+    kv_int(w, "no_unit_records", arm->no_unit, true);
+  }
+  mg_rp_w_puts(w, "\"cost\":{");
+  kv_num(w, "total", v->cost_total, true);
+  kv_num(w, "per_request", v->value[MG_RP_M_COST], true);
+  kv_num(w, "per_success", v->value[MG_RP_M_COST_OK], false);
+  mg_rp_w_puts(w, "},");
+  feedback(w, fr, (uint32_t)(v - fr->v));
+  verdict(w, fr, v);
+  mg_rp_w_puts(w, "\"vs_control\":");
   if (!v->has_cmp) {
     mg_rp_w_puts(w, "null,");
   } else {
     mg_rp_w_puts(w, "{");
     for (m = 0; m < MG_RP_NMETRICS; m++) {
-      const struct mg_stats_diff *d = &v->cmp[m];
       key(w, mg_rp_metrics[m].key);
-      mg_rp_w_puts(w, "{");
-      kv_num(w, "diff", d->diff, true);
-      kv_num(w, "se", d->se, true);
-      kv_num(w, "z", d->z, true);
-      kv_num(w, "p", d->p, true);
-      kv_num(w, "df", d->df, true);
-      kv_str(w, "undefined", d->undefined, true);
-      kv_num(w, "relative", d->rel, true);
-      ci(w, d->lo, d->hi);
-      mg_rp_w_puts(w, m + 1 < MG_RP_NMETRICS ? "}," : "}");
+      diff_obj(w, &v->cmp[m]);
+      if (m + 1 < MG_RP_NMETRICS)
+        mg_rp_w_puts(w, ",");
     }
     mg_rp_w_puts(w, "},");
   }
@@ -374,6 +503,27 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   kv_int(w, "records", fr->records, true);
   kv_int(w, "rollout_records", fr->rollout, true);
   kv_int(w, "units_in_several_variants", fr->switched_units, true);
+  {
+    int k;
+    mg_rp_w_puts(w, "\"unit_sources\":{");
+    for (k = 0; k < MG_RP_NUS; k++)
+      kv_int(w, mg_rp_unit_sources[k], fr->src->unit_source[k],
+             k + 1 < MG_RP_NUS);
+    mg_rp_w_puts(w, "},");
+  }
+  names(w, "endpoints", &fr->src->endpoints);
+  kv_int(w, "feedback_values", fr->fb_lines, true);
+  key(w, "decide");
+  if (fr->decide) {
+    mg_rp_w_puts(w, "{");
+    kv_str(w, "metric", fr->decide->metric, true);
+    kv_num(w, "min_lift", fr->decide->min_lift, true);
+    kv_num(w, "alpha", fr->decide->alpha, true);
+    kv_num(w, "power", fr->decide->power, false);
+    mg_rp_w_puts(w, "},");
+  } else {
+    mg_rp_w_puts(w, "null,");
+  }
   weights(w, fr);
   mg_rp_w_puts(w, "\"variants\":[");
   for (a = 0; a < fr->narms; a++) {

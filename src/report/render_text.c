@@ -54,6 +54,15 @@ static void header(struct mg_rp_w *w, const struct mg_rp_report *r) {
     mg_rp_w_printf(w,
                    "records without a flag (not routed through one): %s\n",
                    mg_rp_fmt_count(a, sizeof(a), log->unflagged));
+  {
+    char t[1024];
+    mg_rp_feedback_text(log, t, sizeof(t));
+    if (t[0])
+      para(w, "feedback: ", 2, "%s", t);
+    mg_rp_names_text(&log->instances, t, sizeof(t));
+    if (t[0])
+      para(w, "instances (lines): ", 2, "%s", t);
+  }
   if (log->nevents) {
     mg_rp_w_puts(w, "events:");
     for (i = 0; i < log->nevents; i++)
@@ -196,6 +205,103 @@ static void comparisons(struct mg_rp_w *w,
                        mg_rp_fmt_p(b[5], 32, d->p),
                        !isnan(d->p) && d->p < 0.05 ? " *" : "");
     }
+  }
+}
+
+/* Cost and each feedback metric, per variant, and against the control. */
+static void feedback(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
+  char b[6][32];
+  uint32_t a, k;
+  bool any_cost = false;
+
+  for (a = 0; a < fr->narms; a++)
+    any_cost |= fr->v[a].acc[MG_RP_M_COST].my > 0;
+  if (any_cost) {
+    mg_rp_w_puts(w, "\n  cost (USD; per request with a cost, per successful "
+                    "answer)\n");
+    for (a = 0; a < fr->narms; a++) {
+      const struct mg_rp_variant *v = &fr->v[a];
+      if (v->requests == 0)
+        continue;
+      mg_rp_w_printf(w, "    %-12.12s total $%.4f, per request %s, per "
+                        "success %s\n",
+                     v->name, v->cost_total,
+                     mg_rp_fmt_value(b[0], 32, MG_RP_M_COST,
+                                     v->value[MG_RP_M_COST]),
+                     mg_rp_fmt_value(b[1], 32, MG_RP_M_COST_OK,
+                                     v->value[MG_RP_M_COST_OK]));
+    }
+  }
+  if (fr->nfbm == 0 || fr->fb_lines == 0)
+    return;
+  mg_rp_w_puts(w, "\n  feedback (mean per feedback line, per-unit delta "
+                  "method; coverage: decisions with feedback)\n");
+  for (k = 0; k < fr->nfbm; k++) {
+    const struct mg_rp_fb_metric_report *m = &fr->fbm[k];
+    uint64_t lines = 0;
+    for (a = 0; a < fr->narms; a++)
+      lines += m->arms[a].lines;
+    if (lines == 0)
+      continue;
+    mg_rp_w_printf(w, "    %s (%s%s, %s is better)\n", m->name,
+                   m->boolean ? "boolean" : "float",
+                   m->declared ? "" : ", not declared in a -c config",
+                   m->higher_is_better ? "higher" : "lower");
+    for (a = 0; a < fr->narms; a++) {
+      const struct mg_rp_fb_arm *fa = &m->arms[a];
+      const struct mg_stats_diff *d = &fa->cmp;
+      if (fr->v[a].requests == 0)
+        continue;
+      snprintf(b[0], 32, m->boolean ? "%.2f%%" : "%.4g",
+               m->boolean ? 100 * fa->value : fa->value);
+      if (isnan(fa->value))
+        snprintf(b[0], 32, "n/a");
+      mg_rp_w_printf(w, "      %-12.12s %9s over %s lines, %s units", 
+                     fr->v[a].name, b[0],
+                     mg_rp_fmt_count(b[1], 32, fa->lines),
+                     mg_rp_fmt_count(b[2], 32, fa->units));
+      if (!fa->has_cmp) {
+        mg_rp_w_puts(w, a == fr->control ? " (control)\n" : "\n");
+        continue;
+      }
+      if (m->boolean)
+        snprintf(b[3], 32, "%+.2f pp", 100 * d->diff);
+      else
+        snprintf(b[3], 32, "%+.4g", d->diff);
+      if (d->undefined) {
+        mg_rp_w_printf(w, "; %s, no test: %s\n", b[3], d->undefined);
+      } else {
+        if (m->boolean)
+          snprintf(b[4], 32, "[%+.2f, %+.2f] pp", 100 * d->lo, 100 * d->hi);
+        else
+          snprintf(b[4], 32, "[%+.4g, %+.4g]", d->lo, d->hi);
+        mg_rp_w_printf(w, "\n        %s %s p = %s\n", b[3], b[4],
+                       mg_rp_fmt_p(b[5], 32, d->p));
+      }
+    }
+  }
+  for (a = 0; a < fr->narms; a++)
+    if (fr->v[a].requests)
+      mg_rp_w_printf(w, "    coverage %-12.12s %s\n", fr->v[a].name,
+                     mg_rp_fmt_value(b[0], 32, MG_RP_M_COVERAGE,
+                                     fr->v[a].value[MG_RP_M_COVERAGE]));
+}
+
+/* The decide rule's verdict on each treatment. */
+static void verdicts(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
+  uint32_t a;
+  if (fr->decide == NULL)
+    return;
+  mg_rp_w_printf(w, "\n  decide (%s, min lift %+g, alpha %g, power %g)\n",
+                 fr->decide->metric, fr->decide->min_lift, fr->decide->alpha,
+                 fr->decide->power);
+  for (a = 0; a < fr->narms; a++) {
+    const struct mg_rp_variant *v = &fr->v[a];
+    char head[96];
+    if (!v->has_verdict)
+      continue;
+    snprintf(head, sizeof(head), "    %s: %s. ", v->name, v->verdict.label);
+    para(w, head, 6, "%s", v->verdict.evidence);
   }
 }
 
@@ -393,12 +499,23 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
                  mg_rp_fmt_count(b, sizeof(b), fr->rollout));
   weights(w, fr);
   reasons_by_variant(w, fr);
+  {
+    char t[1024];
+    mg_rp_unit_sources_text(fr, t, sizeof(t));
+    if (t[0])
+      para(w, "", 2, "%s", t);
+    mg_rp_names_text(&fr->src->endpoints, t, sizeof(t));
+    if (t[0])
+      para(w, "endpoints (rollout records): ", 2, "%s", t);
+  }
   if (fr->rollout == 0) {
     mg_rp_w_puts(w, "no rollout records: nothing randomized to compare\n");
     return;
   }
   metrics(w, fr);
   comparisons(w, fr);
+  feedback(w, fr);
+  verdicts(w, fr);
   checks(w, fr);
   input_axis(w, fr);
 }
