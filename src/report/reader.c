@@ -752,37 +752,53 @@ static int names_merge(struct mg_rp_names *to, const struct mg_rp_names *from) {
   return 0;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
+/* A hex digit's value by byte; 16 for anything else. */
+static const uint8_t HEX[256] = {
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+     0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 16, 16, 16, 16, 16, 16,
+    16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+};
+
+/* 16 hex digits at p into *out; false when one is not a hex digit. */
+static inline bool hex64(const unsigned char *p, uint64_t *out) {
+  uint64_t v = 0;
+  unsigned bad = 0;
+  int k;
+  for (k = 0; k < 16; k++) {
+    unsigned d = HEX[p[k]];
+    bad |= d;
+    v = v << 4 | (d & 15);
+  }
+  *out = v;
+  return (bad & 16) == 0;
 }
 
 /* 32 hex digits into two numbers; false when the string is not that. */
 static bool id_of(const struct mg_json_doc *d, uint32_t i, uint64_t *hi,
                   uint64_t *lo) {
-  struct mg_str s;
-  size_t k;
-  if (!is_type(d, i, MG_JSON_STRING) || d->toks[i].escaped)
+  const struct mg_json_tok *t;
+  const unsigned char *p;
+  if (i == MG_JSON_NOTFOUND)
     return false;
-  s = mg_json_str_raw(d, i);
-  if (s.len != 32)
+  t = &d->toks[i];
+  /* A string token spans its quotes. */
+  if (t->type != MG_JSON_STRING || t->escaped || t->end - t->start != 34)
     return false;
-  *hi = *lo = 0;
-  for (k = 0; k < 32; k++) {
-    int v = hexval(s.p[k]);
-    if (v < 0)
-      return false;
-    if (k < 16)
-      *hi = *hi << 4 | (uint64_t)v;
-    else
-      *lo = *lo << 4 | (uint64_t)v;
-  }
-  return true;
+  p = (const unsigned char *)d->src + t->start + 1;
+  return hex64(p, hi) & hex64(p + 16, lo);
 }
 
 static int id_add(struct mg_rp_log *log, uint64_t hi, uint64_t lo,
@@ -1275,85 +1291,78 @@ out:
 
 /* ---- feedback ------------------------------------------------------------ */
 
-static int fb_cmp(const void *pa, const void *pb) {
-  const struct mg_rp_fb *a = pa, *b = pb;
-  if (a->hi != b->hi)
-    return a->hi < b->hi ? -1 : 1;
-  if (a->lo != b->lo)
-    return a->lo < b->lo ? -1 : 1;
-  if (a->metric != b->metric)
-    return a->metric < b->metric ? -1 : 1;
-  if (a->ts_ms != b->ts_ms)
-    return a->ts_ms < b->ts_ms ? -1 : 1;
-  return a->seq < b->seq ? -1 : a->seq > b->seq;
-}
-
 static inline size_t id_slot(uint64_t hi, uint64_t lo, size_t cap) {
   return (size_t)mix64(hi ^ (lo * UINT64_C(0x9e3779b97f4a7c15))) & (cap - 1);
 }
 
+/* Whether feedback line a was given after line b (by ts, then read
+ * order). */
+static inline bool fb_later(const struct mg_rp_fb *a, const struct mg_rp_fb *b) {
+  return a->ts_ms != b->ts_ms ? a->ts_ms > b->ts_ms : a->seq > b->seq;
+}
+
 int mg_rp_log_join(struct mg_rp_log *log) {
-  struct mg_rp_fb *fb = log->fb;
-  uint32_t *slots = NULL;
-  uint8_t *matched = NULL;
-  size_t n = log->nfb, i, w = 0, cap = 16, groups = 0, capfbj = 0;
+  const struct mg_rp_fb *fb = log->fb;
+  uint32_t *slots = NULL, *next = NULL;
+  uint8_t *state = NULL; /* 0 live, 1 superseded, 2 joined */
+  size_t n = log->nfb, i, cap = 16, capfbj = 0;
   int rc = 0;
 
   if (log->joined)
     return 0;
-  /* Sorted by decision, metric, then time: the last of a run of one
-   * decision and metric is the latest word, and counts. */
-  qsort(fb, n, sizeof(*fb), fb_cmp);
-  for (i = 0; i < n; i++) {
-    if (i + 1 < n && fb[i + 1].hi == fb[i].hi && fb[i + 1].lo == fb[i].lo &&
-        fb[i + 1].metric == fb[i].metric) {
-      log->fb_superseded++;
-      continue;
-    }
-    fb[w++] = fb[i];
-  }
-  log->nfb = n = w;
-  for (i = 0; i < n; i++)
-    groups += i == 0 || fb[i].hi != fb[i - 1].hi || fb[i].lo != fb[i - 1].lo;
-  while (cap < 2 * groups)
+  while (cap < 2 * n)
     cap *= 2;
   slots = malloc(cap * sizeof(*slots));
-  matched = calloc(n ? n : 1, 1);
-  if (slots == NULL || matched == NULL) {
+  next = malloc((n ? n : 1) * sizeof(*next));
+  state = calloc(n ? n : 1, 1);
+  if (slots == NULL || next == NULL || state == NULL) {
     rc = -ENOMEM;
     goto out;
   }
   memset(slots, 0xff, cap * sizeof(*slots));
-  /* Each decision's first feedback line, by id. */
+  /* One chain of lines per decision id; of the lines for one decision and
+   * metric only the latest stays in it. */
   for (i = 0; i < n; i++) {
-    size_t j;
-    if (i > 0 && fb[i].hi == fb[i - 1].hi && fb[i].lo == fb[i - 1].lo)
-      continue;
-    j = id_slot(fb[i].hi, fb[i].lo, cap);
-    while (slots[j] != UINT32_MAX)
+    size_t j = id_slot(fb[i].hi, fb[i].lo, cap);
+    uint32_t *link, k;
+    while (slots[j] != UINT32_MAX &&
+           (fb[slots[j]].hi != fb[i].hi || fb[slots[j]].lo != fb[i].lo))
       j = (j + 1) & (cap - 1);
-    slots[j] = (uint32_t)i;
+    for (link = &slots[j]; (k = *link) != UINT32_MAX; link = &next[k])
+      if (fb[k].metric == fb[i].metric)
+        break;
+    log->fb_superseded += k != UINT32_MAX;
+    if (k == UINT32_MAX) {
+      next[i] = slots[j];
+      slots[j] = (uint32_t)i;
+    } else if (fb_later(&fb[i], &fb[k])) {
+      next[i] = next[k];
+      *link = (uint32_t)i;
+      state[k] = 1;
+    } else {
+      state[i] = 1;
+    }
   }
   for (i = 0; i < log->nids && n; i++) {
     const struct mg_rp_id *x = &log->ids[i];
-    size_t j = id_slot(x->hi, x->lo, cap), g;
+    size_t j = id_slot(x->hi, x->lo, cap);
     struct mg_rp_row *row = NULL;
+    uint32_t g;
     while (slots[j] != UINT32_MAX &&
            (fb[slots[j]].hi != x->hi || fb[slots[j]].lo != x->lo))
       j = (j + 1) & (cap - 1);
     if (slots[j] == UINT32_MAX)
       continue;
-    g = slots[j];
-    if (matched[g]) {
+    if (state[slots[j]] == 2) {
       /* Two records with one id: the first one read keeps the feedback. */
       log->duplicate_ids++;
       continue;
     }
     if (x->flag != MG_RP_NONE && x->row != MG_RP_NONE)
       row = &log->flags[x->flag]->rows[x->row];
-    for (; g < n && fb[g].hi == x->hi && fb[g].lo == x->lo; g++) {
+    for (g = slots[j]; g != UINT32_MAX; g = next[g]) {
       struct mg_rp_fbj *e;
-      matched[g] = 1;
+      state[g] = 2;
       if (row == NULL) {
         log->fb_not_rollout++;
         continue;
@@ -1378,11 +1387,12 @@ int mg_rp_log_join(struct mg_rp_log *log) {
     }
   }
   for (i = 0; i < n; i++)
-    log->fb_orphans += !matched[i];
+    log->fb_orphans += state[i] == 0;
   log->joined = true;
 out:
   free(slots);
-  free(matched);
+  free(next);
+  free(state);
   return rc;
 }
 
