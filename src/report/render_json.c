@@ -1,69 +1,32 @@
 /* render_json.c - the report as one JSON document. The structure is stable:
  * fields are added, never renamed or removed, without raising "version".
- * Numbers that are undefined (no data, fewer than two units) are null.
+ * Numbers that are undefined (no data, fewer than two units, no test) are
+ * null. docs/report.md ("JSON") has the whole structure; in short:
  *
- * {
- *   "report": "modelgate.report", "version": 1,
- *   "inputs": {
- *     "files": [str], "bytes", "lines", "blank_lines", "records",
- *     "event_lines", "unflagged_records", "malformed_lines": int,
- *     "malformed_examples": [{"file": str, "line": int, "why": str}],
- *     "events": [{"event": str, "flag": str|null, "count": int}]
- *   },
- *   "alarms": [{"check": "srm"|"balance"|"coassignment"|"input_axis",
- *               "flag": str, "variant": str|null, "p": num,
- *               "message": str}],
- *   "flags": [{
- *     "name": str, "control": str|null, "control_source": str|null,
- *     "control_option_ignored": bool,   (--control named no variant)
- *     "records", "rollout_records", "units_in_several_variants": int,
- *     "weights": [{"weights": {variant: percent}, "records": int,
- *                  "first_ts": str|null, "last_ts": str|null,
- *                  "most_common": bool}],
- *     "reasons": [{"variant": str, "reason": str, "records": int}],
- *     "variants": [{
- *       "name": str, "control": bool, "records", "units", "requests": int,
- *       "metrics": {METRIC: {"value": num, "se": num, "ci": [lo, hi]}},
- *       "latency_ms": {"p50", "p95", "p99": num,
- *                      "histogram": {"log10_lo", "log10_hi": num,
- *                                    "counts": [int x 40]}},
- *       "tokens": {"requests", "prompt", "completion": int},
- *       "vs_control": null | {METRIC: {"diff", "se", "z", "p",
- *                                      "relative": num, "ci": [lo, hi]}},
- *       "requests_per_unit": {"mean", "p50", "p90", "p99": num},
- *       "heavy_units": int, "heavy_request_share": num
- *     }],
- *     "checks": {
- *       "srm": {"tested": bool, "note": str|null, "chi2", "df", "p": num,
- *               "alarm": bool, "units": {variant: int},
- *               "expected_share": {variant: num}},
- *       "balance": {"tested": bool, "note": str|null, "units": int,
- *                   "heavy_share": 0.05, "heavy_units": int,
- *                   "heavy_min_requests": int, "chi2", "df", "p": num,
- *                   "alarm": bool}
- *     },
- *     "input_axis": {
- *       "chars_quartiles": [num x 3], "tests": int,
- *       "cells": [{"axis": "chars"|"tools", "label": str,
- *                  "min": int, "max": int|null, "requests": int,
- *                  "variants": [{"name": str, "units", "requests": int,
- *                                CELL_METRIC: num, "latency_p50_ms",
- *                                "latency_p95_ms": num,
- *                                "vs_control": null | {CELL_METRIC:
- *                                  {"diff", "p", "p_adjusted": num,
- *                                   "ci": [lo, hi], "flagged": bool}}}]}]
- *     }
- *   }],
- *   "cross_flag": [{"flags": [a, b], "shared_units", "both_treatments",
- *                   "a_only", "b_only", "neither": int,
- *                   "expected_both", "ratio": num, "tested": bool,
- *                   "chi2", "p": num, "alarm": bool}],
- *   "method": str
- * }
+ * {"report": "modelgate.report", "version": 1,
+ *  "inputs": {files, line and record counts, feedback_lines,
+ *             feedback_joined, feedback_not_randomized, feedback_orphans,
+ *             feedback_superseded, instances, clients, malformed examples,
+ *             events},
+ *  "alarms": [{check, flag, variant, metric, other_flag, cells, p,
+ *              message}],
+ *  "flags": [{name, control, unit_sources, endpoints, decide, weights,
+ *             reasons,
+ *             "variants": [{name, units, requests, metrics{METRIC},
+ *                           latency_ms, tokens, no_unit_records, cost,
+ *                           feedback{NAME}, verdict, vs_control{METRIC:
+ *                           {diff, se, z, p, df, undefined, relative,
+ *                           ci}}, requests_per_unit, heavy units}],
+ *             checks{srm, balance}, input_axis{cells}}],
+ *  "cross_flag": [{flags, shared_units, ..., treatment_pairs: [{a, b,
+ *                  both, a_only, b_only, neither, expected_both,
+ *                  odds_ratio, odds_ratio_ci, phi, test, note, chi2, p,
+ *                  alarm}]}],
+ *  "method": str}
  *
  * METRIC: error_rate, fallback_rate, low_confidence_rate, mean_confidence,
- * mean_latency_ms, prompt_tokens, completion_tokens (per request with
- * tokens); CELL_METRIC: the first five. Rates are fractions (0.021). */
+ * mean_latency_ms, prompt_tokens, completion_tokens, cost_per_request,
+ * cost_per_success, feedback_coverage. Rates are fractions (0.021). */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
