@@ -50,7 +50,11 @@ int mg_decide_parse(const cJSON *obj, const char *path, struct mg_decide *out,
   gs = cJSON_GetObjectItemCaseSensitive(obj, "guardrails");
   if (gs) {
     mg_cfg_join(p, path, "guardrails");
-    if (mg_cfg_object(gs, p, mg_decide_guard_names, e)) {
+    const char *names[MG_DECIDE_NGUARDS + 1];
+    for (k = 0; k < MG_DECIDE_NGUARDS; k++)
+      names[k] = mg_decide_guard_names[k];
+    names[MG_DECIDE_NGUARDS] = NULL; /* mg_cfg_object's list ends so */
+    if (mg_cfg_object(gs, p, names, e)) {
       cJSON_ArrayForEach(g, gs) {
         for (k = 0; k < MG_DECIDE_NGUARDS; k++)
           if (strcmp(g->string, mg_decide_guard_names[k]) == 0)

@@ -798,7 +798,8 @@ static bool id_of(const struct mg_json_doc *d, uint32_t i, uint64_t *hi,
   if (t->type != MG_JSON_STRING || t->escaped || t->end - t->start != 34)
     return false;
   p = (const unsigned char *)d->src + t->start + 1;
-  return hex64(p, hi) & hex64(p + 16, lo);
+  /* Both halves are decoded either way: no branch to mispredict. */
+  return (int)hex64(p, hi) & (int)hex64(p + 16, lo);
 }
 
 static int id_add(struct mg_rp_log *log, uint64_t hi, uint64_t lo,
