@@ -48,6 +48,8 @@ struct rg_scen {
   double err_long_t;              /* the treatment's on long inputs */
   int malformed;                  /* garbage lines sprinkled in */
   int files;                      /* split round-robin over this many */
+  double feedback;                /* share of answers with an "accuracy"
+                                   * feedback line (right after them) */
 };
 
 /* One unit's sums, for the independent delta method. */
@@ -163,6 +165,7 @@ RG_U void rg_write(const struct rg_scen *s, const char *dir,
         double ms = floor((300 + chars / 8.0 + 200 * rg_unif(&r)) * 4) / 4;
         FILE *o = out[line++ % (uint64_t)nf];
         struct rg_arm *arm = &t->arm[f][treat];
+        uint64_t id_hi = rg_next(&r), id_lo = rg_next(&r);
 
         fprintf(o,
                 "{\"ts\":\"2026-11-21T12:%02d:%02d.%03dZ\",\"id\":\"%016" PRIx64
@@ -178,8 +181,9 @@ RG_U void rg_write(const struct rg_scen *s, const char *dir,
                 "\"fallback_reason\":%s,\"confidence\":%.10g,"
                 "\"threshold\":0.6,\"cache\":\"off\",\"status\":%d,"
                 "\"error\":%s,\"ms\":%.2f,\"ttfb_ms\":%.2f,\"overhead_us\":40,"
-                "\"tokens\":{\"prompt\":%d,\"completion\":%d}}\n",
-                (u / 60) % 60, u % 60, k % 1000, rg_next(&r), rg_next(&r),
+                "\"tokens\":{\"prompt\":%d,\"completion\":%d},"
+                "\"cost\":%.6f}\n",
+                (u / 60) % 60, u % 60, k % 1000, id_hi, id_lo,
                 RG_FLAGS[f], RG_FLAGS[f], hex,
                 mg_bucket(salt, strlen(salt), id, strlen(id)),
                 treat ? "treatment" : "control", 100 - s->weight_t,
@@ -190,7 +194,16 @@ RG_U void rg_write(const struct rg_scen *s, const char *dir,
                 err ? "none" : fb ? "fallback" : "primary",
                 lc ? "\"low_confidence\"" : fb ? "\"timeout\"" : "null", conf,
                 err ? 502 : 200, err ? "true" : "false", ms, ms * 0.7,
-                chars / 4, 20 + (int)(rg_unif(&r) * 300));
+                chars / 4, 20 + (int)(rg_unif(&r) * 300),
+                err ? 0.0 : chars / 4 * 2.5e-6 + 0.0004 * rg_unif(&r));
+        if (!err && rg_unif(&r) < s->feedback)
+          fprintf(o,
+                  "{\"ts\":\"2026-11-21T13:00:00.000Z\",\"feedback\":{"
+                  "\"decision_id\":\"%016" PRIx64 "%016" PRIx64 "\","
+                  "\"metric\":\"accuracy\",\"value\":%s,\"unit\":null,"
+                  "\"client\":null,\"instance\":\"i-0\"}}\n",
+                  id_hi, id_lo, rg_unif(&r) < (treat ? 0.85 : 0.8) ? "true"
+                                                                 : "false");
         t->lines++;
         t->records++;
         sum.req += 1;

@@ -215,6 +215,7 @@ static void test_html_in_chromium(void **state) {
   struct rg_scen s;
   struct rg_truth t;
   char dir[256], paths[8][512], html[600], png[600], url[700], shot[700];
+  char cfg[600];
   char *out = NULL, *page;
   const char *argv[12];
   unsigned char sig[8];
@@ -236,8 +237,20 @@ static void test_html_in_chromium(void **state) {
   s.err_long_t = 0.09;
   s.malformed = 2;
   s.files = 2;
+  s.feedback = 0.3;
   assert_int_equal(mg_h_tmpdir(dir, sizeof(dir)), 0);
   rg_write(&s, dir, paths, &t);
+  /* Cost, feedback and a decide rule: the quality table and the verdict
+   * are laid out too. */
+  snprintf(cfg, sizeof(cfg), "%s/config.json", dir);
+  assert_int_equal(
+      mg_h_write_file(cfg,
+                      "{\"feedback\":{\"metrics\":{\"accuracy\":{\"type\":"
+                      "\"boolean\"}}},\"flags\":{\"chat\":{\"decide\":{"
+                      "\"metric\":\"accuracy\",\"min_lift\":0.02,"
+                      "\"guardrails\":{\"error_rate\":{\"max_increase\":"
+                      "0.005},\"p95_ms\":{\"max_ratio\":1.2}}}}}}"),
+      0);
   snprintf(html, sizeof(html), "%s/report.html", dir);
   argv[0] = MG_BIN;
   argv[1] = "report";
@@ -247,7 +260,9 @@ static void test_html_in_chromium(void **state) {
   argv[5] = html;
   argv[6] = paths[0];
   argv[7] = paths[1];
-  argv[8] = NULL;
+  argv[8] = "-c";
+  argv[9] = cfg;
+  argv[10] = NULL;
   assert_int_equal(mg_h_run(argv, &out, RUN_MS), 0);
   free(out);
 
@@ -286,6 +301,9 @@ static void test_html_in_chromium(void **state) {
   assert_true(count(out, "class=\"quantile\"") == 12);
   assert_true(count(out, "<circle") > 20);
   assert_true(count(out, "class=\"flagged\"") >= 1);
+  /* Cost and feedback per flag, the verdict of chat's rule. */
+  assert_non_null(strstr(out, "id=\"quality-0\""));
+  assert_int_equal(count(out, "class=\"verdict\""), 1);
   free(out);
 
   snprintf(png, sizeof(png), "%s/report.png", dir);
