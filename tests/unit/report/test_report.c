@@ -940,6 +940,116 @@ static void test_constant_arms(void **state) {
   mg_buf_free(&out);
 }
 
+/* Co-assignment over a 2 x 2 table known in advance, against values
+ * worked by hand (Python): 1,000 units in both flags; 30 in both
+ * treatments, 70 only in a's, 20 only in b's, 880 in neither. Odds ratio
+ * 30 x 880 / (70 x 20) = 18.857142857142858, phi 0.3823595564509363,
+ * X^2 = n phi^2 = 146.19883040935673 (every expected count >= 5: the
+ * smallest is 100 x 50 / 1000 = 5), p = erfc(sqrt(X^2/2)) =
+ * 1.1745568608837685e-33, Woolf's interval exp(ln OR -/+ 1.96 sqrt(1/30 +
+ * 1/70 + 1/20 + 1/880)) = [10.185506382371216, 34.911552100162844]. */
+static void test_coassignment_table(void **state) {
+  struct mg_rp_options opt = {0};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b;
+  const struct mg_rp_copair *t;
+  int u;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  for (u = 0; u < 1000; u++) {
+    bool ta = u < 100, tb = u < 30 || (u >= 100 && u < 120);
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"a\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n"
+                      "{\"flag\":\"b\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n",
+                      u, ta ? "treatment" : "control", u,
+                      tb ? "treatment" : "control"),
+        0);
+  }
+  analyse(b.data, b.len, &opt, &lg, &r);
+  assert_int_equal(r.npairs, 1);
+  assert_int_equal(r.pairs[0].nt, 1);
+  t = &r.pairs[0].t[0];
+  assert_int_equal(t->both, 30);
+  assert_int_equal(t->a_only, 70);
+  assert_int_equal(t->b_only, 20);
+  assert_int_equal(t->neither, 880);
+  near(t->expected, 5, 1e-12);
+  near(t->odds_ratio, 18.857142857142858, 1e-12);
+  near(t->phi, 0.3823595564509363, 1e-12);
+  assert_string_equal(t->test, "chi-square");
+  near(t->chi2, 146.19883040935673, 1e-9);
+  rel(t->p, 1.1745568608837685e-33, 1e-8);
+  near(t->or_lo, 10.185506382371216, 1e-9);
+  near(t->or_hi, 34.911552100162844, 1e-9);
+  assert_true(t->alarm);
+  assert_int_equal(r.nalarms, 1);
+  assert_string_equal(r.alarms[0].check, "coassignment");
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_reset(&b);
+
+  /* A perfect overlap of 5 units in 20: expected counts below 5, so
+   * Fisher's exact test, p = 1 / C(20, 5) = 6.449948400412796e-05 (the
+   * other extreme, 0 in both, is more likely and not counted); the odds
+   * ratio with half a unit added everywhere, 5.5 x 15.5 / 0.25 = 341. */
+  for (u = 0; u < 20; u++)
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"a\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n"
+                      "{\"flag\":\"b\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n",
+                      u, u < 5 ? "treatment" : "control", u,
+                      u < 5 ? "treatment" : "control"),
+        0);
+  analyse(b.data, b.len, &opt, &lg, &r);
+  t = &r.pairs[0].t[0];
+  assert_string_equal(t->test, "fisher");
+  rel(t->p, 6.449948400412796e-05, 1e-9);
+  near(t->odds_ratio, 341, 1e-9);
+  assert_true(t->alarm);
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+}
+
+/* The p95's interval behind the decide rule's p95_ms guardrail: 1,000
+ * units of one request at 1, 2, ..., 1000 ms (design effect 1), each arm
+ * at 1 - 0.05/2: z = 2.241402727604945 (bisection on erfc), h = z
+ * sqrt(0.95 x 0.05 / 1000), and the type-7 quantiles at 0.95 -/+ h are
+ * 1 + 999 (0.95 -/+ h) = 934.6176455670479 and 965.4823544329521. */
+static void test_p95_interval(void **state) {
+  struct mg_rp_options opt = {0};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b;
+  const struct mg_rp_variant *v;
+  int u;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  for (u = 0; u < 1000; u++)
+    assert_int_equal(mg_buf_printf(&b,
+                                   "{\"flag\":\"f\",\"unit\":\"u%d\","
+                                   "\"variant\":\"control\",\"reason\":"
+                                   "\"rollout\",\"ms\":%d}\n",
+                                   u, u + 1),
+                     0);
+  analyse(b.data, b.len, &opt, &lg, &r);
+  v = &r.flags[0].v[0];
+  near(v->p95, 1 + 999 * 0.95, 1e-9);
+  near(v->p95_lo, 934.6176455670479, 1e-9);
+  near(v->p95_hi, 965.4823544329521, 1e-9);
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+}
+
 static void test_format(void **state) {
   char b[64];
   (void)state;
@@ -1082,6 +1192,8 @@ int main(void) {
       cmocka_unit_test(test_parallel_read_matches),
       cmocka_unit_test(test_format),
       cmocka_unit_test(test_constant_arms),
+      cmocka_unit_test(test_coassignment_table),
+      cmocka_unit_test(test_p95_interval),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
