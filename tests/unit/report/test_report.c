@@ -4,6 +4,7 @@
  * analysis on small logs with known answers. The real binary on large
  * generated logs is tests/integration/test_report.c. */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -655,6 +656,11 @@ static double unif(struct rng *r) {
 }
 
 /* units users, each with 1-4 requests, treatment share t, error rates. */
+/* With gen_later non-NULL, a third of the records get an "accuracy"
+ * feedback line, half right after them, half in gen_later (to be appended
+ * at the end: feedback long after its decision). */
+static struct mg_buf *gen_later;
+
 static void gen(struct mg_buf *b, const char *flag, int units, double t,
                 double err_c, double err_t, const char *extra_weights,
                 uint64_t seed) {
@@ -665,18 +671,29 @@ static void gen(struct mg_buf *b, const char *flag, int units, double t,
     n = 1 + (int)(unif(&r) * 4);
     for (k = 0; k < n; k++) {
       bool e = unif(&r) < (treat ? err_t : err_c);
+      uint64_t id = r.s;
       assert_int_equal(
           mg_buf_printf(b,
-                        "{\"flag\":\"%s\",\"unit\":\"%s-%d\",\"variant\":"
+                        "{\"flag\":\"%s\",\"id\":\"%016" PRIx64 "%016" PRIx64
+                        "\",\"unit\":\"%s-%d\",\"variant\":"
                         "\"%s\",\"reason\":\"rollout\",\"weights\":%s,"
                         "\"input\":{\"chars\":%d,\"tools\":%d},"
-                        "\"error\":%s,\"ms\":%.1f}\n",
-                        flag, flag, u, treat ? "b" : "a",
+                        "\"error\":%s,\"ms\":%.1f,\"cost\":%.5f}\n",
+                        flag, id, seed, flag, u, treat ? "b" : "a",
                         extra_weights ? extra_weights
                                       : "{\"a\":50,\"b\":50}",
                         (int)(unif(&r) * 1000), (int)(unif(&r) * 5),
-                        e ? "true" : "false", 100 + unif(&r) * 50),
+                        e ? "true" : "false", 100 + unif(&r) * 50,
+                        unif(&r) / 100),
           0);
+      if (gen_later && unif(&r) < 1.0 / 3)
+        assert_int_equal(
+            mg_buf_printf(unif(&r) < 0.5 ? b : gen_later,
+                          "{\"ts\":\"2026-12-02T10:00:00.000Z\",\"feedback\":"
+                          "{\"decision_id\":\"%016" PRIx64 "%016" PRIx64 "\","
+                          "\"metric\":\"accuracy\",\"value\":%s}}\n",
+                          id, seed, unif(&r) < 0.8 ? "true" : "false"),
+            0);
     }
   }
 }
@@ -813,13 +830,23 @@ static void test_parallel_read_matches(void **state) {
   mg_buf_init(&o1, SIZE_MAX);
   mg_buf_init(&o3, SIZE_MAX);
   /* Past the 16 MiB below which one thread reads, with malformed lines
-   * and an event in every part. */
-  while (b.len < (24u << 20)) {
-    gen(&b, "f", 3000, 0.5, 0.05, 0.06, NULL, b.len + 1);
-    gen(&b, "g", 1000, 0.2, 0.05, 0.05, "{\"a\":80,\"b\":20}", b.len + 7);
-    assert_int_equal(mg_buf_puts(&b, "torn {\"flag\n"
-                                      "{\"event\":\"kill\",\"flag\":\"f\"}\n"),
-                     0);
+   * and an event in every part, and feedback both right after its
+   * decision and at the very end (joined across the parts). */
+  {
+    struct mg_buf later;
+    mg_buf_init(&later, SIZE_MAX);
+    gen_later = &later;
+    while (b.len < (24u << 20)) {
+      gen(&b, "f", 3000, 0.5, 0.05, 0.06, NULL, b.len + 1);
+      gen(&b, "g", 1000, 0.2, 0.05, 0.05, "{\"a\":80,\"b\":20}",
+          b.len + 7);
+      assert_int_equal(mg_buf_puts(&b, "torn {\"flag\n"
+                                        "{\"event\":\"kill\",\"flag\":\"f\"}\n"),
+                       0);
+    }
+    gen_later = NULL;
+    assert_int_equal(mg_buf_append(&b, later.data, later.len), 0);
+    mg_buf_free(&later);
   }
   fd = mkstemp(path);
   assert_true(fd >= 0);
@@ -841,12 +868,18 @@ static void test_parallel_read_matches(void **state) {
   assert_int_equal(l1.bad[MG_RP_MAX_BAD - 1].line,
                    l3.bad[MG_RP_MAX_BAD - 1].line);
   assert_int_equal(l1.nunits, l3.nunits);
+  assert_int_equal(l1.nfb, l3.nfb);
+  assert_int_equal(l1.nids, l3.nids);
+  assert_true(l1.nfb > 10000);
   assert_int_equal(mg_rp_analyze(&l1, &opt, &r1), 0);
   assert_int_equal(mg_rp_analyze(&l3, &opt, &r3), 0);
   assert_int_equal(mg_rp_render_json(&r1, &o1), 0);
   assert_int_equal(mg_rp_render_json(&r3, &o3), 0);
   assert_int_equal(o1.len, o3.len);
   assert_memory_equal(o1.data, o3.data, o1.len);
+  /* Every feedback line found its decision, whichever part held each. */
+  assert_int_equal(l3.fb_matched, l3.nfb);
+  assert_int_equal(l3.fb_orphans, 0);
   mg_rp_report_free(&r1);
   mg_rp_report_free(&r3);
   mg_rp_log_free(&l1);
