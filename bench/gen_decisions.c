@@ -1,7 +1,8 @@
 /* gen_decisions.c - write a synthetic decision log (src/decisions/record.h
  * format) for bench/reportbench.sh: realistic lines, a realistic mix.
  *
- *   mg-gen-decisions [--lines N] [--units N] [--seed N] [--out FILE]
+ *   mg-gen-decisions [--lines N] [--units N] [--seed N] [--feedback N]
+ *                    [--out FILE]
  *
  * Three flags share the traffic: "chat-model" (control 90 / treatment 10,
  * with a treatment that errs twice as often on long inputs), "summarize"
@@ -9,7 +10,15 @@
  * without a unit). Units are drawn with a heavy tail (a few users send many
  * requests) and bucketed as the proxy does (XXH3 of salt and unit id).
  * About 3% of the records are not rollouts (rules, the kill switch), 1%
- * have no flag, and one line in 20,000 is an {"event":...} line. */
+ * have no flag, and one line in 20,000 is an {"event":...} line. Records
+ * carry the fields of issues 11, 14 and 15 (unit_source, endpoint, token
+ * details, cost, client, instance; 1% of the requests have no unit and get
+ * reason "no_unit"). With --feedback N (default 0), about N more lines are
+ * {"feedback": ...} lines ("accuracy", boolean, and "rating", a float) for
+ * random decisions: half right after their decision, half at the end of
+ * the log (feedback long after its answer), and 1% with an id no decision
+ * has (an orphan). --lines counts the decision, event and unflagged lines
+ * only. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -61,8 +70,34 @@ static void weights(FILE *o, const struct gflag *f) {
   fputc('}', o);
 }
 
+struct later {
+  uint64_t hi, lo;
+  int ok;
+};
+
+static void feedback_line(FILE *o, uint64_t hi, uint64_t lo, int ok,
+                          struct rng *r) {
+  if (unif(r) < 0.7)
+    fprintf(o,
+            "{\"ts\":\"2023-11-15T09:00:00.000Z\",\"feedback\":{"
+            "\"decision_id\":\"%016" PRIx64 "%016" PRIx64 "\",\"metric\":"
+            "\"accuracy\",\"value\":%s,\"unit\":null,\"client\":\"web\","
+            "\"instance\":\"mg-%d\"}}\n",
+            hi, lo, ok ? "true" : "false", (int)(rnd(r) % 3));
+  else
+    fprintf(o,
+            "{\"ts\":\"2023-11-15T09:00:00.000Z\",\"feedback\":{"
+            "\"decision_id\":\"%016" PRIx64 "%016" PRIx64 "\",\"metric\":"
+            "\"rating\",\"value\":%.2f,\"unit\":null,\"client\":\"web\","
+            "\"instance\":\"mg-%d\"}}\n",
+            hi, lo, ok ? 0.5 + unif(r) / 2 : unif(r) / 2, (int)(rnd(r) % 3));
+}
+
 int main(int argc, char **argv) {
-  long lines = 1000000, units = 50000, i;
+  long lines = 1000000, units = 50000, feedback = 0, i;
+  struct later *later = NULL;
+  size_t nlater = 0, caplater = 0;
+  double fb_rate;
   uint64_t seed = 1;
   const char *out = NULL;
   struct rng r;
@@ -76,11 +111,13 @@ int main(int argc, char **argv) {
       units = atol(argv[++a]);
     else if (strcmp(argv[a], "--seed") == 0 && a + 1 < argc)
       seed = strtoull(argv[++a], NULL, 10);
+    else if (strcmp(argv[a], "--feedback") == 0 && a + 1 < argc)
+      feedback = atol(argv[++a]);
     else if (strcmp(argv[a], "--out") == 0 && a + 1 < argc)
       out = argv[++a];
     else {
       fprintf(stderr, "usage: mg-gen-decisions [--lines N] [--units N] "
-                      "[--seed N] [--out FILE]\n");
+                      "[--seed N] [--feedback N] [--out FILE]\n");
       return 2;
     }
   }
@@ -93,6 +130,8 @@ int main(int argc, char **argv) {
   }
   setvbuf(o, NULL, _IOFBF, 1 << 20);
   r.s = seed;
+  /* Rollout records without an error are about 93% of the lines. */
+  fb_rate = lines > 0 ? (double)feedback / (0.93 * (double)lines) : 0;
   for (i = 0; i < lines; i++) {
     const struct gflag *f = &FLAGS[rnd(&r) % NFLAGS];
     long sec = 1700000000 + i / 300;
@@ -105,6 +144,9 @@ int main(int argc, char **argv) {
     const char *reason = "rollout", *tier = "primary", *fbr = NULL;
     const char *outcome;
     bool has_unit = unif(&r) >= f->request_units;
+    bool no_unit = unif(&r) < 0.01;
+    uint64_t id_hi, id_lo;
+    double cost;
 
     if (i % 20000 == 19999) {
       fprintf(o,
@@ -148,6 +190,11 @@ int main(int argc, char **argv) {
       reason = unif(&r) < 0.5 ? "rule:0" : "killed";
       v = 0;
     }
+    if (no_unit) {
+      reason = "no_unit";
+      has_unit = false;
+      v = 0;
+    }
     chars = (int)(40 + 6000 * pow(unif(&r), 3));
     tools = unif(&r) < 0.7 ? 0 : (int)(1 + rnd(&r) % 6);
     ms = 200 + 40 * sqrt(chars) * (0.5 + unif(&r)) + 90 * tools;
@@ -163,16 +210,23 @@ int main(int argc, char **argv) {
     }
     prompt = chars / 4;
     compl_ = 20 + (int)(rnd(&r) % 400);
+    cost = err ? 0 : (prompt * 2.5 + compl_ * 10.0) / 1e6;
+    id_hi = rnd(&r);
+    id_lo = rnd(&r);
     fprintf(o,
             "{\"ts\":\"2023-11-14T22:%02ld:%02ld.%03dZ\",\"id\":\"%016" PRIx64
             "%016" PRIx64 "\",\"config\":\"6a1f0c3d2b9e8f47\","
-            "\"endpoint\":\"chat\",\"alias\":\"%s\",\"flag\":\"%s\","
-            "\"unit\":%s%s%s,\"unit_kind\":\"%s\",\"bucket\":%u,"
-            "\"variant\":\"%s\",\"reason\":\"%s\",\"weights\":",
-            (sec / 60) % 60, sec % 60, (int)(i % 1000), rnd(&r), rnd(&r),
+            "\"endpoint\":\"%s\",\"alias\":\"%s\",\"flag\":\"%s\","
+            "\"unit\":%s%s%s,\"unit_kind\":\"%s\",\"unit_source\":%s,"
+            "\"bucket\":%u,\"variant\":\"%s\",\"reason\":\"%s\","
+            "\"weights\":",
+            (sec / 60) % 60, sec % 60, (int)(i % 1000), id_hi, id_lo,
+            f == &FLAGS[2] ? "embeddings" : uid % 4 ? "chat" : "responses",
             f->name, f->name, has_unit ? "\"" : "", has_unit ? hex : "null",
-            has_unit ? "\"" : "", has_unit ? "user" : "request", bucket,
-            f->variants[v], reason);
+            has_unit ? "\"" : "", has_unit ? "user" : "request",
+            has_unit ? (uid % 5 ? "\"safety_identifier\"" : "\"user\"")
+                     : "null",
+            bucket, f->variants[v], reason);
     weights(o, f);
     fprintf(o,
             ",\"attrs\":{\"region\":\"%s\"},\"input\":{\"chars\":%d,"
@@ -197,10 +251,41 @@ int main(int argc, char **argv) {
             fbr ? "\"" : "", conf, status, err ? "true" : "false", ms,
             ms * 0.8, 20 + (int)(rnd(&r) % 40));
     if (err)
-      fputs("null}\n", o);
+      fputs("null", o);
     else
-      fprintf(o, "{\"prompt\":%d,\"completion\":%d}}\n", prompt, compl_);
+      fprintf(o,
+              "{\"prompt\":%d,\"completion\":%d,\"cached\":%d,"
+              "\"reasoning\":null}",
+              prompt, compl_, prompt / 3);
+    fprintf(o, ",\"cost\":%.7f,\"client\":\"web\",\"instance\":\"mg-%d\"}\n",
+            cost, (int)(i % 3));
+    if (!err && strcmp(reason, "rollout") == 0 && unif(&r) < fb_rate) {
+      int ok = unif(&r) < (v == 1 ? 0.83 : 0.80);
+      if (unif(&r) < 0.01)
+        id_hi ^= 0xdeadbeef; /* an orphan */
+      if (unif(&r) < 0.5) {
+        feedback_line(o, id_hi, id_lo, ok, &r);
+      } else {
+        if (nlater == caplater) {
+          struct later *nl;
+          caplater = caplater ? caplater * 2 : 4096;
+          nl = realloc(later, caplater * sizeof(*later));
+          if (nl == NULL) {
+            perror("realloc");
+            return 1;
+          }
+          later = nl;
+        }
+        later[nlater].hi = id_hi;
+        later[nlater].lo = id_lo;
+        later[nlater].ok = ok;
+        nlater++;
+      }
+    }
   }
+  for (i = 0; i < (long)nlater; i++)
+    feedback_line(o, later[i].hi, later[i].lo, later[i].ok, &r);
+  free(later);
   if (fflush(o) != 0 || (out && fclose(o) != 0)) {
     perror(out ? out : "stdout");
     return 1;

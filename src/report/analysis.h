@@ -6,28 +6,37 @@
  * metrics, the comparisons and the checks use those alone; records with
  * other reasons are counted by variant and reason and shown as such.
  *
- * Statistics (stats.h has the formulas):
+ * Statistics (stats.h has the formulas; docs/report.md the validity
+ * conditions):
  *   - every metric is a ratio of per-unit sums (errors / requests, summed
  *     confidence / requests with a confidence, summed ms / requests, ...);
- *     its 95% interval and each treatment-minus-control difference use the
- *     delta method with the unit as the sampling unit, and a two-sided
- *     normal p-value. Latency quantiles are descriptive (request level).
+ *     its 95% interval uses the delta method with the unit as the sampling
+ *     unit, and each treatment-minus-control difference Welch's t test on
+ *     those variances. A test that is undefined (too few units, no
+ *     variance, no events) says so and never alarms. Latency quantiles are
+ *     descriptive (request level).
  *   - sample ratio mismatch: Pearson chi-square goodness of fit of units per
  *     variant against the most common logged weight set, counting the units
- *     seen while that set was in force; alarm at p < 0.001.
+ *     seen while that set was in force; alarm at p < 0.001; untested when
+ *     an expected count is below 5.
  *   - cohort balance: the top 5% of units by requests (ties broken by unit
  *     hash) are "heavy"; chi-square test of independence of heavy x variant;
- *     alarm at p < 0.001.
+ *     alarm at p < 0.001; untested when an expected count is below 5.
  *   - cross-flag co-assignment: over units seen in the rollouts of two
- *     flags, a 2 x 2 chi-square test of "in a treatment of flag A" against
- *     "in a treatment of flag B"; alarm at p < 0.001 when the observed count
- *     in both treatments is at least twice, or at most half, the product of
- *     the shares (and every expected cell is at least 5).
+ *     flags, for every treatment A of one and B of the other, the 2 x 2
+ *     table "in A" x "in B": Pearson's chi-square (Fisher's exact test when
+ *     an expected count is below 5) and the odds ratio, which does not
+ *     depend on the treatments' shares; alarm at p < 0.001 with an odds
+ *     ratio of at least 2 or at most 1/2.
  *   - input axis: every metric by input.chars quartile and by tool count
  *     (0, 1-2, 3+), per variant, each treatment against the control in
- *     each cell; an alarm when a treatment is worse with a Bonferroni-
+ *     each cell; flagged when a treatment is worse with a Bonferroni-
  *     adjusted p < 0.01 (p times the number of cell comparisons of the flag)
- *     and both arms have at least 30 units in the cell. */
+ *     and both arms have at least 30 units in the cell; one alarm per
+ *     flag, variant and metric, naming its cells.
+ *   - feedback coverage: the share of rollout decisions with feedback,
+ *     treatment against control (a proportion, as above); alarm at
+ *     p < 0.001 (a biased feedback channel). */
 #ifndef MG_REPORT_ANALYSIS_H
 #define MG_REPORT_ANALYSIS_H
 
@@ -35,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "decisions/decide.h"
+#include "decisions/feedback.h"
 #include "report/reader.h"
 #include "report/stats.h"
 
@@ -42,7 +53,9 @@
 #define MG_RP_ALPHA_BALANCE 0.001
 #define MG_RP_ALPHA_COASSIGN 0.001
 #define MG_RP_ALPHA_CELL 0.01
-#define MG_RP_COASSIGN_RATIO 2.0
+#define MG_RP_ALPHA_COVERAGE 0.001
+#define MG_RP_COASSIGN_OR 2.0 /* odds ratio >= 2 or <= 1/2 */
+#define MG_RP_MIN_EXPECTED 5.0 /* chi-square validity: every expected cell */
 #define MG_RP_HEAVY_SHARE 0.05
 #define MG_RP_MIN_CELL_UNITS 30
 #define MG_RP_HIST_BINS 40
@@ -56,12 +69,33 @@ enum mg_rp_metric {
   MG_RP_M_LATENCY,
   MG_RP_M_PROMPT,
   MG_RP_M_COMPLETION,
+  MG_RP_M_COST,         /* cost / requests with a cost */
+  MG_RP_M_COST_OK,      /* cost / successful answers (with a cost) */
+  MG_RP_M_COVERAGE,     /* decisions with feedback / decisions */
   MG_RP_NMETRICS
 };
-/* The input-axis breakdown covers every metric; only those with a
- * direction (error, fallback and low-confidence rates, confidence,
+/* The input-axis breakdown covers the first seven metrics; only those with
+ * a direction (error, fallback and low-confidence rates, confidence,
  * latency) can be flagged and count in the Bonferroni factor. */
-#define MG_RP_CELL_METRICS MG_RP_NMETRICS
+#define MG_RP_CELL_METRICS (MG_RP_M_COMPLETION + 1)
+
+/* One feedback metric of one variant. */
+struct mg_rp_fb_arm {
+  struct mg_stats_ratio acc;    /* per unit: summed values / lines */
+  double value, se;             /* mean per feedback line; delta-method se */
+  uint64_t units, lines;
+  bool has_cmp;
+  struct mg_stats_diff cmp;
+};
+
+/* One feedback metric of one flag. */
+struct mg_rp_fb_metric_report {
+  const char *name;             /* borrowed from the log */
+  bool boolean;                 /* declared so, or every value true/false */
+  bool declared;                /* in the -c config's feedback.metrics */
+  bool higher_is_better;        /* declared, else true */
+  struct mg_rp_fb_arm *arms;    /* owned: one per variant */
+};
 
 struct mg_rp_metric_info {
   const char *key;   /* JSON name: "error_rate", ... */
@@ -83,6 +117,8 @@ struct mg_rp_variant {
   double value[MG_RP_NMETRICS]; /* NaN when undefined */
   double se[MG_RP_NMETRICS];    /* delta-method standard error */
   double p50, p95, p99;   /* latency quantiles, ms */
+  double p95_lo, p95_hi;  /* the p95's interval at the decide level (each
+                           * arm at 1 - alpha/2; see docs/report.md) */
   uint64_t tok_n, tok_prompt, tok_completion;
   bool has_cmp;           /* a treatment compared with the control */
   struct mg_stats_diff cmp[MG_RP_NMETRICS];
@@ -95,6 +131,9 @@ struct mg_rp_variant {
   double rpu_mean, rpu_p50, rpu_p90, rpu_p99; /* requests per unit */
   /* latency histogram: MG_RP_HIST_BINS bins over the flag's log10 range */
   uint64_t hist[MG_RP_HIST_BINS];
+  double cost_total;      /* USD over rollout records */
+  bool has_verdict;       /* a treatment judged by the flag's decide rule */
+  struct mg_decide_verdict verdict;
 };
 
 /* One variant in one input-axis cell. */
@@ -146,34 +185,75 @@ struct mg_rp_flag_report {
   struct mg_rp_cell cells[MG_RP_CELLS];
   uint32_t cell_tests;          /* comparisons behind the Bonferroni factor
                                  * (directional metrics only) */
+  uint32_t cov_tests;           /* feedback coverage comparisons tested */
+  struct mg_rp_fb_metric_report *fbm; /* owned: one per log feedback metric
+                                       * (log->nfb_metrics) */
+  uint32_t nfbm;
+  uint64_t fb_lines;            /* feedback values joined to this flag */
+  const struct mg_decide *decide; /* borrowed from the options, or NULL */
   /* latency histogram range: log10 ms */
   double hist_lo, hist_hi;
 };
 
-/* Two flags' treatments over the units they share. */
+/* One treatment of flag A against one treatment of flag B, over the units
+ * both flags' rollouts share: the 2 x 2 table of memberships. */
+struct mg_rp_copair {
+  uint32_t arm_a, arm_b;        /* arm indexes in each flag */
+  uint64_t both, a_only, b_only, neither;
+  double expected;              /* "both" expected under independence */
+  double odds_ratio;            /* (both neither) / (a_only b_only), with
+                                 * 0.5 added to every cell when one is 0 */
+  double or_lo, or_hi;          /* its 95% interval (Woolf, log scale) */
+  double phi;                   /* the phi coefficient */
+  const char *test;             /* static: "chi-square", "fisher", or NULL
+                                 * when untested */
+  const char *note;             /* static: why untested, or NULL */
+  double chi2, p;               /* chi2 NaN for Fisher */
+  bool alarm;                   /* p < 0.001 and OR >= 2 or <= 1/2 */
+};
+
+/* Two flags over the units they share. */
 struct mg_rp_pair {
   uint32_t a, b;                /* indexes into report->flags */
   uint64_t common;              /* units in both rollouts, in one arm each */
+  /* "in any treatment" of A x of B, for a first look */
   uint64_t both, a_only, b_only, neither;
   double expected;              /* common * share_a * share_b */
   double ratio;                 /* both / expected */
-  bool tested;                  /* every expected cell >= 5 */
-  double chi2, p;
-  bool alarm;
+  struct mg_rp_copair *t;       /* owned: every treatment pair */
+  size_t nt;
+  bool tested;                  /* some treatment pair was tested */
+  double chi2, p;               /* of the treatment pair with the least p */
+  bool alarm;                   /* some treatment pair alarms */
 };
 
+/* One alarm: one cause (a flag's check, a flag pair, or a flag, variant
+ * and metric over every input cell where it shows). */
 struct mg_rp_alarm {
   const char *check;            /* static: "srm", "balance", "coassignment",
-                                 * "input_axis" */
+                                 * "input_axis", "feedback_coverage" */
   const char *flag;             /* borrowed from the log */
   const char *variant;          /* borrowed, or NULL */
-  double p;
+  const char *metric;           /* static metric key, or NULL */
+  const char *other_flag;       /* borrowed: coassignment's second flag */
+  double p;                     /* the least (adjusted) p behind it */
+  char **cells;                 /* owned: input_axis: the cells' labels */
+  size_t ncells;
   char *text;                   /* owned: one sentence for people */
+};
+
+/* A flag's decide rule, from the -c config. */
+struct mg_rp_decide_rule {
+  const char *flag;             /* borrowed */
+  struct mg_decide rule;
 };
 
 struct mg_rp_options {
   const char *control;          /* --control, or NULL */
   const char *flag;             /* --flag, or NULL: every flag */
+  const struct mg_feedback_config *feedback; /* borrowed, or NULL */
+  const struct mg_rp_decide_rule *rules;     /* borrowed: nrules */
+  size_t nrules;
 };
 
 struct mg_rp_report {

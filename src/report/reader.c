@@ -16,9 +16,12 @@
 #include <unistd.h>
 
 #include "common/hash.h"
+#include "common/time.h"
 
 #define BLOCK (4u << 20)       /* bytes per read(2) */
 #define MAX_TOKENS (1u << 16)  /* JSON values per line */
+
+static void names_free(struct mg_rp_names *t);
 
 void mg_rp_log_init(struct mg_rp_log *log) {
   memset(log, 0, sizeof(*log));
@@ -38,6 +41,7 @@ static void flag_free(struct mg_rp_flag *f) {
   free(f->rows);
   free(f->wsets);
   free(f->last_weights);
+  names_free(&f->endpoints);
   free(f->name);
   free(f);
 }
@@ -59,6 +63,13 @@ void mg_rp_log_free(struct mg_rp_log *log) {
   for (i = 0; i < log->nfiles; i++)
     free(log->files[i]);
   free(log->files);
+  free(log->ids);
+  free(log->fb);
+  free(log->fbj);
+  for (i = 0; i < log->nfb_metrics; i++)
+    free(log->fb_metrics[i].name);
+  names_free(&log->instances);
+  names_free(&log->clients);
   mg_json_free(&log->doc);
   mg_buf_free(&log->scratch);
   memset(log, 0, sizeof(*log));
@@ -207,6 +218,7 @@ static struct mg_rp_flag *flag_get(struct mg_rp_log *log, struct mg_str name) {
   if (f == NULL)
     return NULL;
   f->name = dup_n(name.p, name.len);
+  f->base_len = name.len;
   f->wsets = calloc(MG_RP_MAX_WSETS, sizeof(*f->wsets));
   f->last_wset = MG_RP_NO_WSET;
   if (f->name == NULL || f->wsets == NULL ||
@@ -473,7 +485,8 @@ static void wset_seen(struct mg_rp_wset *ws, const struct mg_json_doc *d,
 /* Indexes of the root object's values that the report reads. */
 struct fields {
   uint32_t event, flag, unit, variant, reason, weights, input, attempts, tier,
-      fallback_reason, confidence, status, error, ms, tokens, ts;
+      fallback_reason, confidence, status, error, ms, tokens, ts, id,
+      endpoint, unit_source, cost, client, instance, feedback;
 };
 
 static void fields_scan(const struct mg_json_doc *d, struct fields *f) {
@@ -512,6 +525,13 @@ static void fields_scan(const struct mg_json_doc *d, struct fields *f) {
     FIELD("attempts", attempts)
     FIELD("confidence", confidence)
     FIELD("fallback_reason", fallback_reason)
+    FIELD("id", id)
+    FIELD("cost", cost)
+    FIELD("client", client)
+    FIELD("endpoint", endpoint)
+    FIELD("instance", instance)
+    FIELD("feedback", feedback)
+    FIELD("unit_source", unit_source)
 #undef FIELD
   }
 }
@@ -528,8 +548,13 @@ static bool str_is(const struct mg_json_doc *d, uint32_t i, const char *s) {
 
 /* Fill the measurements of a rollout record into row; NULL, or why the
  * record is malformed. */
+/* Token details the rows do not keep: summed per arm. */
+struct tok_extra {
+  double cached, reasoning, cache_read, cache_write;
+};
+
 static const char *measure(const struct mg_json_doc *d, const struct fields *fl,
-                           struct mg_rp_row *row) {
+                           struct mg_rp_row *row, struct tok_extra *tx) {
   double v;
   uint32_t i, m;
 
@@ -608,6 +633,30 @@ static const char *measure(const struct mg_json_doc *d, const struct fields *fl,
     row->tok_prompt = sat_u32(pv);
     row->tok_completion = sat_u32(cv);
     row->bits |= MG_RP_TOK;
+    /* The details (absent or null when unknown). */
+    if (d->toks[fl->tokens].count > 2) {
+      static const char *const names[4] = {"cached", "reasoning", "cache_read",
+                                           "cache_write"};
+      double *out[4] = {&tx->cached, &tx->reasoning, &tx->cache_read,
+                        &tx->cache_write};
+      int k;
+      for (k = 0; k < 4; k++) {
+        uint32_t t = mg_json_getc(d, fl->tokens, names[k]);
+        double tv;
+        if (is_null(d, t))
+          continue;
+        if (!num_at(d, t, &tv) || tv < 0)
+          return "\"tokens\" holds a non-number";
+        *out[k] = tv;
+      }
+    }
+  }
+
+  if (!is_null(d, fl->cost)) {
+    if (!num_at(d, fl->cost, &v) || !(v >= 0))
+      return "\"cost\" is not a number of USD";
+    row->cost = (float)v;
+    row->bits |= MG_RP_COST;
   }
   return NULL;
 }
@@ -634,13 +683,234 @@ static void unit_add(struct mg_rp_unit *u, const struct mg_rp_row *row) {
     u->tok_prompt += row->tok_prompt;
     u->tok_completion += row->tok_completion;
   }
+  if (row->bits & MG_RP_COST) {
+    u->cost_n++;
+    u->ok_cost_n += (row->bits & MG_RP_ERR) == 0;
+    u->cost_sum += row->cost;
+  }
   if (row->wset < 32)
     u->wsets |= UINT32_C(1) << row->wset;
 }
 
 static bool is_off_reason(struct mg_str r) {
   return mg_str_eq_c(r, "killed") || mg_str_eq_c(r, "window") ||
-         mg_str_eq_c(r, "blocked") || mg_str_eq_c(r, "default");
+         mg_str_eq_c(r, "blocked") || mg_str_eq_c(r, "default") ||
+         mg_str_eq_c(r, "no_unit");
+}
+
+const char *const mg_rp_unit_sources[MG_RP_NUS] = {
+    [MG_RP_US_SAFETY] = "safety_identifier", [MG_RP_US_USER] = "user",
+    [MG_RP_US_HEADER] = "header",           [MG_RP_US_CLIENT] = "client",
+    [MG_RP_US_NONE] = "none",               [MG_RP_US_OTHER] = "other",
+    [MG_RP_US_ABSENT] = "not logged"};
+
+static int unit_source_of(const struct mg_json_doc *d, uint32_t i) {
+  int k;
+  if (i == MG_JSON_NOTFOUND)
+    return MG_RP_US_ABSENT;
+  if (d->toks[i].type == MG_JSON_NULL)
+    return MG_RP_US_NONE;
+  for (k = 0; k < MG_RP_US_NONE; k++)
+    if (str_is(d, i, mg_rp_unit_sources[k]))
+      return k;
+  return MG_RP_US_OTHER;
+}
+
+/* Count one more of name in t. */
+static int names_count(struct mg_rp_names *t, struct mg_str name, uint64_t n) {
+  uint32_t i;
+  for (i = 0; i < t->count; i++)
+    if (strlen(t->name[i]) == name.len &&
+        memcmp(t->name[i], name.p, name.len) == 0) {
+      t->n[i] += n;
+      return 0;
+    }
+  if (t->count == MG_RP_MAX_NAMES) {
+    t->other += n;
+    return 0;
+  }
+  t->name[t->count] = dup_n(name.p, name.len);
+  if (t->name[t->count] == NULL)
+    return -ENOMEM;
+  t->n[t->count++] = n;
+  return 0;
+}
+
+static void names_free(struct mg_rp_names *t) {
+  uint32_t i;
+  for (i = 0; i < t->count; i++)
+    free(t->name[i]);
+  memset(t, 0, sizeof(*t));
+}
+
+static int names_merge(struct mg_rp_names *to, const struct mg_rp_names *from) {
+  uint32_t i;
+  for (i = 0; i < from->count; i++)
+    if (names_count(to, mg_str_c(from->name[i]), from->n[i]))
+      return -ENOMEM;
+  to->other += from->other;
+  return 0;
+}
+
+/* A hex digit's value by byte; 16 for anything else. */
+static const uint8_t HEX[256] = {
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+     0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 16, 16, 16, 16, 16, 16,
+    16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+};
+
+/* 16 hex digits at p into *out; false when one is not a hex digit. */
+static inline bool hex64(const unsigned char *p, uint64_t *out) {
+  uint64_t v = 0;
+  unsigned bad = 0;
+  int k;
+  for (k = 0; k < 16; k++) {
+    unsigned d = HEX[p[k]];
+    bad |= d;
+    v = v << 4 | (d & 15);
+  }
+  *out = v;
+  return (bad & 16) == 0;
+}
+
+/* 32 hex digits into two numbers; false when the string is not that. */
+static bool id_of(const struct mg_json_doc *d, uint32_t i, uint64_t *hi,
+                  uint64_t *lo) {
+  const struct mg_json_tok *t;
+  const unsigned char *p;
+  if (i == MG_JSON_NOTFOUND)
+    return false;
+  t = &d->toks[i];
+  /* A string token spans its quotes. */
+  if (t->type != MG_JSON_STRING || t->escaped || t->end - t->start != 34)
+    return false;
+  p = (const unsigned char *)d->src + t->start + 1;
+  /* Both halves are decoded either way: no branch to mispredict. */
+  return (int)hex64(p, hi) & (int)hex64(p + 16, lo);
+}
+
+static int id_add(struct mg_rp_log *log, uint64_t hi, uint64_t lo,
+                  uint32_t flag, uint32_t row) {
+  struct mg_rp_id *x;
+  if (grow(&log->ids, &log->capids, log->nids + 1, sizeof(*log->ids)))
+    return -ENOMEM;
+  x = &log->ids[log->nids++];
+  x->hi = hi;
+  x->lo = lo;
+  x->flag = flag;
+  x->row = row;
+  return 0;
+}
+
+static int count_name(struct mg_rp_log *log, struct mg_rp_names *t,
+                      uint32_t i) {
+  struct mg_str s;
+  if (!is_type(&log->doc, i, MG_JSON_STRING))
+    return 0;
+  if (str_at(log, i, &s))
+    return -ENOMEM;
+  return names_count(t, s, 1);
+}
+
+/* The index of feedback metric name, interned; -1 past the maximum. */
+static int fb_metric_get(struct mg_rp_log *log, struct mg_str name) {
+  uint32_t i;
+  for (i = 0; i < log->nfb_metrics; i++)
+    if (strlen(log->fb_metrics[i].name) == name.len &&
+        memcmp(log->fb_metrics[i].name, name.p, name.len) == 0)
+      return (int)i;
+  if (log->nfb_metrics == MG_RP_MAX_FB_METRICS)
+    return -1;
+  log->fb_metrics[i].name = dup_n(name.p, name.len);
+  if (log->fb_metrics[i].name == NULL)
+    return -ENOMEM;
+  log->fb_metrics[i].lines = 0;
+  log->fb_metrics[i].non_boolean = false;
+  log->nfb_metrics++;
+  return (int)i;
+}
+
+/* A {"feedback": ...} line. 0 (also when malformed) or -ENOMEM. */
+static int feedback_line(struct mg_rp_log *log, const struct fields *fl,
+                         const struct line_ctx *c) {
+  const struct mg_json_doc *d = &log->doc;
+  uint32_t o = fl->feedback, id, metric, value;
+  struct mg_rp_fb fb;
+  struct mg_str s;
+  double v;
+  int m;
+
+  if (!is_type(d, o, MG_JSON_OBJECT)) {
+    malformed(log, c, "\"feedback\" is not an object");
+    return 0;
+  }
+  memset(&fb, 0, sizeof(fb));
+  id = mg_json_getc(d, o, "decision_id");
+  metric = mg_json_getc(d, o, "metric");
+  value = mg_json_getc(d, o, "value");
+  if (!id_of(d, id, &fb.hi, &fb.lo)) {
+    malformed(log, c, "feedback without a 32-hex \"decision_id\"");
+    return 0;
+  }
+  if (!is_type(d, metric, MG_JSON_STRING)) {
+    malformed(log, c, "feedback without a \"metric\" string");
+    return 0;
+  }
+  if (is_type(d, value, MG_JSON_TRUE)) {
+    v = 1;
+  } else if (is_type(d, value, MG_JSON_FALSE)) {
+    v = 0;
+  } else if (!num_at(d, value, &v) || !isfinite(v)) {
+    malformed(log, c, "feedback whose \"value\" is neither a boolean nor "
+                      "a number");
+    return 0;
+  }
+  if (is_type(d, fl->ts, MG_JSON_STRING)) {
+    char ts[40];
+    struct mg_str t = mg_json_str_raw(d, fl->ts);
+    if (t.len < sizeof(ts)) {
+      memcpy(ts, t.p, t.len);
+      ts[t.len] = '\0';
+      if (mg_rfc3339_parse(ts, &fb.ts_ms) != 0)
+        fb.ts_ms = 0;
+    }
+  }
+  if (str_at(log, metric, &s))
+    return -ENOMEM;
+  m = fb_metric_get(log, s);
+  if (m == -ENOMEM)
+    return -ENOMEM;
+  log->fb_lines++;
+  if (m < 0) {
+    log->fb_metric_overflow++;
+    return 0;
+  }
+  log->fb_metrics[m].lines++;
+  if (d->toks[value].type == MG_JSON_NUMBER)
+    log->fb_metrics[m].non_boolean = true;
+  fb.metric = (uint16_t)m;
+  fb.value = (float)v;
+  fb.seq = log->fb_lines;
+  if (count_name(log, &log->clients, mg_json_getc(d, o, "client")) ||
+      count_name(log, &log->instances, mg_json_getc(d, o, "instance")))
+    return -ENOMEM;
+  if (grow(&log->fb, &log->capfb, log->nfb + 1, sizeof(*log->fb)))
+    return -ENOMEM;
+  log->fb[log->nfb++] = fb;
+  return 0;
 }
 
 /* One line without its newline. Returns 0 (also for malformed lines) or
@@ -653,7 +923,9 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
   struct fields fl;
   struct mg_str s;
   const char *why = NULL;
-  bool rollout;
+  struct tok_extra tx = {0, 0, 0, 0};
+  bool rollout, has_id;
+  uint64_t id_hi = 0, id_lo = 0;
   uint32_t fi;
   int arm, ws, rc;
 
@@ -678,6 +950,11 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
   }
   fields_scan(d, &fl);
 
+  if (fl.feedback != MG_JSON_NOTFOUND && fl.flag == MG_JSON_NOTFOUND &&
+      fl.event == MG_JSON_NOTFOUND)
+    return feedback_line(log, &fl, c);
+  if (count_name(log, &log->instances, fl.instance))
+    return -ENOMEM;
   if (fl.event != MG_JSON_NOTFOUND) {
     struct mg_str name, flag = MG_STR_NULL;
     if (!is_type(d, fl.event, MG_JSON_STRING)) {
@@ -696,8 +973,13 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
     return 0;
   }
   log->records++;
+  has_id = id_of(d, fl.id, &id_hi, &id_lo);
+  if (count_name(log, &log->clients, fl.client))
+    return -ENOMEM;
   if (is_null(d, fl.flag)) {
     log->unflagged++;
+    if (has_id && id_add(log, id_hi, id_lo, MG_RP_NONE, MG_RP_NONE))
+      return -ENOMEM;
     return 0;
   }
   if (!is_type(d, fl.flag, MG_JSON_STRING)) {
@@ -715,9 +997,31 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
 
   if (str_at(log, fl.flag, &s))
     return -ENOMEM;
-  f = flag_get(log, s);
-  if (f == NULL)
-    return -ENOMEM;
+  if (log->by_endpoint) {
+    /* One section per flag and endpoint: "chat [responses]". */
+    char name[512];
+    struct mg_str ep = is_type(d, fl.endpoint, MG_JSON_STRING)
+                           ? mg_json_str_raw(d, fl.endpoint)
+                           : mg_str_c("unknown");
+    size_t base = s.len;
+    if (s.len + ep.len + 3 < sizeof(name)) {
+      memcpy(name, s.p, s.len);
+      name[s.len] = ' ';
+      name[s.len + 1] = '[';
+      memcpy(name + s.len + 2, ep.p, ep.len);
+      name[s.len + 2 + ep.len] = ']';
+      s.p = name;
+      s.len += ep.len + 3;
+    }
+    f = flag_get(log, s);
+    if (f == NULL)
+      return -ENOMEM;
+    f->base_len = base;
+  } else {
+    f = flag_get(log, s);
+    if (f == NULL)
+      return -ENOMEM;
+  }
   fi = f->index;
   if (str_at(log, fl.variant, &s))
     return -ENOMEM;
@@ -735,7 +1039,7 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
   row.arm = (uint8_t)arm;
   row.wset = MG_RP_NO_WSET;
   if (rollout) {
-    why = measure(d, &fl, &row);
+    why = measure(d, &fl, &row, &tx);
     if (why)
       goto bad;
     if (!is_null(d, fl.unit) && !is_type(d, fl.unit, MG_JSON_STRING)) {
@@ -756,14 +1060,28 @@ static int line(struct mg_rp_log *log, const char *p, size_t n,
     return -ENOMEM;
   f->records++;
   f->arms[arm].records++;
+  f->unit_source[unit_source_of(d, fl.unit_source)]++;
   if (reason_count(f, (uint8_t)arm, s, 1))
     return -ENOMEM;
   if (!rollout) {
     if (is_off_reason(s))
       f->arms[arm].off++;
+    if (mg_str_eq_c(s, "no_unit"))
+      f->arms[arm].no_unit++;
+    if (has_id && id_add(log, id_hi, id_lo, fi, MG_RP_NONE))
+      return -ENOMEM;
     return 0;
   }
   f->arms[arm].rollout++;
+  f->arms[arm].tok_cached += (uint64_t)tx.cached;
+  f->arms[arm].tok_reasoning += (uint64_t)tx.reasoning;
+  f->arms[arm].tok_cache_read += (uint64_t)tx.cache_read;
+  f->arms[arm].tok_cache_write += (uint64_t)tx.cache_write;
+  if (is_type(d, fl.endpoint, MG_JSON_STRING) &&
+      names_count(&f->endpoints, mg_json_str_raw(d, fl.endpoint), 1))
+    return -ENOMEM;
+  if (has_id && id_add(log, id_hi, id_lo, fi, (uint32_t)f->nrows))
+    return -ENOMEM;
   if (row.wset != MG_RP_NO_WSET)
     wset_seen(&f->wsets[row.wset], d, fl.ts);
   if (add_row(f, &row))
@@ -972,6 +1290,113 @@ out:
   return rc;
 }
 
+/* ---- feedback ------------------------------------------------------------ */
+
+static inline size_t id_slot(uint64_t hi, uint64_t lo, size_t cap) {
+  return (size_t)mix64(hi ^ (lo * UINT64_C(0x9e3779b97f4a7c15))) & (cap - 1);
+}
+
+/* Whether feedback line a was given after line b (by ts, then read
+ * order). */
+static inline bool fb_later(const struct mg_rp_fb *a, const struct mg_rp_fb *b) {
+  return a->ts_ms != b->ts_ms ? a->ts_ms > b->ts_ms : a->seq > b->seq;
+}
+
+int mg_rp_log_join(struct mg_rp_log *log) {
+  const struct mg_rp_fb *fb = log->fb;
+  uint32_t *slots = NULL, *next = NULL;
+  uint8_t *state = NULL; /* 0 live, 1 superseded, 2 joined */
+  size_t n = log->nfb, i, cap = 16, capfbj = 0;
+  int rc = 0;
+
+  if (log->joined)
+    return 0;
+  while (cap < 2 * n)
+    cap *= 2;
+  slots = malloc(cap * sizeof(*slots));
+  next = malloc((n ? n : 1) * sizeof(*next));
+  state = calloc(n ? n : 1, 1);
+  if (slots == NULL || next == NULL || state == NULL) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  memset(slots, 0xff, cap * sizeof(*slots));
+  /* One chain of lines per decision id; of the lines for one decision and
+   * metric only the latest stays in it. */
+  for (i = 0; i < n; i++) {
+    size_t j = id_slot(fb[i].hi, fb[i].lo, cap);
+    uint32_t *link, k;
+    while (slots[j] != UINT32_MAX &&
+           (fb[slots[j]].hi != fb[i].hi || fb[slots[j]].lo != fb[i].lo))
+      j = (j + 1) & (cap - 1);
+    for (link = &slots[j]; (k = *link) != UINT32_MAX; link = &next[k])
+      if (fb[k].metric == fb[i].metric)
+        break;
+    log->fb_superseded += k != UINT32_MAX;
+    if (k == UINT32_MAX) {
+      next[i] = slots[j];
+      slots[j] = (uint32_t)i;
+    } else if (fb_later(&fb[i], &fb[k])) {
+      next[i] = next[k];
+      *link = (uint32_t)i;
+      state[k] = 1;
+    } else {
+      state[i] = 1;
+    }
+  }
+  for (i = 0; i < log->nids && n; i++) {
+    const struct mg_rp_id *x = &log->ids[i];
+    size_t j = id_slot(x->hi, x->lo, cap);
+    struct mg_rp_row *row = NULL;
+    uint32_t g;
+    while (slots[j] != UINT32_MAX &&
+           (fb[slots[j]].hi != x->hi || fb[slots[j]].lo != x->lo))
+      j = (j + 1) & (cap - 1);
+    if (slots[j] == UINT32_MAX)
+      continue;
+    if (state[slots[j]] == 2) {
+      /* Two records with one id: the first one read keeps the feedback. */
+      log->duplicate_ids++;
+      continue;
+    }
+    if (x->flag != MG_RP_NONE && x->row != MG_RP_NONE)
+      row = &log->flags[x->flag]->rows[x->row];
+    for (g = slots[j]; g != UINT32_MAX; g = next[g]) {
+      struct mg_rp_fbj *e;
+      state[g] = 2;
+      if (row == NULL) {
+        log->fb_not_rollout++;
+        continue;
+      }
+      if (grow(&log->fbj, &capfbj, log->nfbj + 1, sizeof(*log->fbj))) {
+        rc = -ENOMEM;
+        goto out;
+      }
+      e = &log->fbj[log->nfbj++];
+      e->flag = x->flag;
+      e->unit = row->unit;
+      e->row = x->row;
+      e->metric = fb[g].metric;
+      e->arm = row->arm;
+      e->value = fb[g].value;
+      log->fb_matched++;
+      if (!(row->bits & MG_RP_FBK)) {
+        row->bits |= MG_RP_FBK;
+        if (row->unit != MG_RP_NONE)
+          log->units[row->unit].fb_rows++;
+      }
+    }
+  }
+  for (i = 0; i < n; i++)
+    log->fb_orphans += state[i] == 0;
+  log->joined = true;
+out:
+  free(slots);
+  free(next);
+  free(state);
+  return rc;
+}
+
 /* ---- parallel reading ----------------------------------------------------- */
 
 /* Files smaller than this are not worth a thread. */
@@ -1064,7 +1489,9 @@ static uint8_t wset_merge(struct mg_rp_flag *f, const struct mg_rp_wset *ws,
  * first line is number line_offset + 1) to log. */
 static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
                  uint64_t line_offset) {
-  uint32_t *um = NULL;
+  uint32_t *um = NULL, **rowmap = NULL, *fm = NULL;
+  uint16_t mm[MG_RP_MAX_FB_METRICS];
+  uint64_t seq0 = log->fb_lines;
   size_t i, k;
   int rc = 0;
 
@@ -1085,9 +1512,19 @@ static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
                           mg_str_c(p->events[i].flag), p->events[i].n)) != 0)
       return rc;
 
-  um = malloc((p->nunits ? p->nunits : 1) * sizeof(*um));
-  if (um == NULL)
+  log->fb_lines += p->fb_lines;
+  log->fb_metric_overflow += p->fb_metric_overflow;
+  log->duplicate_ids += p->duplicate_ids;
+  if (names_merge(&log->instances, &p->instances) ||
+      names_merge(&log->clients, &p->clients))
     return -ENOMEM;
+  um = malloc((p->nunits ? p->nunits : 1) * sizeof(*um));
+  rowmap = calloc(p->nflags ? p->nflags : 1, sizeof(*rowmap));
+  fm = malloc((p->nflags ? p->nflags : 1) * sizeof(*fm));
+  if (um == NULL || rowmap == NULL || fm == NULL) {
+    rc = -ENOMEM;
+    goto out;
+  }
   for (i = 0; i < p->nunits; i++)
     um[i] = MG_RP_NONE;
   for (i = 0; i < p->nflags; i++) {
@@ -1101,6 +1538,19 @@ static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
       rc = -ENOMEM;
       goto out;
     }
+    f->base_len = pf->base_len;
+    fm[i] = f->index;
+    rowmap[i] = malloc((pf->nrows ? pf->nrows : 1) * sizeof(uint32_t));
+    if (rowmap[i] == NULL) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    for (k = 0; k < MG_RP_NUS; k++)
+      f->unit_source[k] += pf->unit_source[k];
+    if (names_merge(&f->endpoints, &pf->endpoints)) {
+      rc = -ENOMEM;
+      goto out;
+    }
     for (a = 0; a < pf->narms; a++) {
       am[a] = arm_get(f, mg_str_c(pf->arms[a].name));
       if (am[a] == -ENOMEM) {
@@ -1111,6 +1561,11 @@ static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
         f->arms[am[a]].records += pf->arms[a].records;
         f->arms[am[a]].rollout += pf->arms[a].rollout;
         f->arms[am[a]].off += pf->arms[a].off;
+        f->arms[am[a]].no_unit += pf->arms[a].no_unit;
+        f->arms[am[a]].tok_cached += pf->arms[a].tok_cached;
+        f->arms[am[a]].tok_reasoning += pf->arms[a].tok_reasoning;
+        f->arms[am[a]].tok_cache_read += pf->arms[a].tok_cache_read;
+        f->arms[am[a]].tok_cache_write += pf->arms[a].tok_cache_write;
       }
     }
     for (k = 0; k < pf->nreasons; k++) {
@@ -1131,6 +1586,7 @@ static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
     f->records += pf->records;
     for (k = 0; k < pf->nrows; k++) {
       struct mg_rp_row row = pf->rows[k];
+      rowmap[i][k] = MG_RP_NONE;
       if (am[row.arm] < 0) {
         /* The union of both ranges' variants outgrew a flag. */
         log->records--;
@@ -1150,13 +1606,56 @@ static int merge(struct mg_rp_log *log, const struct mg_rp_log *p,
         }
         row.unit = um[u];
       }
+      rowmap[i][k] = (uint32_t)f->nrows;
       if (add_row(f, &row)) {
         rc = -ENOMEM;
         goto out;
       }
     }
   }
+  /* Decisions' ids, pointing at the merged flags and rows. */
+  for (i = 0; i < p->nids; i++) {
+    const struct mg_rp_id *x = &p->ids[i];
+    uint32_t flag = x->flag == MG_RP_NONE ? MG_RP_NONE : fm[x->flag];
+    uint32_t row = x->flag == MG_RP_NONE || x->row == MG_RP_NONE
+                       ? MG_RP_NONE
+                       : rowmap[x->flag][x->row];
+    if ((rc = id_add(log, x->hi, x->lo, flag, row)) != 0)
+      goto out;
+  }
+  /* Feedback, metrics renumbered by name, read order continued. */
+  for (k = 0; k < p->nfb_metrics; k++) {
+    int mi = fb_metric_get(log, mg_str_c(p->fb_metrics[k].name));
+    if (mi == -ENOMEM) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    mm[k] = mi < 0 ? UINT16_MAX : (uint16_t)mi;
+    if (mi >= 0) {
+      log->fb_metrics[mi].lines += p->fb_metrics[k].lines;
+      log->fb_metrics[mi].non_boolean |= p->fb_metrics[k].non_boolean;
+    } else {
+      log->fb_metric_overflow += p->fb_metrics[k].lines;
+    }
+  }
+  for (i = 0; i < p->nfb; i++) {
+    struct mg_rp_fb fb = p->fb[i];
+    if (mm[fb.metric] == UINT16_MAX)
+      continue;
+    fb.metric = mm[fb.metric];
+    fb.seq += seq0;
+    if (grow(&log->fb, &log->capfb, log->nfb + 1, sizeof(*log->fb))) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    log->fb[log->nfb++] = fb;
+  }
 out:
+  if (rowmap)
+    for (i = 0; i < p->nflags; i++)
+      free(rowmap[i]);
+  free(rowmap);
+  free(fm);
   free(um);
   return rc;
 }

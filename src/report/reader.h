@@ -56,6 +56,68 @@ enum {
   MG_RP_LC = 4,   /* fallback_reason or an attempt outcome "low_confidence" */
   MG_RP_CONF = 8, /* "confidence" is a number */
   MG_RP_TOK = 16, /* "tokens" is an object */
+  MG_RP_COST = 32, /* "cost" is a number */
+  MG_RP_FBK = 64, /* the decision has feedback (set by mg_rp_log_join) */
+};
+
+#define MG_RP_MAX_NAMES 64   /* distinct instances, clients, endpoints kept */
+#define MG_RP_MAX_FB_METRICS 64
+
+/* unit_source values, counted per flag. */
+enum {
+  MG_RP_US_SAFETY,   /* "safety_identifier" */
+  MG_RP_US_USER,     /* "user" */
+  MG_RP_US_HEADER,   /* "header" */
+  MG_RP_US_CLIENT,   /* "client" */
+  MG_RP_US_NONE,     /* null: no unit */
+  MG_RP_US_OTHER,    /* anything else (attributes, request units) */
+  MG_RP_US_ABSENT,   /* records of a writer without the field */
+  MG_RP_NUS
+};
+extern const char *const mg_rp_unit_sources[MG_RP_NUS];
+
+/* Distinct strings with counts (instances, clients, endpoints), the first
+ * MG_RP_MAX_NAMES of them; later ones are counted in other. */
+struct mg_rp_names {
+  char *name[MG_RP_MAX_NAMES];   /* owned */
+  uint64_t n[MG_RP_MAX_NAMES];
+  uint32_t count;
+  uint64_t other;
+};
+
+/* A decision's id (32 hex digits as two numbers) and where its record is. */
+struct mg_rp_id {
+  uint64_t hi, lo;
+  uint32_t flag;                 /* index into log->flags, or MG_RP_NONE */
+  uint32_t row;                  /* index into the flag's rows (rollout
+                                  * records), or MG_RP_NONE */
+};
+
+/* One feedback line. */
+struct mg_rp_fb {
+  uint64_t hi, lo;               /* the decision's id */
+  int64_t ts_ms;                 /* its "ts" (0 when absent) */
+  uint64_t seq;                  /* read order, the tie-breaker */
+  float value;
+  uint16_t metric;               /* index into log->fb_metrics */
+};
+
+/* A feedback metric as the lines name it. */
+struct mg_rp_fb_metric {
+  char *name;                    /* owned */
+  uint64_t lines;
+  bool non_boolean;              /* some value was a number, not a boolean */
+};
+
+/* One feedback value joined to a rollout decision (mg_rp_log_join). */
+struct mg_rp_fbj {
+  uint32_t flag;
+  uint32_t unit;                 /* index into log->units, or MG_RP_NONE
+                                  * for a request unit (then row says who) */
+  uint32_t row;
+  uint16_t metric;
+  uint8_t arm;
+  float value;
 };
 
 /* One rollout record. */
@@ -66,6 +128,7 @@ struct mg_rp_row {
   float confidence;        /* valid with MG_RP_CONF */
   uint32_t tok_prompt;     /* valid with MG_RP_TOK (saturated) */
   uint32_t tok_completion;
+  float cost;              /* USD, valid with MG_RP_COST */
   uint8_t arm;             /* index into the flag's arms */
   uint8_t tools;           /* input.tools (saturated at 255) */
   uint8_t bits;            /* MG_RP_* */
@@ -78,9 +141,12 @@ struct mg_rp_unit {
   uint32_t flag;           /* index into log->flags */
   uint32_t requests;
   uint32_t errors, fallbacks, lowconf, conf_n, tok_n;
+  uint32_t cost_n;         /* records with a cost */
+  uint32_t ok_cost_n;      /* of them, answers without an error */
+  uint32_t fb_rows;        /* decisions with feedback (mg_rp_log_join) */
   uint32_t wsets;          /* bit i: a record carried weight set i (< 32) */
   uint8_t arm;             /* index into the flag's arms */
-  double conf_sum, ms_sum;
+  double conf_sum, ms_sum, cost_sum;
   uint64_t tok_prompt, tok_completion;
 };
 
@@ -88,8 +154,11 @@ struct mg_rp_arm {
   char *name;              /* owned */
   uint64_t records;        /* every reason */
   uint64_t rollout;        /* reason "rollout" */
-  uint64_t off;            /* killed, window, blocked, default: the records
-                            * that name the flag's off_variant */
+  uint64_t off;            /* killed, window, blocked, default, no_unit:
+                            * the records that name the flag's off_variant */
+  uint64_t no_unit;        /* reason "no_unit" */
+  /* rollout records' token details (absent or null members count 0) */
+  uint64_t tok_cached, tok_reasoning, tok_cache_read, tok_cache_write;
 };
 
 /* Records of one arm with one reason. */
@@ -110,6 +179,9 @@ struct mg_rp_wset {
 
 struct mg_rp_flag {
   char *name;                    /* owned; also the key in log->by_name */
+  size_t base_len;               /* the flag's own name: name[0..base_len);
+                                  * the rest names a section ("--by
+                                  * endpoint": "chat [responses]") */
   uint32_t index;                /* position in log->flags */
   struct mg_rp_arm arms[MG_RP_MAX_ARMS];
   uint32_t narms;
@@ -123,6 +195,8 @@ struct mg_rp_flag {
   uint64_t wsets_untracked;      /* records whose weight set came after
                                   * the first MG_RP_MAX_WSETS */
   uint64_t records;              /* every reason */
+  uint64_t unit_source[MG_RP_NUS]; /* records by unit_source */
+  struct mg_rp_names endpoints;  /* rollout records by endpoint */
   char *last_weights;            /* owned: raw bytes of the last "weights"
                                   * object, a cache for the common case */
   size_t last_weights_len, last_weights_cap;
@@ -175,6 +249,28 @@ struct mg_rp_log {
   uint64_t bytes, lines, blank, records, event_lines, unflagged, malformed;
   struct mg_rp_bad bad[MG_RP_MAX_BAD];
   size_t nbad;
+  /* decisions' ids and feedback (joined by mg_rp_log_join) */
+  struct mg_rp_id *ids;          /* owned */
+  size_t nids, capids;
+  struct mg_rp_fb *fb;           /* owned */
+  size_t nfb, capfb;
+  struct mg_rp_fb_metric fb_metrics[MG_RP_MAX_FB_METRICS];
+  uint32_t nfb_metrics;
+  uint64_t fb_lines, fb_metric_overflow;
+  struct mg_rp_fbj *fbj;         /* owned: after mg_rp_log_join */
+  size_t nfbj;
+  uint64_t fb_matched;           /* lines joined to a rollout decision */
+  uint64_t fb_not_rollout;       /* joined to a decision that was not
+                                  * randomized (or of no flag) */
+  uint64_t fb_orphans;           /* no decision with that id in the logs */
+  uint64_t fb_superseded;        /* a later line for the same decision and
+                                  * metric replaced it */
+  uint64_t duplicate_ids;        /* records whose id an earlier one had */
+  struct mg_rp_names instances;  /* every line's "instance" */
+  struct mg_rp_names clients;    /* records' and feedback's "client" */
+  bool by_endpoint;              /* --by endpoint: flags split into
+                                  * "flag [endpoint]"; set before reading */
+  bool joined;
   struct mg_json_doc doc;        /* reused for every line */
   struct mg_buf scratch;         /* unescaped strings */
   unsigned threads;              /* parsers for a large regular file; set
@@ -195,6 +291,14 @@ int mg_rp_read_fd(struct mg_rp_log *log, int fd, const char *name)
  * for tests and for callers that have the log in memory. */
 int mg_rp_read_mem(struct mg_rp_log *log, const char *p, size_t n,
                    const char *name) MG_WARN_UNUSED;
+
+/* Join every feedback line to its decision by id, once all logs are read
+ * (feedback may come before or after its decision, in any file): the
+ * latest line (by ts, then read order) for one decision and metric
+ * counts, earlier ones are superseded; lines whose decision is a rollout
+ * record become log->fbj entries and mark the row MG_RP_FBK and its unit's
+ * fb_rows; the others are counted. Idempotent. Returns 0 or -ENOMEM. */
+int mg_rp_log_join(struct mg_rp_log *log) MG_WARN_UNUSED;
 
 /* The flag called name, or NULL. */
 struct mg_rp_flag *mg_rp_log_flag(const struct mg_rp_log *log,

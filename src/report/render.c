@@ -8,31 +8,39 @@
 
 const char mg_rp_method_text[] =
     "Only records with reason \"rollout\" (the randomized ones) enter the "
-    "metrics, comparisons and checks; other reasons are counted apart. "
-    "Every metric is a ratio of per-unit sums (errors / requests, fallbacks "
-    "/ requests, low-confidence / requests, summed confidence / requests "
-    "with a confidence, summed ms / requests, tokens / requests with "
-    "tokens). Its 95% interval and each treatment-minus-control difference "
-    "use the delta method with the unit as the sampling unit: requests of "
-    "one unit are not independent, so Var(R) = (s_x^2 - 2R s_xy + R^2 "
-    "s_y^2) / (n ybar^2) over the arm's n units, Var(diff) = Var_t + Var_c, "
-    "and p is two-sided from the normal distribution. The latency "
-    "comparison is of mean latency per request (the same method); p50, p95 "
-    "and p99 are request-level and descriptive. A record without a unit is "
-    "its own unit. Sample ratio: Pearson chi-square goodness of fit of "
-    "units per variant against the most common logged weight set (units "
-    "seen while it was in force), alarm at p < 0.001. Cohort balance: the "
-    "top 5% of units by requests are heavy; chi-square test of heavy x "
-    "variant, alarm at p < 0.001. Cross-flag co-assignment: over units in "
-    "both flags' rollouts, 2x2 chi-square of 'in a treatment of A' x 'in a "
-    "treatment of B' (treatment = any variant but the control); alarm when "
-    "p < 0.001 and the count in both treatments is >= 2x or <= 0.5x the "
-    "product of the shares (every expected cell >= 5). Input axis: "
-    "input.chars quartiles of the flag's rollout records and tool counts 0, "
-    "1-2, 3+; in each cell each treatment is compared with the control as "
-    "above, and flagged when worse with a Bonferroni-adjusted p < 0.01 (p "
-    "times the number of cell comparisons of the flag) and at least 30 "
-    "units per arm in the cell.";
+    "metrics, comparisons and checks; other reasons (no_unit, rules, the "
+    "kill switch) are counted apart. Every metric is a ratio of per-unit "
+    "sums (errors / requests, fallbacks / requests, low-confidence / "
+    "requests, summed confidence / requests with a confidence, summed ms / "
+    "requests, tokens / requests with tokens, cost / requests with a cost, "
+    "cost / successful answers, a feedback metric's values / its feedback "
+    "lines, decisions with feedback / decisions). Requests of one unit are "
+    "not independent, so the unit is the sampling unit: Var(R) = (s_x^2 - "
+    "2R s_xy + R^2 s_y^2) / (n ybar^2) over the arm's n units (the delta "
+    "method), and a difference from the control is tested by Welch's t with "
+    "the Welch-Satterthwaite degrees of freedom, which stays valid when one "
+    "arm is constant. A share with no events in one arm takes the binomial "
+    "variance at the pooled rate there. A test is undefined, and says so "
+    "instead of alarming, with fewer than two units in an arm, with no "
+    "variance in either arm, or with no events at all. p50, p95 and p99 "
+    "are request-level and descriptive. Sample ratio: Pearson chi-square "
+    "goodness of fit of units per variant against the most common logged "
+    "weight set, alarm at p < 0.001. Cohort balance: the top 5% of units by "
+    "requests are heavy; chi-square test of heavy x variant, alarm at p < "
+    "0.001. Both need every expected count >= 5. Cross-flag co-assignment: "
+    "over units in both flags' rollouts, for every treatment A of one and B "
+    "of the other, the 2x2 table 'in A' x 'in B': Pearson chi-square (Fisher's "
+    "exact test when an expected count is below 5) and the odds ratio, "
+    "which does not depend on the treatments' shares; alarm when p < 0.001 "
+    "and the odds ratio is >= 2 or <= 0.5. Input axis: input.chars "
+    "quartiles of the flag's rollout records and tool counts 0, 1-2, 3+; in "
+    "each cell each treatment is compared with the control as above, and "
+    "flagged when worse with a Bonferroni-adjusted p < 0.01 (p times the "
+    "number of cell comparisons of the flag) and at least 30 units per arm "
+    "in the cell; one alarm per flag, variant and metric names its cells. "
+    "Feedback coverage: the share of decisions with feedback, treatment "
+    "against control; a difference at p < 0.001 is an alarm (a biased "
+    "feedback channel).";
 
 void mg_rp_w_printf(struct mg_rp_w *w, const char *fmt, ...) {
   va_list ap;
@@ -131,4 +139,66 @@ void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
                  plural(log->event_lines),
                  mg_rp_fmt_count(d, sizeof(d), log->malformed),
                  plural(log->malformed));
+}
+
+void mg_rp_unit_sources_text(const struct mg_rp_flag_report *fr, char *buf,
+                             size_t n) {
+  const struct mg_rp_flag *f = fr->src;
+  uint64_t tot = 0, no_unit = 0;
+  size_t o = 0;
+  uint32_t a;
+  int k;
+
+  buf[0] = '\0';
+  for (k = 0; k < MG_RP_NUS; k++)
+    if (k != MG_RP_US_ABSENT)
+      tot += f->unit_source[k];
+  for (a = 0; a < fr->narms; a++)
+    no_unit += f->arms[a].no_unit;
+  for (k = 0; k < MG_RP_NUS && tot && o + 64 < n; k++) {
+    if (k == MG_RP_US_ABSENT || f->unit_source[k] == 0)
+      continue;
+    o += (size_t)snprintf(buf + o, n - o, "%s%s %.1f%%",
+                          o ? ", " : "units from ", mg_rp_unit_sources[k],
+                          100.0 * (double)f->unit_source[k] / (double)tot);
+  }
+  if (no_unit && o + 128 < n) {
+    char c[32];
+    o += (size_t)snprintf(buf + o, n - o,
+                          "%s%s record%s without a unit (reason no_unit) got "
+                          "the off_variant: not randomized, not compared",
+                          o ? "; " : "", mg_rp_fmt_count(c, sizeof(c), no_unit),
+                          no_unit == 1 ? "" : "s");
+  }
+}
+
+void mg_rp_feedback_text(const struct mg_rp_log *log, char *buf, size_t n) {
+  char a[32], b[32], c[32], d[32], e[32];
+  buf[0] = '\0';
+  if (log->fb_lines == 0)
+    return;
+  snprintf(buf, n,
+           "%s feedback line%s: %s joined to rollout decisions, %s to "
+           "decisions not randomized, %s whose decision is not in these "
+           "logs, %s superseded by a later line for the same decision and "
+           "metric",
+           mg_rp_fmt_count(a, sizeof(a), log->fb_lines),
+           log->fb_lines == 1 ? "" : "s",
+           mg_rp_fmt_count(b, sizeof(b), log->fb_matched),
+           mg_rp_fmt_count(c, sizeof(c), log->fb_not_rollout),
+           mg_rp_fmt_count(d, sizeof(d), log->fb_orphans),
+           mg_rp_fmt_count(e, sizeof(e), log->fb_superseded));
+}
+
+void mg_rp_names_text(const struct mg_rp_names *t, char *buf, size_t n) {
+  char c[32];
+  size_t o = 0;
+  uint32_t i;
+  buf[0] = '\0';
+  for (i = 0; i < t->count && o + 96 < n; i++)
+    o += (size_t)snprintf(buf + o, n - o, "%s%.40s %s", o ? ", " : "",
+                          t->name[i], mg_rp_fmt_count(c, sizeof(c), t->n[i]));
+  if (t->other && o + 64 < n)
+    snprintf(buf + o, n - o, "%sothers %s", o ? ", " : "",
+             mg_rp_fmt_count(c, sizeof(c), t->other));
 }

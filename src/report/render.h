@@ -49,6 +49,18 @@ void mg_rp_w_inputs(struct mg_rp_w *w, const struct mg_rp_log *log);
 void mg_rp_cell_cols(const struct mg_rp_cell_arm *ca,
                      char out[MG_RP_CELL_COLS][32]);
 
+/* "units from safety_identifier 81.2%, user 15.0%, none 1.0%; 42 records
+ * without a unit (reason no_unit) got the off_variant, not randomized";
+ * empty when the records carry no unit_source. Into buf (n bytes). */
+void mg_rp_unit_sources_text(const struct mg_rp_flag_report *fr, char *buf,
+                             size_t n);
+/* "2,000 feedback lines: 1,800 joined to rollout decisions, 50 to
+ * decisions not randomized, 100 whose decision is not in these logs, 50
+ * superseded by a later line"; empty without feedback. */
+void mg_rp_feedback_text(const struct mg_rp_log *log, char *buf, size_t n);
+/* "i-0 12,000, i-1 11,000" from a names table. */
+void mg_rp_names_text(const struct mg_rp_names *t, char *buf, size_t n);
+
 /* The text of the method footnote, shared by every format. */
 extern const char mg_rp_method_text[];
 

@@ -69,7 +69,13 @@ static const char CSS[] =
     ".ok{color:#2e7d32;font-weight:600}.alarm{color:#c0392b;font-weight:600}"
     "svg.chart{display:block;margin:6px 0 14px;background:#fcfcfd;"
     "border:1px solid #e3e6eb;border-radius:4px;max-width:100%;height:auto}"
-    "td.wrap{white-space:normal;min-width:380px;max-width:560px}"
+    "td.wrap{white-space:normal;text-align:left}"
+    "tr.vs td{border-bottom:1px solid #c9ced8;color:#3b4452;font-size:12px;"
+    "padding-top:0}"
+    "tr.cell-first td{border-top:2px solid #c9ced8}"
+    "span.d{white-space:nowrap}span.d.flagged{font-weight:700;color:#c0392b}"
+    "td.undefined{color:#566070;font-style:italic}"
+    "#alarms li .cells{display:block;font-size:13px;color:#3b4452}"
     "svg text{" FONT ";fill:#1d2330}"
     ".charts{display:flex;flex-wrap:wrap;gap:0 18px}"
     "p.method{font-size:13px;color:#3b4452;max-width:1100px}"
@@ -131,6 +137,19 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
       mg_rp_w_puts(w, ", ");
     esc(w, log->files[i]);
   }
+  {
+    char t[1024];
+    mg_rp_feedback_text(log, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br>Feedback: ");
+      esc(w, t);
+    }
+    mg_rp_names_text(&log->instances, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br>Instances (lines): ");
+      esc(w, t);
+    }
+  }
   for (i = 0; i < log->nbad; i++) {
     mg_rp_w_puts(w, "<br>Malformed: ");
     esc(w, log->bad[i].file);
@@ -162,10 +181,21 @@ static void head(struct mg_rp_w *w, const struct mg_rp_report *r) {
     mg_rp_w_printf(w, "<h2>%zu alarm%s</h2><ul>", r->nalarms,
                    r->nalarms == 1 ? "" : "s");
     for (i = 0; i < r->nalarms; i++) {
+      const struct mg_rp_alarm *al = &r->alarms[i];
+      size_t c;
       mg_rp_w_printf(w, "<li class=\"alarm-item\" data-check=\"%s\">"
                         "<span class=\"tag\">%s</span>",
-                     r->alarms[i].check, r->alarms[i].check);
-      esc(w, r->alarms[i].text);
+                     al->check, al->check);
+      esc(w, al->text);
+      if (al->ncells) {
+        mg_rp_w_printf(w, "<span class=\"cells\">%s: ",
+                       al->ncells == 1 ? "cell" : "cells");
+        for (c = 0; c < al->ncells; c++) {
+          mg_rp_w_puts(w, c ? ", " : "");
+          esc(w, al->cells[c]);
+        }
+        mg_rp_w_puts(w, "</span>");
+      }
       mg_rp_w_puts(w, "</li>");
     }
     mg_rp_w_puts(w, "</ul>");
@@ -213,7 +243,7 @@ static void metrics_table(struct mg_rp_w *w,
                    v->control ? " <em>(control)</em>" : "",
                    mg_rp_fmt_count(b[0], 32, v->units),
                    mg_rp_fmt_count(b[1], 32, v->requests));
-    for (m = 0; m < MG_RP_NMETRICS; m++) {
+    for (m = 0; m < MG_RP_CELL_METRICS; m++) {
       value_text(b[2], 32, m, v->value[m]);
       if (m == MG_RP_M_LATENCY)
         mg_rp_w_printf(w, "<td>%s</td><td>%s</td><td>%s</td><td>%s</td>",
@@ -258,16 +288,106 @@ static void comparison_table(struct mg_rp_w *w,
       mg_rp_w_printf(
           w,
           "</td><td class=\"l\">%s</td><td>%s</td><td>%s</td>"
-          "<td%s>%s</td><td>%s &ndash; %s</td><td>%s</td><td%s>%s</td></tr>",
+          "<td%s>%s</td>",
           mg_rp_metrics[m].label, mg_rp_fmt_value(b[0], 32, m, v->value[m]),
           mg_rp_fmt_value(b[1], 32, m, c->value[m]),
-          sig ? " class=\"sig\"" : "", mg_rp_fmt_diff(b[2], 32, m, d->diff),
-          mg_rp_fmt_diff(b[3], 32, m, d->lo),
-          mg_rp_fmt_diff(b[4], 32, m, d->hi), rel, sig ? " class=\"sig\"" : "",
-          mg_rp_fmt_p(b[5], 32, d->p));
+          sig ? " class=\"sig\"" : "", mg_rp_fmt_diff(b[2], 32, m, d->diff));
+      if (d->undefined)
+        mg_rp_w_printf(w, "<td class=\"l undefined\" colspan=\"3\">no test: "
+                          "%s</td></tr>",
+                       d->undefined);
+      else
+        mg_rp_w_printf(w, "<td>%s &ndash; %s</td><td>%s</td><td%s>%s</td></tr>",
+                       mg_rp_fmt_diff(b[3], 32, m, d->lo),
+                       mg_rp_fmt_diff(b[4], 32, m, d->hi), rel,
+                       sig ? " class=\"sig\"" : "",
+                       mg_rp_fmt_p(b[5], 32, d->p));
     }
   }
   mg_rp_w_puts(w, "</table>\n");
+}
+
+/* Cost, feedback and the decide verdict of one flag. */
+static void quality(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                    size_t fi) {
+  char b[6][32];
+  uint32_t a, k;
+
+  mg_rp_w_printf(w, "<h3>Cost and feedback</h3><table class=\"quality\" "
+                    "id=\"quality-%zu\"><tr><th class=\"l\">variant</th>"
+                    "<th>cost total</th><th>cost / request</th>"
+                    "<th>cost / success</th><th>feedback coverage</th>",
+                 fi);
+  for (k = 0; k < fr->nfbm; k++) {
+    mg_rp_w_puts(w, "<th>");
+    esc(w, fr->fbm[k].name);
+    mg_rp_w_printf(w, " (%s)</th>", fr->fbm[k].boolean ? "share true" : "mean");
+  }
+  mg_rp_w_puts(w, "</tr>");
+  for (a = 0; a < fr->narms; a++) {
+    const struct mg_rp_variant *v = &fr->v[a];
+    if (v->requests == 0)
+      continue;
+    mg_rp_w_puts(w, "<tr><td class=\"l\">");
+    swatch(w, fr, a);
+    esc(w, v->name);
+    mg_rp_w_printf(w, "</td><td>$%.4f</td><td>%s</td><td>%s</td><td>%s</td>",
+                   v->cost_total,
+                   mg_rp_fmt_value(b[0], 32, MG_RP_M_COST, v->value[MG_RP_M_COST]),
+                   mg_rp_fmt_value(b[1], 32, MG_RP_M_COST_OK,
+                                   v->value[MG_RP_M_COST_OK]),
+                   mg_rp_fmt_value(b[2], 32, MG_RP_M_COVERAGE,
+                                   v->value[MG_RP_M_COVERAGE]));
+    for (k = 0; k < fr->nfbm; k++) {
+      const struct mg_rp_fb_metric_report *m = &fr->fbm[k];
+      const struct mg_rp_fb_arm *fa = &m->arms[a];
+      if (isnan(fa->value))
+        snprintf(b[3], 32, "n/a");
+      else
+        snprintf(b[3], 32, m->boolean ? "%.2f%%" : "%.4g",
+                 m->boolean ? 100 * fa->value : fa->value);
+      mg_rp_w_printf(w, "<td>%s", b[3]);
+      if (fa->has_cmp) {
+        if (fa->cmp.undefined)
+          mg_rp_w_printf(w, "<br><small>no test: %s</small>",
+                         fa->cmp.undefined);
+        else if (m->boolean)
+          mg_rp_w_printf(w, "<br><small>%+.2f pp [%+.2f, %+.2f], p %s</small>",
+                         100 * fa->cmp.diff, 100 * fa->cmp.lo,
+                         100 * fa->cmp.hi, mg_rp_fmt_p(b[4], 32, fa->cmp.p));
+        else
+          mg_rp_w_printf(w, "<br><small>%+.4g [%+.4g, %+.4g], p %s</small>",
+                         fa->cmp.diff, fa->cmp.lo, fa->cmp.hi,
+                         mg_rp_fmt_p(b[4], 32, fa->cmp.p));
+      }
+      mg_rp_w_printf(w, "<br><small>%s lines</small></td>",
+                     mg_rp_fmt_count(b[5], 32, fa->lines));
+    }
+    mg_rp_w_puts(w, "</tr>");
+  }
+  mg_rp_w_puts(w, "</table>\n");
+  if (fr->decide == NULL)
+    return;
+  mg_rp_w_printf(w, "<h3>Verdict</h3><p class=\"meta\">decide: ");
+  esc(w, fr->decide->metric);
+  mg_rp_w_printf(w, ", min lift %+g, alpha %g, power %g.</p><ul class=\"verdicts\">",
+                 fr->decide->min_lift, fr->decide->alpha, fr->decide->power);
+  for (a = 0; a < fr->narms; a++) {
+    const struct mg_rp_variant *v = &fr->v[a];
+    if (!v->has_verdict)
+      continue;
+    mg_rp_w_printf(w, "<li class=\"verdict\" data-verdict=\"%s\"><b>",
+                   v->verdict.label);
+    esc(w, v->name);
+    mg_rp_w_printf(w, ": <span class=\"%s\">%s</span></b>. ",
+                   v->verdict.kind == MG_DECIDE_SHIP        ? "ok"
+                   : v->verdict.kind == MG_DECIDE_ROLL_BACK ? "alarm"
+                                                            : "",
+                   v->verdict.label);
+    esc(w, v->verdict.evidence);
+    mg_rp_w_puts(w, "</li>");
+  }
+  mg_rp_w_puts(w, "</ul>\n");
 }
 
 /* ---- charts ------------------------------------------------------------- */
@@ -278,7 +398,7 @@ static void rates_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                         size_t fi) {
   static const int metrics[] = {MG_RP_M_ERROR, MG_RP_M_FALLBACK,
                                 MG_RP_M_LOWCONF};
-  const double left = 120, width = 250, row = 22, top = 30;
+  const double left = 110, width = 200, row = 22, top = 30;
   uint32_t a, shown = 0;
   double panel_w = left + width + 70, h;
   int k;
@@ -393,7 +513,7 @@ static void diffs_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                  "<text x=\"10\" y=\"20\" font-size=\"14\" "
                  "font-weight=\"600\">difference against the control, "
                  "relative to the control's value (95%% CI)</text>",
-                 fi, left + width + 140, h, left + width + 140, h);
+                 fi, left + width + 175, h, left + width + 175, h);
   for (a = 0; a <= 4; a++) {
     double x = left + width * a / 4.0, rel = -max + 2 * max * a / 4.0;
     mg_rp_w_printf(w,
@@ -437,6 +557,38 @@ static void diffs_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
             sig ? " font-weight=\"600\"" : "",
             mg_rp_fmt_diff(b, sizeof(b), m, d->diff),
             mg_rp_fmt_p(b + 16, 16, d->p));
+      } else if (!isnan(d->diff)) {
+        /* No relative difference to draw: say what there is instead. A
+         * control at 0% (no events) makes the relative difference
+         * undefined; the absolute one is still a figure. */
+        char lo_s[32], hi_s[32], p_s[32];
+        const char *why = d->undefined ? d->undefined
+                          : c == 0     ? NULL
+                                       : "the control's value is not "
+                                         "positive";
+        mg_rp_w_printf(w,
+                       "<text class=\"absolute\" x=\"%.1f\" y=\"%.1f\" "
+                       "font-size=\"11\" font-style=\"italic\">",
+                       left + 6, y + row / 2 + 4);
+        if (d->undefined)
+          mg_rp_w_printf(w, "%s; no test: %s", 
+                         mg_rp_fmt_diff(b, sizeof(b), m, d->diff), why);
+        else if (why == NULL)
+          mg_rp_w_printf(w,
+                         "absolute %s [%s, %s], p %s: the control's %s is "
+                         "0, so no relative difference",
+                         mg_rp_fmt_diff(b, sizeof(b), m, d->diff),
+                         mg_rp_fmt_diff(lo_s, sizeof(lo_s), m, d->lo),
+                         mg_rp_fmt_diff(hi_s, sizeof(hi_s), m, d->hi),
+                         mg_rp_fmt_p(p_s, sizeof(p_s), d->p),
+                         mg_rp_metrics[m].rate ? "rate" : "value");
+        else
+          mg_rp_w_printf(w, "absolute %s [%s, %s], p %s: %s",
+                         mg_rp_fmt_diff(b, sizeof(b), m, d->diff),
+                         mg_rp_fmt_diff(lo_s, sizeof(lo_s), m, d->lo),
+                         mg_rp_fmt_diff(hi_s, sizeof(hi_s), m, d->hi),
+                         mg_rp_fmt_p(p_s, sizeof(p_s), d->p), why);
+        mg_rp_w_puts(w, "</text>");
       }
       y += row;
     }
@@ -670,6 +822,9 @@ static void axis_chart(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
 
 /* ---- sections ----------------------------------------------------------- */
 
+/* The input axis as a table that fits a laptop screen: one row per cell
+ * and variant with the figures, and under each treatment a full-width row
+ * with its differences against the control (wrapping as it must). */
 static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
                        size_t fi) {
   char b[2][32], col[MG_RP_CELL_COLS][32];
@@ -677,14 +832,12 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
   int m;
 
   mg_rp_w_printf(w,
-                 "<div class=\"wide\"><table id=\"axis-table-%zu\" "
-                 "class=\"input-axis\"><tr>"
+                 "<table id=\"axis-table-%zu\" class=\"input-axis\"><tr>"
                  "<th class=\"l\">cell</th><th class=\"l\">variant</th>"
                  "<th>units</th><th>requests</th><th>error</th>"
                  "<th>fallback</th><th>low-conf</th><th>conf</th>"
                  "<th>p50 ms</th><th>p95 ms</th><th>prompt tok.</th>"
-                 "<th>compl. tok.</th><th class=\"l\">vs control "
-                 "(difference, p)</th></tr>",
+                 "<th>compl. tok.</th></tr>",
                  fi);
   for (c = 0; c < fr->ncells; c++) {
     const struct mg_rp_cell *cell = &fr->cells[c];
@@ -696,35 +849,45 @@ static void axis_table(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
         continue;
       for (m = 0; m < MG_RP_CELL_METRICS; m++)
         worse |= ca->flagged[m];
-      mg_rp_w_printf(w, "<tr%s><td class=\"l\">",
-                     worse ? " class=\"worse\"" : "");
+      mg_rp_w_printf(w, "<tr class=\"%s%s\"><td class=\"l\">",
+                     first ? "cell-first" : "cell-next",
+                     worse ? " worse" : "");
       if (first)
         esc(w, cell->label);
       first = false;
       mg_rp_w_puts(w, "</td><td class=\"l\">");
       swatch(w, fr, a);
       esc(w, fr->v[a].name);
+      if (a == fr->control)
+        mg_rp_w_puts(w, " <em>(control)</em>");
       mg_rp_cell_cols(ca, col);
       mg_rp_w_printf(
           w,
           "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-          "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-          "<td class=\"l wrap\">",
+          "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
           col[0], col[1], col[2], col[3], col[4], col[5], col[6], col[7],
           col[8], col[9]);
-      if (ca->has_cmp)
-        for (m = 0; m < MG_RP_CELL_METRICS; m++)
-          mg_rp_w_printf(w, "%s%s%s %s (p %s)%s", m ? ", " : "",
-                         ca->flagged[m] ? "<b>" : "", mg_rp_metrics[m].abbr,
-                         mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff),
-                         mg_rp_fmt_p(b[1], 32, ca->cmp[m].p),
-                         ca->flagged[m] ? "</b>" : "");
-      else if (a == fr->control)
-        mg_rp_w_puts(w, "(control)");
+      if (!ca->has_cmp)
+        continue;
+      mg_rp_w_printf(w, "<tr class=\"vs%s\"><td></td><td class=\"l wrap\" "
+                        "colspan=\"11\">vs control: ",
+                     worse ? " worse" : "");
+      for (m = 0; m < MG_RP_CELL_METRICS; m++) {
+        mg_rp_w_printf(w, "%s<span class=\"d%s\">%s %s ", m ? ", " : "",
+                       ca->flagged[m] ? " flagged" : "",
+                       mg_rp_metrics[m].abbr,
+                       mg_rp_fmt_diff(b[0], 32, m, ca->cmp[m].diff));
+        if (ca->cmp[m].undefined)
+          mg_rp_w_printf(w, "(no test: %s)", ca->cmp[m].undefined);
+        else
+          mg_rp_w_printf(w, "(p %s)%s", mg_rp_fmt_p(b[1], 32, ca->cmp[m].p),
+                         ca->flagged[m] ? " worse" : "");
+        mg_rp_w_puts(w, "</span>");
+      }
       mg_rp_w_puts(w, "</td></tr>");
     }
   }
-  mg_rp_w_puts(w, "</table></div>\n");
+  mg_rp_w_puts(w, "</table>\n");
 }
 
 static void checks(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
@@ -842,7 +1005,23 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
     esc(w, f->reasons[i].reason);
     mg_rp_w_printf(w, " %s", mg_rp_fmt_count(b[0], 32, f->reasons[i].n));
   }
-  mg_rp_w_puts(w, ".</p>\n");
+  mg_rp_w_puts(w, ".");
+  {
+    char t[1024];
+    mg_rp_unit_sources_text(fr, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br><span class=\"unit-sources\">");
+      esc(w, t);
+      mg_rp_w_puts(w, ".</span>");
+    }
+    mg_rp_names_text(&f->endpoints, t, sizeof(t));
+    if (t[0]) {
+      mg_rp_w_puts(w, "<br>Endpoints (rollout records): ");
+      esc(w, t);
+      mg_rp_w_puts(w, ".");
+    }
+  }
+  mg_rp_w_puts(w, "</p>\n");
   if (fr->rollout == 0) {
     mg_rp_w_puts(w, "<p>No rollout records: nothing randomized to compare."
                     "</p></section>\n");
@@ -855,6 +1034,7 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
     comparison_table(w, fr);
     diffs_chart(w, fr, fi);
   }
+  quality(w, fr, fi);
   mg_rp_w_puts(w, "<h3>Rates with 95% intervals</h3>");
   rates_chart(w, fr, fi);
   mg_rp_w_puts(w, "<h3>Latency distributions</h3><div class=\"charts\">");
@@ -886,36 +1066,63 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
 
 static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
   char b[4][32];
-  size_t i;
+  size_t i, k;
 
   if (r->npairs == 0)
     return;
   mg_rp_w_puts(w, "<section id=\"cross-flag\"><h2>Cross-flag co-assignment"
                   "</h2><p class=\"meta\">Units seen in both flags' "
-                  "rollouts; treatment = any variant but the control. "
-                  "Independent assignment puts about shared &times; share A "
-                  "&times; share B units in both treatments.</p>"
+                  "rollouts; every treatment of one flag against every "
+                  "treatment of the other. Independent assignment puts about "
+                  "shared &times; share A &times; share B units in both; the "
+                  "odds ratio is 1 then, whatever the shares, and infinite "
+                  "for a perfect overlap. Pearson's chi-square, or Fisher's "
+                  "exact test when an expected count is below 5; alarm at "
+                  "p &lt; 0.001 with an odds ratio &ge; 2 or &le; 0.5.</p>"
                   "<table class=\"cross-flag\"><tr><th class=\"l\">flags</th>"
-                  "<th>shared units</th><th>in both treatments</th>"
-                  "<th>expected</th><th>ratio</th><th>chi-square</th>"
+                  "<th class=\"l\">treatments</th><th>shared units</th>"
+                  "<th>in both</th><th>expected</th><th>odds ratio "
+                  "(95% CI)</th><th>phi</th><th class=\"l\">test</th>"
                   "<th>p</th><th class=\"l\">verdict</th></tr>");
   for (i = 0; i < r->npairs; i++) {
     const struct mg_rp_pair *p = &r->pairs[i];
-    mg_rp_w_puts(w, "<tr><td class=\"l\">");
-    esc(w, r->flags[p->a].src->name);
-    mg_rp_w_puts(w, " &times; ");
-    esc(w, r->flags[p->b].src->name);
-    mg_rp_w_printf(w,
-                   "</td><td>%s</td><td>%s</td><td>%.1f</td><td>%.2f</td>"
-                   "<td>%.2f</td><td>%s</td><td class=\"l %s\">%s</td></tr>",
-                   mg_rp_fmt_count(b[0], 32, p->common),
-                   mg_rp_fmt_count(b[1], 32, p->both),
-                   isnan(p->expected) ? 0 : p->expected,
-                   isnan(p->ratio) ? 0 : p->ratio, isnan(p->chi2) ? 0 : p->chi2,
-                   mg_rp_fmt_p(b[2], 32, p->p), p->alarm ? "alarm" : "ok",
-                   p->alarm    ? "not independent"
-                   : p->tested ? "ok"
-                               : "not tested (expected count below 5)");
+    const struct mg_rp_flag_report *fa = &r->flags[p->a], *fb = &r->flags[p->b];
+    for (k = 0; k < p->nt || (k == 0 && p->nt == 0); k++) {
+      const struct mg_rp_copair *t = p->nt ? &p->t[k] : NULL;
+      mg_rp_w_puts(w, "<tr><td class=\"l\">");
+      if (k == 0) {
+        esc(w, fa->src->name);
+        mg_rp_w_puts(w, " &times; ");
+        esc(w, fb->src->name);
+      }
+      mg_rp_w_puts(w, "</td><td class=\"l\">");
+      if (t == NULL) {
+        mg_rp_w_printf(w, "</td><td>%s</td><td colspan=\"7\" class=\"l\">"
+                          "no treatment with records in both</td></tr>",
+                       mg_rp_fmt_count(b[0], 32, p->common));
+        continue;
+      }
+      esc(w, fa->v[t->arm_a].name);
+      mg_rp_w_puts(w, " &times; ");
+      esc(w, fb->v[t->arm_b].name);
+      mg_rp_w_printf(w, "</td><td>%s</td><td>%s</td><td>%.1f</td>",
+                     mg_rp_fmt_count(b[0], 32, p->common),
+                     mg_rp_fmt_count(b[1], 32, t->both),
+                     isnan(t->expected) ? 0 : t->expected);
+      if (t->test == NULL) {
+        mg_rp_w_puts(w, "<td colspan=\"5\" class=\"l\">not tested: ");
+        esc(w, t->note ? t->note : "");
+        mg_rp_w_puts(w, "</td></tr>");
+        continue;
+      }
+      mg_rp_w_printf(w,
+                     "<td>%.3g (%.3g &ndash; %.3g)</td><td>%.3f</td>"
+                     "<td class=\"l\">%s</td><td>%s</td>"
+                     "<td class=\"l %s\">%s</td></tr>",
+                     t->odds_ratio, t->or_lo, t->or_hi, t->phi, t->test,
+                     mg_rp_fmt_p(b[2], 32, t->p), t->alarm ? "alarm" : "ok",
+                     t->alarm ? "not independent" : "ok");
+    }
   }
   mg_rp_w_puts(w, "</table></section>\n");
 }

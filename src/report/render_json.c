@@ -1,69 +1,32 @@
 /* render_json.c - the report as one JSON document. The structure is stable:
  * fields are added, never renamed or removed, without raising "version".
- * Numbers that are undefined (no data, fewer than two units) are null.
+ * Numbers that are undefined (no data, fewer than two units, no test) are
+ * null. docs/report.md ("JSON") has the whole structure; in short:
  *
- * {
- *   "report": "modelgate.report", "version": 1,
- *   "inputs": {
- *     "files": [str], "bytes", "lines", "blank_lines", "records",
- *     "event_lines", "unflagged_records", "malformed_lines": int,
- *     "malformed_examples": [{"file": str, "line": int, "why": str}],
- *     "events": [{"event": str, "flag": str|null, "count": int}]
- *   },
- *   "alarms": [{"check": "srm"|"balance"|"coassignment"|"input_axis",
- *               "flag": str, "variant": str|null, "p": num,
- *               "message": str}],
- *   "flags": [{
- *     "name": str, "control": str|null, "control_source": str|null,
- *     "control_option_ignored": bool,   (--control named no variant)
- *     "records", "rollout_records", "units_in_several_variants": int,
- *     "weights": [{"weights": {variant: percent}, "records": int,
- *                  "first_ts": str|null, "last_ts": str|null,
- *                  "most_common": bool}],
- *     "reasons": [{"variant": str, "reason": str, "records": int}],
- *     "variants": [{
- *       "name": str, "control": bool, "records", "units", "requests": int,
- *       "metrics": {METRIC: {"value": num, "se": num, "ci": [lo, hi]}},
- *       "latency_ms": {"p50", "p95", "p99": num,
- *                      "histogram": {"log10_lo", "log10_hi": num,
- *                                    "counts": [int x 40]}},
- *       "tokens": {"requests", "prompt", "completion": int},
- *       "vs_control": null | {METRIC: {"diff", "se", "z", "p",
- *                                      "relative": num, "ci": [lo, hi]}},
- *       "requests_per_unit": {"mean", "p50", "p90", "p99": num},
- *       "heavy_units": int, "heavy_request_share": num
- *     }],
- *     "checks": {
- *       "srm": {"tested": bool, "note": str|null, "chi2", "df", "p": num,
- *               "alarm": bool, "units": {variant: int},
- *               "expected_share": {variant: num}},
- *       "balance": {"tested": bool, "note": str|null, "units": int,
- *                   "heavy_share": 0.05, "heavy_units": int,
- *                   "heavy_min_requests": int, "chi2", "df", "p": num,
- *                   "alarm": bool}
- *     },
- *     "input_axis": {
- *       "chars_quartiles": [num x 3], "tests": int,
- *       "cells": [{"axis": "chars"|"tools", "label": str,
- *                  "min": int, "max": int|null, "requests": int,
- *                  "variants": [{"name": str, "units", "requests": int,
- *                                CELL_METRIC: num, "latency_p50_ms",
- *                                "latency_p95_ms": num,
- *                                "vs_control": null | {CELL_METRIC:
- *                                  {"diff", "p", "p_adjusted": num,
- *                                   "ci": [lo, hi], "flagged": bool}}}]}]
- *     }
- *   }],
- *   "cross_flag": [{"flags": [a, b], "shared_units", "both_treatments",
- *                   "a_only", "b_only", "neither": int,
- *                   "expected_both", "ratio": num, "tested": bool,
- *                   "chi2", "p": num, "alarm": bool}],
- *   "method": str
- * }
+ * {"report": "modelgate.report", "version": 1,
+ *  "inputs": {files, line and record counts, feedback_lines,
+ *             feedback_joined, feedback_not_randomized, feedback_orphans,
+ *             feedback_superseded, instances, clients, malformed examples,
+ *             events},
+ *  "alarms": [{check, flag, variant, metric, other_flag, cells, p,
+ *              message}],
+ *  "flags": [{name, control, unit_sources, endpoints, decide, weights,
+ *             reasons,
+ *             "variants": [{name, units, requests, metrics{METRIC},
+ *                           latency_ms, tokens, no_unit_records, cost,
+ *                           feedback{NAME}, verdict, vs_control{METRIC:
+ *                           {diff, se, z, p, df, undefined, relative,
+ *                           ci}}, requests_per_unit, heavy units}],
+ *             checks{srm, balance}, input_axis{cells}}],
+ *  "cross_flag": [{flags, shared_units, ..., treatment_pairs: [{a, b,
+ *                  both, a_only, b_only, neither, expected_both,
+ *                  odds_ratio, odds_ratio_ci, phi, test, note, chi2, p,
+ *                  alarm}]}],
+ *  "method": str}
  *
  * METRIC: error_rate, fallback_rate, low_confidence_rate, mean_confidence,
- * mean_latency_ms, prompt_tokens, completion_tokens (per request with
- * tokens); CELL_METRIC: the first five. Rates are fractions (0.021). */
+ * mean_latency_ms, prompt_tokens, completion_tokens, cost_per_request,
+ * cost_per_success, feedback_coverage. Rates are fractions (0.021). */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
@@ -112,6 +75,118 @@ static void ci(struct mg_rp_w *w, double lo, double hi) {
   mg_rp_w_puts(w, "]");
 }
 
+/* "key":{"name":count,...,"(others)":n}, with a comma. */
+static void names(struct mg_rp_w *w, const char *k,
+                  const struct mg_rp_names *t) {
+  uint32_t i;
+  key(w, k);
+  mg_rp_w_puts(w, "{");
+  for (i = 0; i < t->count; i++)
+    kv_int(w, t->name[i], t->n[i], i + 1 < t->count || t->other);
+  if (t->other)
+    kv_int(w, "(others)", t->other, false);
+  mg_rp_w_puts(w, "},");
+}
+
+static void diff_obj(struct mg_rp_w *w, const struct mg_stats_diff *d) {
+  mg_rp_w_puts(w, "{");
+  kv_num(w, "diff", d->diff, true);
+  kv_num(w, "se", d->se, true);
+  kv_num(w, "z", d->z, true);
+  kv_num(w, "p", d->p, true);
+  kv_num(w, "df", d->df, true);
+  kv_str(w, "undefined", d->undefined, true);
+  kv_num(w, "relative", d->rel, true);
+  ci(w, d->lo, d->hi);
+  mg_rp_w_puts(w, "}");
+}
+
+static const char *status_key(enum mg_decide_status s) {
+  return s == MG_DECIDE_HOLDS      ? "holds"
+         : s == MG_DECIDE_UNCLEAR  ? "unclear"
+         : s == MG_DECIDE_BREACHED ? "breached"
+                                   : "unknown";
+}
+
+static void verdict(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                    const struct mg_rp_variant *v) {
+  int g;
+  key(w, "verdict");
+  if (!v->has_verdict) {
+    mg_rp_w_puts(w, "null,");
+    return;
+  }
+  mg_rp_w_puts(w, "{");
+  kv_str(w, "verdict", v->verdict.label, true);
+  kv_str(w, "metric", fr->decide->metric, true);
+  kv_num(w, "lift", v->verdict.lift, true);
+  key(w, "lift_ci");
+  mg_rp_w_puts(w, "[");
+  mg_rp_w_json_num(w, v->verdict.lift_lo);
+  mg_rp_w_puts(w, ",");
+  mg_rp_w_json_num(w, v->verdict.lift_hi);
+  mg_rp_w_puts(w, "],");
+  kv_num(w, "min_lift", fr->decide->min_lift, true);
+  kv_num(w, "alpha", fr->decide->alpha, true);
+  kv_num(w, "units_needed", v->verdict.units_needed, true);
+  mg_rp_w_puts(w, "\"guardrails\":{");
+  {
+    bool first = true;
+    for (g = 0; g < MG_DECIDE_NGUARDS; g++) {
+      if (!fr->decide->guard[g].set)
+        continue;
+      if (!first)
+        mg_rp_w_puts(w, ",");
+      first = false;
+      key(w, mg_decide_guard_names[g]);
+      mg_rp_w_puts(w, "{");
+      kv_str(w, "max_increase",
+             isnan(fr->decide->guard[g].max_increase)
+                 ? NULL
+                 : status_key(v->verdict.increase[g]),
+             true);
+      kv_str(w, "max_ratio",
+             isnan(fr->decide->guard[g].max_ratio)
+                 ? NULL
+                 : status_key(v->verdict.ratio[g]),
+             false);
+      mg_rp_w_puts(w, "}");
+    }
+  }
+  mg_rp_w_puts(w, "},");
+  kv_str(w, "evidence", v->verdict.evidence, false);
+  mg_rp_w_puts(w, "},");
+}
+
+/* Each feedback metric of one variant. */
+static void feedback(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
+                     uint32_t a) {
+  uint32_t k;
+  mg_rp_w_puts(w, "\"feedback\":{");
+  for (k = 0; k < fr->nfbm; k++) {
+    const struct mg_rp_fb_metric_report *m = &fr->fbm[k];
+    const struct mg_rp_fb_arm *fa = &m->arms[a];
+    if (k)
+      mg_rp_w_puts(w, ",");
+    key(w, m->name);
+    mg_rp_w_puts(w, "{");
+    kv_str(w, "type", m->boolean ? "boolean" : "float", true);
+    kv_bool(w, "declared", m->declared, true);
+    kv_bool(w, "higher_is_better", m->higher_is_better, true);
+    kv_int(w, "lines", fa->lines, true);
+    kv_int(w, "units", fa->units, true);
+    kv_num(w, "value", fa->value, true);
+    kv_num(w, "se", fa->se, true);
+    key(w, "vs_control");
+    if (fa->has_cmp)
+      diff_obj(w, &fa->cmp);
+    else
+      mg_rp_w_puts(w, "null");
+    mg_rp_w_puts(w, "}");
+  }
+  mg_rp_w_puts(w, "},");
+}
+
 static void inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
   size_t i;
   mg_rp_w_puts(w, "\"inputs\":{\"files\":[");
@@ -128,6 +203,15 @@ static void inputs(struct mg_rp_w *w, const struct mg_rp_log *log) {
   kv_int(w, "event_lines", log->event_lines, true);
   kv_int(w, "unflagged_records", log->unflagged, true);
   kv_int(w, "malformed_lines", log->malformed, true);
+  kv_int(w, "feedback_lines", log->fb_lines, true);
+  kv_int(w, "feedback_joined", log->fb_matched, true);
+  kv_int(w, "feedback_not_randomized", log->fb_not_rollout, true);
+  kv_int(w, "feedback_orphans", log->fb_orphans, true);
+  kv_int(w, "feedback_superseded", log->fb_superseded, true);
+  kv_int(w, "feedback_unknown_metric_lines", log->fb_metric_overflow, true);
+  kv_int(w, "duplicate_decision_ids", log->duplicate_ids, true);
+  names(w, "instances", &log->instances);
+  names(w, "clients", &log->clients);
   mg_rp_w_puts(w, "\"malformed_examples\":[");
   for (i = 0; i < log->nbad; i++) {
     mg_rp_w_puts(w, i ? ",{" : "{");
@@ -157,6 +241,21 @@ static void alarms(struct mg_rp_w *w, const struct mg_rp_report *r) {
     kv_str(w, "check", a->check, true);
     kv_str(w, "flag", a->flag, true);
     kv_str(w, "variant", a->variant, true);
+    kv_str(w, "metric", a->metric, true);
+    kv_str(w, "other_flag", a->other_flag, true);
+    key(w, "cells");
+    if (a->cells == NULL) {
+      mg_rp_w_puts(w, "null,");
+    } else {
+      size_t c;
+      mg_rp_w_puts(w, "[");
+      for (c = 0; c < a->ncells; c++) {
+        if (c)
+          mg_rp_w_puts(w, ",");
+        mg_rp_w_json_str(w, a->cells[c]);
+      }
+      mg_rp_w_puts(w, "],");
+    }
     kv_num(w, "p", a->p, true);
     kv_str(w, "message", a->text, false);
     mg_rp_w_puts(w, "}");
@@ -226,23 +325,33 @@ static void variant(struct mg_rp_w *w, const struct mg_rp_flag_report *fr,
   mg_rp_w_puts(w, "]}},\"tokens\":{");
   kv_int(w, "requests", v->tok_n, true);
   kv_int(w, "prompt", v->tok_prompt, true);
-  kv_int(w, "completion", v->tok_completion, false);
-  mg_rp_w_puts(w, "},\"vs_control\":");
+  kv_int(w, "completion", v->tok_completion, true);
+  {
+    const struct mg_rp_arm *arm = &fr->src->arms[v - fr->v];
+    kv_int(w, "cached", arm->tok_cached, true);
+    kv_int(w, "reasoning", arm->tok_reasoning, true);
+    kv_int(w, "cache_read", arm->tok_cache_read, true);
+    kv_int(w, "cache_write", arm->tok_cache_write, false);
+    mg_rp_w_puts(w, "},");
+    kv_int(w, "no_unit_records", arm->no_unit, true);
+  }
+  mg_rp_w_puts(w, "\"cost\":{");
+  kv_num(w, "total", v->cost_total, true);
+  kv_num(w, "per_request", v->value[MG_RP_M_COST], true);
+  kv_num(w, "per_success", v->value[MG_RP_M_COST_OK], false);
+  mg_rp_w_puts(w, "},");
+  feedback(w, fr, (uint32_t)(v - fr->v));
+  verdict(w, fr, v);
+  mg_rp_w_puts(w, "\"vs_control\":");
   if (!v->has_cmp) {
     mg_rp_w_puts(w, "null,");
   } else {
     mg_rp_w_puts(w, "{");
     for (m = 0; m < MG_RP_NMETRICS; m++) {
-      const struct mg_stats_diff *d = &v->cmp[m];
       key(w, mg_rp_metrics[m].key);
-      mg_rp_w_puts(w, "{");
-      kv_num(w, "diff", d->diff, true);
-      kv_num(w, "se", d->se, true);
-      kv_num(w, "z", d->z, true);
-      kv_num(w, "p", d->p, true);
-      kv_num(w, "relative", d->rel, true);
-      ci(w, d->lo, d->hi);
-      mg_rp_w_puts(w, m + 1 < MG_RP_NMETRICS ? "}," : "}");
+      diff_obj(w, &v->cmp[m]);
+      if (m + 1 < MG_RP_NMETRICS)
+        mg_rp_w_puts(w, ",");
     }
     mg_rp_w_puts(w, "},");
   }
@@ -333,6 +442,7 @@ static void cells(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
         mg_rp_w_puts(w, "{");
         kv_num(w, "diff", ca->cmp[m].diff, true);
         kv_num(w, "p", ca->cmp[m].p, true);
+        kv_str(w, "undefined", ca->cmp[m].undefined, true);
         kv_num(w, "p_adjusted", ca->p_adj[m], true);
         kv_bool(w, "flagged", ca->flagged[m], true);
         ci(w, ca->cmp[m].lo, ca->cmp[m].hi);
@@ -356,6 +466,27 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
   kv_int(w, "records", fr->records, true);
   kv_int(w, "rollout_records", fr->rollout, true);
   kv_int(w, "units_in_several_variants", fr->switched_units, true);
+  {
+    int k;
+    mg_rp_w_puts(w, "\"unit_sources\":{");
+    for (k = 0; k < MG_RP_NUS; k++)
+      kv_int(w, mg_rp_unit_sources[k], fr->src->unit_source[k],
+             k + 1 < MG_RP_NUS);
+    mg_rp_w_puts(w, "},");
+  }
+  names(w, "endpoints", &fr->src->endpoints);
+  kv_int(w, "feedback_values", fr->fb_lines, true);
+  key(w, "decide");
+  if (fr->decide) {
+    mg_rp_w_puts(w, "{");
+    kv_str(w, "metric", fr->decide->metric, true);
+    kv_num(w, "min_lift", fr->decide->min_lift, true);
+    kv_num(w, "alpha", fr->decide->alpha, true);
+    kv_num(w, "power", fr->decide->power, false);
+    mg_rp_w_puts(w, "},");
+  } else {
+    mg_rp_w_puts(w, "null,");
+  }
   weights(w, fr);
   mg_rp_w_puts(w, "\"variants\":[");
   for (a = 0; a < fr->narms; a++) {
@@ -370,7 +501,7 @@ static void flag(struct mg_rp_w *w, const struct mg_rp_flag_report *fr) {
 }
 
 static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
-  size_t i;
+  size_t i, k;
   mg_rp_w_puts(w, "\"cross_flag\":[");
   for (i = 0; i < r->npairs; i++) {
     const struct mg_rp_pair *p = &r->pairs[i];
@@ -389,8 +520,34 @@ static void pairs(struct mg_rp_w *w, const struct mg_rp_report *r) {
     kv_bool(w, "tested", p->tested, true);
     kv_num(w, "chi2", p->chi2, true);
     kv_num(w, "p", p->p, true);
-    kv_bool(w, "alarm", p->alarm, false);
-    mg_rp_w_puts(w, "}");
+    kv_bool(w, "alarm", p->alarm, true);
+    mg_rp_w_puts(w, "\"treatment_pairs\":[");
+    for (k = 0; k < p->nt; k++) {
+      const struct mg_rp_copair *t = &p->t[k];
+      mg_rp_w_puts(w, k ? ",{" : "{");
+      kv_str(w, "a", r->flags[p->a].v[t->arm_a].name, true);
+      kv_str(w, "b", r->flags[p->b].v[t->arm_b].name, true);
+      kv_int(w, "both", t->both, true);
+      kv_int(w, "a_only", t->a_only, true);
+      kv_int(w, "b_only", t->b_only, true);
+      kv_int(w, "neither", t->neither, true);
+      kv_num(w, "expected_both", t->expected, true);
+      kv_num(w, "odds_ratio", t->odds_ratio, true);
+      key(w, "odds_ratio_ci");
+      mg_rp_w_puts(w, "[");
+      mg_rp_w_json_num(w, t->or_lo);
+      mg_rp_w_puts(w, ",");
+      mg_rp_w_json_num(w, t->or_hi);
+      mg_rp_w_puts(w, "],");
+      kv_num(w, "phi", t->phi, true);
+      kv_str(w, "test", t->test, true);
+      kv_str(w, "note", t->note, true);
+      kv_num(w, "chi2", t->chi2, true);
+      kv_num(w, "p", t->p, true);
+      kv_bool(w, "alarm", t->alarm, false);
+      mg_rp_w_puts(w, "}");
+    }
+    mg_rp_w_puts(w, "]}");
   }
   mg_rp_w_puts(w, "]");
 }

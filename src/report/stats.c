@@ -255,30 +255,221 @@ double mg_stats_ratio_var(const struct mg_stats_ratio *r) {
   return v < 0 ? 0 : v;
 }
 
+/* ---- Student's t ---------------------------------------------------------- */
+
+/* The continued fraction of I_x(a, b) (A&S 26.5.8): 1 / (1 + d1 / (1 + d2 /
+ * (1 + ...))) with d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1))
+ * and d_{2m} = m (b - m) x / ((a + 2m - 1)(a + 2m)), by modified Lentz. */
+static double beta_fraction(double a, double b, double x) {
+  double c = 1.0, d = 1.0 - (a + b) * x / (a + 1.0), h;
+  int m;
+
+  if (fabs(d) < LENTZ_TINY)
+    d = LENTZ_TINY;
+  d = 1.0 / d;
+  h = d;
+  for (m = 1; m <= 100 * GAMMA_ITERS; m++) {
+    double m2 = 2.0 * m, num, del;
+    num = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2));
+    d = 1.0 + num * d;
+    if (fabs(d) < LENTZ_TINY)
+      d = LENTZ_TINY;
+    c = 1.0 + num / c;
+    if (fabs(c) < LENTZ_TINY)
+      c = LENTZ_TINY;
+    d = 1.0 / d;
+    h *= d * c;
+    num = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0));
+    d = 1.0 + num * d;
+    if (fabs(d) < LENTZ_TINY)
+      d = LENTZ_TINY;
+    c = 1.0 + num / c;
+    if (fabs(c) < LENTZ_TINY)
+      c = LENTZ_TINY;
+    d = 1.0 / d;
+    del = d * c;
+    h *= del;
+    if (fabs(del - 1.0) < GAMMA_EPS)
+      break;
+  }
+  return h;
+}
+
+double mg_stats_beta_inc(double a, double b, double x) {
+  double front;
+
+  if (isnan(a) || isnan(b) || isnan(x) || a <= 0 || b <= 0 || x < 0 ||
+      x > 1)
+    return NAN;
+  if (x == 0)
+    return 0.0;
+  if (x == 1)
+    return 1.0;
+  /* x^a (1 - x)^b / B(a, b), in logs; log1p keeps (1 - x) exact near 0. */
+  front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) +
+              b * log1p(-x));
+  if (x < (a + 1.0) / (a + b + 2.0))
+    return front * beta_fraction(a, b, x) / a;
+  return 1.0 - front * beta_fraction(b, a, 1.0 - x) / b;
+}
+
+double mg_stats_t_p2(double t, double df) {
+  double x;
+
+  if (isnan(t) || isnan(df) || df <= 0)
+    return NAN;
+  /* Past 10^7 degrees of freedom the t is the normal to far better than
+   * the 1e-8 to which lgamma's large arguments keep the beta's prefactor
+   * (the two differ by about t^4 / (4 df) relative). */
+  if (df > 1e7)
+    return mg_stats_norm_p2(t);
+  if (isinf(t))
+    return 0.0;
+  /* I_x(df/2, 1/2) with x = df / (df + t^2): the beta takes the side of
+   * its symmetry that keeps a small p's relative precision. */
+  x = df / (df + t * t);
+  return mg_stats_beta_inc(df / 2.0, 0.5, x);
+}
+
+double mg_stats_t_quantile2(double alpha, double df) {
+  double lo = 0, hi = 1, mid;
+  int i;
+
+  if (isnan(alpha) || isnan(df) || alpha <= 0 || alpha >= 1 || df <= 0)
+    return NAN;
+  /* Past 10^7 df, mg_stats_t_p2 is the normal's: the same bisection
+   * finds the normal quantile. */
+  /* The p-value falls as q grows: double hi until it is past alpha. */
+  while (mg_stats_t_p2(hi, df) > alpha && hi < 1e300)
+    hi *= 2;
+  for (i = 0; i < 200 && hi - lo > 1e-12 * hi; i++) {
+    mid = 0.5 * (lo + hi);
+    if (mg_stats_t_p2(mid, df) > alpha)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+/* The 97.5% t quantile for many comparisons: the last df asked is cached
+ * (a report asks the same few again and again). Not thread-safe; the
+ * analysis runs on one thread. */
+static double t975(double df) {
+  static double last_df = -1, last_q = 0;
+  if (df > 1e7)
+    return MG_STATS_Z95;
+  if (df != last_df) {
+    last_q = mg_stats_t_quantile2(0.05, df);
+    last_df = df;
+  }
+  return last_q;
+}
+
+/* A standard error below this share of the value is rounding, not
+ * sampling (see mg_stats_ratio_compare). */
+#define CONSTANT_REL 1e-9
+
+static void diff_undefined(struct mg_stats_diff *out, const char *why) {
+  out->se = out->df = out->lo = out->hi = out->z = out->p = NAN;
+  out->undefined = why;
+}
+
 void mg_stats_ratio_compare(const struct mg_stats_ratio *treatment,
                             const struct mg_stats_ratio *control,
-                            struct mg_stats_diff *out) {
-  double vt = mg_stats_ratio_var(treatment), vc = mg_stats_ratio_var(control);
-  double rt = mg_stats_ratio_value(treatment);
-  double rc = mg_stats_ratio_value(control);
+                            bool proportion, struct mg_stats_diff *out) {
+  const struct mg_stats_ratio *arm[2] = {treatment, control};
+  double v[2], r[2], req[2], n[2], se2, den;
+  int k;
 
-  if (isnan(vt) || isnan(vc) || isnan(rt) || isnan(rc)) {
-    out->diff = out->se = out->lo = out->hi = out->z = out->p = out->rel = NAN;
+  r[0] = mg_stats_ratio_value(treatment);
+  r[1] = mg_stats_ratio_value(control);
+  out->diff = r[0] - r[1];
+  out->rel = !isnan(r[1]) && r[1] != 0 ? out->diff / r[1] : NAN;
+  out->undefined = NULL;
+  if (isnan(r[0]) || isnan(r[1])) {
+    diff_undefined(out, treatment->n < 2 || control->n < 2 ? "too few units"
+                                                           : "no data");
     return;
   }
-  out->diff = rt - rc;
-  out->se = sqrt(vt + vc);
-  out->lo = out->diff - MG_STATS_Z95 * out->se;
-  out->hi = out->diff + MG_STATS_Z95 * out->se;
-  out->rel = rc != 0 ? out->diff / rc : NAN;
-  if (out->se > 0) {
-    out->z = out->diff / out->se;
-    out->p = mg_stats_norm_p2(out->z);
-  } else {
-    /* Every unit of both arms has the same value: no sampling noise. */
-    out->z = out->diff == 0 ? 0 : copysign(INFINITY, out->diff);
-    out->p = out->diff == 0 ? 1.0 : 0.0;
+  if (treatment->n < 2 || control->n < 2) {
+    diff_undefined(out, "too few units");
+    return;
   }
+  for (k = 0; k < 2; k++) {
+    v[k] = mg_stats_ratio_var(arm[k]);
+    n[k] = arm[k]->n;
+    req[k] = arm[k]->n * arm[k]->my;
+    /* Sums of a value that is the same in every unit (0.9 stored as a
+     * float, summed in doubles) leave a variance of rounding noise, some
+     * 1e-17 of the value: that is a constant arm, not a precise one. */
+    if (sqrt(v[k]) <= CONSTANT_REL * fabs(r[k]))
+      v[k] = 0;
+  }
+  if (v[0] == 0 && v[1] == 0 &&
+      fabs(out->diff) <= CONSTANT_REL * fmax(fabs(r[0]), fabs(r[1])))
+    out->diff = 0;
+  if (proportion) {
+    double rp = (r[0] * req[0] + r[1] * req[1]) / (req[0] + req[1]);
+    double deff[2];
+    if (!(rp > 0)) {
+      diff_undefined(out, "no events");
+      return;
+    }
+    if (!(rp < 1)) {
+      diff_undefined(out, "no variance: every request is an event");
+      return;
+    }
+    /* Each arm's design effect: its delta-method variance against the
+     * binomial variance of as many independent requests. */
+    for (k = 0; k < 2; k++) {
+      double bin = r[k] * (1 - r[k]) / req[k];
+      deff[k] = v[k] > 0 && bin > 0 ? v[k] / bin : 1.0;
+      if (deff[k] < 1)
+        deff[k] = 1.0;
+    }
+    for (k = 0; k < 2; k++)
+      if (!(v[k] > 0))
+        v[k] = rp * (1 - rp) / req[k] * (v[1 - k] > 0 ? deff[1 - k] : 1.0);
+  } else if (!(v[0] > 0) && !(v[1] > 0)) {
+    diff_undefined(out, "no variance");
+    return;
+  }
+  se2 = v[0] + v[1];
+  out->se = sqrt(se2);
+  den = v[0] * v[0] / (n[0] - 1) + v[1] * v[1] / (n[1] - 1);
+  out->df = se2 * se2 / den;
+  out->z = out->diff / out->se;
+  out->p = mg_stats_t_p2(out->z, out->df);
+  out->lo = out->diff - t975(out->df) * out->se;
+  out->hi = out->diff + t975(out->df) * out->se;
+}
+
+/* ---- Fisher's exact test ------------------------------------------------ */
+
+/* log P(X = x) for the hypergeometric count in the first cell: row sums
+ * r1, r2, first column sum c1, total n = r1 + r2. */
+static double hyper_log(double x, double r1, double r2, double c1) {
+  return lgamma(r1 + 1) - lgamma(x + 1) - lgamma(r1 - x + 1) + lgamma(r2 + 1) -
+         lgamma(c1 - x + 1) - lgamma(r2 - c1 + x + 1) - lgamma(r1 + r2 + 1) +
+         lgamma(c1 + 1) + lgamma(r1 + r2 - c1 + 1);
+}
+
+double mg_stats_fisher2x2(double a, double b, double c, double d) {
+  double r1 = a + b, r2 = c + d, c1 = a + c, c2 = b + d;
+  double lo, hi, x, lp0, sum = 0;
+
+  if (!(r1 > 0) || !(r2 > 0) || !(c1 > 0) || !(c2 > 0))
+    return NAN;
+  lo = c1 - r2 > 0 ? c1 - r2 : 0;
+  hi = c1 < r1 ? c1 : r1;
+  lp0 = hyper_log(a, r1, r2, c1);
+  for (x = lo; x <= hi; x += 1) {
+    double lp = hyper_log(x, r1, r2, c1);
+    if (lp <= lp0 + 1e-7)
+      sum += exp(lp);
+  }
+  return sum > 1 ? 1.0 : sum;
 }
 
 int mg_stats_chi2_gof(const double *obs, const double *prop, size_t k,

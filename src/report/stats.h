@@ -78,22 +78,65 @@ double mg_stats_ratio_value(const struct mg_stats_ratio *r);
  * two units or when sum y is 0. */
 double mg_stats_ratio_var(const struct mg_stats_ratio *r);
 
+/* Regularized incomplete beta function I_x(a, b), a, b > 0, 0 <= x <= 1
+ * (NaN otherwise): the continued fraction of Abramowitz and Stegun 26.5.8,
+ * evaluated with the modified Lentz method on the side of the symmetry
+ * I_x(a, b) = 1 - I_{1-x}(b, a) where it converges fast. */
+double mg_stats_beta_inc(double a, double b, double x);
+
+/* Two-sided p-value of Student's t with df degrees of freedom (df > 0,
+ * not necessarily an integer): P(|T| >= |t|) = I_{df/(df+t^2)}(df/2, 1/2).
+ * Past 10^7 degrees of freedom (and for an infinite df) the normal.
+ * NaN in, NaN out. */
+double mg_stats_t_p2(double t, double df);
+
+/* The two-sided (1 - alpha) quantile of Student's t: the q with
+ * mg_stats_t_p2(q, df) = alpha, 0 < alpha < 1 (found by bisection to
+ * 1e-12); the normal quantile for an infinite df. */
+double mg_stats_t_quantile2(double alpha, double df);
+
 /* One comparison of a treatment against the control. */
 struct mg_stats_diff {
-  double diff;   /* treatment - control */
+  double diff;   /* treatment - control (NaN when either value is) */
   double se;     /* sqrt(Var_t + Var_c) */
-  double lo, hi; /* diff -/+ MG_STATS_Z95 * se */
-  double z;      /* diff / se */
-  double p;      /* two-sided, normal */
+  double df;     /* Welch-Satterthwaite degrees of freedom */
+  double lo, hi; /* diff -/+ t(0.975, df) * se */
+  double z;      /* diff / se: the t statistic */
+  double p;      /* two-sided, Student's t with df */
   double rel;    /* diff / control (NaN when the control is 0) */
+  const char *undefined; /* static: why there is no test ("no variance",
+                          * "no events", "too few units", "no data"), or
+                          * NULL. se, df, lo, hi, z and p are NaN then. */
 };
 
-/* Compare two arms' ratios. Every field is NaN when either arm lacks a
- * variance (fewer than two units, or no denominator). A zero standard error
- * (every unit identical) gives p = 1 for a zero difference, else 0. */
+/* Compare two arms' ratios by Welch's t test on the delta-method
+ * variances, with the Welch-Satterthwaite degrees of freedom
+ *
+ *   df = (V_t + V_c)^2 / (V_t^2 / (n_t - 1) + V_c^2 / (n_c - 1)),
+ *
+ * which stays right when one arm is constant (V_c = 0 gives df = n_t - 1:
+ * the other arm's own t test against a known value). The test is
+ * undefined, and says why, when an arm has fewer than two units ("too few
+ * units") or no denominator ("no data"), and when both arms are constant
+ * ("no variance"): a zero standard error is no evidence of anything.
+ *
+ * proportion: the metric is a share of requests (x counts events among
+ * y requests). An arm without events (or with nothing but events) has a
+ * per-unit variance of 0 only because of the sample, not because its rate
+ * cannot vary: such an arm gets the binomial variance at the pooled rate,
+ * Rp (1 - Rp) / requests, times the other arm's design effect (its
+ * delta-method variance over its binomial variance, at least 1). With
+ * pooled rate 0 the test is undefined ("no events"); with pooled rate 1,
+ * too ("no variance: every request is an event"). */
 void mg_stats_ratio_compare(const struct mg_stats_ratio *treatment,
                             const struct mg_stats_ratio *control,
-                            struct mg_stats_diff *out);
+                            bool proportion, struct mg_stats_diff *out);
+
+/* Fisher's exact test of a 2 x 2 table [[a, b], [c, d]], two-sided: the
+ * sum of the hypergeometric probabilities (margins fixed) of every table
+ * no more likely than the one observed (with R's relative tolerance of
+ * 1e-7 for ties). NaN when a margin is 0. */
+double mg_stats_fisher2x2(double a, double b, double c, double d);
 
 /* Pearson's chi-square goodness of fit of counts obs[0..k) against
  * proportions prop[0..k) (summing to 1): sum (O - E)^2 / E with

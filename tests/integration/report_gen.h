@@ -31,6 +31,7 @@
 #define RG_MAX_FLAGS 2
 /* input.chars is 50 * 200^u for uniform u: its 75th percentile. */
 #define RG_LONG_CHARS 2659
+#define M_PI_RG 3.14159265358979323846
 
 struct rg_scen {
   uint64_t seed;
@@ -47,6 +48,8 @@ struct rg_scen {
   double err_long_t;              /* the treatment's on long inputs */
   int malformed;                  /* garbage lines sprinkled in */
   int files;                      /* split round-robin over this many */
+  double feedback;                /* share of answers with an "accuracy"
+                                   * feedback line (right after them) */
 };
 
 /* One unit's sums, for the independent delta method. */
@@ -162,6 +165,7 @@ RG_U void rg_write(const struct rg_scen *s, const char *dir,
         double ms = floor((300 + chars / 8.0 + 200 * rg_unif(&r)) * 4) / 4;
         FILE *o = out[line++ % (uint64_t)nf];
         struct rg_arm *arm = &t->arm[f][treat];
+        uint64_t id_hi = rg_next(&r), id_lo = rg_next(&r);
 
         fprintf(o,
                 "{\"ts\":\"2026-11-21T12:%02d:%02d.%03dZ\",\"id\":\"%016" PRIx64
@@ -177,8 +181,9 @@ RG_U void rg_write(const struct rg_scen *s, const char *dir,
                 "\"fallback_reason\":%s,\"confidence\":%.10g,"
                 "\"threshold\":0.6,\"cache\":\"off\",\"status\":%d,"
                 "\"error\":%s,\"ms\":%.2f,\"ttfb_ms\":%.2f,\"overhead_us\":40,"
-                "\"tokens\":{\"prompt\":%d,\"completion\":%d}}\n",
-                (u / 60) % 60, u % 60, k % 1000, rg_next(&r), rg_next(&r),
+                "\"tokens\":{\"prompt\":%d,\"completion\":%d},"
+                "\"cost\":%.6f}\n",
+                (u / 60) % 60, u % 60, k % 1000, id_hi, id_lo,
                 RG_FLAGS[f], RG_FLAGS[f], hex,
                 mg_bucket(salt, strlen(salt), id, strlen(id)),
                 treat ? "treatment" : "control", 100 - s->weight_t,
@@ -189,7 +194,16 @@ RG_U void rg_write(const struct rg_scen *s, const char *dir,
                 err ? "none" : fb ? "fallback" : "primary",
                 lc ? "\"low_confidence\"" : fb ? "\"timeout\"" : "null", conf,
                 err ? 502 : 200, err ? "true" : "false", ms, ms * 0.7,
-                chars / 4, 20 + (int)(rg_unif(&r) * 300));
+                chars / 4, 20 + (int)(rg_unif(&r) * 300),
+                err ? 0.0 : chars / 4 * 2.5e-6 + 0.0004 * rg_unif(&r));
+        if (!err && rg_unif(&r) < s->feedback)
+          fprintf(o,
+                  "{\"ts\":\"2026-11-21T13:00:00.000Z\",\"feedback\":{"
+                  "\"decision_id\":\"%016" PRIx64 "%016" PRIx64 "\","
+                  "\"metric\":\"accuracy\",\"value\":%s,\"unit\":null,"
+                  "\"client\":null,\"instance\":\"i-0\"}}\n",
+                  id_hi, id_lo, rg_unif(&r) < (treat ? 0.85 : 0.8) ? "true"
+                                                                 : "false");
         t->lines++;
         t->records++;
         sum.req += 1;
@@ -242,6 +256,42 @@ RG_U void rg_ratio(const struct rg_arm *a, int which, double *value,
   }
   *value = R;
   *var = (cxx - 2 * R * cxy + R * R * cyy) / (n - 1) / (n * my * my);
+}
+
+/* Student's t, independently of the report: the two-sided tail
+ * 2 * integral_{|t|}^inf f(x) dx, substituted x = |t| / s and summed by
+ * Simpson's rule over s in (0, 1] (the density f from lgamma). */
+static double rg_t_dens(double x, double df) {
+  return exp(lgamma((df + 1) / 2) - lgamma(df / 2) - 0.5 * log(df * M_PI_RG) -
+             (df + 1) / 2 * log1p(x * x / df));
+}
+
+RG_U double rg_t_p2(double t, double df) {
+  const int n = 20000;
+  double h = 1.0 / n, sum = 0;
+  int i;
+  t = fabs(t);
+  if (t == 0)
+    return 1;
+  for (i = 1; i <= n; i++) {
+    double s = i * h, f = rg_t_dens(t / s, df) * t / (s * s);
+    sum += (i == n ? 1 : i % 2 ? 4 : 2) * f;
+  }
+  return 2 * sum * h / 3;
+}
+
+/* The two-sided 95% quantile of t by bisection on rg_t_p2. */
+RG_U double rg_t_q975(double df) {
+  double lo = 1.9, hi = 13;
+  int i;
+  for (i = 0; i < 60; i++) {
+    double mid = (lo + hi) / 2;
+    if (rg_t_p2(mid, df) > 0.05)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return (lo + hi) / 2;
 }
 
 static int rg_cmp_d(const void *a, const void *b) {

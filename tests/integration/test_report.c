@@ -178,16 +178,23 @@ static void check_flag_against_truth(const cJSON *flag,
   assert_true(cJSON_IsNull(get(named(vars, "control"), "vs_control")));
   cmp = get(named(vars, "treatment"), "vs_control");
   for (w = 0; w < 2; w++) {
+    double df, q;
     m = get(cmp, w ? "mean_latency_ms" : "error_rate");
     diff = val[1][w] - val[0][w];
     se = sqrt(var[1][w] + var[0][w]);
+    /* Welch-Satterthwaite, and Student's t by Simpson's rule. */
+    df = (var[1][w] + var[0][w]) * (var[1][w] + var[0][w]) /
+         (var[1][w] * var[1][w] / ((double)arm[1].nu - 1) +
+          var[0][w] * var[0][w] / ((double)arm[0].nu - 1));
+    q = rg_t_q975(df);
     near(num(m, "diff"), diff, 1e-9, "diff");
     near(num(m, "se"), se, 1e-9, "se of the difference");
-    near(cJSON_GetArrayItem(get(m, "ci"), 0)->valuedouble,
-         diff - 1.959963984540054 * se, 1e-9, "ci low");
-    near(cJSON_GetArrayItem(get(m, "ci"), 1)->valuedouble,
-         diff + 1.959963984540054 * se, 1e-9, "ci high");
-    near(num(m, "p"), erfc(fabs(diff / se) / sqrt(2.0)), 1e-9, "p");
+    near(num(m, "df"), df, 1e-6, "Welch df");
+    near(cJSON_GetArrayItem(get(m, "ci"), 0)->valuedouble, diff - q * se,
+         1e-7, "ci low");
+    near(cJSON_GetArrayItem(get(m, "ci"), 1)->valuedouble, diff + q * se,
+         1e-7, "ci high");
+    near(num(m, "p"), rg_t_p2(diff / se, df), 1e-7, "p");
   }
   /* Sample ratio: Pearson's statistic against 70/30, by hand. */
   obs[0] = (double)arm[0].nu;
@@ -379,6 +386,165 @@ static void test_planted_coassignment(void **state) {
   rg_truth_free(&t);
 }
 
+/* ---- feedback, cost and decide, end to end --------------------------------- */
+
+/* A decision line of flag chat, one request of unit u. */
+static void fb_decision(FILE *o, int u, bool treat, const char *reason,
+                        const char *endpoint, double cost) {
+  fprintf(o,
+          "{\"ts\":\"2026-12-01T10:00:00.000Z\",\"id\":\"%032x\","
+          "\"endpoint\":\"%s\",\"flag\":\"chat\",\"unit\":%s%s%d%s,"
+          "\"unit_kind\":\"user\",\"unit_source\":%s,\"variant\":\"%s\","
+          "\"reason\":\"%s\",\"weights\":{\"control\":50,\"treatment\":50},"
+          "\"input\":{\"chars\":%d,\"tools\":0},\"tier\":\"primary\","
+          "\"status\":200,\"error\":false,\"ms\":%d,\"tokens\":{\"prompt\":"
+          "10,\"completion\":5,\"cached\":2,\"reasoning\":null},"
+          "\"cost\":%.6f,\"client\":\"app\",\"instance\":\"i-%d\"}\n",
+          u + 1, endpoint, strcmp(reason, "no_unit") ? "\"u-" : "", "", u,
+          strcmp(reason, "no_unit") ? "\"" : "",
+          strcmp(reason, "no_unit") ? "\"safety_identifier\"" : "null",
+          treat ? "treatment" : "control", reason, 100 + u % 900,
+          200 + u % 50, cost, u % 2);
+}
+
+static void fb_line(FILE *o, int u, const char *metric, const char *value,
+                    const char *ts) {
+  fprintf(o,
+          "{\"ts\":\"%s\",\"feedback\":{\"decision_id\":\"%032x\","
+          "\"metric\":\"%s\",\"value\":%s,\"unit\":null,\"client\":"
+          "\"app\",\"instance\":\"i-9\"}}\n",
+          ts, u + 1, metric, value);
+}
+
+static void test_feedback_end_to_end(void **state) {
+  char dir[256], dec[600], fb[600], cfg[600], bad[600], outp[600];
+  char *out = NULL, *text;
+  double yes[2] = {0, 0}, lines[2] = {0, 0}, cost[2] = {0, 0}, reqs[2] = {0, 0};
+  cJSON *j, *flag, *t, *c, *acc;
+  FILE *fd, *ff;
+  int u;
+  (void)state;
+
+  assert_int_equal(mg_h_tmpdir(dir, sizeof(dir)), 0);
+  snprintf(dec, sizeof(dec), "%s/decisions.jsonl", dir);
+  snprintf(fb, sizeof(fb), "%s/feedback.jsonl", dir);
+  fd = fopen(dec, "w");
+  ff = fopen(fb, "w");
+  assert_non_null(fd);
+  assert_non_null(ff);
+  /* 600 units of one request each, alternating arms; the treatment's
+   * answers are right 85% of the time, the control's 60% (by unit id,
+   * so the truth is known exactly); feedback for two decisions in three,
+   * half of it in the other file, some before its decision. */
+  for (u = 0; u < 600; u++) {
+    bool treat = u % 2 == 1, ok = treat ? u % 20 < 17 : u % 10 < 6;
+    double cst = (treat ? 0.0012 : 0.0010) * (1 + (u % 7) / 10.0);
+    fb_decision(fd, u, treat, "rollout", u % 4 < 2 ? "chat" : "responses",
+                cst);
+    cost[treat] += cst;
+    reqs[treat] += 1;
+    if (u % 3 == 0)
+      continue;
+    fb_line(u % 2 ? ff : fd, u, "accuracy", ok ? "true" : "false",
+            "2026-12-02T10:00:00.000Z");
+    yes[treat] += ok;
+    lines[treat] += 1;
+  }
+  /* Superseded: an earlier, opposite word for five decisions, in the other
+   * file and after the later one in reading order. */
+  for (u = 1; u <= 9; u += 2) {
+    bool ok = u % 20 < 17;
+    if (u % 3 == 0)
+      continue;
+    fb_line(fd, u, "accuracy", ok ? "false" : "true",
+            "2026-12-02T09:00:00.000Z");
+  }
+  /* A decision that was not randomized, with feedback; and orphans. */
+  fb_decision(fd, 1000, false, "no_unit", "chat", 0.001);
+  fb_line(ff, 1000, "accuracy", "true", "2026-12-02T10:00:00.000Z");
+  for (u = 2000; u < 2007; u++)
+    fb_line(ff, u, "accuracy", "true", "2026-12-02T10:00:00.000Z");
+  assert_int_equal(fclose(fd), 0);
+  assert_int_equal(fclose(ff), 0);
+
+  snprintf(cfg, sizeof(cfg), "%s/config.json", dir);
+  assert_int_equal(
+      mg_h_write_file(cfg,
+                      "{\"feedback\":{\"metrics\":{\"accuracy\":{\"type\":"
+                      "\"boolean\"}}},\"flags\":{\"chat\":{\"decide\":{"
+                      "\"metric\":\"accuracy\",\"min_lift\":0.1,"
+                      "\"guardrails\":{\"cost_per_request\":{\"max_ratio\":"
+                      "1.5}}}}}}"),
+      0);
+  snprintf(outp, sizeof(outp), "%s/report.json", dir);
+  if (report(&out, "-c", cfg, "--format", "json", "--out", outp, fb, dec,
+             NULL) != 0)
+    fail_msg("modelgate report failed: %s", out);
+  free(out);
+  text = mg_h_read_file(outp, NULL);
+  j = cJSON_Parse(text);
+  free(text);
+  assert_non_null(j);
+  /* 400 + 3 superseded + 1 + 7 lines; 400 joined, 1 not randomized, 7
+   * orphans, 3 superseded (u = 1, 5, 7: u = 3 and 9 have no feedback). */
+  assert_int_equal((uint64_t)num(get(j, "inputs"), "feedback_lines"), 411);
+  assert_int_equal((uint64_t)num(get(j, "inputs"), "feedback_joined"), 400);
+  assert_int_equal((uint64_t)num(get(j, "inputs"), "feedback_not_randomized"),
+                   1);
+  assert_int_equal((uint64_t)num(get(j, "inputs"), "feedback_orphans"), 7);
+  assert_int_equal((uint64_t)num(get(j, "inputs"), "feedback_superseded"), 3);
+  flag = named(get(j, "flags"), "chat");
+  assert_int_equal((uint64_t)num(get(flag, "unit_sources"),
+                                 "safety_identifier"),
+                   600);
+  assert_int_equal((uint64_t)num(get(flag, "unit_sources"), "none"), 1);
+  t = named(get(flag, "variants"), "treatment");
+  c = named(get(flag, "variants"), "control");
+  assert_int_equal((uint64_t)num(c, "no_unit_records"), 1);
+  assert_int_equal((uint64_t)num(get(t, "tokens"), "cached"), 600);
+  /* One request and at most one feedback line per unit: the means are
+   * plain shares, computed here from the truth. */
+  acc = get(get(t, "feedback"), "accuracy");
+  near(num(acc, "value"), yes[1] / lines[1], 1e-12, "treatment accuracy");
+  near(num(get(get(c, "feedback"), "accuracy"), "value"), yes[0] / lines[0],
+       1e-12, "control accuracy");
+  near(num(get(acc, "vs_control"), "diff"),
+       yes[1] / lines[1] - yes[0] / lines[0], 1e-12, "accuracy lift");
+  near(num(get(t, "cost"), "per_request"), cost[1] / reqs[1], 1e-6,
+       "cost per request");
+  near(num(get(get(t, "metrics"), "feedback_coverage"), "value"),
+       lines[1] / reqs[1], 1e-12, "coverage");
+  /* +25 points against a declared 10, cost ratio 1.2 <= 1.5: ship. */
+  assert_string_equal(get(get(t, "verdict"), "verdict")->valuestring, "ship");
+  assert_true(cJSON_IsNull(get(c, "verdict")));
+  cJSON_Delete(j);
+
+  /* The text says it too; --by endpoint splits the flag in two sections
+   * and does not compare them as two flags. */
+  assert_int_equal(report(&out, "-c", cfg, "--by", "endpoint", dec, fb, NULL),
+                   0);
+  assert_non_null(strstr(out, "== flag chat [chat] =="));
+  assert_non_null(strstr(out, "== flag chat [responses] =="));
+  assert_null(strstr(out, "== cross-flag co-assignment"));
+  assert_non_null(strstr(out, "treatment: ship."));
+  assert_non_null(strstr(out, "reason no_unit"));
+  free(out);
+
+  /* A bad config: exit 1, every error with its path. */
+  snprintf(bad, sizeof(bad), "%s/bad.json", dir);
+  assert_int_equal(
+      mg_h_write_file(bad, "{\"flags\":{\"chat\":{\"decide\":{\"metric\":"
+                           "\"accuracy\",\"min_lift\":-1}}},\"feedback\":"
+                           "{\"metrics\":{\"accuracy\":{\"type\":\"int\"}}}}"),
+      0);
+  assert_int_equal(report(&out, "-c", bad, dec, NULL), 1);
+  assert_non_null(strstr(out, "$.flags.chat.decide.min_lift"));
+  assert_non_null(strstr(out, "$.feedback.metrics.accuracy.type"));
+  free(out);
+  assert_int_equal(report(&out, "--by", "client", dec, NULL), 2);
+  free(out);
+}
+
 /* ---- the command line ---------------------------------------------------- */
 
 static void test_cli(void **state) {
@@ -451,6 +617,7 @@ int main(void) {
       cmocka_unit_test(test_planted_srm),
       cmocka_unit_test(test_planted_heavy_users),
       cmocka_unit_test(test_planted_coassignment),
+      cmocka_unit_test(test_feedback_end_to_end),
       cmocka_unit_test(test_cli),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

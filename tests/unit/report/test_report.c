@@ -4,6 +4,7 @@
  * analysis on small logs with known answers. The real binary on large
  * generated logs is tests/integration/test_report.c. */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -207,8 +208,15 @@ static void test_delta_method(void **state) {
    *     s_x^2 = .3, s_y^2 = .5, s_xy = 0;
    *     Var = (.3 + .04 * .5) / (5 * 4) = .016
    *   diff .1, se sqrt(11/750 + .016) = 0.17511900715418263,
-   *   z 0.5710402407201608, p = erfc(z / sqrt 2) = 0.5679723655099227
-   * (checked with Python's fractions and math.erfc). */
+   *   t 0.5710402407201608 (checked with Python's fractions);
+   *   Welch-Satterthwaite df = (Vt + Vc)^2 / (Vt^2/3 + Vc^2/4)
+   *     = 6.930131004366812 (fractions);
+   *   p = P(|T_6.93| >= 0.571) = 0.5860047178551213 and t(0.975, 6.93) =
+   *   2.369465630762753, so the CI is [-0.3149384687451324,
+   *   0.5149384687451324]: Simpson's rule on the t density (200,000
+   *   intervals, Python's math.lgamma), and bisection on it.
+   * Compared as a plain ratio (not a proportion) so that the variances are
+   * the delta method's own. */
   static const double t[][2] = {{0, 1}, {1, 3}, {2, 4}, {0, 2}};
   static const double c[][2] = {{0, 2}, {1, 2}, {0, 1}, {0, 3}, {1, 2}};
   struct mg_stats_ratio rt, rc;
@@ -226,30 +234,166 @@ static void test_delta_method(void **state) {
   near(mg_stats_ratio_value(&rc), 0.2, 1e-15);
   near(mg_stats_ratio_var(&rt), 11.0 / 750.0, 1e-15);
   near(mg_stats_ratio_var(&rc), 0.016, 1e-15);
-  mg_stats_ratio_compare(&rt, &rc, &d);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
+  assert_null(d.undefined);
   near(d.diff, 0.1, 1e-15);
   near(d.se, 0.17511900715418263, 1e-14);
   near(d.z, 0.5710402407201608, 1e-13);
-  near(d.p, 0.5679723655099227, 1e-13);
-  near(d.lo, -0.24322694703061, 1e-13);
-  near(d.hi, 0.44322694703061005, 1e-13);
+  near(d.df, 6.930131004366812, 1e-12);
+  near(d.p, 0.5860047178551213, 1e-10);
+  near(d.lo, -0.3149384687451324, 1e-9);
+  near(d.hi, 0.5149384687451324, 1e-9);
   near(d.rel, 0.5, 1e-14);
 
-  /* One unit: no variance, so no comparison. */
+  /* One unit: no variance, so no test, and it says why. */
   mg_stats_ratio_init(&rt);
   mg_stats_ratio_add(&rt, 1, 2);
   assert_true(isnan(mg_stats_ratio_var(&rt)));
-  mg_stats_ratio_compare(&rt, &rc, &d);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
   assert_true(isnan(d.p));
-  /* Identical units on both sides: no noise, p 1. */
+  assert_string_equal(d.undefined, "too few units");
+  near(d.diff, 0.3, 1e-15);
+}
+
+/* Zero variance is not significance (issue 11.2). */
+static void test_zero_variance(void **state) {
+  struct mg_stats_ratio rt, rc;
+  struct mg_stats_diff d;
+  static const double conf[4] = {0.8, 0.9, 1.0, 0.7};
+  size_t i;
+  (void)state;
+
+  /* Constant confidence in both arms, equal or not: no test at all. */
   mg_stats_ratio_init(&rt);
   mg_stats_ratio_init(&rc);
-  for (i = 0; i < 10; i++) {
-    mg_stats_ratio_add(&rt, 1, 4);
-    mg_stats_ratio_add(&rc, 1, 4);
+  for (i = 0; i < 50; i++) {
+    mg_stats_ratio_add(&rt, 0.92 * 3, 3);
+    mg_stats_ratio_add(&rc, 0.80, 1);
   }
-  mg_stats_ratio_compare(&rt, &rc, &d);
-  near(d.p, 1, 0);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
+  assert_string_equal(d.undefined, "no variance");
+  assert_true(isnan(d.p));
+  assert_true(isnan(d.lo));
+  near(d.diff, 0.12, 1e-12);
+
+  /* One arm constant (0.9 from a header, 5 units), the other not (four
+   * units at 0.8, 0.9, 1.0, 0.7): Welch's df is the varying arm's n - 1 =
+   * 3, t = (0.85 - 0.9) / sqrt(0.05/3/4) = -0.7745966692414823, and the
+   * closed form for 3 df (A&S 26.7.3), p = 1 - (2/pi)(th + sin th cos th)
+   * with th = atan(|t|/sqrt 3), gives 0.4950253460597115 (Python). */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 4; i++)
+    mg_stats_ratio_add(&rt, conf[i], 1);
+  for (i = 0; i < 5; i++)
+    mg_stats_ratio_add(&rc, 0.9, 1);
+  mg_stats_ratio_compare(&rt, &rc, false, &d);
+  assert_null(d.undefined);
+  near(d.df, 3, 1e-12);
+  near(d.z, -0.7745966692414823, 1e-12);
+  near(d.p, 0.4950253460597115, 1e-12);
+
+  /* No events in either arm: "no events", never p = 1 or 0. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 40; i++) {
+    mg_stats_ratio_add(&rt, 0, 1 + i % 3);
+    mg_stats_ratio_add(&rc, 0, 2);
+  }
+  mg_stats_ratio_compare(&rt, &rc, true, &d);
+  assert_string_equal(d.undefined, "no events");
+  near(d.diff, 0, 0);
+  /* Every request an event on both sides. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 40; i++) {
+    mg_stats_ratio_add(&rt, 2, 2);
+    mg_stats_ratio_add(&rc, 1, 1);
+  }
+  mg_stats_ratio_compare(&rt, &rc, true, &d);
+  assert_non_null(strstr(d.undefined, "no variance"));
+
+  /* A rate with no events in one arm: the control's 0 of 90 requests (30
+   * units of 3) gets the binomial variance at the pooled rate, not 0.
+   * By hand (Python fractions): treatment 3 errors in 90 requests, one
+   * each in 3 units of 30: Vt = s_x^2 / (n ybar^2) = (2.7/29) / 270 =
+   * 3.448275862068965e-4; its binomial variance (1/30)(29/30)/90 =
+   * 3.580246913580247e-4, a design effect of 0.963, floored at 1; pooled
+   * rate 3/180, so Vc = (1/60)(59/60)/90 = 1.8209876543209876e-4;
+   * se = 0.022954876423953916, t = 1.4521242771121725, Welch df =
+   * 52.9499606744699, p = 0.15236715199015405 (Simpson on the t density).
+   * Treating the control's variance as 0 would have given t = 1.795. */
+  mg_stats_ratio_init(&rt);
+  mg_stats_ratio_init(&rc);
+  for (i = 0; i < 30; i++) {
+    mg_stats_ratio_add(&rt, i < 3, 3);
+    mg_stats_ratio_add(&rc, 0, 3);
+  }
+  mg_stats_ratio_compare(&rt, &rc, true, &d);
+  assert_null(d.undefined);
+  near(d.se, 0.022954876423953916, 1e-14);
+  near(d.z, 1.4521242771121725, 1e-12);
+  near(d.df, 52.9499606744699, 1e-9);
+  near(d.p, 0.15236715199015405, 1e-10);
+}
+
+static void test_student_t(void **state) {
+  /* Closed forms (Abramowitz and Stegun 26.7.3, 26.7.4), worked in Python:
+   *   df 1: p = 1 - (2/pi) atan|t|;  df 2: p = 1 - |t| / sqrt(2 + t^2);
+   *   df 3: p = 1 - (2/pi)(th + sin th cos th), th = atan(|t|/sqrt 3);
+   *   df 4: p = 1 - sin th (1 + cos^2 th / 2), th = atan(|t|/2).
+   * Non-integer df: Simpson's rule on the density (tests/ comment above). */
+  static const struct {
+    double t, df, p;
+  } v[] = {
+      {2.0, 1, 0.2951672353008665},     {2.0, 2, 0.18350341907227385},
+      {2.0, 3, 0.13932596855884305},    {5.0, 3, 0.015392438073302261},
+      {2.0, 4, 0.11611652351681567},    {3.0, 2.5, 0.07257609554903137},
+      {4.2, 7.3, 0.003675057001648907}, {2.5, 30, 0.018115649068066352},
+      {3.0, 1000, 0.002766709044238369},
+      /* far tails keep their relative precision */
+      {13.7, 1000, 2.8095264320545004e-39}, {5.0, 30000, 5.765316686507711e-07},
+  };
+  size_t i;
+  (void)state;
+  for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+    rel(mg_stats_t_p2(v[i].t, v[i].df), v[i].p, 1e-9);
+    rel(mg_stats_t_p2(-v[i].t, v[i].df), v[i].p, 1e-9);
+  }
+  near(mg_stats_t_p2(0, 5), 1, 1e-15);
+  /* A large df is the normal: erfc(3 / sqrt 2) = 0.0026997960632601866. */
+  rel(mg_stats_t_p2(3, 1e12), 0.0026997960632601866, 1e-12);
+  /* Just below the switch the beta is still used, and the t's heavier
+   * tail still shows (Simpson on the density: 0.0026998034323375587 at
+   * 9e6 df, 0.0027004608840092404 at 1e5). */
+  rel(mg_stats_t_p2(3, 9e6), 0.0026998034323375587, 1e-8);
+  rel(mg_stats_t_p2(3, 1e5), 0.0027004608840092404, 1e-9);
+  rel(mg_stats_t_p2(3, INFINITY), 0.0026997960632601866, 1e-12);
+  /* Quantiles: tan(0.95 pi/2) = 12.706204736174696 (df 1), and for df 2
+   * t = sqrt(2 * 0.9025 / 0.0975) = 4.302652729749464. */
+  near(mg_stats_t_quantile2(0.05, 1), 12.706204736174696, 1e-9);
+  near(mg_stats_t_quantile2(0.05, 2), 4.302652729749464, 1e-9);
+  near(mg_stats_t_quantile2(0.05, INFINITY), MG_STATS_Z95, 1e-9);
+  /* The incomplete beta: I_x(1, b) = 1 - (1-x)^b, I_x(a, 1) = x^a. */
+  near(mg_stats_beta_inc(1, 3.5, 0.3), 1 - pow(0.7, 3.5), 1e-14);
+  near(mg_stats_beta_inc(2.5, 1, 0.6), pow(0.6, 2.5), 1e-14);
+  assert_true(isnan(mg_stats_t_p2(1, 0)));
+}
+
+static void test_fisher(void **state) {
+  /* Hypergeometric sums by hand in Python (math.comb), with R's 1e-7
+   * tolerance for ties: Fisher's tea tasting [[3,1],[1,3]] = 17/35;
+   * [[1,9],[11,3]] = 0.002759456185220083 (the textbook example, R's
+   * fisher.test prints 0.002759); a perfect split [[10,0],[0,10]] =
+   * 2 / C(20,10) = 1.082508822446903e-05; [[2,7],[8,2]] =
+   * 0.023014137565221155. */
+  (void)state;
+  near(mg_stats_fisher2x2(3, 1, 1, 3), 17.0 / 35.0, 1e-12);
+  rel(mg_stats_fisher2x2(1, 9, 11, 3), 0.002759456185220083, 1e-9);
+  rel(mg_stats_fisher2x2(10, 0, 0, 10), 1.082508822446903e-05, 1e-9);
+  rel(mg_stats_fisher2x2(2, 7, 8, 2), 0.023014137565221155, 1e-9);
+  near(mg_stats_fisher2x2(0, 5, 7, 200), 1.0, 1e-12);
+  assert_true(isnan(mg_stats_fisher2x2(0, 0, 3, 4)));
 }
 
 /* With one request per unit, the delta method is the classic two-
@@ -512,6 +656,11 @@ static double unif(struct rng *r) {
 }
 
 /* units users, each with 1-4 requests, treatment share t, error rates. */
+/* With gen_later non-NULL, a third of the records get an "accuracy"
+ * feedback line, half right after them, half in gen_later (to be appended
+ * at the end: feedback long after its decision). */
+static struct mg_buf *gen_later;
+
 static void gen(struct mg_buf *b, const char *flag, int units, double t,
                 double err_c, double err_t, const char *extra_weights,
                 uint64_t seed) {
@@ -522,21 +671,34 @@ static void gen(struct mg_buf *b, const char *flag, int units, double t,
     n = 1 + (int)(unif(&r) * 4);
     for (k = 0; k < n; k++) {
       bool e = unif(&r) < (treat ? err_t : err_c);
+      uint64_t id = r.s;
       assert_int_equal(
           mg_buf_printf(b,
-                        "{\"flag\":\"%s\",\"unit\":\"%s-%d\",\"variant\":"
+                        "{\"flag\":\"%s\",\"id\":\"%016" PRIx64 "%016" PRIx64
+                        "\",\"unit\":\"%s-%d\",\"variant\":"
                         "\"%s\",\"reason\":\"rollout\",\"weights\":%s,"
                         "\"input\":{\"chars\":%d,\"tools\":%d},"
-                        "\"error\":%s,\"ms\":%.1f}\n",
-                        flag, flag, u, treat ? "b" : "a",
+                        "\"error\":%s,\"ms\":%.1f,\"cost\":%.5f}\n",
+                        flag, id, seed, flag, u, treat ? "b" : "a",
                         extra_weights ? extra_weights
                                       : "{\"a\":50,\"b\":50}",
                         (int)(unif(&r) * 1000), (int)(unif(&r) * 5),
-                        e ? "true" : "false", 100 + unif(&r) * 50),
+                        e ? "true" : "false", 100 + unif(&r) * 50,
+                        unif(&r) / 100),
           0);
+      if (gen_later && unif(&r) < 1.0 / 3)
+        assert_int_equal(
+            mg_buf_printf(unif(&r) < 0.5 ? b : gen_later,
+                          "{\"ts\":\"2026-12-02T10:00:00.000Z\",\"feedback\":"
+                          "{\"decision_id\":\"%016" PRIx64 "%016" PRIx64 "\","
+                          "\"metric\":\"accuracy\",\"value\":%s}}\n",
+                          id, seed, unif(&r) < 0.8 ? "true" : "false"),
+            0);
     }
   }
 }
+
+static void lines_fit(const char *text, size_t width);
 
 static void analyse(const char *text, size_t len,
                     const struct mg_rp_options *opt, struct mg_rp_log *lg,
@@ -547,7 +709,7 @@ static void analyse(const char *text, size_t len,
 }
 
 static void test_analysis_aa(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b, out;
@@ -574,6 +736,7 @@ static void test_analysis_aa(void **state) {
   /* Every renderer runs on it. */
   assert_int_equal(mg_rp_render_text(&r, &out), 0);
   assert_non_null(strstr(out.data, "ALARMS: none"));
+  lines_fit(out.data, 100);
   mg_buf_reset(&out);
   assert_int_equal(mg_rp_render_json(&r, &out), 0);
   mg_buf_reset(&out);
@@ -598,7 +761,7 @@ static void test_analysis_aa(void **state) {
 }
 
 static void test_analysis_srm_and_effect(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b;
@@ -636,7 +799,7 @@ static void test_analysis_control_choice(void **state) {
       "\"rollout\",\"ms\":1}\n"
       "{\"flag\":\"h\",\"unit\":\"1\",\"variant\":\"y\",\"reason\":"
       "\"default\",\"ms\":1}\n";
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   (void)state;
@@ -655,7 +818,7 @@ static void test_analysis_control_choice(void **state) {
 /* A large file parsed on several threads gives the very report one thread
  * gives: same counts, same line numbers in the examples, same figures. */
 static void test_parallel_read_matches(void **state) {
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r1, r3;
   struct mg_rp_log l1, l3;
   struct mg_buf b, o1, o3;
@@ -667,13 +830,23 @@ static void test_parallel_read_matches(void **state) {
   mg_buf_init(&o1, SIZE_MAX);
   mg_buf_init(&o3, SIZE_MAX);
   /* Past the 16 MiB below which one thread reads, with malformed lines
-   * and an event in every part. */
-  while (b.len < (24u << 20)) {
-    gen(&b, "f", 3000, 0.5, 0.05, 0.06, NULL, b.len + 1);
-    gen(&b, "g", 1000, 0.2, 0.05, 0.05, "{\"a\":80,\"b\":20}", b.len + 7);
-    assert_int_equal(mg_buf_puts(&b, "torn {\"flag\n"
-                                      "{\"event\":\"kill\",\"flag\":\"f\"}\n"),
-                     0);
+   * and an event in every part, and feedback both right after its
+   * decision and at the very end (joined across the parts). */
+  {
+    struct mg_buf later;
+    mg_buf_init(&later, SIZE_MAX);
+    gen_later = &later;
+    while (b.len < (24u << 20)) {
+      gen(&b, "f", 3000, 0.5, 0.05, 0.06, NULL, b.len + 1);
+      gen(&b, "g", 1000, 0.2, 0.05, 0.05, "{\"a\":80,\"b\":20}",
+          b.len + 7);
+      assert_int_equal(mg_buf_puts(&b, "torn {\"flag\n"
+                                        "{\"event\":\"kill\",\"flag\":\"f\"}\n"),
+                       0);
+    }
+    gen_later = NULL;
+    assert_int_equal(mg_buf_append(&b, later.data, later.len), 0);
+    mg_buf_free(&later);
   }
   fd = mkstemp(path);
   assert_true(fd >= 0);
@@ -695,12 +868,18 @@ static void test_parallel_read_matches(void **state) {
   assert_int_equal(l1.bad[MG_RP_MAX_BAD - 1].line,
                    l3.bad[MG_RP_MAX_BAD - 1].line);
   assert_int_equal(l1.nunits, l3.nunits);
+  assert_int_equal(l1.nfb, l3.nfb);
+  assert_int_equal(l1.nids, l3.nids);
+  assert_true(l1.nfb > 10000);
   assert_int_equal(mg_rp_analyze(&l1, &opt, &r1), 0);
   assert_int_equal(mg_rp_analyze(&l3, &opt, &r3), 0);
   assert_int_equal(mg_rp_render_json(&r1, &o1), 0);
   assert_int_equal(mg_rp_render_json(&r3, &o3), 0);
   assert_int_equal(o1.len, o3.len);
   assert_memory_equal(o1.data, o3.data, o1.len);
+  /* Every feedback line found its decision, whichever part held each. */
+  assert_int_equal(l3.fb_matched, l3.nfb);
+  assert_int_equal(l3.fb_orphans, 0);
   mg_rp_report_free(&r1);
   mg_rp_report_free(&r3);
   mg_rp_log_free(&l1);
@@ -708,6 +887,200 @@ static void test_parallel_read_matches(void **state) {
   mg_buf_free(&b);
   mg_buf_free(&o1);
   mg_buf_free(&o3);
+}
+
+/* Every line of the text at most 100 columns. */
+static void lines_fit(const char *text, size_t width) {
+  const char *s = text, *nl;
+  while ((nl = strchr(s, '\n')) != NULL) {
+    if ((size_t)(nl - s) > width)
+      fail_msg("a line of %zu columns: %.*s", (size_t)(nl - s), (int)(nl - s),
+               s);
+    s = nl + 1;
+  }
+}
+
+/* Issue 11.2's case: a constant confidence in each arm (0.92 against
+ * 0.80) and no fallbacks in the control. The report must show the
+ * differences, say that the tests are undefined, and raise no alarm; the
+ * HTML chart must show the fallback difference as an absolute one and say
+ * why; the text must fit 100 columns. */
+static void test_constant_arms(void **state) {
+  struct mg_rp_options opt = {0};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b, out;
+  const struct mg_rp_flag_report *fr;
+  const struct mg_rp_variant *t;
+  uint32_t c;
+  int i;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  mg_buf_init(&out, SIZE_MAX);
+  for (i = 0; i < 4000; i++) {
+    bool treat = i % 2;
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"f\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"weights\":{\"control\":50,"
+                      "\"treatment\":50},\"input\":{\"chars\":%d,\"tools\":%d},"
+                      "\"confidence\":%s,\"tier\":\"%s\",\"error\":false,"
+                      "\"ms\":%d}\n",
+                      i / 3, treat ? "treatment" : "control", 100 + i % 997,
+                      i % 5, treat ? "0.92" : "0.8",
+                      treat && i % 7 == 1 ? "fallback" : "primary",
+                      100 + i % 13),
+        0);
+  }
+  analyse(b.data, b.len, &opt, &lg, &r);
+  fr = &r.flags[0];
+  t = &fr->v[fr->control == 0 ? 1 : 0];
+  assert_true(t->has_cmp);
+  near(t->cmp[MG_RP_M_CONFIDENCE].diff, 0.12, 1e-6);
+  assert_string_equal(t->cmp[MG_RP_M_CONFIDENCE].undefined, "no variance");
+  assert_true(isnan(t->cmp[MG_RP_M_CONFIDENCE].p));
+  /* Errors: none anywhere. */
+  assert_string_equal(t->cmp[MG_RP_M_ERROR].undefined, "no events");
+  /* Fallbacks only in the treatment: a real test (pooled variance). */
+  assert_null(t->cmp[MG_RP_M_FALLBACK].undefined);
+  assert_true(t->cmp[MG_RP_M_FALLBACK].p < 1e-6);
+  for (c = 0; c < fr->ncells; c++) {
+    const struct mg_rp_cell_arm *ca = &fr->cells[c].arms[t - fr->v];
+    assert_true(ca->has_cmp);
+    assert_string_equal(ca->cmp[MG_RP_M_CONFIDENCE].undefined, "no variance");
+    assert_false(ca->flagged[MG_RP_M_CONFIDENCE]);
+  }
+  /* Worse confidence would be the control's; the treatment's fallbacks
+   * are worse and may alarm, but never the constant confidence. */
+  for (c = 0; c < r.nalarms; c++)
+    assert_true(r.alarms[c].metric == NULL ||
+                strcmp(r.alarms[c].metric, "mean_confidence") != 0);
+  assert_int_equal(mg_rp_render_text(&r, &out), 0);
+  assert_non_null(strstr(out.data, "no test: no variance"));
+  lines_fit(out.data, 100);
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_json(&r, &out), 0);
+  assert_non_null(strstr(out.data, "\"undefined\":\"no variance\""));
+  mg_buf_reset(&out);
+  assert_int_equal(mg_rp_render_html(&r, &out), 0);
+  assert_non_null(strstr(out.data, "class=\"absolute\""));
+  assert_non_null(strstr(out.data, "the control's rate is 0, so no "
+                                   "relative difference"));
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+  mg_buf_free(&out);
+}
+
+/* Co-assignment over a 2 x 2 table known in advance, against values
+ * worked by hand (Python): 1,000 units in both flags; 30 in both
+ * treatments, 70 only in a's, 20 only in b's, 880 in neither. Odds ratio
+ * 30 x 880 / (70 x 20) = 18.857142857142858, phi 0.3823595564509363,
+ * X^2 = n phi^2 = 146.19883040935673 (every expected count >= 5: the
+ * smallest is 100 x 50 / 1000 = 5), p = erfc(sqrt(X^2/2)) =
+ * 1.1745568608837685e-33, Woolf's interval exp(ln OR -/+ 1.96 sqrt(1/30 +
+ * 1/70 + 1/20 + 1/880)) = [10.185506382371216, 34.911552100162844]. */
+static void test_coassignment_table(void **state) {
+  struct mg_rp_options opt = {0};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b;
+  const struct mg_rp_copair *t;
+  int u;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  for (u = 0; u < 1000; u++) {
+    bool ta = u < 100, tb = u < 30 || (u >= 100 && u < 120);
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"a\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n"
+                      "{\"flag\":\"b\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n",
+                      u, ta ? "treatment" : "control", u,
+                      tb ? "treatment" : "control"),
+        0);
+  }
+  analyse(b.data, b.len, &opt, &lg, &r);
+  assert_int_equal(r.npairs, 1);
+  assert_int_equal(r.pairs[0].nt, 1);
+  t = &r.pairs[0].t[0];
+  assert_int_equal(t->both, 30);
+  assert_int_equal(t->a_only, 70);
+  assert_int_equal(t->b_only, 20);
+  assert_int_equal(t->neither, 880);
+  near(t->expected, 5, 1e-12);
+  near(t->odds_ratio, 18.857142857142858, 1e-12);
+  near(t->phi, 0.3823595564509363, 1e-12);
+  assert_string_equal(t->test, "chi-square");
+  near(t->chi2, 146.19883040935673, 1e-9);
+  rel(t->p, 1.1745568608837685e-33, 1e-8);
+  near(t->or_lo, 10.185506382371216, 1e-9);
+  near(t->or_hi, 34.911552100162844, 1e-9);
+  assert_true(t->alarm);
+  assert_int_equal(r.nalarms, 1);
+  assert_string_equal(r.alarms[0].check, "coassignment");
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_reset(&b);
+
+  /* A perfect overlap of 5 units in 20: expected counts below 5, so
+   * Fisher's exact test, p = 1 / C(20, 5) = 6.449948400412796e-05 (the
+   * other extreme, 0 in both, is more likely and not counted); the odds
+   * ratio with half a unit added everywhere, 5.5 x 15.5 / 0.25 = 341. */
+  for (u = 0; u < 20; u++)
+    assert_int_equal(
+        mg_buf_printf(&b,
+                      "{\"flag\":\"a\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n"
+                      "{\"flag\":\"b\",\"unit\":\"u%d\",\"variant\":\"%s\","
+                      "\"reason\":\"rollout\",\"ms\":1}\n",
+                      u, u < 5 ? "treatment" : "control", u,
+                      u < 5 ? "treatment" : "control"),
+        0);
+  analyse(b.data, b.len, &opt, &lg, &r);
+  t = &r.pairs[0].t[0];
+  assert_string_equal(t->test, "fisher");
+  rel(t->p, 6.449948400412796e-05, 1e-9);
+  near(t->odds_ratio, 341, 1e-9);
+  assert_true(t->alarm);
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
+}
+
+/* The p95's interval behind the decide rule's p95_ms guardrail: 1,000
+ * units of one request at 1, 2, ..., 1000 ms (design effect 1), each arm
+ * at 1 - 0.05/2: z = 2.241402727604945 (bisection on erfc), h = z
+ * sqrt(0.95 x 0.05 / 1000), and the type-7 quantiles at 0.95 -/+ h are
+ * 1 + 999 (0.95 -/+ h) = 934.6176455670479 and 965.4823544329521. */
+static void test_p95_interval(void **state) {
+  struct mg_rp_options opt = {0};
+  struct mg_rp_report r;
+  struct mg_rp_log lg;
+  struct mg_buf b;
+  const struct mg_rp_variant *v;
+  int u;
+  (void)state;
+
+  mg_buf_init(&b, SIZE_MAX);
+  for (u = 0; u < 1000; u++)
+    assert_int_equal(mg_buf_printf(&b,
+                                   "{\"flag\":\"f\",\"unit\":\"u%d\","
+                                   "\"variant\":\"control\",\"reason\":"
+                                   "\"rollout\",\"ms\":%d}\n",
+                                   u, u + 1),
+                     0);
+  analyse(b.data, b.len, &opt, &lg, &r);
+  v = &r.flags[0].v[0];
+  near(v->p95, 1 + 999 * 0.95, 1e-9);
+  near(v->p95_lo, 934.6176455670479, 1e-9);
+  near(v->p95_hi, 965.4823544329521, 1e-9);
+  mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  mg_buf_free(&b);
 }
 
 static void test_format(void **state) {
@@ -732,7 +1105,7 @@ static void test_format(void **state) {
  * Bonferroni factor. */
 static void test_input_axis_tokens(void **state) {
   enum { N = 800 };
-  struct mg_rp_options opt = {NULL, NULL};
+  struct mg_rp_options opt = {0};
   struct mg_rp_report r;
   struct mg_rp_log lg;
   struct mg_buf b, out;
@@ -839,6 +1212,9 @@ int main(void) {
       cmocka_unit_test(test_quantile),
       cmocka_unit_test(test_delta_method),
       cmocka_unit_test(test_delta_single_requests),
+      cmocka_unit_test(test_zero_variance),
+      cmocka_unit_test(test_student_t),
+      cmocka_unit_test(test_fisher),
       cmocka_unit_test(test_reader_lines),
       cmocka_unit_test(test_reader_bits),
       cmocka_unit_test(test_reader_real_records),
@@ -848,6 +1224,9 @@ int main(void) {
       cmocka_unit_test(test_input_axis_tokens),
       cmocka_unit_test(test_parallel_read_matches),
       cmocka_unit_test(test_format),
+      cmocka_unit_test(test_constant_arms),
+      cmocka_unit_test(test_coassignment_table),
+      cmocka_unit_test(test_p95_interval),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
