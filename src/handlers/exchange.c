@@ -517,6 +517,7 @@ static void account(struct mg_exchange *ex, int status) {
   if (ex->accounted)
     return;
   ex->accounted = true;
+  mg_worker_answered(w);
   if (status)
     ex->status = status;
   total_ns = uv_hrtime() - ex->t_start;

@@ -188,12 +188,15 @@ static void maybe_done(struct mg_worker *w) {
 
 void mg_worker_begin(struct mg_worker *w) {
   w->inflight++;
-  atomic_store_explicit(&w->live_inflight, w->inflight, memory_order_relaxed);
+  atomic_fetch_add_explicit(&w->live_inflight, 1, memory_order_relaxed);
+}
+
+void mg_worker_answered(struct mg_worker *w) {
+  atomic_fetch_sub_explicit(&w->live_inflight, 1, memory_order_relaxed);
 }
 
 void mg_worker_end(struct mg_worker *w) {
   w->inflight--;
-  atomic_store_explicit(&w->live_inflight, w->inflight, memory_order_relaxed);
   maybe_done(w);
 }
 

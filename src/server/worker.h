@@ -135,8 +135,11 @@ void mg_wsnap_count_flag(struct mg_wsnap *ws, const struct mg_flag *f,
                          uint32_t variant, uint32_t slot, uint32_t nslots,
                          const char *reason);
 
-/* An exchange began / ended on this worker. */
+/* An exchange began on this worker; its answer is counted (its last bytes
+ * about to go out: the in-flight gauge drops then, with the other
+ * counters); it ended. */
 void mg_worker_begin(struct mg_worker *w);
+void mg_worker_answered(struct mg_worker *w);
 void mg_worker_end(struct mg_worker *w);
 
 /* A fresh decision id: 32 lowercase hex digits, unique in the process. */
