@@ -6,10 +6,11 @@ set -euo pipefail
 # Build: compiler, CMake, and the libraries named in the README.
 MG_BUILD_PKGS="gcc make cmake pkg-config libuv1-dev libcurl4-openssl-dev
   libcjson-dev libxxhash-dev libcmocka-dev node-llhttp ca-certificates
-  libssl-dev"
+  libssl-dev libhiredis-dev"
 # Tests: nginx terminates TLS in front of the mock for the HTTPS upstream
 # test; openssl makes its certificate; curl drives the demo.
-MG_TEST_PKGS="nginx-light openssl curl chromium clang libclang-rt-14-dev"
+MG_TEST_PKGS="nginx-light openssl curl chromium clang libclang-rt-14-dev
+  redis-server"
 # The OpenAI SDK test (tests/integration/test_sdk.c) runs the official Node
 # SDK, installed into tests/sdk/node_modules by mg_sdk_modules below.
 MG_NODE_PKGS="nodejs npm"

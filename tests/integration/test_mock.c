@@ -1296,7 +1296,7 @@ static void test_responses_plain(void **state) {
   assert_string_equal(hdr(&r, "content-type"), "application/json");
   /* The headers the OpenAI SDKs read; the first answer of this mock. */
   assert_id(hdr(&r, "x-request-id"), "req_");
-  snprintf(rid1, sizeof(rid1), "%s", hdr(&r, "x-request-id"));
+  snprintf(rid1, sizeof(rid1), "%.63s", hdr(&r, "x-request-id"));
   assert_string_equal(hdr(&r, "openai-version"), "2020-10-01");
   assert_true(atoi(hdr(&r, "openai-processing-ms")) >= 0);
   assert_string_equal(hdr(&r, "x-ratelimit-limit-requests"), "10000");
@@ -2456,7 +2456,7 @@ static void test_headers(void **state) {
   /* x-request-id on every OpenAI-family answer, unique; errors too; not on
    * unknown URLs nor control answers. */
   assert_int_equal(chat(port, "h", "hi", "", &r), 0);
-  snprintf(first, sizeof(first), "%s", hdr(&r, "x-request-id"));
+  snprintf(first, sizeof(first), "%.63s", hdr(&r, "x-request-id"));
   assert_id(first, "req_");
   mg_h_resp_free(&r);
   /* The stats say which id went out (pass-through tests compare). */
