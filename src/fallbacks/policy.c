@@ -190,8 +190,9 @@ static void parse_cache(struct mg_cache_cfg *c, const cJSON *obj,
 
 static void parse_traditional(struct mg_fallbacks *f, const cJSON *sec,
                               struct mg_cfg_errors *e) {
-  static const char *const keys[] = {"url",   "static",     "static_json",
-                                     "field", "timeout_ms", NULL};
+  static const char *const keys[] = {"url",        "static", "static_json",
+                                     "field",      "engine", "timeout_ms",
+                                     NULL};
   const cJSON *it;
   if (sec == NULL || !mg_cfg_object(sec, "$.traditional", NULL, e))
     return;
@@ -245,6 +246,22 @@ static void parse_traditional(struct mg_fallbacks *f, const cJSON *sec,
       char q[MG_CFG_PATH_MAX];
       mg_cfg_join(q, p, "url");
       mg_cfg_error(e, q, "must be an http:// or https:// URL");
+    }
+    {
+      char q[MG_CFG_PATH_MAX];
+      char *en = mg_cfg_str(it, "engine", p, "auto", true, e);
+      mg_cfg_join(q, p, "engine");
+      if (en && strcmp(en, "native") == 0)
+        t->engine = MG_ENGINE_NATIVE;
+      else if (en && strcmp(en, "curl") == 0)
+        t->engine = MG_ENGINE_CURL;
+      else if (en && strcmp(en, "auto") != 0)
+        mg_cfg_error(e, q, "must be auto, native or curl, not \"%s\"", en);
+      free(en);
+      if (t->engine == MG_ENGINE_NATIVE && t->url &&
+          strncmp(t->url, "http://", 7) != 0)
+        mg_cfg_error(e, q, "native serves http:// URLs only; %s needs curl "
+                           "(or auto)", t->url);
     }
     if (t->field && t->field[0] != '\0' && t->field[0] != '/') {
       char q[MG_CFG_PATH_MAX];

@@ -66,6 +66,7 @@ struct mg_traditional {
                       * neither url nor static; or NULL */
   char *field;       /* owned: JSON pointer to the answer text, or NULL */
   uint32_t timeout_ms;
+  enum mg_engine engine; /* `engine`, as configured (url only) */
   uint32_t index;    /* position in the snapshot's array */
 };
 

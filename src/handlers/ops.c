@@ -118,7 +118,8 @@ static void ops_handle(void *owner, struct mg_resp *r,
                    "{\"status\":\"ready\"}", 18);
     break;
   case OP_METRICS: {
-    struct mg_tel_live live = {0, 0, 0, 0};
+    struct mg_tel_live live;
+    memset(&live, 0, sizeof(live));
     struct mg_buf out;
     unsigned i;
     for (i = 0; i < w->sh->nworkers; i++)

@@ -28,6 +28,7 @@
 #include "api/api.h"
 #include "server/http.h"
 #include "upstream/curl.h"
+#include "upstream/native.h"
 
 /* ---- snapshots -------------------------------------------------------------------- */
 
@@ -176,6 +177,15 @@ void mg_worker_live(struct mg_worker *w, struct mg_tel_live *out) {
       out->transfers += e[i]->ops->active(e[i]);
       out->paused += e[i]->ops->paused_total(e[i]);
     }
+  {
+    const struct mg_native_stats ns = w->up_stats;
+    out->up_conns += ns.conns;
+    out->up_idle += ns.idle;
+    out->up_waiting += ns.waiting;
+    out->up_connects += ns.connects;
+    out->up_reuses += ns.reuses;
+    out->up_replaced += ns.replaced;
+  }
   uv_mutex_unlock(&w->wake_mu);
 }
 
@@ -343,7 +353,19 @@ static void refresh_date(struct mg_worker *w) {
     mg_http_date(w->date, tv.tv_sec);
 }
 
-static void on_tick(uv_timer_t *t) { refresh_date(t->data); }
+static void on_tick(uv_timer_t *t) {
+  struct mg_worker *w = t->data;
+  refresh_date(w);
+  /* The native engine's counters are its thread's: a scrape reads this
+   * copy, at most a second old. */
+  if (w->up.native) {
+    struct mg_native_stats ns;
+    mg_native_stats(w->up.native, &ns);
+    uv_mutex_lock(&w->wake_mu);
+    w->up_stats = ns;
+    uv_mutex_unlock(&w->wake_mu);
+  }
+}
 
 static void on_connection(uv_stream_t *listener, int status) {
   struct mg_worker *w = listener->data;
@@ -430,7 +452,8 @@ int mg_worker_init(struct mg_worker *w, unsigned index, struct mg_shared *sh,
   ec.idle_connection_ms = w->cfg->upstream.idle_connection_ms;
   ec.proxy = w->cfg->upstream.proxy;
   w->up.curl = mg_curl_new(w->loop, &ec);
-  if (w->up.curl == NULL)
+  w->up.native = mg_native_new(w->loop, &ec);
+  if (w->up.curl == NULL || w->up.native == NULL)
     return -ENOMEM;
 
   w->env.loop = w->loop;

@@ -23,6 +23,7 @@
 #include "server/conn.h"
 #include "telemetry/metrics.h"
 #include "telemetry/telemetry.h"
+#include "upstream/native.h"
 #include "upstream/views.h"
 
 /* What the whole process shares with its workers and handlers. */
@@ -82,6 +83,8 @@ struct mg_worker {
   size_t inflight;               /* exchanges not finished, orphans too */
   /* Mirrors of env.nconns and inflight for a scrape on another thread. */
   _Atomic size_t live_conns, live_inflight;
+  struct mg_native_stats up_stats; /* the native engine's, copied on the
+                                    * tick; under wake_mu */
   bool draining;
   bool closed;
   int open_handles;

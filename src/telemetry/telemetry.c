@@ -55,6 +55,24 @@ static const struct {
      "Times a streaming upstream transfer was paused because its client read "
      "slowly.",
      MG_COUNTER, NULL, 0},
+    {"modelgate_upstream_connections",
+     "Connections of the native engine to upstreams, by state (idle or "
+     "busy: connecting or carrying a request).",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_upstream_waiting",
+     "Native-engine calls waiting for DNS or for a connection slot "
+     "(max_host_connections).",
+     MG_GAUGE, NULL, 0},
+    {"modelgate_upstream_connects_total",
+     "Connections the native engine opened to upstreams.", MG_COUNTER, NULL,
+     0},
+    {"modelgate_upstream_reuses_total",
+     "Requests the native engine sent on a pooled keep-alive connection.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_upstream_replaced_total",
+     "Pooled connections found closed by the upstream before a request was "
+     "written on them, replaced by a fresh one (not an attempt).",
+     MG_COUNTER, NULL, 0},
     {"modelgate_config_info", "The config snapshot in use (label: hash).",
      MG_GAUGE, NULL, 0},
     {"modelgate_config_reloads_total",
@@ -731,6 +749,17 @@ int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
               (double)live->transfers, NULL);
     set_gauge(m, "modelgate_upstream_paused_total", (double)live->paused,
               NULL);
+    set_gauge(m, "modelgate_upstream_connections", (double)live->up_idle,
+              "state", "idle", NULL);
+    set_gauge(m, "modelgate_upstream_connections",
+              (double)(live->up_conns - live->up_idle), "state", "busy", NULL);
+    set_gauge(m, "modelgate_upstream_waiting", (double)live->up_waiting, NULL);
+    set_gauge(m, "modelgate_upstream_connects_total",
+              (double)live->up_connects, NULL);
+    set_gauge(m, "modelgate_upstream_reuses_total", (double)live->up_reuses,
+              NULL);
+    set_gauge(m, "modelgate_upstream_replaced_total",
+              (double)live->up_replaced, NULL);
     rc = mg_metrics_render(m, out);
   }
   mg_metrics_free(m);

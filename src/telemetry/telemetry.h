@@ -87,6 +87,9 @@ void mg_tel_variant_observe(struct mg_wtel *w, struct mg_tel_variant *v,
 struct mg_tel_live {
   size_t conns, inflight, transfers;
   uint64_t paused;
+  /* The native engine's pools (upstream/native.h), summed over workers. */
+  size_t up_conns, up_idle, up_waiting;
+  uint64_t up_connects, up_reuses, up_replaced;
 };
 
 /* ---- the process ------------------------------------------------------------ */

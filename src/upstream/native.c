@@ -444,7 +444,7 @@ static void call_stop(struct nat_call *c) {
   q_remove(c);
   uv_timer_stop(&c->timer);
   if (c->state != NC_DONE && c->state != NC_FREE)
-    c->e->nactive--;
+    atomic_fetch_sub_explicit(&c->e->nactive, 1, memory_order_relaxed);
   free(c->body);
   c->body = NULL;
   c->pub.t_end = uv_hrtime();
@@ -1031,7 +1031,7 @@ static struct mg_up_call *nat_start(struct mg_up_engine *pe,
   c->idle_ms = req->timeouts.idle_ms;
   c->connect_ms = req->timeouts.connect_ms;
   c->state = NC_CONNECTING;
-  e->nactive++;
+  atomic_fetch_add_explicit(&e->nactive, 1, memory_order_relaxed);
 
   e->depth++;
   mg_native__arm(c);
@@ -1064,7 +1064,7 @@ static void nat_resume(struct mg_up_call *pub) {
   r = c->pub.cbs->on_data(&c->pub, k->pbuf, held);
   if (r == MG_UP_PAUSE) {
     c->paused = true;
-    e->paused_total++;
+    atomic_fetch_add_explicit(&e->paused_total, 1, memory_order_relaxed);
   } else if (r != held) {
     mg_native__end(c, MG_UP_ABORTED, false);
   } else {
@@ -1167,11 +1167,13 @@ static void nat_configure(struct mg_up_engine *pe,
 }
 
 static size_t nat_active(struct mg_up_engine *pe) {
-  return ((struct nat_engine *)pe)->nactive;
+  return atomic_load_explicit(&((struct nat_engine *)pe)->nactive,
+                              memory_order_relaxed);
 }
 
 static uint64_t nat_paused_total(struct mg_up_engine *pe) {
-  return ((struct nat_engine *)pe)->paused_total;
+  return atomic_load_explicit(&((struct nat_engine *)pe)->paused_total,
+                              memory_order_relaxed);
 }
 
 static void on_engine_handle_closed(uv_handle_t *h) {
@@ -1198,7 +1200,7 @@ static void nat_close(struct mg_up_engine *pe, void (*cb)(void *arg),
    * not touch it again). */
   if (e->calls)
     mg_warn("upstream (native): %zu calls still out at close (%zu in "
-            "progress)", e->ncalls - e->nfree, e->nactive);
+            "progress)", e->ncalls - e->nfree, (size_t)e->nactive);
   while ((c = e->calls) != NULL)
     nat_cancel(&c->pub);
   while ((c = e->free) != NULL) {

@@ -41,6 +41,7 @@ struct mg_native_stats {
   uint64_t queued_writes; /* requests the socket did not take at once (the
                            * rest went with a uv_write) */
 };
+/* On the engine's loop thread only. */
 void mg_native_stats(struct mg_up_engine *e, struct mg_native_stats *out);
 
 /* The ceilings of an answer's head (status line and header fields). */

@@ -4,6 +4,7 @@
 #ifndef MG_UP_NATIVE_INT_H
 #define MG_UP_NATIVE_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -157,7 +158,7 @@ struct nat_engine {
   size_t nidle;
   struct nat_conn *conns;        /* owned: every connection */
   struct nat_call *calls;        /* borrowed: calls in progress */
-  size_t nactive;
+  _Atomic size_t nactive;        /* read by scrapes on other threads */
   struct nat_call *free;         /* owned: pooled call structs */
   size_t ncalls, nfree, pool_max; /* allocated, pooled, pool ceiling */
   struct nat_queue doneq;        /* on_done to deliver from the tick */
@@ -167,8 +168,8 @@ struct nat_engine {
   char *rbuf;                    /* owned: every socket reads into it */
   unsigned depth;                /* inside start() or resume(): on_done
                                   * is queued, never called */
-  uint64_t paused_total;
-  struct mg_native_stats st;
+  _Atomic uint64_t paused_total; /* read by scrapes on other threads */
+  struct mg_native_stats st;     /* the engine's thread only */
   unsigned pending;              /* close/lookup callbacks still to come */
   bool closing;
   void (*close_cb)(void *arg);

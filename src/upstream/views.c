@@ -37,6 +37,22 @@ void mg_up_views_free(struct mg_up_views *v) {
   free(v);
 }
 
+/* The engine for url (DESIGN.md, "Scale -> Upstream engines"): `auto` is
+ * the native engine for plain http:// unless an egress proxy is set (only
+ * libcurl speaks to proxies), libcurl for everything else. */
+static struct mg_up_engine *pick(const struct mg_config *cfg,
+                                 const struct mg_up_engines *e,
+                                 enum mg_engine conf, const char *url) {
+  if (conf == MG_ENGINE_CURL || e->native == NULL)
+    return e->curl;
+  if (conf == MG_ENGINE_NATIVE)
+    return e->native;
+  if (url && strncmp(url, "http://", 7) == 0 &&
+      (cfg->upstream.proxy == NULL || cfg->upstream.proxy[0] == '\0'))
+    return e->native;
+  return e->curl;
+}
+
 static int build(struct mg_up_dest_ref *r, struct mg_up_engine *e,
                  const char *url, const char *const *lines, size_t n,
                  const struct mg_up_tls *tls, const char *what,
@@ -72,7 +88,8 @@ struct mg_up_views *mg_up_views_new(const struct mg_config *cfg,
                             t->auth_header};
     struct mg_up_tls tls = {t->ca_file, t->tls_verify};
     for (j = 0; j < MG_EP__COUNT; j++)
-      if (build(&v->targets[i * MG_EP__COUNT + (size_t)j], e->curl,
+      if (build(&v->targets[i * MG_EP__COUNT + (size_t)j],
+                pick(cfg, e, t->engine, t->urls[j]),
                 t->urls[j], lines, t->auth_header ? 3 : 2, &tls, "target",
                 t->name) != 0)
         goto fail;
@@ -81,7 +98,8 @@ struct mg_up_views *mg_up_views_new(const struct mg_config *cfg,
     const struct mg_traditional *t = &cfg->fallbacks.trad[i];
     const char *lines[2] = {"Content-Type: application/json", user_agent};
     struct mg_up_tls tls = {NULL, true};
-    if (t->url && build(&v->trad[i], e->curl, t->url, lines, 2, &tls,
+    if (t->url && build(&v->trad[i], pick(cfg, e, t->engine, t->url),
+                        t->url, lines, 2, &tls,
                         "traditional path", t->name) != 0)
       goto fail;
   }

@@ -691,6 +691,30 @@ static void test_upstream_connection_reuse(void **state) {
   if (after - before - 1 > 2)
     fail_msg("50 requests opened %.0f upstream connections",
              after - before - 1);
+  /* The engine that carried them (issue 17.2): `auto` and `native` put a
+   * plain http:// target on the native engine, whose pools /metrics show
+   * (copied once a second); `curl` leaves them empty. */
+  {
+    const char *eng = getenv("MG_TEST_ENGINE");
+    bool curl = eng && strcmp(eng, "curl") == 0;
+    double deadline = mg_h_now_ms() + 3000, connects, reuses;
+    do {
+      mg_h_sleep_ms(100);
+      connects = metric(e->gate.port, "modelgate_upstream_connects_total");
+      reuses = metric(e->gate.port, "modelgate_upstream_reuses_total");
+    } while (!curl && connects + reuses < 50 && mg_h_now_ms() < deadline);
+    if (curl) {
+      mg_h_sleep_ms(1200);
+      assert_true(metric(e->gate.port, "modelgate_upstream_connects_total") ==
+                  0);
+    } else {
+      assert_true(connects >= 1 && connects <= 2);
+      assert_true(connects + reuses == 50);
+      assert_true(metric(e->gate.port,
+                         "modelgate_upstream_connections{state=\"busy\"}") ==
+                  0);
+    }
+  }
 }
 
 /* ---- configuration ------------------------------------------------------- */
