@@ -63,11 +63,14 @@ void mg_live_sum(const struct mg_live *l, int64_t now, uint32_t span_ms,
   size_t i, k;
   for (i = 0; i < MG_LIVE_SLOTS; i++) {
     const struct mg_live_sum *s = &l->slot[i].s;
-    int64_t age = now - l->slot[i].start;
+    int64_t age;
     /* A slot counts when it began less than span ago (the current one
-     * always does). */
-    if (l->slot[i].start == INT64_MIN || age < 0 ||
-        age >= (int64_t)span_ms)
+     * always does). An unused slot's INT64_MIN start is tested before
+     * the subtraction, which would overflow. */
+    if (l->slot[i].start == INT64_MIN)
+      continue;
+    age = now - l->slot[i].start;
+    if (age < 0 || age >= (int64_t)span_ms)
       continue;
     acc->requests += s->requests;
     acc->errors += s->errors;
