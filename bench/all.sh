@@ -114,6 +114,15 @@ OUT="$OUTDIR/all.md"
     [ -n "$(fig run ipr_modelgate)" ] &&
       echo "| 2 | user-space instructions per request (callgrind) | modelgate $(fig run ipr_modelgate), nginx $(fig run ipr_nginx): $(calc "$(fig run ipr_modelgate) / $(fig run ipr_nginx)")x | – (explains the throughput) | – | run.sh |"
   fi
+  if has run && [ -n "$(fig run G1)" ]; then
+    echo "| 17 | throughput at 32 connections, full gating (flag, log on, 1 worker, native engine) ÷ nginx | $(fig run ratio32_flag)x ($(fig run rps32_flag) vs $(fig run rps32_nginx) req/s); libcurl engine $(fig run ratio32_curl)x | ≥ 1.00x | $(fig run G1) | run.sh |"
+    echo "| 17 | latency added at 1 connection, full gating | $(fig run added1_flag) µs (libcurl engine $(fig run added1_curl) µs), nginx $(fig run added1_nginx) µs | ≤ nginx + 10 µs | $(fig run G2) | run.sh |"
+    [ -n "$(fig run ipr_flag)" ] &&
+      echo "| 17 | user-space instructions per request, full gating | $(fig run ipr_flag) (libcurl engine $(fig run ipr_curl)), nginx $(fig run ipr_nginx): $(calc "$(fig run ipr_flag) / $(fig run ipr_nginx)")x | ≤ 2.00x | $(fig run G3) | run.sh |"
+    echo "| 17 | RSS with $(fig run idle_conns) idle connections, full gating | $(fig run rss_idle_mib) MiB | ≤ 32 MiB | $(fig run G4) | run.sh |"
+    [ -n "$(fig run ratio32_w2)" ] &&
+      echo "| 17 | 2 workers each, 32 connections, full gating ÷ nginx | $(fig run ratio32_w2)x ($(fig run rps32_flag_w2) vs $(fig run rps32_nginx_w2) req/s) | – (reported) | – | run.sh |"
+  fi
   if has flag; then
     echo "| 3.8 | one flag evaluation (5 rules, 3 variants) | $FLAG_NS ns (median of $FLAG_RUNS runs: $FLAG_ALL) | < 1,000 ns | $(pf "$FLAG_NS < 1000") | mg-flagbench |"
   fi

@@ -201,12 +201,12 @@ NGINX_USER=""
 API=/v1/chat/completions
 
 # nginx config common head: one worker, no access log, temp paths in $T.
-nginx_head() { # NAME [extra main-context lines]
+nginx_head() { # NAME [extra main-context lines] [WORKERS]
   local d="$T/$1"
   mkdir -p "$d"
   cat <<EOF
 $NGINX_USER
-worker_processes 1;
+worker_processes ${3:-1};
 daemon off;
 pid $d/nginx.pid;
 error_log $d/error.log warn;

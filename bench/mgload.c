@@ -67,6 +67,7 @@ int main(int argc, char **argv) {
   int port, conns, i, idle_only = 0, errors = 0;
   long n, done = 0;
   const char *path = "/v1/chat/completions";
+  const char *auth = NULL;
   const char *body = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":"
                      "\"user\",\"content\":\"Say hello to the benchmark, "
                      "please.\"}]}";
@@ -76,26 +77,35 @@ int main(int argc, char **argv) {
 
   if (argc < 4) {
     fprintf(stderr, "usage: mgload PORT CONNS REQUESTS [--idle SECONDS] "
-                    "[--body JSON]\n"
+                    "[--body JSON] [--auth KEY]\n"
                     "  --idle: open CONNS connections, send one request on "
                     "each, then hold them idle\n"
                     "  --body: the request body (default: a small chat "
-                    "completion request)\n");
+                    "completion request)\n"
+                    "  --auth: send Authorization: Bearer KEY, as an SDK "
+                    "does\n");
     return 2;
   }
   port = atoi(argv[1]);
   conns = atoi(argv[2]);
   n = atol(argv[3]);
+  if (conns < 1 || conns > 100000 || n < 0) {
+    fprintf(stderr, "mgload: CONNS must be 1..100000, REQUESTS >= 0\n");
+    return 2;
+  }
   for (i = 4; i + 1 < argc; i += 2) {
     if (strcmp(argv[i], "--idle") == 0)
       idle_only = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--body") == 0)
       body = argv[i + 1];
+    else if (strcmp(argv[i], "--auth") == 0)
+      auth = argv[i + 1];
   }
   snprintf(req, sizeof(req),
-           "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+           "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s%sContent-Type: "
            "application/json\r\nContent-Length: %zu\r\n\r\n%s",
-           path, strlen(body), body);
+           path, auth ? "Authorization: Bearer " : "", auth ? auth : "",
+           auth ? "\r\n" : "", strlen(body), body);
   buf = malloc(1 << 20);
   fds = calloc((size_t)conns, sizeof(int));
   lat = calloc((size_t)(n > 0 ? n : 1), sizeof(double));

@@ -21,10 +21,12 @@ set -euo pipefail
 BENCH_SECONDS=${BENCH_SECONDS:-10}     # wrk duration of one measurement
 BENCH_WARMUP=${BENCH_WARMUP:-2}        # wrk warm-up before each measurement
 BENCH_RUNS=${BENCH_RUNS:-3}            # measurements per configuration (median)
-BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-nolog"}
-# Connections at which the extra modelgate configurations (modelgate-flag,
-# modelgate-nolog) are measured; their targets are defined at 32.
-BENCH_VARIANT_CONNS=${BENCH_VARIANT_CONNS:-32}
+BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-curl modelgate-nolog modelgate-flag-w2 modelgate-curl-w2 nginx-w2"}
+# Connections at which the extra configurations are measured: the full
+# gating ones (modelgate-flag, modelgate-curl: issue 17's targets are defined
+# on them at 1 and 32) at both; modelgate-nolog and the two-worker rows
+# (modelgate-flag-w2, modelgate-curl-w2, nginx-w2) at 32 only.
+BENCH_VARIANT_CONNS=${BENCH_VARIANT_CONNS:-"1 32"}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
 BENCH_IDLE_SECONDS=${BENCH_IDLE_SECONDS:-20}
 BENCH_CG_N1=${BENCH_CG_N1:-2000}       # callgrind: requests in the short run
@@ -52,13 +54,14 @@ done
 [ "$BENCH_RUNS" -ge 1 ] && [ "$BENCH_SECONDS" -ge 1 ] || die "BENCH_RUNS and BENCH_SECONDS must be >= 1"
 [ "$BENCH_CG_N2" -gt "$BENCH_CG_N1" ] || die "BENCH_CG_N2 must exceed BENCH_CG_N1"
 for p in $BENCH_PEERS; do
-  case $p in direct | modelgate | nginx | haproxy | portkey | modelgate-flag | modelgate-nolog) ;;
+  case $p in direct | modelgate | nginx | haproxy | portkey | modelgate-flag | modelgate-nolog | \
+    modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | nginx-w2) ;;
   *) die "unknown peer '$p' in BENCH_PEERS" ;; esac
 done
 for c in $BENCH_VARIANT_CONNS; do
   [[ " $CONNS_LIST " == *" $c "* ]] || die "BENCH_VARIANT_CONNS may hold only: $CONNS_LIST"
 done
-for p in direct modelgate nginx; do
+for p in direct modelgate modelgate-flag nginx; do
   [[ " $BENCH_PEERS " == *" $p "* ]] || die "BENCH_PEERS must include $p (the targets need it)"
 done
 
@@ -94,6 +97,14 @@ log "temp dir $T"
 gcc -O2 -w -o "$T/mgload" bench/mgload.c || die "cannot compile bench/mgload.c"
 
 start_canned_upstream
+# Keys as in production: the client sends its own key, as the SDKs do; every
+# proxy sends the upstream a 164-character key (an OpenAI project key's
+# length): modelgate from its target's api_key_env, nginx with
+# proxy_set_header, haproxy with http-request set-header.
+CLIENT_KEY="sk-client-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+UPSTREAM_KEY="sk-proj-$(od -An -N78 -tx1 /dev/urandom | tr -d ' \n')"
+[ ${#UPSTREAM_KEY} -eq 164 ] || die "the upstream key is ${#UPSTREAM_KEY} characters, not 164"
+export MG_BENCH_UPSTREAM_KEY="$UPSTREAM_KEY"
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark, please."}]}'
 # modelgate-flag's body: the same request with a user (so the flag's rollout
 # bucketing runs) and attributes that no rule matches (so all five rules are
@@ -107,15 +118,17 @@ declare -A PORT PID HDRS
 # the canned upstream, decision log on as by default), flag (the alias routed
 # through a flag with 5 rules and 3 variants, like bench/flagbench.c's, every
 # variant's target on the canned upstream), nolog (plain, decision log off).
-modelgate_config() { # plain|flag|nolog
-  local targets route log=""
-  targets='"canned": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"}'
+modelgate_config() { # plain|flag|nolog|curl [WORKERS]
+  local targets route log="" eng="" workers=${2:-1} key
+  key=', "api_key_env": "MG_BENCH_UPSTREAM_KEY"'
+  [ "$1" = curl ] && eng=', "engine": "curl"'
+  targets='"canned": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key'}'
   route='"gpt-4o-mini": {"target": "canned"}'
   case $1 in
-  flag)
-    targets='"v1": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"},
-    "v2": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"},
-    "v3": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"}'
+  flag | curl)
+    targets='"v1": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key$eng'},
+    "v2": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key$eng'},
+    "v3": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key$eng'}'
     route='"gpt-4o-mini": {"flag": "chat"}'
     ;;
   nolog) log=',
@@ -123,11 +136,11 @@ modelgate_config() { # plain|flag|nolog
   esac
   cat <<EOF
 {
-  "server": {"listen": "127.0.0.1:0", "log_level": "warn"},
+  "server": {"listen": "127.0.0.1:0", "log_level": "warn", "workers": $workers},
   "admin": {"listen": "127.0.0.1:0"},
   "targets": {
     $targets
-  },$([ "$1" = flag ] && cat <<'FLAG'
+  },$({ [ "$1" = flag ] || [ "$1" = curl ]; } && cat <<'FLAG'
 
   "flags": {"chat": {
     "off_variant": "control",
@@ -154,18 +167,18 @@ FLAG
 EOF
 }
 
-# start_modelgate NAME [COMMAND_PREFIX] [plain|flag|nolog]: sets MG_PORT_OUT,
+# start_modelgate NAME [COMMAND_PREFIX] [plain|flag|nolog|curl] [WORKERS]: sets MG_PORT_OUT,
 # MG_PID_OUT. Its working directory is a temp dir of its own: the decision
 # log (on by default, relative path decisions.jsonl) goes there, not into
 # the tree.
 start_modelgate() {
-  start_modelgate_cfg "$1" "$(modelgate_config "${3:-plain}")" "${2:-}"
+  start_modelgate_cfg "$1" "$(modelgate_config "${3:-plain}" "${4:-1}")" "${2:-}"
 }
 
-start_nginx_proxy() { # NAME PORT [main-context extra]
+start_nginx_proxy() { # NAME PORT [main-context extra] [WORKERS]
   local name=$1 port=$2
   {
-    nginx_head "$name" "${3:-}"
+    nginx_head "$name" "${3:-}" "${4:-1}"
     cat <<EOF
   upstream canned {
     server 127.0.0.1:$UP_PORT;
@@ -179,6 +192,7 @@ start_nginx_proxy() { # NAME PORT [main-context extra]
       proxy_pass http://canned;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $UPSTREAM_KEY";
     }
   }
 }
@@ -186,27 +200,36 @@ EOF
   } >"$T/$name.conf"
 }
 
+# modelgate's configuration and worker count for a peer of the table.
+mg_variant() {
+  case $1 in modelgate-flag | modelgate-flag-w2) echo flag ;; modelgate-curl | modelgate-curl-w2) echo curl ;;
+  modelgate-nolog) echo nolog ;; *) echo plain ;; esac
+}
+mg_workers() { case $1 in *-w2) echo 2 ;; *) echo 1 ;; esac; }
+
 for p in $BENCH_PEERS; do
+  [ "$p" = portkey ] || HDRS[$p]="Authorization: Bearer $CLIENT_KEY"
   case $p in
   direct)
     PORT[direct]=$UP_PORT
     PID[direct]=$UP_PID
     ;;
-  modelgate | modelgate-flag | modelgate-nolog)
-    v=plain
-    [ "$p" = modelgate-flag ] && v=flag
-    [ "$p" = modelgate-nolog ] && v=nolog
-    start_modelgate "$p" "" "$v"
+  modelgate | modelgate-flag | modelgate-nolog | modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2)
+    start_modelgate "$p" "" "$(mg_variant "$p")" "$(mg_workers "$p")"
     PORT[$p]=$MG_PORT_OUT
     PID[$p]=$MG_PID_OUT
     ;;
-  nginx)
-    PORT[nginx]=$(free_port)
-    start_nginx_proxy nginx "${PORT[nginx]}"
-    nginx -c "$T/nginx.conf" -e "$T/nginx/error.log" >"$T/nginx.log" 2>&1 &
-    PID[nginx]=$!
-    PIDS+=("${PID[nginx]}")
-    wait_port "${PORT[nginx]}" "${PID[nginx]}" "nginx proxy" "$T/nginx.log"
+  nginx | nginx-w2)
+    PORT[$p]=$(free_port)
+    if [ "$p" = nginx-w2 ]; then
+      start_nginx_proxy "$p" "${PORT[$p]}" "" 2
+    else
+      start_nginx_proxy "$p" "${PORT[$p]}"
+    fi
+    nginx -c "$T/$p.conf" -e "$T/$p/error.log" >"$T/$p.log" 2>&1 &
+    PID[$p]=$!
+    PIDS+=("${PID[$p]}")
+    wait_port "${PORT[$p]}" "${PID[$p]}" "nginx proxy ($p)" "$T/$p.log"
     ;;
   haproxy)
     PORT[haproxy]=$(free_port)
@@ -226,6 +249,7 @@ frontend fe
   bind 127.0.0.1:${PORT[haproxy]}
   default_backend canned
 backend canned
+  http-request set-header Authorization "Bearer $UPSTREAM_KEY"
   server up 127.0.0.1:$UP_PORT
 EOF
     haproxy -c -q -f "$T/haproxy.cfg" >&2 || die "haproxy rejects its config"
@@ -248,7 +272,9 @@ Authorization: Bearer sk-bench-not-a-key"
   esac
 done
 
-body_for() { case $1 in modelgate-flag | modelgate-flagbody) echo "$BODY_FLAG" ;; *) echo "$BODY" ;; esac; }
+body_for() {
+  case $1 in modelgate-flag* | modelgate-curl*) echo "$BODY_FLAG" ;; *) echo "$BODY" ;; esac
+}
 
 # A request through each peer must reach the canned upstream (its body carries
 # this run's random id) and come back 200; through modelgate-flag, it must
@@ -262,10 +288,10 @@ verify() {
     -H 'Content-Type: application/json' "${args[@]}" --data-binary "$(body_for "$p")" \
     "http://127.0.0.1:${PORT[$p]}$API" || true)
   [ "$code" = 200 ] && grep -q "$TOKEN" "$T/verify.$p" || ok=0
-  if [ "$p" = modelgate-flag ]; then
+  if [ "$(mg_variant "$p")" = flag ] || [ "$(mg_variant "$p")" = curl ]; then
     grep -qi '^x-modelgate-flag: chat' "$T/verify.$p.h" &&
       grep -qi '^x-modelgate-reason: rollout' "$T/verify.$p.h" || ok=0
-    FLAG_VARIANT=$(sed -n 's/^x-modelgate-variant: *\([^[:space:]]*\).*/\1/ip' "$T/verify.$p.h")
+    [ "$p" = modelgate-flag ] && FLAG_VARIANT=$(sed -n 's/^x-modelgate-variant: *\([^[:space:]]*\).*/\1/ip' "$T/verify.$p.h")
   fi
   if [ $ok = 0 ]; then
     cat "$T/verify.$p.h" >&2 || true
@@ -326,14 +352,21 @@ RAW="$T/raw.tsv"
 : >"$RAW"
 read -r -a PEERS <<<"$BENCH_PEERS"
 NP=${#PEERS[@]}
-is_variant() { [ "$1" = modelgate-flag ] || [ "$1" = modelgate-nolog ]; }
-# Is PEER measured at CONNS connections?
-measured_at() { ! is_variant "$1" || [[ " $BENCH_VARIANT_CONNS " == *" $2 "* ]]; }
+is_variant() { case $1 in modelgate-* | nginx-w2) return 0 ;; *) return 1 ;; esac; }
+# Is PEER measured at CONNS connections? The base peers at both; the full
+# gating configurations at BENCH_VARIANT_CONNS; log off and two workers at 32.
+measured_at() {
+  case $1 in
+  modelgate-nolog | *-w2) [ "$2" = 32 ] ;;
+  modelgate-*) [[ " $BENCH_VARIANT_CONNS " == *" $2 "* ]] ;;
+  *) return 0 ;;
+  esac
+}
 total=0
 for c in $CONNS_LIST; do for p in "${PEERS[@]}"; do measured_at "$p" "$c" && total=$((total + 1)); done; done
 total=$((total * BENCH_RUNS))
 n=0
-log "wrk: $BENCH_RUNS runs x {1,32} connections x $NP peers (modelgate-flag/-nolog at $BENCH_VARIANT_CONNS only), ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s each (~$((total * (BENCH_SECONDS + BENCH_WARMUP + 1) / 60)) min)"
+log "wrk: $BENCH_RUNS runs x {1,32} connections x $NP peers (log off and two workers at 32 only), ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s each (~$((total * (BENCH_SECONDS + BENCH_WARMUP + 1) / 60)) min)"
 for run in $(seq "$BENCH_RUNS"); do
   for c in $CONNS_LIST; do
     # Rotate the order every run so that no peer always goes first or last.
@@ -407,13 +440,15 @@ get() { # CONNS PEER FIELD(rps|rps_lo|rps_hi|p50|p99|err|cpu)
 # ---- memory with idle keep-alive connections -------------------------------------
 log "memory: fresh modelgate, $BENCH_IDLE_CONNS idle keep-alive connections"
 vmrss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-start_modelgate mem
+# The full gating configuration (modelgate-flag's), one worker.
+start_modelgate mem "" flag 1
 MEM_PID=$MG_PID_OUT
-curl -s -m 10 -o /dev/null -X POST -H 'Content-Type: application/json' \
-  --data-binary "$BODY" "http://127.0.0.1:$MG_PORT_OUT$API" || true
+curl -s -m 10 -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $CLIENT_KEY" \
+  --data-binary "$BODY_FLAG" "http://127.0.0.1:$MG_PORT_OUT$API" || true
 sleep 0.5
 RSS_FRESH=$(vmrss_kib "$MEM_PID")
-"$T/mgload" "$MG_PORT_OUT" "$BENCH_IDLE_CONNS" 0 --idle "$BENCH_IDLE_SECONDS" >"$T/idle.out" 2>&1 &
+"$T/mgload" "$MG_PORT_OUT" "$BENCH_IDLE_CONNS" 0 --idle "$BENCH_IDLE_SECONDS" --auth "$CLIENT_KEY" \
+  --body "$BODY_FLAG" >"$T/idle.out" 2>&1 &
 IDLE_PID=$!
 PIDS+=("$IDLE_PID")
 for _ in $(seq 300); do
@@ -434,19 +469,18 @@ log "memory: fresh $RSS_FRESH KiB, with idle connections $RSS_IDLE KiB ($IDLE_LI
 # ---- instructions per request (callgrind) --------------------------------------
 cg_total() { sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$1" | head -1; }
 cg_load() { # PORT N NAME [BODY]
-  timeout 300 "$T/mgload" "$1" "$BENCH_CG_CONNS" "$2" ${4:+--body "$4"} >"$T/cg.$3.$2.load" 2>&1 ||
+  timeout 300 "$T/mgload" "$1" "$BENCH_CG_CONNS" "$2" --auth "$CLIENT_KEY" ${4:+--body "$4"} >"$T/cg.$3.$2.load" 2>&1 ||
     { cat "$T/cg.$3.$2.load" >&2; die "mgload against $3 under callgrind failed"; }
 }
 # cg_modelgate PEER N: total instructions of modelgate (configuration of
 # PEER) serving N requests from mgload (plus one from curl).
 cg_modelgate() {
-  local peer=$1 N=$2 v=plain name
-  [ "$peer" = modelgate-flag ] && v=flag
-  [ "$peer" = modelgate-nolog ] && v=nolog
+  local peer=$1 N=$2 v name
+  v=$(mg_variant "$peer")
   name="cg.$peer.$N"
   log "callgrind: $peer, $N requests"
   start_modelgate "$name" "valgrind --tool=callgrind --callgrind-out-file=$T/callgrind.$peer.$N.out" "$v"
-  curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' \
+  curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $CLIENT_KEY" \
     --data-binary "$(body_for "$peer")" "http://127.0.0.1:$MG_PORT_OUT$API" || true
   cg_load "$MG_PORT_OUT" "$N" "$peer" "$(body_for "$peer")"
   stop_pid "$MG_PID_OUT" INT 60
@@ -458,7 +492,7 @@ cg_modelgate() {
 # the flag's request body (modelgate-flagbody), which splits the flag's cost
 # into the larger body and the flag itself.
 CG_PEERS="modelgate"
-for p in modelgate-flag modelgate-nolog; do
+for p in modelgate-flag modelgate-curl modelgate-nolog; do
   [[ " $BENCH_PEERS " == *" $p "* ]] && CG_PEERS="$CG_PEERS $p"
 done
 [[ " $BENCH_PEERS " == *" modelgate-flag "* ]] && CG_PEERS="$CG_PEERS modelgate-flagbody"
@@ -478,7 +512,7 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
     pid=$!
     PIDS+=("$pid")
     wait_port "$port" "$pid" "nginx under callgrind" "$T/cgng$N.log" 60
-    curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' \
+    curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $CLIENT_KEY" \
       --data-binary "$BODY" "http://127.0.0.1:$port$API" || true
     cg_load "$port" "$N" nginx
     stop_pid "$pid" QUIT 60
@@ -496,6 +530,10 @@ label_of() {
   nginx) echo "nginx proxy_pass" ;; haproxy) echo "haproxy" ;;
   portkey) echo "Portkey gateway" ;; modelgate-flag) echo "modelgate + flag" ;;
   modelgate-nolog) echo "modelgate, log off" ;;
+  modelgate-curl) echo "modelgate + flag, libcurl engine" ;;
+  modelgate-flag-w2) echo "modelgate + flag, 2 workers" ;;
+  modelgate-curl-w2) echo "modelgate + flag, libcurl engine, 2 workers" ;;
+  nginx-w2) echo "nginx proxy_pass, 2 workers" ;;
   modelgate-flagbody) echo "modelgate, the flag's request body but no flag" ;; esac
 }
 # Per run, PEER's req/s over OTHER's at CONNS connections: "r1, r2, ..." and
@@ -511,6 +549,23 @@ dn=$((BENCH_CG_N2 - BENCH_CG_N1))
 if [ "$BENCH_CALLGRIND" = 1 ]; then
   for p in $CG_PEERS nginx; do IPR[$p]=$(calc "(${CG2[$p]} - ${CG1[$p]}) / $dn" 0); done
 fi
+# Where the instructions go: per function (self cost), the long run minus the
+# short one, per request, top 15 (so start-up and shutdown cancel out).
+cg_top() { # PEER
+  local a="$T/callgrind.$1.$BENCH_CG_N1.out" b="$T/callgrind.$1.$BENCH_CG_N2.out"
+  [ -s "$a" ] && [ -s "$b" ] || return 0
+  fn_costs() { callgrind_annotate --inclusive=no --auto=no --threshold=100 "$1" 2>/dev/null |
+    awk 'match($0, /^ *[0-9,]+ \( *[0-9.]+%\) +/) {
+        v = substr($0, 1, RLENGTH); sub(/\(.*/, "", v); gsub(/[ ,]/, "", v)
+        rest = substr($0, RLENGTH + 1); sub(/ \[.*\]$/, "", rest)
+        f = rest; sub(/^.*:/, "", f)
+        if (rest != "PROGRAM TOTALS") c[f] += v }
+      END { for (k in c) print c[k] "\t" k }'; }
+  fn_costs "$a" >"$T/cgfn.$1.a"
+  fn_costs "$b" >"$T/cgfn.$1.b"
+  awk -F'\t' -v dn="$dn" -v tot="${IPR[$1]}" 'NR == FNR { a[$2] = $1; next } { d = ($1 - a[$2]) / dn; if (d > 0) printf "%.0f\t%.1f\t%s\n", d, d * 100 / tot, $2 }' \
+    "$T/cgfn.$1.a" "$T/cgfn.$1.b" | sort -t$'\t' -k1,1nr | awk 'NR <= 15'
+}
 
 OUT="$T/report.md"
 {
@@ -526,6 +581,8 @@ OUT="$T/report.md"
   if [[ " $BENCH_PEERS " == *" modelgate-nolog "* ]]; then
     echo "- modelgate, log off: as modelgate, with \`decision_log.enabled: false\`"
   fi
+  echo "- every modelgate configuration: \`server.workers: 1\` unless its row says 2 workers; the native engine for the \`http://\` targets unless the row says libcurl (\`engine: curl\`)"
+  echo "- keys: every client (wrk, mgload, curl) sends \`Authorization: Bearer <${#CLIENT_KEY} characters>\` as the SDKs do; every proxy sends the upstream \`Authorization: Bearer <164 characters>\` in place of it (modelgate from the target's \`api_key_env\`, nginx by \`proxy_set_header\`, haproxy by \`http-request set-header\`)"
   echo "- peers: $(nginx -v 2>&1 | sed 's/^nginx version: //') (upstream and proxy_pass, 1 worker, upstream keepalive 64), $(haproxy -v | head -1 | awk '{print "haproxy " $3}') (nbthread 1, http-reuse always)$([[ " $BENCH_PEERS " == *" portkey "* ]] && echo ", @portkey-ai/gateway $PORTKEY_VERSION on node $(node --version)")"
   echo "- load: $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}') -t1 -c1 / -t1 -c32, ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s, median of $BENCH_RUNS runs per row (peers alternated within each run); $(valgrind --version)"
   echo
@@ -607,10 +664,10 @@ OUT="$T/report.md"
     echo
     echo "| configuration | flag | decision log | req/s | ÷ nginx | ÷ modelgate | CPU µs/req | instructions/req |"
     echo "|---|---|---|--:|--:|--:|--:|--:|"
-    for p in modelgate modelgate-flag modelgate-nolog nginx; do
+    for p in modelgate modelgate-flag modelgate-curl modelgate-nolog nginx modelgate-flag-w2 modelgate-curl-w2 nginx-w2; do
       [[ " $BENCH_PEERS " == *" $p "* ]] && measured_at "$p" 32 || continue
-      case $p in modelgate) fl="no" lg="on" ;; modelgate-flag) fl="5 rules, 3 variants" lg="on" ;;
-      modelgate-nolog) fl="no" lg="off" ;; nginx) fl="–" lg="–" ;; esac
+      case $p in modelgate) fl="no" lg="on" ;; modelgate-flag* | modelgate-curl*) fl="5 rules, 3 variants" lg="on" ;;
+      modelgate-nolog) fl="no" lg="off" ;; nginx*) fl="–" lg="–" ;; esac
       printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label_of "$p")" "$fl" "$lg" "$(get 32 "$p" rps)" \
         "$(calc "$(get 32 "$p" rps) / $ng32")x" "$(calc "$(get 32 "$p" rps) / $mg32")x" "$(get 32 "$p" cpu)" "${IPR[$p]:-n/a}"
     done
@@ -636,29 +693,75 @@ OUT="$T/report.md"
     fi
     echo
   fi
+  has_peer() { [[ " $BENCH_PEERS " == *" $1 "* ]]; }
   echo "## Targets"
   echo
   add_mg=$(calc "$(get 1 modelgate p50) - $d50" 1)
   add_ng=$(calc "$(get 1 nginx p50) - $d50" 1)
+  FIG="$T/figures.tsv"
+  : >"$FIG"
+  if [ $HAVE_FLAG = 1 ]; then
+    fl32=$(get 32 modelgate-flag rps)
+    add_fl=$(calc "$(get 1 modelgate-flag p50) - $d50" 1)
+    echo "Issue 17's targets are set on full gating (modelgate + flag: 5 rules, 3 variants, decision log on), one worker, the native engine (\`engine: auto\` on an \`http://\` target):"
+    echo
+    G1=$(pf "$fl32 >= 1.0 * $ng32")
+    G2=$(pf "$add_fl <= $add_ng + 10")
+    G4=$(pf "$RSS_IDLE <= 32 * 1024")
+    echo "- $G1: throughput at 32 connections: modelgate + flag $fl32 req/s = $(calc "$fl32 / $ng32")x nginx ($ng32 req/s); target ≥ 1.00x"
+    echo "- $G2: latency added at 1 connection: modelgate + flag $add_fl µs vs nginx $add_ng µs; target ≤ nginx + 10 µs ($(calc "$add_ng + 10" 1) µs)"
+    if [ -n "${IPR[modelgate-flag]:-}" ]; then
+      G3=$(pf "${IPR[modelgate-flag]} <= 2 * ${IPR[nginx]}")
+      echo "- $G3: user-space instructions per request: modelgate + flag ${IPR[modelgate-flag]} vs nginx ${IPR[nginx]} = $(calc "${IPR[modelgate-flag]} / ${IPR[nginx]}")x; target ≤ 2.00x"
+    else
+      G3=n/a
+    fi
+    echo "- $G4: RSS of modelgate + flag with $BENCH_IDLE_CONNS idle connections: $(calc "$RSS_IDLE / 1024" 1) MiB; target ≤ 32 MiB"
+    printf '%s\t%s\n' rps32_flag "$fl32" ratio32_flag "$(calc "$fl32 / $ng32")" added1_flag "$add_fl" \
+      G1 "$G1" G2 "$G2" G3 "$G3" G4 "$G4" flag_cost "$(calc "$fl32 / $mg32")" ipr_flag "${IPR[modelgate-flag]:-}" >>"$FIG"
+    if has_peer modelgate-curl; then
+      cu32=$(get 32 modelgate-curl rps)
+      add_cu=$(calc "$(get 1 modelgate-curl p50) - $d50" 1)
+      echo "- beside it, the libcurl engine (\`engine: curl\`, same config): $cu32 req/s = $(calc "$cu32 / $ng32")x nginx at 32 connections; $add_cu µs added at 1 connection$([ -n "${IPR[modelgate-curl]:-}" ] && echo "; ${IPR[modelgate-curl]} instructions per request ($(calc "${IPR[modelgate-curl]} / ${IPR[nginx]}")x nginx)"); native ÷ curl: $(calc "$fl32 / $cu32")x req/s"
+      printf '%s\t%s\n' rps32_curl "$cu32" ratio32_curl "$(calc "$cu32 / $ng32")" added1_curl "$add_cu" ipr_curl "${IPR[modelgate-curl]:-}" >>"$FIG"
+    fi
+    if has_peer modelgate-flag-w2 && has_peer nginx-w2; then
+      f2=$(get 32 modelgate-flag-w2 rps) n2=$(get 32 nginx-w2 rps)
+      echo "- two workers each (on a 2-core machine that also runs wrk and the upstream): modelgate + flag $f2 req/s, nginx $n2 req/s: $(calc "$f2 / $n2")x$(has_peer modelgate-curl-w2 && echo "; the libcurl engine $(get 32 modelgate-curl-w2 rps) req/s: $(calc "$(get 32 modelgate-curl-w2 rps) / $n2")x")"
+      printf '%s\t%s\n' rps32_flag_w2 "$f2" rps32_nginx_w2 "$n2" ratio32_w2 "$(calc "$f2 / $n2")" >>"$FIG"
+    fi
+    echo
+  fi
+  echo "Plain modelgate (one target, no flag), the targets of issue 2:"
+  echo
   T1=$(pf "$mg32 >= 1.0 * $ng32")
   T2=$(pf "$add_mg <= $add_ng + 10")
-  T3=$(pf "$RSS_IDLE <= 32 * 1024")
   echo "- $T1: throughput at 32 connections: modelgate $mg32 req/s = ${r}x nginx ($ng32 req/s); target ≥ 1.00x"
   echo "- $T2: latency added at 1 connection: modelgate $add_mg µs vs nginx $add_ng µs; target ≤ nginx + 10 µs ($(calc "$add_ng + 10" 1) µs)"
-  echo "- $T3: modelgate RSS with $BENCH_IDLE_CONNS idle connections: $(calc "$RSS_IDLE / 1024" 1) MiB; target ≤ 32 MiB"
-  FIG="$T/figures.tsv"
+  T3=$(pf "$RSS_IDLE <= 32 * 1024")
   printf '%s\t%s\n' rps32_modelgate "$mg32" rps32_nginx "$ng32" ratio32_modelgate "$r" T1 "$T1" \
     added1_modelgate "$add_mg" added1_nginx "$add_ng" T2 "$T2" rss_idle_mib "$(calc "$RSS_IDLE / 1024" 1)" idle_conns "$BENCH_IDLE_CONNS" T3 "$T3" \
-    other_cpu_median "$other_med" ipr_modelgate "${IPR[modelgate]:-}" ipr_nginx "${IPR[nginx]:-}" >"$FIG"
+    other_cpu_median "$other_med" ipr_modelgate "${IPR[modelgate]:-}" ipr_nginx "${IPR[nginx]:-}" >>"$FIG"
   if [ $HAVE_FLAG = 1 ]; then
-    T4=$(pf "$fl32 >= 1.0 * $ng32")
-    echo "- $T4: issue 3.8, throughput at 32 connections with a flag on the path: modelgate + flag $fl32 req/s = $(calc "$fl32 / $ng32")x nginx; target ≥ 1.00x"
-    printf '%s\t%s\n' rps32_flag "$fl32" ratio32_flag "$(calc "$fl32 / $ng32")" T4 "$T4" \
-      flag_cost "$(calc "$fl32 / $mg32")" ipr_flag "${IPR[modelgate-flag]:-}" >>"$FIG"
+    T4=$G1
+    printf '%s\t%s\n' T4 "$T4" >>"$FIG"
   fi
   T5=$(pf "$mg32 >= 1.0 * $ng32")
-  echo "- $T5: issue 5.7, throughput at 32 connections with the decision log on (the modelgate row): ${r}x nginx; target ≥ 1.00x"
   printf '%s\t%s\n' T5 "$T5" >>"$FIG"
+  if [ "$BENCH_CALLGRIND" = 1 ]; then
+    for p in modelgate-flag modelgate-curl; do
+      [ -n "${IPR[$p]:-}" ] || continue
+      echo
+      echo "### Where $(label_of "$p")'s instructions go"
+      echo
+      echo "Self cost per function, (I($BENCH_CG_N2) − I($BENCH_CG_N1)) / $dn requests, top 15 (every thread of the process):"
+      echo
+      echo "| instructions / request | share | function |"
+      echo "|--:|--:|---|"
+      cg_top "$p" | awk -F'\t' '{ printf "| %s | %s%% | `%s` |\n", $1, $2, $3 }'
+    done
+  fi
+  echo
   if [ $HAVE_NOLOG = 1 ]; then
     printf '%s\t%s\n' rps32_nolog "$nl32" ratio32_nolog "$(calc "$nl32 / $ng32")" log_cost "$(calc "$mg32 / $nl32")" \
       ipr_nolog "${IPR[modelgate-nolog]:-}" >>"$FIG"

@@ -95,13 +95,27 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
 /* A JSON string: at most 6 bytes per input byte, plus the quotes. Bytes
  * that are not UTF-8 (a Latin-1 header value, say) become U+FFFD so that
  * every line stays valid JSON. */
+/* 1 for the bytes that go into a JSON string as they are: printable
+ * ASCII but '"' (0x22) and '\\' (0x5c). The rest is escaped, or checked
+ * as UTF-8 (0x80 and up, all 0 here). */
+static const unsigned char json_safe[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+};
+
 static void w_str(struct w *w, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   size_t i, run = 0;
   *w->p++ = '"';
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+    if (json_safe[c]) {
       run++;
       continue;
     }

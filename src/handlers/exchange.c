@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,9 +124,6 @@ struct mg_exchange {
   const struct mg_endpoint *ep; /* static: the endpoint table's */
   struct mg_buf body;           /* owned: the client's request body */
   struct mg_buf hdrcopy;        /* owned: header values routing uses */
-  struct mg_request req;        /* slices into body and hdrcopy; its doc is
-                                 * the worker's scratch, valid in start only */
-  char query[512];              /* a pinned request's query string, or "" */
   /* The routing decision. */
   const struct mg_alias *alias; /* borrowed from cfg */
   const struct mg_flag *flag;   /* borrowed from cfg, or NULL */
@@ -177,14 +175,8 @@ struct mg_exchange {
   const struct mg_target *fail_target; /* borrowed: who failed, or NULL */
   int fail_status;
   const char *fail_code;        /* static */
-  char fail_msg[320];
   struct mg_buf fail_body;      /* owned: an upstream's own JSON error */
-  char fail_pass[PASS_MAX];     /* ...and its pass-through headers */
-  /* Response headers of the upstream answer served that clients rely on
-   * (DESIGN.md, "The APIs"): "name: value\r\n" lines, or "". */
-  char pass[PASS_MAX];
-  struct attempt attempts[MAX_ATTEMPTS];
-  int nattempts;
+  int nattempts;                /* attempts[] in use */
   /* A stream passing through. */
   struct mg_stream_state st;
   struct sse sse;
@@ -197,6 +189,21 @@ struct mg_exchange {
   bool stream_failed;           /* a stream ended with an error event */
   bool doc_fresh;               /* the scratch tokens are still this
                                  * request's (from start to the first call) */
+  /* ---- Not zeroed when the exchange is made (exchange_new): 6 KiB that
+   * a memset per request would spend most of the exchange's set-up on.
+   * The strings begin empty; an attempt is written whole when it is made
+   * (nattempts counts them). Keep these last: exchange_new zeroes what
+   * comes before query. */
+  char query[512];              /* a pinned request's query string, or "" */
+  struct mg_request req;        /* mg_request_init'ed; slices into body and
+                                 * hdrcopy; its doc is the worker's scratch,
+                                 * valid in start only */
+  char fail_msg[320];           /* the last failure's words */
+  char fail_pass[PASS_MAX];     /* ...and its pass-through headers */
+  /* Response headers of the upstream answer served that clients rely on
+   * (DESIGN.md, "The APIs"): "name: value\r\n" lines, or "". */
+  char pass[PASS_MAX];
+  struct attempt attempts[MAX_ATTEMPTS];
   char extra[EXTRA_MAX];        /* x-modelgate-* and pass-through lines */
 };
 
@@ -429,8 +436,12 @@ static void write_record(struct mg_exchange *ex, uint64_t total_ns) {
         r.unit = ex->unit.p;
         r.unit_len = ex->unit.len;
       } else {
-        snprintf(unit_hex, sizeof(unit_hex), "%016llx",
-                 (unsigned long long)ex->fd.unit_hash);
+        static const char hx[] = "0123456789abcdef";
+        uint64_t h = ex->fd.unit_hash;
+        int k;
+        for (k = 15; k >= 0; k--, h >>= 4) /* "%016llx", without printf */
+          unit_hex[k] = hx[h & 15];
+        unit_hex[16] = '\0';
         r.unit = unit_hex;
         r.unit_len = 16;
       }
@@ -1953,12 +1964,15 @@ static const struct mg_resp_hooks resp_hooks = {on_gone, on_drained,
 static struct mg_exchange *exchange_new(struct mg_worker *w, struct mg_resp *c,
                                         const struct mg_endpoint *ep) {
   struct mg_http_req *rq = mg_resp_req(c);
-  struct mg_exchange *ex = calloc(1, sizeof(*ex));
+  struct mg_exchange *ex = malloc(sizeof(*ex));
   if (ex == NULL) {
     mg_resp_error(c, 503, "Out of memory.", "internal_error", NULL, NULL);
     mg_resp_done(c);
     return NULL;
   }
+  memset(ex, 0, offsetof(struct mg_exchange, query));
+  ex->query[0] = ex->fail_msg[0] = ex->fail_pass[0] = '\0';
+  ex->pass[0] = ex->extra[0] = '\0';
   ex->w = w;
   ex->conn = c;
   ex->ws = mg_worker_snap(w);

@@ -18,10 +18,26 @@ static const char *const unit_names[] = {"user", "attr", "request", "input"};
 
 const char *mg_reason_name(enum mg_reason r, int32_t rule, char *buf,
                            size_t n) {
-  if (r == MG_REASON_RULE)
-    snprintf(buf, n, "rule:%d", (int)rule);
-  else
-    snprintf(buf, n, "%s", reason_names[r]);
+  char digits[12];
+  size_t k = 0, i = 0;
+  uint32_t v;
+  /* Once or twice per request: no printf (a static name is returned as it
+   * is; "rule:N" is written by hand). */
+  if (r != MG_REASON_RULE)
+    return reason_names[r];
+  v = rule < 0 ? 0u : (uint32_t)rule;
+  do
+    digits[k++] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  if (n < 5 + k + 1) {
+    if (n > 0)
+      buf[0] = '\0';
+    return buf;
+  }
+  memcpy(buf, "rule:", 5);
+  for (i = 0; i < k; i++)
+    buf[5 + i] = digits[k - 1 - i];
+  buf[5 + k] = '\0';
   return buf;
 }
 

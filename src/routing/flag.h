@@ -172,7 +172,8 @@ void mg_flag_eval(const struct mg_flag *f, const struct mg_flag_state *st,
 uint32_t mg_bucket(const char *salt, size_t salt_len, const void *unit,
                    size_t len);
 
-/* "killed", "rule:2", ... into buf (at least 24 bytes); returns buf. */
+/* "killed", "rule:2", ...: a static name, or "rule:N" written into buf (at
+ * least 24 bytes) and buf returned. */
 const char *mg_reason_name(enum mg_reason r, int32_t rule, char *buf,
                            size_t n);
 const char *mg_unit_kind_name(enum mg_unit_kind k);

@@ -2,6 +2,7 @@
 #include "routing/request.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ enum mg_req_shape mg_req_shape_of(enum mg_endpoint_id ep) {
 }
 
 void mg_request_init(struct mg_request *r, enum mg_endpoint_id ep) {
-  memset(r, 0, sizeof(*r));
+  memset(r, 0, offsetof(struct mg_request, attrs));
   r->endpoint = ep;
   r->shape = mg_req_shape_of(ep);
   r->messages_tok = MG_JSON_NOTFOUND;
@@ -64,6 +65,38 @@ void mg_request_free(struct mg_request *r) {
     free(r->owned[i]);
   r->nowned = 0;
 }
+
+/* The top-level keys whose meaning modelgate itself depends on, read in
+ * one pass over the body's members (index_top). A body naming one of them
+ * twice is refused: modelgate and the upstream could otherwise read
+ * different values (most JSON parsers keep the last, the scanner the
+ * first). */
+enum top_key {
+  K_MODEL, K_USER, K_STREAM, K_METADATA, K_MESSAGES, K_PROMPT, K_INPUT,
+  K_TOOLS, K_FUNCTIONS, K_MAX_TOKENS, K_LOGPROBS, K_MAX_COMPLETION_TOKENS,
+  K_TOP_LOGPROBS, K_SAFETY_IDENTIFIER, K_PREVIOUS_RESPONSE_ID, K_INCLUDE,
+  K_INSTRUCTIONS, K_SYSTEM, K_MAX_OUTPUT_TOKENS, K_TEXT, K_TOOL_CHOICE,
+  K_RESPONSE_FORMAT, K_N, K_COUNT
+};
+
+#define TOP_KEY(s) {s, sizeof(s) - 1}
+static const struct {
+  const char *name;
+  size_t len;
+} top_keys[K_COUNT] = {
+    TOP_KEY("model"),        TOP_KEY("user"),
+    TOP_KEY("stream"),       TOP_KEY("metadata"),
+    TOP_KEY("messages"),     TOP_KEY("prompt"),
+    TOP_KEY("input"),        TOP_KEY("tools"),
+    TOP_KEY("functions"),    TOP_KEY("max_tokens"),
+    TOP_KEY("logprobs"),     TOP_KEY("max_completion_tokens"),
+    TOP_KEY("top_logprobs"), TOP_KEY("safety_identifier"),
+    TOP_KEY("previous_response_id"), TOP_KEY("include"),
+    TOP_KEY("instructions"), TOP_KEY("system"),
+    TOP_KEY("max_output_tokens"), TOP_KEY("text"),
+    TOP_KEY("tool_choice"),  TOP_KEY("response_format"),
+    TOP_KEY("n")};
+#undef TOP_KEY
 
 static struct mg_attr *find_attr(const struct mg_request *r,
                                  struct mg_str name) {
@@ -267,8 +300,7 @@ static void read_prompts(struct mg_request *r, const struct mg_json_doc *d,
 /* A system prompt beside the messages (Responses `instructions`, Anthropic
  * `system`): one more message, and its characters. */
 static void read_system(struct mg_request *r, const struct mg_json_doc *d,
-                        const char *key) {
-  uint32_t s = mg_json_getc(d, 0, key);
+                        uint32_t s) {
   if (s == MG_JSON_NOTFOUND || d->toks[s].type == MG_JSON_NULL)
     return;
   if (d->toks[s].type != MG_JSON_STRING && d->toks[s].type != MG_JSON_ARRAY)
@@ -277,28 +309,29 @@ static void read_system(struct mg_request *r, const struct mg_json_doc *d,
   r->input.chars += content_chars(d, s);
 }
 
-static void read_input(struct mg_request *r, const struct mg_json_doc *d) {
+static void read_input(struct mg_request *r, const struct mg_json_doc *d,
+                       const uint32_t *top) {
   switch (r->shape) {
   case MG_SHAPE_CHAT:
-    r->messages_tok = mg_json_getc(d, 0, "messages");
+    r->messages_tok = top[K_MESSAGES];
     read_messages(r, d, r->messages_tok);
     break;
   case MG_SHAPE_MESSAGES:
-    r->messages_tok = mg_json_getc(d, 0, "messages");
+    r->messages_tok = top[K_MESSAGES];
     read_messages(r, d, r->messages_tok);
-    read_system(r, d, "system");
+    read_system(r, d, top[K_SYSTEM]);
     break;
   case MG_SHAPE_RESPONSES:
-    r->messages_tok = mg_json_getc(d, 0, "input");
+    r->messages_tok = top[K_INPUT];
     read_items(r, d, r->messages_tok);
-    read_system(r, d, "instructions");
+    read_system(r, d, top[K_INSTRUCTIONS]);
     break;
   case MG_SHAPE_COMPLETIONS:
-    r->messages_tok = mg_json_getc(d, 0, "prompt");
+    r->messages_tok = top[K_PROMPT];
     read_prompts(r, d, r->messages_tok);
     break;
   case MG_SHAPE_EMBEDDINGS:
-    r->messages_tok = mg_json_getc(d, 0, "input");
+    r->messages_tok = top[K_INPUT];
     read_prompts(r, d, r->messages_tok);
     break;
   case MG_SHAPE_NONE:
@@ -348,7 +381,8 @@ static bool includes_logprobs(const struct mg_json_doc *d, uint32_t inc) {
 }
 
 /* What a fallback tier would have to honour. */
-static void read_needs(struct mg_request *r, const struct mg_json_doc *d) {
+static void read_needs(struct mg_request *r, const struct mg_json_doc *d,
+                       const uint32_t *top) {
   bool anthropic = r->shape == MG_SHAPE_MESSAGES;
   uint32_t v;
   int64_t n;
@@ -356,17 +390,17 @@ static void read_needs(struct mg_request *r, const struct mg_json_doc *d) {
   if (r->shape == MG_SHAPE_NONE || r->shape == MG_SHAPE_EMBEDDINGS)
     return;
   if (r->shape == MG_SHAPE_CHAT &&
-      json_format(d, mg_json_getc(d, 0, "response_format")))
+      json_format(d, top[K_RESPONSE_FORMAT]))
     r->needs |= MG_NEED_JSON;
   if (r->shape == MG_SHAPE_RESPONSES) {
-    v = mg_json_getc(d, 0, "text");
+    v = top[K_TEXT];
     if (is_type(d, v, MG_JSON_OBJECT) &&
         json_format(d, mg_json_getc(d, v, "format")))
       r->needs |= MG_NEED_JSON;
   }
-  if (forces_tool(d, mg_json_getc(d, 0, "tool_choice"), anthropic))
+  if (forces_tool(d, top[K_TOOL_CHOICE], anthropic))
     r->needs |= MG_NEED_TOOL;
-  v = mg_json_getc(d, 0, "n");
+  v = top[K_N];
   if ((r->shape == MG_SHAPE_CHAT || r->shape == MG_SHAPE_COMPLETIONS) &&
       is_type(d, v, MG_JSON_NUMBER) && mg_json_int(d, v, &n) == 0 && n > 1)
     r->needs |= MG_NEED_N;
@@ -374,18 +408,34 @@ static void read_needs(struct mg_request *r, const struct mg_json_doc *d) {
     r->needs |= MG_NEED_LOGPROBS;
 }
 
-/* The keys whose meaning modelgate itself depends on. A body naming one of
- * them twice is refused: modelgate and the upstream could otherwise read
- * different values (most JSON parsers keep the last, the scanner the first). */
-static const char *const watched_keys[] = {
-    "model",        "user",          "stream",
-    "metadata",     "messages",      "prompt",
-    "input",        "tools",         "functions",
-    "max_tokens",   "logprobs",      "max_completion_tokens",
-    "top_logprobs", "safety_identifier", "previous_response_id",
-    "include",      "instructions",  "system",
-    "max_output_tokens", "text",     "tool_choice",
-    "response_format", "n",          NULL};
+/* One pass over the body's members: top[k] is the value of top_keys[k], or
+ * MG_JSON_NOTFOUND; a key named twice fails. Unescaped keys (nearly all)
+ * compare by length and bytes; escaped ones after unescaping. */
+static int index_top(const struct mg_json_doc *doc, uint32_t *top,
+                     struct mg_request_error *err) {
+  uint32_t i, k, n = doc->toks[0].count;
+  size_t j;
+  for (j = 0; j < K_COUNT; j++)
+    top[j] = MG_JSON_NOTFOUND;
+  for (k = 0, i = 1; k < n; k++, i = doc->toks[i + 1].next) {
+    struct mg_str key = mg_json_str_raw(doc, i);
+    bool esc = doc->toks[i].escaped;
+    for (j = 0; j < K_COUNT; j++) {
+      if (esc ? mg_json_str_eq(doc, i, top_keys[j].name, top_keys[j].len)
+              : key.len == top_keys[j].len &&
+                    memcmp(key.p, top_keys[j].name, key.len) == 0)
+        break;
+    }
+    if (j == K_COUNT)
+      continue;
+    if (top[j] != MG_JSON_NOTFOUND)
+      return fail(err, MG_REQ_DUPLICATE_KEY, top_keys[j].name,
+                  "The key '%s' appears more than once in your request.",
+                  top_keys[j].name);
+    top[j] = i + 1;
+  }
+  return 0;
+}
 
 static int check_duplicates(const struct mg_json_doc *doc, uint32_t obj,
                             const char *const *watched,
@@ -412,6 +462,7 @@ static int check_duplicates(const struct mg_json_doc *doc, uint32_t obj,
 int mg_request_parse(struct mg_request *r, const char *body, size_t len,
                      struct mg_json_doc *doc, struct mg_request_error *err) {
   static const char *const metadata_watched[] = {"user_id", NULL};
+  uint32_t top[K_COUNT];
   struct mg_json_error jerr;
   uint32_t i, k, v;
   int rc;
@@ -437,10 +488,10 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
   if (doc->toks[0].type != MG_JSON_OBJECT)
     return fail(err, MG_REQ_NOT_OBJECT, NULL,
                 "The body of your request must be a JSON object.");
-  if (check_duplicates(doc, 0, watched_keys, err))
+  if (index_top(doc, top, err))
     return -1;
 
-  v = mg_json_getc(doc, 0, "model");
+  v = top[K_MODEL];
   if (v == MG_JSON_NOTFOUND || doc->toks[v].type == MG_JSON_NULL)
     return fail(err, MG_REQ_MISSING_MODEL, "model",
                 "You must provide a model parameter.");
@@ -454,7 +505,7 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
                 "You must provide a model parameter.");
   r->model_tok = v;
 
-  v = mg_json_getc(doc, 0, "stream");
+  v = top[K_STREAM];
   if (v != MG_JSON_NOTFOUND) {
     if (doc->toks[v].type == MG_JSON_TRUE)
       r->input.stream = true;
@@ -470,11 +521,11 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
   /* Anthropic has no body `user` or `safety_identifier`: its unit is
    * metadata.user_id, read with the metadata below. */
   if (r->shape != MG_SHAPE_MESSAGES) {
-    v = mg_json_getc(doc, 0, "safety_identifier");
+    v = top[K_SAFETY_IDENTIFIER];
     if (is_type(doc, v, MG_JSON_STRING) &&
         string_of(r, doc, v, &r->safety_identifier))
       return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
-    v = mg_json_getc(doc, 0, "user");
+    v = top[K_USER];
     if (is_type(doc, v, MG_JSON_STRING) && string_of(r, doc, v, &r->user))
       return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
   }
@@ -482,7 +533,7 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
   if (r->shape == MG_SHAPE_RESPONSES) {
     /* Which target holds the conversation hangs on this id: a value of
      * another type would be read differently upstream. */
-    v = mg_json_getc(doc, 0, "previous_response_id");
+    v = top[K_PREVIOUS_RESPONSE_ID];
     if (v != MG_JSON_NOTFOUND && doc->toks[v].type != MG_JSON_NULL) {
       if (doc->toks[v].type != MG_JSON_STRING ||
           doc->toks[v].end - doc->toks[v].start == 2)
@@ -493,37 +544,37 @@ int mg_request_parse(struct mg_request *r, const char *body, size_t len,
         return fail(err, MG_REQ_NOMEM, NULL, "Out of memory.");
       r->previous_tok = v;
     }
-    r->logprobs = includes_logprobs(doc, mg_json_getc(doc, 0, "include"));
+    r->logprobs = includes_logprobs(doc, top[K_INCLUDE]);
   } else if (r->shape == MG_SHAPE_CHAT || r->shape == MG_SHAPE_COMPLETIONS) {
-    v = mg_json_getc(doc, 0, "logprobs");
+    v = top[K_LOGPROBS];
     if (v != MG_JSON_NOTFOUND)
       r->logprobs = doc->toks[v].type == MG_JSON_TRUE ||
                     doc->toks[v].type == MG_JSON_NUMBER;
   }
 
-  v = mg_json_getc(doc, 0, "max_tokens");
+  v = top[K_MAX_TOKENS];
   if (v == MG_JSON_NOTFOUND)
-    v = mg_json_getc(doc, 0, "max_completion_tokens");
+    v = top[K_MAX_COMPLETION_TOKENS];
   if (v == MG_JSON_NOTFOUND)
-    v = mg_json_getc(doc, 0, "max_output_tokens");
+    v = top[K_MAX_OUTPUT_TOKENS];
   if (is_type(doc, v, MG_JSON_NUMBER)) {
     int64_t mt;
     if (mg_json_int(doc, v, &mt) == 0 && mt >= 0)
       r->input.max_tokens = mt;
   }
 
-  v = mg_json_getc(doc, 0, "tools");
+  v = top[K_TOOLS];
   if (v == MG_JSON_NOTFOUND && r->shape == MG_SHAPE_CHAT)
-    v = mg_json_getc(doc, 0, "functions");
+    v = top[K_FUNCTIONS];
   if (is_type(doc, v, MG_JSON_ARRAY))
     r->input.tools = doc->toks[v].count;
 
-  read_input(r, doc);
-  read_needs(r, doc);
+  read_input(r, doc, top);
+  read_needs(r, doc, top);
 
   /* Body metadata: string values become attributes unless a header set the
    * same name. Other value types are not attributes. */
-  v = mg_json_getc(doc, 0, "metadata");
+  v = top[K_METADATA];
   if (is_type(doc, v, MG_JSON_OBJECT)) {
     if (r->shape == MG_SHAPE_MESSAGES) {
       uint32_t u;

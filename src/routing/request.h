@@ -100,8 +100,7 @@ struct mg_request {
   struct mg_str unit_header;    /* header x-modelgate-unit, or empty */
   struct mg_str client;         /* borrowed from the server: the
                                  * authenticated client, or empty */
-  struct mg_attr attrs[MG_REQ_MAX_ATTRS];
-  size_t nattrs;
+  size_t nattrs;                /* attrs[] in use */
   struct mg_input input;
   uint32_t messages_tok;        /* `messages` (chat, Anthropic), `prompt`
                                  * or `input`, or MG_JSON_NOTFOUND */
@@ -110,8 +109,11 @@ struct mg_request {
   struct mg_str previous_response_id; /* its value, or empty */
   bool logprobs;                /* the client asked for logprobs */
   uint32_t needs;               /* MG_NEED_* */
+  size_t nowned;                /* owned[] in use */
+  /* Not zeroed by mg_request_init (once per request: most of the struct);
+   * only the first nattrs and nowned entries are ever read. Keep last. */
+  struct mg_attr attrs[MG_REQ_MAX_ATTRS];
   char *owned[MG_REQ_MAX_OWNED]; /* owned: unescaped copies of strings */
-  size_t nowned;
 };
 
 enum mg_request_code {

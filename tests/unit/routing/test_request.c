@@ -126,6 +126,20 @@ static void test_errors(void **state) {
   assert_int_equal(parse(f, MG_EP_CHAT, "{\"model\":\"a\",\"model\":\"b\"}"),
                    -1);
   assert_int_equal(f->err.code, MG_REQ_DUPLICATE_KEY);
+  /* ...also when one of the two is spelled with an escape */
+  assert_int_equal(parse(f, MG_EP_CHAT,
+                         "{\"model\":\"a\",\"stream\":false,"
+                         "\"mod\\u0065l\":\"b\"}"),
+                   -1);
+  assert_int_equal(f->err.code, MG_REQ_DUPLICATE_KEY);
+  assert_string_equal(f->err.param, "model");
+  /* an escaped key is the key it spells */
+  assert_int_equal(parse(f, MG_EP_CHAT,
+                         "{\"\\u006dodel\":\"esc\",\"str\\u0065am\":true}"),
+                   0);
+  assert_int_equal(f->r.model.len, 3);
+  assert_memory_equal(f->r.model.p, "esc", 3);
+  assert_true(f->r.input.stream);
   assert_int_equal(parse(f, MG_EP_CHAT,
                          "{\"model\":\"a\",\"x\":1,\"x\":2}"),
                    0); /* keys routing ignores are the upstream's business */
