@@ -123,6 +123,12 @@ OUT="$OUTDIR/all.md"
     [ -n "$(fig run ratio32_w2)" ] &&
       echo "| 17 | 2 workers each, 32 connections, full gating ÷ nginx | $(fig run ratio32_w2)x ($(fig run rps32_flag_w2) vs $(fig run rps32_nginx_w2) req/s) | – (reported) | – | run.sh |"
   fi
+  if has run && [ -n "$(fig run W32)" ]; then
+    for c in 32 256; do
+      [ -n "$(fig run "W$c")" ] || continue
+      echo "| 12 | 2 workers vs 1 at $c connections, full gating: CPU per request 2 ÷ 1; modelgate ÷ nginx with 1 and with 2 workers each | $(fig run "cpu_ratio_w2_$c")x; $(fig run "ratio_w1_$c")x, $(fig run "ratio_w2_$c")x | CPU ≤ 1.05x; ratio with 2 ≥ ratio with 1 | $(fig run "W$c") | run.sh |"
+    done
+  fi
   if has flag; then
     echo "| 3.8 | one flag evaluation (5 rules, 3 variants) | $FLAG_NS ns (median of $FLAG_RUNS runs: $FLAG_ALL) | < 1,000 ns | $(pf "$FLAG_NS < 1000") | mg-flagbench |"
   fi

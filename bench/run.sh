@@ -37,7 +37,11 @@ BENCH_BUILD_DIR=${BENCH_BUILD_DIR:-build}
 BENCH_STRICT=${BENCH_STRICT:-0}
 BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-0} # wait up to N s for an idle machine
-CONNS_LIST="1 32"                      # the targets are defined at these two
+# The targets are defined at 1 and 32; 256 is where workers 1 and 2 are
+# compared (issue 12), for modelgate (plain and full gating) and nginx only.
+CONNS_LIST="1 32 256"
+BENCH_WIDE=${BENCH_WIDE:-1}            # 0 skips the 256-connection rows
+[ "$BENCH_WIDE" = 1 ] || CONNS_LIST="1 32"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -356,6 +360,9 @@ is_variant() { case $1 in modelgate-* | nginx-w2) return 0 ;; *) return 1 ;; esa
 # Is PEER measured at CONNS connections? The base peers at both; the full
 # gating configurations at BENCH_VARIANT_CONNS; log off and two workers at 32.
 measured_at() {
+  if [ "$2" = 256 ]; then
+    case $1 in modelgate | modelgate-flag | modelgate-flag-w2 | nginx | nginx-w2) return 0 ;; *) return 1 ;; esac
+  fi
   case $1 in
   modelgate-nolog | *-w2) [ "$2" = 32 ] ;;
   modelgate-*) [[ " $BENCH_VARIANT_CONNS " == *" $2 "* ]] ;;
@@ -366,7 +373,7 @@ total=0
 for c in $CONNS_LIST; do for p in "${PEERS[@]}"; do measured_at "$p" "$c" && total=$((total + 1)); done; done
 total=$((total * BENCH_RUNS))
 n=0
-log "wrk: $BENCH_RUNS runs x {1,32} connections x $NP peers (log off and two workers at 32 only), ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s each (~$((total * (BENCH_SECONDS + BENCH_WARMUP + 1) / 60)) min)"
+log "wrk: $BENCH_RUNS runs x {$CONNS_LIST} connections x $NP peers (not every peer at every count: $total measurements), ${BENCH_WARMUP}s warm-up + ${BENCH_SECONDS}s each (~$((total * (BENCH_SECONDS + BENCH_WARMUP + 1) / 60)) min)"
 for run in $(seq "$BENCH_RUNS"); do
   for c in $CONNS_LIST; do
     # Rotate the order every run so that no peer always goes first or last.
@@ -748,6 +755,24 @@ OUT="$T/report.md"
   fi
   T5=$(pf "$mg32 >= 1.0 * $ng32")
   printf '%s\t%s\n' T5 "$T5" >>"$FIG"
+  if has_peer modelgate-flag && has_peer modelgate-flag-w2 && has_peer nginx-w2; then
+    echo
+    echo "### Workers 1 and 2 (issue 12)"
+    echo
+    echo "Full gating, native engine. On this 2-core machine wrk and the upstream share the cores with the proxy, so two workers cannot double anything; what is judged is that the second worker costs no CPU per request (within 5%) and keeps modelgate's standing against nginx with as many workers."
+    echo
+    echo "| conns | modelgate 1 worker req/s | CPU µs/req | modelgate 2 workers req/s | CPU µs/req | 2 ÷ 1 CPU/req | nginx 1 ÷ 2 workers req/s | ratio ÷ nginx, 1 worker | ratio ÷ nginx, 2 workers | verdict |"
+    echo "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    for c in 32 256; do
+      a=$(get "$c" modelgate-flag rps) ac=$(get "$c" modelgate-flag cpu)
+      b=$(get "$c" modelgate-flag-w2 rps) bc=$(get "$c" modelgate-flag-w2 cpu)
+      n1=$(get "$c" nginx rps) n2=$(get "$c" nginx-w2 rps)
+      [ -n "$a" ] && [ -n "$b" ] && [ -n "$n1" ] && [ -n "$n2" ] || continue
+      v=$(pf "$bc <= 1.05 * $ac && $b / $n2 >= $a / $n1")
+      echo "| $c | $a | $ac | $b | $bc | $(calc "$bc / $ac")x | $n1 / $n2 | $(calc "$a / $n1")x | $(calc "$b / $n2")x | $v |"
+      printf '%s\t%s\n' "W$c" "$v" "cpu_ratio_w2_$c" "$(calc "$bc / $ac")" "ratio_w1_$c" "$(calc "$a / $n1")" "ratio_w2_$c" "$(calc "$b / $n2")" >>"$FIG"
+    done
+  fi
   if [ "$BENCH_CALLGRIND" = 1 ]; then
     for p in modelgate-flag modelgate-curl; do
       [ -n "${IPR[$p]:-}" ] || continue
