@@ -185,10 +185,104 @@ static void test_check_refuses_bad_keys(void **state) {
   free(out);
 }
 
+/* The line of decision id in the log, waiting for the writer (flush_ms
+ * 20) up to T_MS; NULL when it never came. Owned by the caller. */
+static char *record_of(struct tenv *e, const char *id) {
+  char *path = fmt("%s/decisions.jsonl", e->dir);
+  double end = mg_h_now_ms() + T_MS;
+  char *line = NULL;
+  while (line == NULL && mg_h_now_ms() < end) {
+    size_t len;
+    char *text = mg_h_read_file(path, &len), *at;
+    if (text && (at = strstr(text, id)) != NULL) {
+      char *b = at, *f;
+      while (b > text && b[-1] != '\n')
+        b--;
+      f = strchr(at, '\n');
+      line = fmt("%.*s", (int)(f ? f - b : (ptrdiff_t)strlen(b)), b);
+    }
+    free(text);
+    if (line == NULL)
+      mg_h_sleep_ms(20);
+  }
+  free(path);
+  return line;
+}
+
+/* With clients on, the authenticated client is the last unit source
+ * (DESIGN.md, "Identify the unit"): a request with no other unit is not
+ * left to no_unit but randomized by its client, stably; a
+ * safety_identifier still comes first. The record names the source. */
+static void test_client_is_the_last_unit(void **state) {
+  struct tenv *e = *state;
+  char *hb = key_hash(BILLING_KEY);
+  char *keys = fmt("{\"billing\":\"%s\"}", hb), v[64], first[64] = "";
+  char id[33], *cfg, *path, *rec;
+  struct mg_h_resp r;
+  int i;
+
+  cfg = q(e, "{'admin':{'listen':'127.0.0.1:0'},'server':{'listen':"
+             "'127.0.0.1:0','shutdown_grace_ms':2000},"
+             "'decision_log':{'path':'@DIR/decisions.jsonl','flush_ms':20},"
+             "'clients':{'keys_file':'@DIR/clients.json'},"
+             "'targets':{'a':{'base_url':'@MOCK','model':'m-a'},"
+             "'b':{'base_url':'@MOCK','model':'m-b'}},"
+             "'flags':{'g':{'off_variant':'a','variants':{"
+             "'a':{'target':'a','weight':50},'b':{'target':'b','weight':50}}}},"
+             "'aliases':{'gpt-test':{'flag':'g'}}}");
+  path = fmt("%s/clients.json", e->dir);
+  assert_int_equal(mg_h_write_file(path, keys), 0);
+  assert_int_equal(gate_start(e, cfg), 0);
+
+  for (i = 0; i < 6; i++) {
+    assert_int_equal(call(e, "Authorization: Bearer " BILLING_KEY "\r\n", &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(mg_h_header(&r, "x-modelgate-reason", v, sizeof(v)),
+                        "rollout");
+    assert_non_null(mg_h_header(&r, "x-modelgate-variant", v, sizeof(v)));
+    if (i == 0) {
+      snprintf(first, sizeof(first), "%s", v);
+      assert_true(decision_id(&r, id));
+    }
+    assert_string_equal(v, first); /* the client's arm, every time */
+    mg_h_resp_free(&r);
+  }
+  rec = record_of(e, id);
+  assert_non_null(rec);
+  assert_non_null(strstr(rec, "\"unit_source\":\"client\""));
+  free(rec);
+
+  {
+    char *b = chat_body("gpt-test", "hello",
+                        ",\"safety_identifier\":\"sid-0042\"");
+    assert_int_equal(mg_h_request(e->gate.port, "POST",
+                                  "/v1/chat/completions",
+                                  "Authorization: Bearer " BILLING_KEY "\r\n",
+                                  b, &r, T_MS),
+                     0);
+    free(b);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(mg_h_header(&r, "x-modelgate-reason", v, sizeof(v)),
+                        "rollout");
+    assert_true(decision_id(&r, id));
+    mg_h_resp_free(&r);
+    rec = record_of(e, id);
+    assert_non_null(rec);
+    assert_non_null(strstr(rec, "\"unit_source\":\"safety_identifier\""));
+    free(rec);
+  }
+  free(path);
+  free(cfg);
+  free(keys);
+  free(hb);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tenv_setup, tenv_teardown)
   const struct CMUnitTest tests[] = {
       T(test_keys),
+      T(test_client_is_the_last_unit),
       T(test_keys_file_reload),
       T(test_check_refuses_bad_keys),
   };

@@ -638,6 +638,41 @@ static void test_unit_sources(void **state) {
     free(h);
   }
 
+  /* safety_identifier, what current OpenAI SDKs send in place of user
+   * (issue 11.1): the first unit source. One user, eight calls, one arm;
+   * it wins over user and header; a non-string one is no unit. */
+  for (i = 0; i < 8; i++) {
+    struct ans a;
+    char *b = fmt("{\"model\":\"m-split\",\"safety_identifier\":\"%s\","
+                  "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                  ub);
+    cli_post(&c, NULL, b, &a);
+    expect_ans(&a, "safety_identifier", "split", "trt", "rollout", "t-b",
+               "m-b");
+    free(b);
+  }
+  {
+    struct ans a;
+    char *h = fmt("x-modelgate-unit: %s\r\n", ub);
+    char *b = fmt("{\"model\":\"m-split\",\"safety_identifier\":\"%s\","
+                  "\"user\":\"%s\",\"messages\":[{\"role\":\"user\","
+                  "\"content\":\"x\"}]}",
+                  ua, ub);
+    cli_post(&c, h, b, &a);
+    expect_ans(&a, "safety_identifier over user and header", "split", "ctl",
+               "rollout", "t-a", "m-a");
+    free(b);
+    b = fmt("{\"model\":\"m-split\",\"safety_identifier\":7,"
+            "\"user\":\"%s\",\"messages\":[{\"role\":\"user\","
+            "\"content\":\"x\"}]}",
+            ub);
+    cli_post(&c, NULL, b, &a);
+    expect_ans(&a, "numeric safety_identifier", "split", "trt", "rollout",
+               "t-b", "m-b");
+    free(b);
+    free(h);
+  }
+
   /* Neither: not randomized (issue 11.1): the off_variant, reason
    * no_unit, every time. */
   for (i = 0; i < 20; i++) {
