@@ -23,8 +23,12 @@ trap cleanup EXIT INT TERM
 mock=$!
 # The demo's admin token, so that the walkthrough can flip the kill switch.
 export MODELGATE_ADMIN_TOKEN=demo-token
-rm -f /tmp/modelgate-demo.state.json /tmp/modelgate-demo.decisions.jsonl*
-./build/modelgate serve 2>"$logs/modelgate.log" &
+# The demo config's state file and decision log are relative paths: they go
+# into a directory of the demo's own (never the shared /tmp, where anyone
+# could plant a symlink in their place).
+run=build/demo
+rm -rf "$run" && mkdir -p "$run"
+(cd "$run" && exec ../modelgate serve) 2>"$logs/modelgate.log" &
 gate=$!
 for _ in $(seq 50); do
   curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
@@ -60,7 +64,7 @@ curl -s -X DELETE http://127.0.0.1:9900/_mock/behaviour >/dev/null
 show "curl -s http://127.0.0.1:8080/metrics | grep -E '^modelgate_(requests_total|flag_requests_total|fallbacks_total)'"
 
 echo "# every request left a decision record (prompts and answers never written):"
-show "tail -n 1 /tmp/modelgate-demo.decisions.jsonl"
+show "tail -n 1 build/demo/modelgate-demo.decisions.jsonl"
 echo "# 300 users call gpt-4o; then compare the two arms of the flag, per user:"
 for i in $(seq 300); do
   [ "$i" -gt 1 ] && echo next
@@ -68,7 +72,7 @@ for i in $(seq 300); do
 done >"$logs/users.curl"
 curl -s --parallel --parallel-max 8 -K "$logs/users.curl" 2>/dev/null
 sleep 0.5 # the log writer flushes every 200 ms
-show "./build/modelgate report --flag chat-model /tmp/modelgate-demo.decisions.jsonl | sed -n '1,24p'"
+show "./build/modelgate report --flag chat-model build/demo/modelgate-demo.decisions.jsonl | sed -n '1,24p'"
 
 if [ "${MG_DEMO_EXIT:-0}" = 1 ]; then
   exit 0

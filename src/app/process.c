@@ -284,7 +284,9 @@ static int write_port_file(struct process *p, int port) {
   snprintf(tmp, sizeof(tmp), "%s.tmp", p->port_file);
   n = snprintf(body, sizeof(body), "listen=%d\nadmin=%d\n", port,
                p->admin_port);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  /* Made new, never through a symlink (see mg_write_file_atomic). */
+  (void)unlink(tmp);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0)
     return -errno;
   w = write(fd, body, (size_t)n);

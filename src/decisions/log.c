@@ -112,7 +112,12 @@ static int cfg_copy(struct mg_dlog_cfg *dst, const struct mg_dlog_cfg *src) {
 
 static int open_file(struct mg_dlog *l) {
   struct stat sb;
-  l->fd = open(l->cfg.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  /* O_NOFOLLOW: a symlink planted where the log goes (a world-writable
+   * directory, fs.protected_symlinks off) must not make us append to the
+   * file it names; open fails with ELOOP ("too many levels of symbolic
+   * links"), reported with the path. */
+  l->fd = open(l->cfg.path,
+               O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (l->fd < 0)
     return -errno;
   l->size = fstat(l->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;

@@ -264,7 +264,11 @@ int mg_write_file_atomic(const char *path, const char *data, size_t len) {
   if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >=
       (int)sizeof(tmp))
     return -ENAMETOOLONG;
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  /* A temp file is always made new (O_EXCL), never through a symlink: a
+   * leftover of a crashed process of the same pid is removed first (unlink
+   * removes a planted symlink itself, not what it names). */
+  (void)unlink(tmp);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0)
     return -errno;
   while (off < len) {

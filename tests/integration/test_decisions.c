@@ -1649,6 +1649,45 @@ static void test_bad_path_refuses_to_start(void **state) {
   free(port_file);
 }
 
+/* A symlink planted where the log goes (issue 10.5): modelgate refuses to
+ * open it, says why, and the file it names is untouched. */
+static void test_symlinked_log_refused(void **state) {
+  struct tenv *e = *state;
+  char *cfg, *out = NULL, *port_file = log_path(e, "port");
+  char *victim = log_path(e, "victim"), *link = log_path(e, "decisions.jsonl");
+  char *want, *after;
+  size_t len;
+  const char *argv[] = {MG_BIN, "serve", "-c", e->config, "--port-file",
+                        port_file, NULL};
+  int rc;
+
+  assert_int_equal(mg_h_write_file(victim, "precious\n"), 0);
+  assert_int_equal(symlink(victim, link), 0);
+  cfg = q(e, "{'admin':{'listen':'127.0.0.1:0'},"
+             "'server':{'listen':'127.0.0.1:0'},"
+             "'decision_log':{'path':'@DIR/decisions.jsonl'},"
+             "'targets':{'t':{'base_url':'@MOCK','model':'m-t'}},"
+             "'aliases':{'plain':{'target':'t'}}}");
+  assert_int_equal(mg_h_write_file(e->config, cfg), 0);
+  free(cfg);
+  rc = mg_h_run(argv, &out, 10000 * SLOW);
+  assert_non_null(out);
+  if (rc != 1)
+    fail_msg("exit status %d, want 1: %s", rc, out);
+  want = fmt("cannot open decision log %s: %s", link, strerror(ELOOP));
+  if (strstr(out, want) == NULL)
+    fail_msg("no \"%s\" in: %s", want, out);
+  after = mg_h_read_file(victim, &len);
+  assert_non_null(after);
+  assert_string_equal(after, "precious\n");
+  free(after);
+  free(want);
+  free(out);
+  free(link);
+  free(victim);
+  free(port_file);
+}
+
 /* The disk fills up while serving (RLIMIT_FSIZE on the gate: writes past
  * 16 KiB fail with EFBIG, as on a full disk with ENOSPC): every request is
  * still served; the lines that did not fit are counted as dropped and as
@@ -1925,6 +1964,7 @@ int main(void) {
       T(test_sigterm_flushes),
       T(test_reload_moves_log),
       T(test_bad_path_refuses_to_start),
+      T(test_symlinked_log_refused),
       T(test_disk_full_never_fails_requests),
       T(test_stuck_disk_never_blocks_requests),
   };
