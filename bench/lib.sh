@@ -230,6 +230,10 @@ EOF
 start_canned_upstream() {
   TOKEN="chatcmpl-bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
   CANNED='{"id":"'$TOKEN'","object":"chat.completion","created":1700000000,"model":"canned-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark! This is a canned answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
+  # The same answer as an OpenAI Responses object and as an Anthropic
+  # message (issue 14's rows), the run's id in the text.
+  CANNED_RESP='{"id":"resp_bench","object":"response","created_at":1700000000,"status":"completed","model":"canned-model","output":[{"type":"message","id":"msg_bench","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello, benchmark! '$TOKEN'","annotations":[]}]}],"usage":{"input_tokens":14,"output_tokens":9,"total_tokens":23}}'
+  CANNED_MSG='{"id":"msg_bench","type":"message","role":"assistant","model":"canned-model","content":[{"type":"text","text":"Hello, benchmark! '$TOKEN'"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":9}}'
   UP_PORT=$(free_port)
   {
     nginx_head upstream
@@ -239,6 +243,14 @@ start_canned_upstream() {
     location = $API {
       default_type application/json;
       return 200 '$CANNED';
+    }
+    location = /v1/responses {
+      default_type application/json;
+      return 200 '$CANNED_RESP';
+    }
+    location = /v1/messages {
+      default_type application/json;
+      return 200 '$CANNED_MSG';
     }
   }
 }

@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
   int port, conns, i, idle_only = 0, errors = 0;
   long n, done = 0;
   const char *path = "/v1/chat/completions";
-  const char *auth = NULL;
+  const char *auth = NULL, *header = NULL;
   const char *body = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":"
                      "\"user\",\"content\":\"Say hello to the benchmark, "
                      "please.\"}]}";
@@ -77,13 +77,17 @@ int main(int argc, char **argv) {
 
   if (argc < 4) {
     fprintf(stderr, "usage: mgload PORT CONNS REQUESTS [--idle SECONDS] "
-                    "[--body JSON] [--auth KEY]\n"
+                    "[--body JSON] [--auth KEY] [--path PATH] "
+                    "[--header 'Name: value']\n"
                     "  --idle: open CONNS connections, send one request on "
                     "each, then hold them idle\n"
                     "  --body: the request body (default: a small chat "
                     "completion request)\n"
                     "  --auth: send Authorization: Bearer KEY, as an SDK "
-                    "does\n");
+                    "does\n"
+                    "  --path: the request path (default "
+                    "/v1/chat/completions)\n"
+                    "  --header: one more request header\n");
     return 2;
   }
   port = atoi(argv[1]);
@@ -100,12 +104,17 @@ int main(int argc, char **argv) {
       body = argv[i + 1];
     else if (strcmp(argv[i], "--auth") == 0)
       auth = argv[i + 1];
+    else if (strcmp(argv[i], "--path") == 0)
+      path = argv[i + 1];
+    else if (strcmp(argv[i], "--header") == 0)
+      header = argv[i + 1];
   }
   snprintf(req, sizeof(req),
-           "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s%sContent-Type: "
+           "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s%s%s%sContent-Type: "
            "application/json\r\nContent-Length: %zu\r\n\r\n%s",
            path, auth ? "Authorization: Bearer " : "", auth ? auth : "",
-           auth ? "\r\n" : "", strlen(body), body);
+           auth ? "\r\n" : "", header ? header : "", header ? "\r\n" : "",
+           strlen(body), body);
   buf = malloc(1 << 20);
   fds = calloc((size_t)conns, sizeof(int));
   lat = calloc((size_t)(n > 0 ? n : 1), sizeof(double));

@@ -21,7 +21,7 @@ set -euo pipefail
 BENCH_SECONDS=${BENCH_SECONDS:-10}     # wrk duration of one measurement
 BENCH_WARMUP=${BENCH_WARMUP:-2}        # wrk warm-up before each measurement
 BENCH_RUNS=${BENCH_RUNS:-3}            # measurements per configuration (median)
-BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-curl modelgate-nolog modelgate-flag-w2 modelgate-curl-w2 nginx-w2"}
+BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-curl modelgate-nolog modelgate-flag-w2 modelgate-curl-w2 nginx-w2 modelgate-resp modelgate-msg"}
 # Connections at which the extra configurations are measured: the full
 # gating ones (modelgate-flag, modelgate-curl: issue 17's targets are defined
 # on them at 1 and 32) at both; modelgate-nolog and the two-worker rows
@@ -59,7 +59,7 @@ done
 [ "$BENCH_CG_N2" -gt "$BENCH_CG_N1" ] || die "BENCH_CG_N2 must exceed BENCH_CG_N1"
 for p in $BENCH_PEERS; do
   case $p in direct | modelgate | nginx | haproxy | portkey | modelgate-flag | modelgate-nolog | \
-    modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | nginx-w2) ;;
+    modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | nginx-w2 | modelgate-resp | modelgate-msg) ;;
   *) die "unknown peer '$p' in BENCH_PEERS" ;; esac
 done
 for c in $BENCH_VARIANT_CONNS; do
@@ -113,6 +113,8 @@ BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to 
 # modelgate-flag's body: the same request with a user (so the flag's rollout
 # bucketing runs) and attributes that no rule matches (so all five rules are
 # evaluated before the rollout decides).
+BODY_RESP='{"model":"gpt-4o-mini","input":"Say hello to the benchmark, please."}'
+BODY_MSG='{"model":"claude-bench","max_tokens":64,"messages":[{"role":"user","content":"Say hello to the benchmark, please."}]}'
 BODY_FLAG='{"model":"gpt-4o-mini","user":"user-4242","messages":[{"role":"user","content":"Say hello to the benchmark, please."}],"metadata":{"region":"eu","tier":"pro","customer":"acme-4242","plan":"team"}}'
 
 # ---- peers -----------------------------------------------------------------
@@ -126,8 +128,9 @@ modelgate_config() { # plain|flag|nolog|curl [WORKERS]
   local targets route log="" eng="" workers=${2:-1} key
   key=', "api_key_env": "MG_BENCH_UPSTREAM_KEY"'
   [ "$1" = curl ] && eng=', "engine": "curl"'
-  targets='"canned": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key'}'
-  route='"gpt-4o-mini": {"target": "canned"}'
+  targets='"canned": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key'},
+    "canned-claude": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model", "api": "anthropic"'$key'}'
+  route='"gpt-4o-mini": {"target": "canned"}, "claude-bench": {"target": "canned-claude"}'
   case $1 in
   flag | curl)
     targets='"v1": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key$eng'},
@@ -213,12 +216,15 @@ mg_workers() { case $1 in *-w2) echo 2 ;; *) echo 1 ;; esac; }
 
 for p in $BENCH_PEERS; do
   [ "$p" = portkey ] || HDRS[$p]="Authorization: Bearer $CLIENT_KEY"
+  [ "$p" = modelgate-msg ] && HDRS[$p]="x-api-key: $CLIENT_KEY
+anthropic-version: 2023-06-01"
   case $p in
   direct)
     PORT[direct]=$UP_PORT
     PID[direct]=$UP_PID
     ;;
-  modelgate | modelgate-flag | modelgate-nolog | modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2)
+  modelgate | modelgate-flag | modelgate-nolog | modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | \
+    modelgate-resp | modelgate-msg)
     start_modelgate "$p" "" "$(mg_variant "$p")" "$(mg_workers "$p")"
     PORT[$p]=$MG_PORT_OUT
     PID[$p]=$MG_PID_OUT
@@ -277,8 +283,12 @@ Authorization: Bearer sk-bench-not-a-key"
 done
 
 body_for() {
-  case $1 in modelgate-flag* | modelgate-curl*) echo "$BODY_FLAG" ;; *) echo "$BODY" ;; esac
+  case $1 in modelgate-flag* | modelgate-curl*) echo "$BODY_FLAG" ;; modelgate-resp) echo "$BODY_RESP" ;;
+  modelgate-msg) echo "$BODY_MSG" ;; *) echo "$BODY" ;; esac
 }
+# The path a peer is measured on: chat completions, except the Responses and
+# Messages rows (issue 14).
+path_for() { case $1 in modelgate-resp) echo /v1/responses ;; modelgate-msg) echo /v1/messages ;; *) echo "$API" ;; esac; }
 
 # A request through each peer must reach the canned upstream (its body carries
 # this run's random id) and come back 200; through modelgate-flag, it must
@@ -290,7 +300,7 @@ verify() {
   while IFS= read -r h; do [ -n "$h" ] && args+=(-H "$h"); done <<<"${HDRS[$p]:-}"
   code=$(curl -s -m 10 -D "$T/verify.$p.h" -o "$T/verify.$p" -w '%{http_code}' -X POST \
     -H 'Content-Type: application/json' "${args[@]}" --data-binary "$(body_for "$p")" \
-    "http://127.0.0.1:${PORT[$p]}$API" || true)
+    "http://127.0.0.1:${PORT[$p]}$(path_for "$p")" || true)
   [ "$code" = 200 ] && grep -q "$TOKEN" "$T/verify.$p" || ok=0
   if [ "$(mg_variant "$p")" = flag ] || [ "$(mg_variant "$p")" = curl ]; then
     grep -qi '^x-modelgate-flag: chat' "$T/verify.$p.h" &&
@@ -364,7 +374,7 @@ measured_at() {
     case $1 in modelgate | modelgate-flag | modelgate-flag-w2 | nginx | nginx-w2) return 0 ;; *) return 1 ;; esac
   fi
   case $1 in
-  modelgate-nolog | *-w2) [ "$2" = 32 ] ;;
+  modelgate-nolog | *-w2 | modelgate-resp | modelgate-msg) [ "$2" = 32 ] ;;
   modelgate-*) [[ " $BENCH_VARIANT_CONNS " == *" $2 "* ]] ;;
   *) return 0 ;;
   esac
@@ -380,7 +390,7 @@ for run in $(seq "$BENCH_RUNS"); do
     for k in $(seq 0 $((NP - 1))); do
       p=${PEERS[$(((k + run - 1) % NP))]}
       measured_at "$p" "$c" || continue
-      url="http://127.0.0.1:${PORT[$p]}$API"
+      url="http://127.0.0.1:${PORT[$p]}$(path_for "$p")"
       lua=$(lua_for "$p")
       n=$((n + 1))
       if [ "$BENCH_WARMUP" -gt 0 ]; then
@@ -476,7 +486,12 @@ log "memory: fresh $RSS_FRESH KiB, with idle connections $RSS_IDLE KiB ($IDLE_LI
 # ---- instructions per request (callgrind) --------------------------------------
 cg_total() { sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$1" | head -1; }
 cg_load() { # PORT N NAME [BODY]
-  timeout 300 "$T/mgload" "$1" "$BENCH_CG_CONNS" "$2" --auth "$CLIENT_KEY" ${4:+--body "$4"} >"$T/cg.$3.$2.load" 2>&1 ||
+  local extra=()
+  case $3 in
+  modelgate-resp) extra=(--path /v1/responses) ;;
+  modelgate-msg) extra=(--path /v1/messages --header "anthropic-version: 2023-06-01") ;;
+  esac
+  timeout 300 "$T/mgload" "$1" "$BENCH_CG_CONNS" "$2" --auth "$CLIENT_KEY" "${extra[@]}" ${4:+--body "$4"} >"$T/cg.$3.$2.load" 2>&1 ||
     { cat "$T/cg.$3.$2.load" >&2; die "mgload against $3 under callgrind failed"; }
 }
 # cg_modelgate PEER N: total instructions of modelgate (configuration of
@@ -488,7 +503,7 @@ cg_modelgate() {
   log "callgrind: $peer, $N requests"
   start_modelgate "$name" "valgrind --tool=callgrind --callgrind-out-file=$T/callgrind.$peer.$N.out" "$v"
   curl -s -m 30 -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $CLIENT_KEY" \
-    --data-binary "$(body_for "$peer")" "http://127.0.0.1:$MG_PORT_OUT$API" || true
+    -H 'anthropic-version: 2023-06-01' --data-binary "$(body_for "$peer")" "http://127.0.0.1:$MG_PORT_OUT$(path_for "$peer")" || true
   cg_load "$MG_PORT_OUT" "$N" "$peer" "$(body_for "$peer")"
   stop_pid "$MG_PID_OUT" INT 60
   CG_OUT=$(cg_total "$T/callgrind.$peer.$N.out")
@@ -499,7 +514,7 @@ cg_modelgate() {
 # the flag's request body (modelgate-flagbody), which splits the flag's cost
 # into the larger body and the flag itself.
 CG_PEERS="modelgate"
-for p in modelgate-flag modelgate-curl modelgate-nolog; do
+for p in modelgate-flag modelgate-curl modelgate-nolog modelgate-resp modelgate-msg; do
   [[ " $BENCH_PEERS " == *" $p "* ]] && CG_PEERS="$CG_PEERS $p"
 done
 [[ " $BENCH_PEERS " == *" modelgate-flag "* ]] && CG_PEERS="$CG_PEERS modelgate-flagbody"
@@ -541,6 +556,8 @@ label_of() {
   modelgate-flag-w2) echo "modelgate + flag, 2 workers" ;;
   modelgate-curl-w2) echo "modelgate + flag, libcurl engine, 2 workers" ;;
   nginx-w2) echo "nginx proxy_pass, 2 workers" ;;
+  modelgate-resp) echo "modelgate, Responses API (POST /v1/responses)" ;;
+  modelgate-msg) echo "modelgate, Anthropic Messages (POST /v1/messages)" ;;
   modelgate-flagbody) echo "modelgate, the flag's request body but no flag" ;; esac
 }
 # Per run, PEER's req/s over OTHER's at CONNS connections: "r1, r2, ..." and
@@ -771,6 +788,23 @@ OUT="$T/report.md"
       v=$(pf "$bc <= 1.05 * $ac && $b / $n2 >= $a / $n1")
       echo "| $c | $a | $ac | $b | $bc | $(calc "$bc / $ac")x | $n1 / $n2 | $(calc "$a / $n1")x | $(calc "$b / $n2")x | $v |"
       printf '%s\t%s\n' "W$c" "$v" "cpu_ratio_w2_$c" "$(calc "$bc / $ac")" "ratio_w1_$c" "$(calc "$a / $n1")" "ratio_w2_$c" "$(calc "$b / $n2")" >>"$FIG"
+    done
+  fi
+  if has_peer modelgate-resp || has_peer modelgate-msg; then
+    echo
+    echo "### The Responses and Messages APIs (issue 14)"
+    echo
+    echo "Plain modelgate (one target, no flag), 32 connections; the canned upstream answers each API in its own shape. Target: req/s within 10% of the chat row."
+    echo
+    echo "| API | req/s | ÷ chat | CPU µs/req | instructions/req | verdict |"
+    echo "|---|--:|--:|--:|--:|---|"
+    echo "| chat completions | $mg32 | 1.00x | $(get 32 modelgate cpu) | ${IPR[modelgate]:-n/a} | – |"
+    for p in modelgate-resp modelgate-msg; do
+      has_peer "$p" || continue
+      x=$(get 32 "$p" rps)
+      v=$(pf "$x >= 0.9 * $mg32")
+      echo "| $(label_of "$p") | $x | $(calc "$x / $mg32")x | $(get 32 "$p" cpu) | ${IPR[$p]:-n/a} | $v |"
+      printf '%s\t%s\n' "A_$p" "$v" "ratio_api_$p" "$(calc "$x / $mg32")" "ipr_$p" "${IPR[$p]:-}" >>"$FIG"
     done
   fi
   if [ "$BENCH_CALLGRIND" = 1 ]; then
