@@ -141,6 +141,9 @@ static int on_message_begin(llhttp_t *p) {
   r->http10 = false;
   r->expect_continue = false;
   r->answer_now = false;
+  /* Until the method is read: an answer given before then (a malformed
+   * request line) carries its body, whatever the request before was. */
+  r->method = HTTP_GET;
   c->chunk_crlf = 0;
   c->state = MG_CONN_HEAD;
   c->fresh = false;
@@ -151,6 +154,9 @@ static int on_message_begin(llhttp_t *p) {
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   struct mg_conn *c = p->data;
+  /* Known now (the method comes first): a HEAD request refused in its
+   * headers gets its answer without a body too (RFC 9110, 9.3.2). */
+  c->req.method = llhttp_get_method(p);
   if (c->req.url_len + len > limits(c)->url_bytes)
     return parse_error(c, 414, "The request URL is too long.", "url_too_long");
   if (mg_buf_append(&c->req.head, at, len))
@@ -1123,33 +1129,15 @@ static void drop_connection(struct mg_conn_env *env, uv_stream_t *listener) {
   uv_close((uv_handle_t *)tmp, on_dropped_closed);
 }
 
-void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
+/* A connection in env, its handles initialised, not yet connected: the
+ * caller accepts or opens its socket (on failure, conn_close), then
+ * conn_start. NULL when out of memory. */
+static struct mg_conn *conn_new(struct mg_conn_env *env) {
   const struct mg_limits *l = &(*env->cfg)->limits;
-  struct mg_conn *c;
+  struct mg_conn *c = calloc(1, sizeof(*c));
 
-  if (env->nconns >= env->max_connections || *env->draining) {
-    /* Over the budget of this listener (the admin listener has its own,
-     * so a flood of clients cannot lock operators out): counted, logged
-     * at most once a second. */
-    static _Thread_local uint64_t last_log;
-    uint64_t now = uv_now(env->loop);
-    env->refused_full++;
-    if (!*env->draining && now - last_log >= 1000) {
-      last_log = now;
-      mg_warn("%s: refusing connections: %zu open (max_connections %u); "
-              "%llu refused so far",
-              env->admin ? "admin" : "listener", env->nconns,
-              env->max_connections, (unsigned long long)env->refused_full);
-    }
-    drop_connection(env, listener);
-    return;
-  }
-  c = calloc(1, sizeof(*c));
-  if (c == NULL) {
-    mg_error("conn: out of memory accepting a connection");
-    drop_connection(env, listener);
-    return;
-  }
+  if (c == NULL)
+    return NULL;
   c->env = env;
   uv_tcp_init(env->loop, &c->tcp);
   uv_timer_init(env->loop, &c->timer);
@@ -1171,15 +1159,59 @@ void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
   env->nconns++;
   if (env->count)
     env->count(env->owner, env->nconns);
-
   c->req.hdrs = malloc(l->headers * sizeof(*c->req.hdrs));
+  return c;
+}
+
+static void conn_start(struct mg_conn *c) {
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->started = uv_now(c->env->loop);
+  conn_arm(c);
+  read_start(c);
+}
+
+void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
+  struct mg_conn *c;
+
+  if (env->nconns >= env->max_connections || *env->draining) {
+    /* Over the budget of this listener (the admin listener has its own,
+     * so a flood of clients cannot lock operators out): counted, logged
+     * at most once a second. */
+    static _Thread_local uint64_t last_log;
+    uint64_t now = uv_now(env->loop);
+    env->refused_full++;
+    if (!*env->draining && now - last_log >= 1000) {
+      last_log = now;
+      mg_warn("%s: refusing connections: %zu open (max_connections %u); "
+              "%llu refused so far",
+              env->admin ? "admin" : "listener", env->nconns,
+              env->max_connections, (unsigned long long)env->refused_full);
+    }
+    drop_connection(env, listener);
+    return;
+  }
+  c = conn_new(env);
+  if (c == NULL) {
+    mg_error("conn: out of memory accepting a connection");
+    drop_connection(env, listener);
+    return;
+  }
   if (c->req.hdrs == NULL ||
       uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
-  c->started = uv_now(env->loop);
-  conn_arm(c);
-  read_start(c);
+  conn_start(c);
+}
+
+int mg_conn__adopt(struct mg_conn_env *env, int fd) {
+  struct mg_conn *c = conn_new(env);
+  if (c == NULL)
+    return -ENOMEM;
+  if (c->req.hdrs == NULL || uv_tcp_open(&c->tcp, fd) != 0) {
+    conn_close(c);
+    return -EINVAL;
+  }
+  conn_start(c);
+  return 0;
 }

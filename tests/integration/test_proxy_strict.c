@@ -339,6 +339,53 @@ static void test_host(void **state) {
   assert_gate_ok(e);
 }
 
+/* ---- HEAD and the answer after it ------------------------------------------
+ */
+
+/* A 400 for a malformed request after a HEAD on the same connection
+ * carries its body (it was sent with the length of the body but without
+ * it, as if it answered the HEAD); a HEAD refused in its headers gets the
+ * head of its 400 only (RFC 9110, 9.3.2). */
+static void test_refusal_after_head(void **state) {
+  struct tenv *e = *state;
+  struct raw w = {0};
+  const char *second;
+  int fd;
+
+  gate_std(e, "", "", "", "");
+  fd = mg_h_connect(e->gate.port);
+  assert_true(fd >= 0);
+  assert_int_equal(mg_h_sends(fd, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                  "X-Foo : bar\r\n\r\n"),
+                   0);
+  if (!raw_read_until(fd, &w, "\"bad_header\"", 1, T_MS))
+    fail_msg("the 400 after a HEAD came without its body:\n%s",
+             w.data ? w.data : "");
+  assert_int_equal(count_in(w.data, w.len, "HTTP/1.1 "), 2);
+  second = strstr(w.data, "HTTP/1.1 400 ");
+  assert_non_null(second);
+  assert_null(memstr(w.data, (size_t)(second - w.data), "{"));
+  raw_free(&w);
+  close(fd);
+
+  fd = mg_h_connect(e->gate.port);
+  assert_true(fd >= 0);
+  assert_int_equal(
+      mg_h_sends(fd, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nX-Foo : bar\r\n\r\n"),
+      0);
+  while (!w.closed && raw_read_once(fd, &w, T_MS) > 0)
+    ;
+  assert_true(w.closed);
+  assert_int_equal(strncmp(w.data, "HTTP/1.1 400 ", 13), 0);
+  second = strstr(w.data, "\r\n\r\n");
+  assert_non_null(second);
+  assert_int_equal(second[4], '\0');
+  raw_free(&w);
+  close(fd);
+  assert_gate_ok(e);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tenv_setup, tenv_teardown)
   const struct CMUnitTest tests[] = {
@@ -347,6 +394,7 @@ int main(void) {
       T(test_space_before_colon),
       T(test_field_name_not_token),
       T(test_host),
+      T(test_refusal_after_head),
   };
 #undef T
   signal(SIGPIPE, SIG_IGN);
