@@ -199,11 +199,41 @@ static void h_async(void *owner, struct mg_resp *resp,
   uv_timer_start(&l->timer, later_fire, 0, 0);
 }
 
+static bool is_tchar(unsigned char ch) {
+  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+         (ch >= 'A' && ch <= 'Z') ||
+         (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* What reaches a handler is strict HTTP/1.1 (RFC 9112, issue 10.2): field
+ * names are tokens, one Host (none only in HTTP/1.0), no Transfer-Encoding
+ * in HTTP/1.0. */
+static void assert_strict(const struct mg_http_req *req) {
+  uint32_t i, j, hosts = 0;
+  bool te = false;
+  for (i = 0; i < req->nhdrs; i++) {
+    struct mg_str n = {req->head.data + req->hdrs[i].name_off,
+                       req->hdrs[i].name_len};
+    if (n.len == 0)
+      abort();
+    for (j = 0; j < n.len; j++)
+      if (!is_tchar((unsigned char)n.p[j]))
+        abort();
+    if (mg_str_eq_nocase(n, MG_STR_LIT("host")))
+      hosts++;
+    if (mg_str_eq_nocase(n, MG_STR_LIT("transfer-encoding")))
+      te = true;
+  }
+  if (hosts > 1 || (hosts == 0 && !req->http10) || (te && req->http10))
+    abort();
+}
+
 static void route(void *owner, struct mg_http_req *req, struct mg_route *out) {
   struct run *r = owner;
   struct mg_str path = mg_http_req_path(req);
   int m = req->method;
 
+  assert_strict(req);
   if (r->routed == MAX_ROUTED)
     abort(); /* more requests than bytes can hold */
   r->head[r->routed++] = m == HTTP_HEAD;
