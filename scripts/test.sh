@@ -31,4 +31,17 @@ echo "== build with clang and test under ThreadSanitizer"
 # test runs with two of them, and TSan must find no race.
 export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1"
 CC=clang run_suite build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMG_TSAN=ON
+echo "== fuzz the client connection for a bounded time"
+# fuzz_conn (tests/fuzz/fuzz_conn.c): client bytes through a whole
+# connection, many requests per input. New inputs go to a scratch corpus;
+# the seeds in tests/fuzz/corpus/conn are only read. A crash fails CI and
+# leaves its input in build-fuzz/.
+CC=clang cmake -S . -B build-fuzz -DMG_FUZZ=ON -DMG_TESTS=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_conn
+fuzz_work=$(mktemp -d)
+build-fuzz/tests/fuzz/fuzz_conn -max_total_time=30 -timeout=10 \
+  -dict=tests/fuzz/conn.dict -artifact_prefix=build-fuzz/ \
+  -print_final_stats=1 "$fuzz_work" tests/fuzz/corpus/conn
+rm -rf "$fuzz_work"
 echo "== all tests passed"

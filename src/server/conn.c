@@ -49,6 +49,12 @@ struct mg_conn {
   int err_status;             /* set by a parser callback before failing */
   const char *err_msg;
   const char *err_code;
+  /* The end of the bytes llhttp_execute is parsing (borrowed: valid only
+   * during conn_feed), so that on_body can look past a chunk's data. */
+  const char *feed_end;
+  /* Bytes of the CRLF after a chunk's data not yet seen: 2 (CR LF), 1 (LF)
+   * or 0. Checked here because llhttp 8.1 skips any two bytes there. */
+  uint8_t chunk_crlf;
   bool reading;
   bool fresh;                 /* no request seen yet */
   bool close_after;           /* close once the queued bytes are written */
@@ -135,6 +141,10 @@ static int on_message_begin(llhttp_t *p) {
   r->http10 = false;
   r->expect_continue = false;
   r->answer_now = false;
+  /* Until the method is read: an answer given before then (a malformed
+   * request line) carries its body, whatever the request before was. */
+  r->method = HTTP_GET;
+  c->chunk_crlf = 0;
   c->state = MG_CONN_HEAD;
   c->fresh = false;
   c->started = uv_now(c->env->loop);
@@ -144,6 +154,9 @@ static int on_message_begin(llhttp_t *p) {
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   struct mg_conn *c = p->data;
+  /* Known now (the method comes first): a HEAD request refused in its
+   * headers gets its answer without a body too (RFC 9110, 9.3.2). */
+  c->req.method = llhttp_get_method(p);
   if (c->req.url_len + len > limits(c)->url_bytes)
     return parse_error(c, 414, "The request URL is too long.", "url_too_long");
   if (mg_buf_append(&c->req.head, at, len))
@@ -177,9 +190,38 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* tchar (RFC 9110, 5.6.2): what a field name is made of. */
+static bool is_tchar(unsigned char ch) {
+  if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+      (ch >= 'A' && ch <= 'Z'))
+    return true;
+  return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 static int on_header_field_complete(llhttp_t *p) {
   struct mg_conn *c = p->data;
-  c->req.in_name = false;
+  struct mg_http_req *r = &c->req;
+  const struct mg_http_hdr *h = &r->hdrs[r->nhdrs];
+  const unsigned char *name;
+  uint32_t i;
+
+  /* llhttp 8.1 keeps spaces before the colon in the name and lets an
+   * empty name through. RFC 9112, 5.1: whitespace between a field name
+   * and its colon MUST be refused with a 400 (a proxy that passed "Host :"
+   * on would hand the next hop a header it may read differently); and a
+   * field name is a token (RFC 9110, 5.1). */
+  if (!r->in_name || h->name_len == 0)
+    return parse_error(c, 400, "The request has a header field without a "
+                       "name.", "bad_header");
+  name = (const unsigned char *)r->head.data + h->name_off;
+  if (name[h->name_len - 1] == ' ' || name[h->name_len - 1] == '\t')
+    return parse_error(c, 400, "The request has whitespace between a header "
+                       "field name and its colon.", "bad_header");
+  for (i = 0; i < h->name_len; i++)
+    if (!is_tchar(name[i]))
+      return parse_error(c, 400, "The request has a header field name that "
+                         "is not a token.", "bad_header");
+  r->in_name = false;
   return 0;
 }
 
@@ -276,6 +318,32 @@ static int on_headers_complete(llhttp_t *p) {
   if (r->method == HTTP_CONNECT)
     return parse_error(c, 405, "CONNECT is not supported.",
                        "method_not_allowed");
+  {
+    uint32_t i, hosts = 0;
+    bool te = false;
+    for (i = 0; i < r->nhdrs; i++) {
+      struct mg_str hn = {r->head.data + r->hdrs[i].name_off,
+                          r->hdrs[i].name_len};
+      if (mg_str_eq_nocase(hn, MG_STR_LIT("host")))
+        hosts++;
+      else if (mg_str_eq_nocase(hn, MG_STR_LIT("transfer-encoding")))
+        te = true;
+    }
+    /* RFC 9112, 3.2: a 400 for an HTTP/1.1 request without Host and for
+     * any request with more than one. */
+    if (hosts > 1)
+      return parse_error(c, 400, "The request has more than one Host "
+                         "header.", "bad_host");
+    if (hosts == 0 && !r->http10)
+      return parse_error(c, 400, "An HTTP/1.1 request must have a Host "
+                         "header.", "bad_host");
+    /* RFC 9112, 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty
+     * framing (HTTP/1.0 has no transfer codings); llhttp would parse the
+     * body as chunked anyway. */
+    if (te && r->http10)
+      return parse_error(c, 400, "An HTTP/1.0 request cannot use "
+                         "Transfer-Encoding.", "bad_framing");
+  }
   /* What answers it is known now: a refused request's body is read and
    * thrown away rather than buffered. */
   c->env->route(c->env->owner, r, &r->route);
@@ -310,9 +378,40 @@ static int on_headers_complete(llhttp_t *p) {
   return 0;
 }
 
+/* Check the bytes after a chunk's data against the CRLF still expected
+ * (chunk_crlf), as far as n bytes at s go. */
+static bool chunk_crlf_ok(struct mg_conn *c, const char *s, size_t n) {
+  while (c->chunk_crlf > 0 && n > 0) {
+    if (*s != (c->chunk_crlf == 2 ? '\r' : '\n'))
+      return false;
+    c->chunk_crlf--;
+    s++;
+    n--;
+  }
+  return true;
+}
+
+static int chunk_crlf_error(struct mg_conn *c) {
+  return parse_error(c, 400, "The request body's chunked encoding is "
+                     "malformed: chunk data not followed by CRLF.",
+                     "bad_chunking");
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   struct mg_conn *c = p->data;
   struct mg_http_req *r = &c->req;
+
+  /* The last bytes of a chunk's data (llhttp has counted the chunk down
+   * to 0): RFC 9112, 7.1 wants CRLF next, and llhttp 8.1 accepts any two
+   * bytes there, so look at them here; those in the next read are
+   * checked by conn_feed. */
+  if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+    const char *end = at + len;
+    c->chunk_crlf = 2;
+    if (!chunk_crlf_ok(c, end, end < c->feed_end ? (size_t)(c->feed_end - end)
+                                                 : 0))
+      return chunk_crlf_error(c);
+  }
 
   /* Refused requests still have their body read (and counted against the
    * limit) so that the connection can be kept. */
@@ -704,6 +803,11 @@ static void fail_parse(struct mg_conn *c, llhttp_errno_t err) {
       msg = "The request's Content-Length is invalid.";
       code = "bad_framing";
       break;
+    case HPE_INVALID_HEADER_TOKEN:
+      status = 400;
+      msg = "The request has an invalid header field.";
+      code = "bad_header";
+      break;
     default:
       status = 400;
       msg = "The request is not valid HTTP/1.1.";
@@ -739,7 +843,15 @@ static bool conn_feed(struct mg_conn *c, const char *data, size_t len) {
 
   if (len == 0)
     return true;
+  /* The CRLF after a chunk's data that the last read ended in. */
+  if (!chunk_crlf_ok(c, data, len)) {
+    (void)chunk_crlf_error(c);
+    fail_parse(c, HPE_INVALID_CHUNK_SIZE);
+    return false;
+  }
+  c->feed_end = data + len;
   err = llhttp_execute(&c->parser, data, len);
+  c->feed_end = NULL;
   if (err == HPE_OK) {
     if (c->state == MG_CONN_BODY) {
       c->last_progress = uv_now(c->env->loop);
@@ -1017,33 +1129,15 @@ static void drop_connection(struct mg_conn_env *env, uv_stream_t *listener) {
   uv_close((uv_handle_t *)tmp, on_dropped_closed);
 }
 
-void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
+/* A connection in env, its handles initialised, not yet connected: the
+ * caller accepts or opens its socket (on failure, conn_close), then
+ * conn_start. NULL when out of memory. */
+static struct mg_conn *conn_new(struct mg_conn_env *env) {
   const struct mg_limits *l = &(*env->cfg)->limits;
-  struct mg_conn *c;
+  struct mg_conn *c = calloc(1, sizeof(*c));
 
-  if (env->nconns >= env->max_connections || *env->draining) {
-    /* Over the budget of this listener (the admin listener has its own,
-     * so a flood of clients cannot lock operators out): counted, logged
-     * at most once a second. */
-    static _Thread_local uint64_t last_log;
-    uint64_t now = uv_now(env->loop);
-    env->refused_full++;
-    if (!*env->draining && now - last_log >= 1000) {
-      last_log = now;
-      mg_warn("%s: refusing connections: %zu open (max_connections %u); "
-              "%llu refused so far",
-              env->admin ? "admin" : "listener", env->nconns,
-              env->max_connections, (unsigned long long)env->refused_full);
-    }
-    drop_connection(env, listener);
-    return;
-  }
-  c = calloc(1, sizeof(*c));
-  if (c == NULL) {
-    mg_error("conn: out of memory accepting a connection");
-    drop_connection(env, listener);
-    return;
-  }
+  if (c == NULL)
+    return NULL;
   c->env = env;
   uv_tcp_init(env->loop, &c->tcp);
   uv_timer_init(env->loop, &c->timer);
@@ -1065,15 +1159,59 @@ void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
   env->nconns++;
   if (env->count)
     env->count(env->owner, env->nconns);
-
   c->req.hdrs = malloc(l->headers * sizeof(*c->req.hdrs));
+  return c;
+}
+
+static void conn_start(struct mg_conn *c) {
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->started = uv_now(c->env->loop);
+  conn_arm(c);
+  read_start(c);
+}
+
+void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
+  struct mg_conn *c;
+
+  if (env->nconns >= env->max_connections || *env->draining) {
+    /* Over the budget of this listener (the admin listener has its own,
+     * so a flood of clients cannot lock operators out): counted, logged
+     * at most once a second. */
+    static _Thread_local uint64_t last_log;
+    uint64_t now = uv_now(env->loop);
+    env->refused_full++;
+    if (!*env->draining && now - last_log >= 1000) {
+      last_log = now;
+      mg_warn("%s: refusing connections: %zu open (max_connections %u); "
+              "%llu refused so far",
+              env->admin ? "admin" : "listener", env->nconns,
+              env->max_connections, (unsigned long long)env->refused_full);
+    }
+    drop_connection(env, listener);
+    return;
+  }
+  c = conn_new(env);
+  if (c == NULL) {
+    mg_error("conn: out of memory accepting a connection");
+    drop_connection(env, listener);
+    return;
+  }
   if (c->req.hdrs == NULL ||
       uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
-  c->started = uv_now(env->loop);
-  conn_arm(c);
-  read_start(c);
+  conn_start(c);
+}
+
+int mg_conn__adopt(struct mg_conn_env *env, int fd) {
+  struct mg_conn *c = conn_new(env);
+  if (c == NULL)
+    return -ENOMEM;
+  if (c->req.hdrs == NULL || uv_tcp_open(&c->tcp, fd) != 0) {
+    conn_close(c);
+    return -EINVAL;
+  }
+  conn_start(c);
+  return 0;
 }

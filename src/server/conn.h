@@ -62,6 +62,10 @@ struct mg_conn_env {
 
 /* Accept a connection from listener into env. */
 void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener);
+/* Take fd, a connected stream socket, as a client connection in env, as
+ * if accepted (the seam of tests/fuzz/fuzz_conn.c: one end of a
+ * socketpair). 0, or a negative code (fd is then still the caller's). */
+int mg_conn__adopt(struct mg_conn_env *env, int fd) MG_WARN_UNUSED;
 
 /* Shutdown: close idle connections now, the others after their answer. */
 void mg_conn_drain_all(struct mg_conn_env *env);
