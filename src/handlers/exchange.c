@@ -1237,20 +1237,22 @@ static uint32_t read_answer(struct mg_exchange *ex, struct mg_up_call *call,
   if (ops->usage)
     ops->usage(doc, &ex->usage);
   ex->has_cost = mg_price_cost(&t->price, &ex->usage, &ex->cost) == 0;
+  /* The client sees ids that name the target holding the conversation.
+   * The scratch still holds the upstream's body: rewritten from it as it
+   * is, scanned again only when the logprobs we asked for were cut out. */
   mg_buf_init(&tmp, (size_t)-1 / 2);
-  rc = 0;
-  if (ex->call_asked_logprobs && ops->strip_logprobs)
+  if (ex->call_asked_logprobs && ops->strip_logprobs) {
     rc = ops->strip_logprobs(doc, &tmp);
-  else
-    rc = mg_buf_append(&tmp, call->body.data, call->body.len);
-  /* The client sees ids that name the target holding the conversation. */
-  if (rc == 0 && ex->ep->conversation_ids) {
-    if (mg_json_parse(doc, tmp.data, tmp.len, NULL) != 0)
-      rc = -EINVAL;
-    else
-      rc = mg_conv_rewrite_response(doc, t->name, out);
-  } else if (rc == 0) {
-    rc = mg_buf_append(out, tmp.data, tmp.len);
+    if (rc == 0 && ex->ep->conversation_ids)
+      rc = mg_json_parse(doc, tmp.data, tmp.len, NULL) != 0
+               ? -EINVAL
+               : mg_conv_rewrite_response(doc, t->name, out);
+    else if (rc == 0)
+      rc = mg_buf_append(out, tmp.data, tmp.len);
+  } else if (ex->ep->conversation_ids) {
+    rc = mg_conv_rewrite_response(doc, t->name, out);
+  } else {
+    rc = mg_buf_append(out, call->body.data, call->body.len);
   }
   mg_buf_free(&tmp);
   if (rc != 0) {
