@@ -18,7 +18,7 @@
 static const char *const root_keys[] = {
     "server", "limits",  "upstream", "admin",         "decision_log",
     "targets", "traditional", "cache", "flags",      "aliases",
-    "default_route", "clients", NULL};
+    "default_route", "clients", "feedback", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", "max_connections",
                                          NULL};
@@ -187,6 +187,7 @@ static void config_free(struct mg_config *c) {
   mg_routes_free(&c->routes);
   mg_clients_free(&c->clients);
   mg_ramps_free(&c->ramps);
+  mg_feedback_config_free(&c->feedback);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
@@ -270,8 +271,19 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_fallbacks_parse(&c->fallbacks, root, &c->targets, e);
     mg_flags_parse(&c->flags, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->targets, e);
-    mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
-                   &c->flags, e);
+    /* feedback.metrics first: ramp guards may watch them (issue 15.4). */
+    {
+      const char *names[MG_FEEDBACK_MAX_METRICS];
+      size_t k;
+      if (mg_feedback_parse(cJSON_GetObjectItemCaseSensitive(root, "feedback"),
+                            "$.feedback", &c->feedback, e) == -ENOMEM)
+        mg_cfg_error(e, "$.feedback", "out of memory");
+      for (k = 0; k < c->feedback.nmetrics; k++)
+        names[k] = c->feedback.metrics[k].name;
+      mg_ramps_parse_metrics(&c->ramps,
+                             cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                             &c->flags, names, c->feedback.nmetrics, e);
+    }
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
     /* A request is only ever sent to a target of its API, as primary or
      * as fallback: refuse flags and chains that mix them (issue 14.5). */

@@ -55,6 +55,9 @@ struct mg_event {
   const char *result;      /* "ok", "refused" */
   size_t errors;
   const char *instance;    /* filled by the hooks' owner */
+  /* min_confidence, min_confidence_cleared: the target's threshold */
+  bool has_min_confidence;
+  double min_confidence, min_confidence_before;
 };
 
 /* The event as the members of a decision-log event line, after
