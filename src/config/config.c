@@ -11,6 +11,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/str.h"
+#include "decisions/decide.h"
 
 /* Largest config file accepted; a config is a few kilobytes. */
 #define MG_CONFIG_MAX_BYTES (16u << 20)
@@ -183,6 +184,34 @@ static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
                                             a->max_connections, 1, 100000, e);
 }
 
+/* Each flag's `decide` rule is read by `modelgate report` (issue 15.3);
+ * checked here so that `modelgate check` and a reload refuse a bad one. */
+static void check_decide(const cJSON *flags, const struct mg_feedback_config *fc,
+                         struct mg_cfg_errors *e) {
+  const cJSON *f;
+  if (!cJSON_IsObject(flags))
+    return;
+  cJSON_ArrayForEach(f, flags) {
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(f, "decide");
+    char p[MG_CFG_PATH_MAX], dp[MG_CFG_PATH_MAX];
+    struct mg_decide rule;
+    if (d == NULL)
+      continue;
+    mg_cfg_join(p, "$.flags", f->string);
+    mg_cfg_join(dp, p, "decide");
+    if (mg_decide_parse(d, dp, &rule, e) == -ENOMEM) {
+      mg_cfg_error(e, dp, "out of memory");
+      continue;
+    }
+    if (rule.metric && !mg_feedback_metric(fc, rule.metric)) {
+      char mp[MG_CFG_PATH_MAX];
+      mg_cfg_join(mp, dp, "metric");
+      mg_cfg_error(e, mp, "names no metric of feedback.metrics");
+    }
+    mg_decide_free(&rule);
+  }
+}
+
 static void config_free(struct mg_config *c) {
   mg_routes_free(&c->routes);
   mg_clients_free(&c->clients);
@@ -283,6 +312,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
       mg_ramps_parse_metrics(&c->ramps,
                              cJSON_GetObjectItemCaseSensitive(root, "flags"),
                              &c->flags, names, c->feedback.nmetrics, e);
+      check_decide(cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                   &c->feedback, e);
     }
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
     /* A request is only ever sent to a target of its API, as primary or
