@@ -756,6 +756,47 @@ static void test_complaint_guard_rollback(void **state) {
   assert_int_equal(after_new, 0);
 }
 
+/* ---- a full disk never blocks feedback ------------------------------------ */
+
+/* The decision log on /dev/full: every write fails. Feedback is still
+ * answered at once, and the lost lines are counted. */
+static void test_feedback_log_full(void **state) {
+  struct tenv *e = *state;
+  char id[33], var[64], *body, *m;
+  double t0, dropped = -1, deadline;
+  int i;
+
+  start_cfg(e, "{'admin':{'listen':'127.0.0.1:0',"
+               "'state_file':'@DIR/state.json'},"
+               "'server':{'listen':'127.0.0.1:0','shutdown_grace_ms':2000},"
+               "'decision_log':{'path':'/dev/full','flush_ms':5},"
+               "'feedback':{'metrics':{'thumbs_up':{'type':'boolean'}}},"
+               "'targets':{'main':{'base_url':'@MOCK','model':'m-main'}},"
+               "'aliases':{'gpt-fb':{'target':'main'}}}");
+  assert_int_equal(ask_as(e, "gpt-fb", "u1", "", NULL, id, var, NULL), 200);
+  body = fmt("{\"decision_id\":\"%s\",\"metric\":\"thumbs_up\","
+             "\"value\":true}",
+             id);
+  t0 = mg_h_now_ms();
+  for (i = 0; i < 20; i++)
+    assert_int_equal(feedback_status(e, NULL, body, 1), 200);
+  /* Twenty answers well within a second each: nothing waited on the disk. */
+  assert_true(mg_h_now_ms() - t0 < 20 * 1000.0 * SLOW);
+  free(body);
+  deadline = mg_h_now_ms() + 5000 * SLOW;
+  while (mg_h_now_ms() < deadline) {
+    m = metrics(e->gate.port);
+    dropped = metric_in(m, "modelgate_decision_log_dropped_total");
+    free(m);
+    if (dropped >= 21) /* the record and the twenty feedback lines */
+      break;
+    mg_h_sleep_ms(20);
+  }
+  if (dropped < 21)
+    fail_msg("want >= 21 dropped decision-log lines, got %g", dropped);
+  assert_int_equal(ask_as(e, "gpt-fb", "u2", "", NULL, id, var, NULL), 200);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tenv_setup, tenv_teardown)
   const struct CMUnitTest tests[] = {
@@ -763,6 +804,7 @@ int main(void) {
       T(test_batch_validation_limits),
       T(test_min_confidence_admin),
       T(test_complaint_guard_rollback),
+      T(test_feedback_log_full),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
