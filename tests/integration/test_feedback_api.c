@@ -248,9 +248,10 @@ static void test_thumbs_up_end_to_end(void **state) {
     for (k = i; k < i + 40 && k < E2E_USERS; k++) {
       bool isnew = strcmp(vars[k], "new") == 0;
       bool up = isnew ? k % 10 != 0 : k % 2 == 0;
-      cJSON *it = cJSON_CreateObject();
+      cJSON *it;
       if (k == 0)
         continue; /* already sent */
+      it = cJSON_CreateObject();
       cJSON_AddStringToObject(it, "decision_id", ids[k]);
       cJSON_AddStringToObject(it, "metric", "thumbs_up");
       cJSON_AddBoolToObject(it, "value", up);
