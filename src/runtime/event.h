@@ -30,7 +30,8 @@ struct mg_event {
                             * "weights_cleared", "ramp_step",
                             * "ramp_waiting", "rollback", "ramp_paused",
                             * "ramp_resumed", "ramp_restarted", "breaker",
-                            * "reload" */
+                            * "reload", "min_confidence",
+                            * "min_confidence_cleared" */
   enum mg_severity severity;
   const char *flag;        /* or NULL */
   const char *variant;     /* the ramped (or changed) variant, or NULL */
