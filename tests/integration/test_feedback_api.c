@@ -798,6 +798,71 @@ static void test_feedback_log_full(void **state) {
   assert_int_equal(ask_as(e, "gpt-fb", "u2", "", NULL, id, var, NULL), 200);
 }
 
+/* ---- a cost guard ---------------------------------------------------------- */
+
+/* The treatment's price is three times the control's; max_cost_ratio 1.10
+ * rolls it back, from the answers' usage alone, with no client error. */
+static void test_cost_guard_rollback(void **state) {
+  struct tenv *e = *state;
+  cJSON *st = NULL;
+  char id[33], var[64], user[32];
+  double deadline;
+  long asked = 0, bad = 0, after_new = 0;
+  bool rolled = false;
+  int i;
+
+  start_cfg(e,
+            "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/state.json'},"
+            "'server':{'listen':'127.0.0.1:0','log_level':'info',"
+            "'shutdown_grace_ms':2000},"
+            "'decision_log':{'path':'@DIR/decisions.jsonl','flush_ms':20},"
+            "'targets':{'old':{'base_url':'@MOCK','model':'m-old',"
+            "'price':{'input':1,'output':2},'breaker':{'enabled':false}},"
+            "'new':{'base_url':'@MOCK','model':'m-new','fallbacks':['old'],"
+            "'price':{'input':3,'output':6},'breaker':{'enabled':false}}},"
+            "'flags':{'chat':{'off_variant':'old','variants':{"
+            "'old':{'target':'old'},'new':{'target':'new'}},"
+            "'ramp':{'variant':'new','interval_ms':100,'steps':["
+            "{'weight':50,'hold_ms':600000},{'weight':100}]},"
+            "'guards':{'window_ms':60000,'min_requests':20,'consecutive':1,"
+            "'alpha':0.05,'max_cost_ratio':1.10}}},"
+            "'aliases':{'" ALIAS "':{'flag':'chat'}}}");
+  deadline = mg_h_now_ms() + 60000 * SLOW;
+  while (!rolled && asked < 4000 && mg_h_now_ms() < deadline) {
+    for (i = 0; i < 40; i++, asked++) {
+      /* Prompts of different lengths: costs vary within each arm. */
+      snprintf(user, sizeof(user), "user-%ld%.*s", asked, (int)(asked % 7),
+               "xxxxxxx");
+      if (ask_as(e, ALIAS, user, "", NULL, id, var, NULL) != 200)
+        bad++;
+    }
+    mg_h_sleep_ms(150);
+    st = admin_state(e);
+    rolled = strcmp(str_at(ramp_in(st), "status"), "rolled_back") == 0;
+    if (!rolled) {
+      cJSON_Delete(st);
+      st = NULL;
+    }
+  }
+  fprintf(stderr, "cost guard: %ld requests, rolled back: %s\n", asked,
+          rolled ? "yes" : "no");
+  if (!rolled) {
+    st = admin_state(e);
+    fail_msg("no rollback: %s", cJSON_PrintUnformatted(ramp_in(st)));
+  }
+  assert_int_equal(bad, 0);
+  assert_string_equal(str_at(ramp_in(st), "rollback.guard"),
+                      "max_cost_ratio");
+  assert_true(weight_in(st, "new") == 0);
+  cJSON_Delete(st);
+  for (i = 0; i < 30; i++) {
+    snprintf(user, sizeof(user), "after-%d", i);
+    assert_int_equal(ask_as(e, ALIAS, user, "", NULL, id, var, NULL), 200);
+    after_new += strcmp(var, "new") == 0;
+  }
+  assert_int_equal(after_new, 0);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tenv_setup, tenv_teardown)
   const struct CMUnitTest tests[] = {
@@ -806,6 +871,7 @@ int main(void) {
       T(test_min_confidence_admin),
       T(test_complaint_guard_rollback),
       T(test_feedback_log_full),
+      T(test_cost_guard_rollback),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
