@@ -11,6 +11,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/str.h"
+#include "decisions/decide.h"
 
 /* Largest config file accepted; a config is a few kilobytes. */
 #define MG_CONFIG_MAX_BYTES (16u << 20)
@@ -18,7 +19,7 @@
 static const char *const root_keys[] = {
     "server", "limits",  "upstream", "admin",         "decision_log",
     "targets", "traditional", "cache", "flags",      "aliases",
-    "default_route", "clients", NULL};
+    "default_route", "clients", "feedback", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", "max_connections",
                                          NULL};
@@ -183,10 +184,39 @@ static void parse_admin(struct mg_admin_cfg *a, const cJSON *obj,
                                             a->max_connections, 1, 100000, e);
 }
 
+/* Each flag's `decide` rule is read by `modelgate report` (issue 15.3);
+ * checked here so that `modelgate check` and a reload refuse a bad one. */
+static void check_decide(const cJSON *flags, const struct mg_feedback_config *fc,
+                         struct mg_cfg_errors *e) {
+  const cJSON *f;
+  if (!cJSON_IsObject(flags))
+    return;
+  cJSON_ArrayForEach(f, flags) {
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(f, "decide");
+    char p[MG_CFG_PATH_MAX], dp[MG_CFG_PATH_MAX];
+    struct mg_decide rule;
+    if (d == NULL)
+      continue;
+    mg_cfg_join(p, "$.flags", f->string);
+    mg_cfg_join(dp, p, "decide");
+    if (mg_decide_parse(d, dp, &rule, e) == -ENOMEM) {
+      mg_cfg_error(e, dp, "out of memory");
+      continue;
+    }
+    if (rule.metric && !mg_feedback_metric(fc, rule.metric)) {
+      char mp[MG_CFG_PATH_MAX];
+      mg_cfg_join(mp, dp, "metric");
+      mg_cfg_error(e, mp, "names no metric of feedback.metrics");
+    }
+    mg_decide_free(&rule);
+  }
+}
+
 static void config_free(struct mg_config *c) {
   mg_routes_free(&c->routes);
   mg_clients_free(&c->clients);
   mg_ramps_free(&c->ramps);
+  mg_feedback_config_free(&c->feedback);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
@@ -270,8 +300,21 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_fallbacks_parse(&c->fallbacks, root, &c->targets, e);
     mg_flags_parse(&c->flags, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->targets, e);
-    mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
-                   &c->flags, e);
+    /* feedback.metrics first: ramp guards may watch them (issue 15.4). */
+    {
+      const char *names[MG_FEEDBACK_MAX_METRICS];
+      size_t k;
+      if (mg_feedback_parse(cJSON_GetObjectItemCaseSensitive(root, "feedback"),
+                            "$.feedback", &c->feedback, e) == -ENOMEM)
+        mg_cfg_error(e, "$.feedback", "out of memory");
+      for (k = 0; k < c->feedback.nmetrics; k++)
+        names[k] = c->feedback.metrics[k].name;
+      mg_ramps_parse_metrics(&c->ramps,
+                             cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                             &c->flags, names, c->feedback.nmetrics, e);
+      check_decide(cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                   &c->feedback, e);
+    }
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
     /* A request is only ever sent to a target of its API, as primary or
      * as fallback: refuse flags and chains that mix them (issue 14.5). */

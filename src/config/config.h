@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "decisions/feedback.h"
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
 #include "ramps/ramp.h"
@@ -79,6 +80,7 @@ struct mg_config {
   struct mg_fallbacks fallbacks;
   struct mg_ramps ramps;       /* by flag index */
   struct mg_clients clients;   /* who may call the data plane */
+  struct mg_feedback_config feedback; /* POST /v1/feedback (issue 15.1) */
 };
 
 /* Load and validate; NULL with e filled on any error. */

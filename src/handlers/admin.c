@@ -130,6 +130,10 @@ static cJSON *state_json(struct mg_worker *w) {
   ov = mg_rt_overrides_json(rt);
   if (ov)
     cJSON_AddItemToObject(root, "overrides", ov);
+  /* Each target's confidence threshold in force (issue 15.6). */
+  ov = mg_rt_targets_json(rt, sn);
+  if (ov)
+    cJSON_AddItemToObject(root, "targets", ov);
   mg_wsnap_release(ws);
   return root;
 }
@@ -214,6 +218,50 @@ static void set_weights(struct mg_worker *w, struct mg_resp *c,
                                sizeof(msg));
     after_verb(w, c, rc, msg);
   }
+out:
+  cJSON_Delete(j);
+}
+
+/* PUT /admin/targets/<target>/min_confidence {"min_confidence": 0.8,
+ * "by": "who", "reason": "why"} sets the target's confidence threshold;
+ * DELETE (the same optional "by" and "reason") puts the config's back
+ * (issue 15.6). */
+static void set_min_confidence(struct mg_worker *w, struct mg_resp *c,
+                               const char *target, bool clear,
+                               const char *body, size_t len) {
+  cJSON *j = len ? cJSON_ParseWithLength(body, len) : NULL;
+  const cJSON *v = NULL, *by, *why;
+  struct mg_actor actor = {"admin", NULL};
+  char msg[320];
+  int rc;
+
+  if ((len && !cJSON_IsObject(j)) ||
+      (!clear &&
+       !cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(j, "min_confidence")))) {
+    fail(c, 400,
+         clear ? "The body, if any, must be a JSON object such as {\"by\": "
+                 "\"alice\", \"reason\": \"...\"}."
+               : "The body must be a JSON object such as "
+                 "{\"min_confidence\": 0.8, \"by\": \"alice\", "
+                 "\"reason\": \"...\"}.",
+         "invalid_min_confidence");
+    goto out;
+  }
+  by = cJSON_GetObjectItemCaseSensitive(j, "by");
+  why = cJSON_GetObjectItemCaseSensitive(j, "reason");
+  if (cJSON_IsString(by) && by->valuestring[0] && strlen(by->valuestring) <= 128)
+    actor.by = by->valuestring;
+  if (cJSON_IsString(why) && strlen(why->valuestring) <= 512)
+    actor.reason = why->valuestring;
+  rc = mg_rt_set_min_confidence(w->sh->rt, target, clear,
+                                v ? v->valuedouble : 0, &actor, msg,
+                                sizeof(msg));
+  if (rc == -ENOENT)
+    fail(c, 404, msg, "unknown_target");
+  else if (rc == -EINVAL)
+    fail(c, 400, msg, "invalid_min_confidence");
+  else
+    after_verb(w, c, rc, msg);
 out:
   cJSON_Delete(j);
 }
@@ -382,6 +430,15 @@ static void admin_handle(void *owner, struct mg_resp *c,
     } else {
       set_weights(w, c, f, r->body.data ? r->body.data : "", r->body.len);
     }
+  } else if (sscanf(path, "/admin/targets/%255[^/]/%31[a-z_]", flag,
+                    action) == 2 &&
+             strcmp(action, "min_confidence") == 0) {
+    if (m != HTTP_PUT && m != HTTP_DELETE)
+      fail_method(c, "PUT, DELETE",
+                  "Use PUT to set min_confidence, DELETE to clear it.");
+    else if (authorized(token, c, true))
+      set_min_confidence(w, c, flag, m == HTTP_DELETE,
+                         r->body.data ? r->body.data : "", r->body.len);
   } else {
     fail(c, 404, "Unknown admin URL.", "unknown_url");
   }

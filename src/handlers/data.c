@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "handlers/exchange.h"
+#include "handlers/feedback.h"
 #include "handlers/ops.h"
 
 void mg_data_route(void *owner, struct mg_http_req *req, struct mg_route *out) {
@@ -43,6 +44,19 @@ void mg_data_route(void *owner, struct mg_http_req *req, struct mg_route *out) {
                        : "This method is not allowed on this URL.";
     out->code = "method_not_allowed";
     out->allow = allow;
+    return;
+  }
+  /* Quality signals about decisions (issue 15.1). */
+  if (path.len == 12 && memcmp(path.p, "/v1/feedback", 12) == 0) {
+    if (req->method == MG_HTTP_POST) {
+      out->handler = mg_feedback_handle;
+      out->buffer_body = true;
+    } else {
+      out->status = 405;
+      out->message = "Only POST is allowed on this URL.";
+      out->code = "method_not_allowed";
+      out->allow = "POST";
+    }
     return;
   }
   if (mg_ops_route(path, req->method, true, out))

@@ -45,6 +45,7 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "config/config.h"
+#include "decisions/dtag.h"
 #include "decisions/record.h"
 #include "fallbacks/answer.h"
 #include "fallbacks/cache.h"
@@ -1205,7 +1206,9 @@ static uint32_t read_answer(struct mg_exchange *ex, struct mg_up_call *call,
   if (g->enabled && ex->ep->gated) {
     char hv[64];
     const char *header = NULL;
-    ex->threshold = g->min;
+    /* The threshold in force: the config's, or the admin's (issue 15.6). */
+    const double min = ex->ws->snap->min_conf[t->index];
+    ex->threshold = min;
     ex->has_threshold = true;
     if (g->source == MG_CONF_HEADER &&
         mg_up_call_header(call, g->header, hv, sizeof(hv)) == 0)
@@ -1217,12 +1220,12 @@ static uint32_t read_answer(struct mg_exchange *ex, struct mg_up_call *call,
       ex->confidence = conf;
       ex->has_confidence = true;
     }
-    if ((rc == 0 && conf < g->min) || (rc != 0 && g->missing_fails)) {
+    if ((rc == 0 && conf < min) || (rc != 0 && g->missing_fails)) {
       char msg[256];
       if (rc == 0)
         snprintf(msg, sizeof(msg),
                  "The answer of %s had confidence %.4f, below %.4f.", t->name,
-                 conf, g->min);
+                 conf, min);
       else
         snprintf(msg, sizeof(msg),
                  "The answer of %s carried no confidence signal.", t->name);
@@ -1956,6 +1959,25 @@ static bool pin_conversation(struct mg_exchange *ex, int64_t now) {
   return true;
 }
 
+/* Write the decision's flag variant, randomization and input cells into
+ * its id, so that feedback naming the id can reach the variant's live and
+ * guard windows on any worker or instance (decisions/dtag.h). */
+static void tag_decision(struct mg_exchange *ex) {
+  const struct mg_flag *f = ex->flag;
+  const struct mg_ramp_cfg *rc = &ex->cfg->ramps.v[f->index];
+  struct mg_dtag tag;
+  memset(&tag, 0, sizeof(tag));
+  tag.hash = mg_dtag_hash(f->name, f->variants[ex->fd.variant].name);
+  tag.rollout = ex->fd.reason == MG_REASON_ROLLOUT;
+  if (rc->enabled) {
+    uint8_t cc, tc;
+    mg_ramp_cells(rc, &ex->req.input, &cc, &tc);
+    tag.chars = cc != MG_CELL_NONE ? (uint8_t)(cc - MG_CELL_CHARS0 + 1) : 0;
+    tag.tools = tc != MG_CELL_NONE ? (uint8_t)(tc - MG_CELL_TOOLS0 + 1) : 0;
+  }
+  mg_dtag_set(ex->id, &tag);
+}
+
 static void on_gone(void *arg);
 static void on_drained(void *arg);
 static void on_abort(void *arg);
@@ -2058,6 +2080,7 @@ void mg_exchange_handle(void *owner, struct mg_resp *c,
     ex->flag = f;
     mg_flag_eval(f, &snap->flag_states[f->index], &ex->req, now,
                  mg_worker_random(w), &ex->fd);
+    tag_decision(ex);
     /* The raw unit id, for records that log it raw. */
     if (ex->fd.has_unit && ex->fd.unit_kind == MG_UNIT_USER) {
       mg_request_unit(&ex->req, &ex->unit);

@@ -24,9 +24,18 @@ static cJSON *window_json(const struct mg_live_sum *s,
   else
     cJSON_AddNullToObject(o, "cost_per_request");
   fb = cJSON_AddObjectToObject(o, "feedback");
-  (void)fb;
-  (void)cfg;
-  (void)i;
+  /* The declared metrics, in order (the live slots keep the first
+   * MG_LIVE_FEEDBACK). */
+  for (i = 0; fb && i < cfg->feedback.nmetrics && i < MG_LIVE_FEEDBACK; i++) {
+    cJSON *m = cJSON_AddObjectToObject(fb, cfg->feedback.metrics[i].name);
+    if (m == NULL)
+      break;
+    cJSON_AddNumberToObject(m, "n", (double)s->fb_n[i]);
+    if (s->fb_n[i])
+      cJSON_AddNumberToObject(m, "mean", s->fb_sum[i] / (double)s->fb_n[i]);
+    else
+      cJSON_AddNullToObject(m, "mean");
+  }
   return o;
 }
 

@@ -68,6 +68,9 @@ int mg_event_members(const struct mg_event *ev, struct mg_buf *out) {
     rc = member_str(out, "result", ev->result);
   if (rc == 0 && ev->result && strcmp(ev->result, "refused") == 0)
     rc = mg_buf_printf(out, ",\"errors\":%zu", ev->errors);
+  if (rc == 0 && ev->has_min_confidence)
+    rc = mg_buf_printf(out, ",\"min_confidence\":%.10g,\"previous\":%.10g",
+                       ev->min_confidence, ev->min_confidence_before);
   if (rc == 0 && ev->instance)
     rc = member_str(out, "instance", ev->instance);
   return rc;

@@ -30,7 +30,8 @@ struct mg_event {
                             * "weights_cleared", "ramp_step",
                             * "ramp_waiting", "rollback", "ramp_paused",
                             * "ramp_resumed", "ramp_restarted", "breaker",
-                            * "reload" */
+                            * "reload", "min_confidence",
+                            * "min_confidence_cleared" */
   enum mg_severity severity;
   const char *flag;        /* or NULL */
   const char *variant;     /* the ramped (or changed) variant, or NULL */
@@ -55,6 +56,9 @@ struct mg_event {
   const char *result;      /* "ok", "refused" */
   size_t errors;
   const char *instance;    /* filled by the hooks' owner */
+  /* min_confidence, min_confidence_cleared: the target's threshold */
+  bool has_min_confidence;
+  double min_confidence, min_confidence_before;
 };
 
 /* The event as the members of a decision-log event line, after

@@ -13,6 +13,7 @@
 #include "runtime/runtime.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "common/map.h"
 #include "common/time.h"
 #include "routing/override.h"
+#include "routing/target_override.h"
 
 /* ---- the structures -------------------------------------------------------- */
 
@@ -72,6 +74,12 @@ struct mg_runtime {
   struct mg_config *cfg;           /* owned reference: the config in force */
   char *state_file;                /* owned: where overrides persist */
   struct mg_overrides overrides;
+  struct mg_target_overrides toverrides; /* min_confidence by target */
+  /* Feedback budgets by client name ("" for callers without a key): token
+   * buckets of items, taken by any worker under fb_mu. Bounded by the
+   * client names the configs named. */
+  pthread_mutex_t fb_mu;
+  struct mg_map fb_buckets;        /* name -> owned struct fb_bucket */
   struct mg_map breakers;          /* target name -> owned struct mg_breaker
                                     * (name stored after it) */
   struct mg_map ramps;             /* flag name -> owned struct mg_rt_ramp */
@@ -91,6 +99,13 @@ struct mg_runtime {
   _Atomic uint64_t gen;
 };
 
+/* A client's feedback budget (mg_rt_feedback_admit). */
+struct fb_bucket {
+  double tokens;
+  int64_t last;                    /* mono ms of the last refill */
+  char name[];                     /* the map key */
+};
+
 /* ---- snapshots ---------------------------------------------------------------- */
 
 static void snap_free(struct mg_snap *s) {
@@ -100,6 +115,7 @@ static void snap_free(struct mg_snap *s) {
   free(s->ramps);
   free(s->ramp_states);
   free(s->ramp_epochs);
+  free(s->min_conf);
   if (s->live) {
     size_t i;
     for (i = 0; i < s->cfg->flags.n; i++)
@@ -272,6 +288,19 @@ void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
   pthread_mutex_unlock(&s->mu);
 }
 
+void mg_rt_ramp_feedback(struct mg_rt_ramp *r, uint32_t reset_epoch,
+                         uint64_t step_epoch, unsigned widx, int arm,
+                         int64_t mono, const struct mg_window_fb *f) {
+  struct rt_slot *s;
+  if (r == NULL || arm < 0 || arm > 1 || widx >= r->nslots ||
+      reset_epoch != atomic_load_explicit(&r->epoch, memory_order_relaxed))
+    return;
+  s = &r->slots[widx];
+  pthread_mutex_lock(&s->mu);
+  mg_window_feedback(&s->w[arm], mono, step_epoch, f);
+  pthread_mutex_unlock(&s->mu);
+}
+
 /* Both windows of a ramp as one view each: every worker's, merged (heap:
  * a view is ~56 KB). NULL when out of memory. */
 static struct mg_window_view *ramp_views(struct mg_rt_ramp *r, int64_t mono) {
@@ -391,13 +420,23 @@ static int publish(struct mg_runtime *rt) {
   s->ramp_epochs = calloc(nf, sizeof(*s->ramp_epochs));
   s->live = calloc(nf, sizeof(*s->live));
   s->breakers = calloc(nt, sizeof(*s->breakers));
+  s->min_conf = calloc(nt, sizeof(*s->min_conf));
   s->admin_token = tok && *tok ? strdup(tok) : NULL;
   s->loaded_ms = rt->loaded_ms;
   s->reloads = rt->reloads;
   if (s->flag_states == NULL || s->flag_stale == NULL || s->ramps == NULL ||
       s->ramp_states == NULL || s->ramp_epochs == NULL || s->live == NULL ||
-      s->breakers == NULL || (tok && *tok && s->admin_token == NULL))
+      s->breakers == NULL || s->min_conf == NULL ||
+      (tok && *tok && s->admin_token == NULL))
     goto oom;
+  for (i = 0; i < cfg->targets.n; i++) {
+    const struct mg_target *t = &cfg->targets.v[i];
+    const struct mg_gate_cfg *g = &mg_policy_of(&cfg->fallbacks, t)->gate;
+    const struct mg_target_override *x =
+        mg_toverrides_find(&rt->toverrides, t->name);
+    /* An override of a target whose gate is now off waits, unapplied. */
+    s->min_conf[i] = x && g->enabled ? x->min_confidence : g->min;
+  }
   for (i = 0; i < cfg->targets.n; i++)
     if ((s->breakers[i] = breaker_for(rt, cfg->targets.v[i].name)) == NULL)
       goto oom;
@@ -470,6 +509,12 @@ static int save_state(struct mg_runtime *rt) {
       mg_overrides_to_json(&rt->overrides, &ov) != 0)
     goto out;
   cJSON_AddItemToObject(root, "overrides", ov);
+  if (rt->toverrides.n) {
+    cJSON *tv = NULL;
+    if (mg_toverrides_to_json(&rt->toverrides, &tv) != 0)
+      goto out;
+    cJSON_AddItemToObject(root, "targets", tv);
+  }
   {
     cJSON *ramps = cJSON_AddObjectToObject(root, "ramps");
     size_t i;
@@ -538,6 +583,18 @@ static int load_state(struct mg_runtime *rt, char *err, size_t errlen) {
   if (rt->overrides.n)
     mg_info("restored %zu flag override(s) from %s", rt->overrides.n,
             rt->state_file);
+  {
+    const cJSON *tv = cJSON_GetObjectItemCaseSensitive(root, "targets");
+    if (tv &&
+        mg_toverrides_from_json(&rt->toverrides, tv, msg, sizeof(msg))) {
+      snprintf(err, errlen, "state file %s: %s", rt->state_file, msg);
+      rc = -EINVAL;
+      goto out;
+    }
+    if (rt->toverrides.n)
+      mg_info("restored %zu target override(s) from %s", rt->toverrides.n,
+              rt->state_file);
+  }
   {
     const cJSON *ramps = cJSON_GetObjectItemCaseSensitive(root, "ramps");
     if (cJSON_IsObject(ramps))
@@ -665,6 +722,9 @@ struct mg_runtime *mg_rt_new(struct mg_config *cfg, unsigned nworkers,
   pthread_mutex_init(&rt->pub_mu, NULL);
   atomic_init(&rt->gen, 0);
   mg_overrides_init(&rt->overrides);
+  mg_toverrides_init(&rt->toverrides);
+  pthread_mutex_init(&rt->fb_mu, NULL);
+  mg_map_init(&rt->fb_buckets);
   mg_map_init(&rt->breakers);
   mg_map_init(&rt->ramps);
   mg_map_init(&rt->live);
@@ -719,6 +779,12 @@ void mg_rt_free(struct mg_runtime *rt) {
   }
   cJSON_Delete(rt->pending_ramps);
   mg_overrides_free(&rt->overrides);
+  mg_toverrides_free(&rt->toverrides);
+  for (i = 0; i < rt->fb_buckets.cap; i++)
+    if (rt->fb_buckets.slots[i].key)
+      free(rt->fb_buckets.slots[i].value);
+  mg_map_free(&rt->fb_buckets);
+  pthread_mutex_destroy(&rt->fb_mu);
   free(rt->state_file);
   mg_config_unref(rt->cfg);
   pthread_mutex_destroy(&rt->pub_mu);
@@ -869,6 +935,178 @@ void mg_rt_override_of(struct mg_runtime *rt, const char *flag, bool *kill,
   const struct mg_override *x = mg_overrides_find(&rt->overrides, flag);
   *kill = x && x->killed;
   *weights = x && x->has_weights;
+}
+
+/* ---- target overrides ------------------------------------------------------------ */
+
+int mg_rt_set_min_confidence(struct mg_runtime *rt, const char *target,
+                             bool clear, double value,
+                             const struct mg_actor *by, char *msg,
+                             size_t n) {
+  const struct mg_target *t = mg_targets_find(&rt->cfg->targets, target);
+  const struct mg_gate_cfg *g;
+  const struct mg_target_override *x;
+  struct mg_event ev;
+  double before;
+  int saved, rc;
+  if (t == NULL) {
+    snprintf(msg, n, "No target named \"%s\".", target);
+    return -ENOENT;
+  }
+  g = &mg_policy_of(&rt->cfg->fallbacks, t)->gate;
+  if (!g->enabled) {
+    snprintf(msg, n,
+             "Target %s has no confidence gate (targets.%s.confidence): "
+             "there is no threshold to set.",
+             t->name, t->name);
+    return -EINVAL;
+  }
+  if (!clear && (!isfinite(value) ||
+                 (mg_gate_needs_logprobs(g) && (value < 0 || value > 1)))) {
+    snprintf(msg, n,
+             "min_confidence must be a number%s.",
+             mg_gate_needs_logprobs(g) ? " between 0 and 1" : "");
+    return -EINVAL;
+  }
+  x = mg_toverrides_find(&rt->toverrides, t->name);
+  before = x ? x->min_confidence : g->min;
+  if (clear)
+    mg_toverrides_clear(&rt->toverrides, t->name);
+  else if (mg_toverrides_set(&rt->toverrides, t->name, value,
+                             by ? by->by : NULL, by ? by->reason : NULL,
+                             mg_wall_ms()) != 0) {
+    snprintf(msg, n, "Out of memory.");
+    return -ENOMEM;
+  }
+  /* Saved first, then in force (as the flag overrides). */
+  saved = save_state(rt);
+  rc = publish(rt);
+  if (rc != 0) {
+    snprintf(msg, n, "Out of memory.");
+    return rc;
+  }
+  mg_info("admin (%s): min_confidence of %s %.4g -> %.4g",
+          by && by->by ? by->by : "admin", t->name, before,
+          clear ? g->min : value);
+  memset(&ev, 0, sizeof(ev));
+  ev.type = clear ? "min_confidence_cleared" : "min_confidence";
+  ev.severity = MG_SEV_INFO;
+  ev.target = t->name;
+  ev.actor = by;
+  ev.step = -1;
+  ev.weight_bp = -1;
+  ev.has_min_confidence = true;
+  ev.min_confidence_before = before;
+  ev.min_confidence = clear ? g->min : value;
+  if (rt->hooks.event)
+    rt->hooks.event(rt->hooks.arg, &ev);
+  if (saved != 0) {
+    snprintf(msg, n,
+             "The change is in force but could not be saved to the state "
+             "file: %s.",
+             strerror(-saved));
+    return -EIO;
+  }
+  return 0;
+}
+
+cJSON *mg_rt_targets_json(struct mg_runtime *rt, const struct mg_snap *s) {
+  const struct mg_config *cfg = s->cfg;
+  cJSON *root = cJSON_CreateObject();
+  size_t i;
+  for (i = 0; root && i < cfg->targets.n; i++) {
+    const struct mg_target *t = &cfg->targets.v[i];
+    const struct mg_gate_cfg *g = &mg_policy_of(&cfg->fallbacks, t)->gate;
+    const struct mg_target_override *x =
+        mg_toverrides_find(&rt->toverrides, t->name);
+    cJSON *o = cJSON_AddObjectToObject(root, t->name), *ov;
+    char ts[32];
+    if (o == NULL)
+      break;
+    if (!g->enabled) {
+      cJSON_AddNullToObject(o, "min_confidence");
+      cJSON_AddNullToObject(o, "file_min_confidence");
+    } else {
+      cJSON_AddNumberToObject(o, "min_confidence", s->min_conf[i]);
+      cJSON_AddNumberToObject(o, "file_min_confidence", g->min);
+    }
+    if (x == NULL) {
+      cJSON_AddNullToObject(o, "min_confidence_override");
+      continue;
+    }
+    ov = cJSON_AddObjectToObject(o, "min_confidence_override");
+    if (ov == NULL)
+      break;
+    cJSON_AddNumberToObject(ov, "value", x->min_confidence);
+    cJSON_AddBoolToObject(ov, "applied", g->enabled);
+    cJSON_AddStringToObject(ov, "by", x->by);
+    if (x->reason)
+      cJSON_AddStringToObject(ov, "reason", x->reason);
+    else
+      cJSON_AddNullToObject(ov, "reason");
+    mg_rfc3339_format(x->updated_ms, ts);
+    cJSON_AddStringToObject(ov, "updated", ts);
+  }
+  return root;
+}
+
+/* ---- feedback budgets ----------------------------------------------------------- */
+
+/* Clients seen before the budgets are forgotten (bounds the map when
+ * client names keep changing through reloads of a keys file). */
+#define FB_BUCKETS_MAX 4096
+
+bool mg_rt_feedback_admit(struct mg_runtime *rt, const char *client,
+                          uint32_t items, double per_second, double burst,
+                          int64_t mono, uint32_t *retry_ms) {
+  const char *name = client ? client : "";
+  size_t len = strlen(name);
+  struct fb_bucket *b;
+  double need = items > burst ? burst : (double)items;
+  bool ok;
+  pthread_mutex_lock(&rt->fb_mu);
+  b = mg_map_get(&rt->fb_buckets, name, len);
+  if (b == NULL) {
+    if (rt->fb_buckets.count >= FB_BUCKETS_MAX) {
+      size_t i;
+      for (i = 0; i < rt->fb_buckets.cap; i++)
+        if (rt->fb_buckets.slots[i].key)
+          free(rt->fb_buckets.slots[i].value);
+      mg_map_free(&rt->fb_buckets);
+      mg_map_init(&rt->fb_buckets);
+    }
+    b = malloc(sizeof(*b) + len + 1);
+    if (b) {
+      memcpy(b->name, name, len + 1);
+      b->tokens = burst;
+      b->last = mono;
+      if (mg_map_put(&rt->fb_buckets, b->name, len, b) != 0) {
+        free(b);
+        b = NULL;
+      }
+    }
+    if (b == NULL) {
+      /* Out of memory: refuse rather than let feedback flood the log. */
+      pthread_mutex_unlock(&rt->fb_mu);
+      *retry_ms = 1000;
+      return false;
+    }
+  }
+  if (mono > b->last) {
+    b->tokens += (double)(mono - b->last) / 1000.0 * per_second;
+    b->last = mono;
+  }
+  if (b->tokens > burst)
+    b->tokens = burst;
+  ok = b->tokens >= need;
+  if (ok) {
+    b->tokens -= need;
+    *retry_ms = 0;
+  } else {
+    *retry_ms = (uint32_t)ceil((need - b->tokens) / per_second * 1000.0);
+  }
+  pthread_mutex_unlock(&rt->fb_mu);
+  return ok;
 }
 
 /* ---- ramp changes ------------------------------------------------------------- */

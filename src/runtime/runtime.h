@@ -60,6 +60,9 @@ struct mg_snap {
   struct mg_ramp_state *ramp_states;  /* owned: a copy of each ramp's state
                                        * as published, by flag index */
   uint32_t *ramp_epochs;              /* owned: each ramp's window epoch */
+  double *min_conf;                   /* owned: by target index, the
+                                       * confidence threshold in force (the
+                                       * config's, or the admin's) */
   struct mg_rt_live ***live;          /* owned arrays of borrowed live
                                        * windows, by flag and variant */
   char *admin_token;                  /* owned: the bearer token, or NULL;
@@ -118,6 +121,16 @@ int mg_rt_clear_weights(struct mg_runtime *rt, const char *flag,
                         const struct mg_actor *by, char *msg,
                         size_t n) MG_WARN_UNUSED;
 
+/* Set (or clear) a target's confidence threshold at run time (issue
+ * 15.6): persisted, published, logged as a min_confidence event with who
+ * asked. 0, -ENOENT (no such target), -EINVAL (the target has no gate, or
+ * value out of range; msg says why), -ENOMEM, -EIO (in force, not
+ * saved). */
+int mg_rt_set_min_confidence(struct mg_runtime *rt, const char *target,
+                             bool clear, double value,
+                             const struct mg_actor *by, char *msg,
+                             size_t n) MG_WARN_UNUSED;
+
 /* Admin ramp actions: "pause", "resume", "promote", "rollback", "restart".
  * 0, -ENOENT (the flag has no ramp), -EINVAL (not possible now; msg says
  * why), or -EIO (in force, not saved). */
@@ -144,6 +157,21 @@ uint32_t mg_rt_tick_period(struct mg_runtime *rt);
 void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
                         uint64_t step_epoch, unsigned widx, int arm,
                         int64_t mono, const struct mg_window_outcome *o);
+
+/* A feedback value about a rollout decision of the ramp's flag (the same
+ * arguments as mg_rt_ramp_observe): it joins the arm's window and the
+ * step's evidence at its arrival. */
+void mg_rt_ramp_feedback(struct mg_rt_ramp *r, uint32_t reset_epoch,
+                         uint64_t step_epoch, unsigned widx, int arm,
+                         int64_t mono, const struct mg_window_fb *f);
+
+/* May client (NULL: a caller without a key) send items more feedback
+ * items now? A token bucket per client (feedback.rate_per_client): true
+ * and the items taken, or false and *retry_ms until they would pass. A
+ * batch larger than burst needs a full bucket. Any thread. */
+bool mg_rt_feedback_admit(struct mg_runtime *rt, const char *client,
+                          uint32_t items, double per_second, double burst,
+                          int64_t mono, uint32_t *retry_ms);
 
 /* The live view of a flag variant (l: the snapshot's live[f][v]): a
  * finished request, a feedback value, and the sums of every worker's
@@ -175,6 +203,11 @@ cJSON *mg_rt_overrides_json(struct mg_runtime *rt);
 /* Does flag have a kill / weights override in force? */
 void mg_rt_override_of(struct mg_runtime *rt, const char *flag, bool *kill,
                        bool *weights);
+/* Every target's confidence threshold for /admin/state: {"<target>":
+ * {"min_confidence", "file_min_confidence", "min_confidence_override":
+ * {"value", "applied", "by", "reason", "updated"} | null}} (s: the
+ * snapshot in force). */
+cJSON *mg_rt_targets_json(struct mg_runtime *rt, const struct mg_snap *s);
 /* The ramp of a flag as JSON for the admin state, or NULL. */
 cJSON *mg_rt_ramp_json(struct mg_runtime *rt, const struct mg_flag *f,
                        int64_t mono);

@@ -137,8 +137,11 @@ static uint64_t splitmix64(uint64_t x) {
 void mg_worker_new_id(struct mg_worker *w, char out[33]) {
   /* A random half per worker and a bijective scramble of a counter: ids
    * never repeat within a worker, workers' random halves differ, and ids
-   * do not reveal request counts. */
-  uint64_t parts[2] = {w->id_seed, splitmix64(++w->id_counter ^ w->id_seed)};
+   * do not reveal request counts. Bytes 4..7 are left 0 for the
+   * decision tag, which the exchange writes once its flag has decided
+   * (decisions/dtag.h): an untagged id names no flag. */
+  uint64_t parts[2] = {w->id_seed & 0xffffffff00000000ULL,
+                       splitmix64(++w->id_counter ^ w->id_seed)};
   unsigned char b[16];
   int i;
   for (i = 0; i < 8; i++) {

@@ -151,6 +151,11 @@ static const struct {
     {"modelgate_variant_duration_seconds",
      "Whole request per flag and variant.", MG_HISTOGRAM, request_bounds,
      NB(request_bounds)},
+    {"modelgate_feedback_items_total",
+     "Items of POST /v1/feedback, by metric (\"-\" when refused before "
+     "their metric was known) and outcome: accepted, invalid, rate_limited, "
+     "too_large, dropped (accepted, but the decision log had no room).",
+     MG_COUNTER, NULL, 0},
     {"modelgate_cost_total",
      "Cost in USD of the answers served, from the target's price and the "
      "answer's usage, by flag, variant and the target that served.",
@@ -353,6 +358,18 @@ void mg_tel_decision(struct mg_wtel *w, const struct mg_record *r) {
     mg_dlog_write(l, w->line.data, w->line.len);
 }
 
+int mg_tel_feedback_line(struct mg_wtel *w, const struct mg_feedback_item *it,
+                         int64_t ts_ms, const char *client,
+                         const char *instance) {
+  struct mg_dlog *l = dlog_of(w->tm);
+  if (l == NULL)
+    return 0;
+  mg_buf_reset(&w->line);
+  if (mg_feedback_format(it, ts_ms, client, instance, &w->line) != 0)
+    return -ENOMEM;
+  return mg_dlog_write(l, w->line.data, w->line.len);
+}
+
 /* ---- per-worker counters ------------------------------------------------------- */
 
 static struct stats *stats_get(struct mg_wtel *w, struct mg_map *map,
@@ -455,6 +472,23 @@ void mg_tel_fallback(struct mg_wtel *w, const char *target, const char *tier,
 
 void mg_tel_retry(struct mg_wtel *w, const char *target) {
   count_labels(w, "modelgate_retries_total", "target", target, NULL);
+}
+
+void mg_tel_feedback(struct mg_wtel *w, const char *metric,
+                     const char *outcome, uint64_t n) {
+  struct mg_buf l;
+  if (n == 0)
+    return;
+  mg_buf_init(&l, 4096);
+  if (mg_metrics_labels(&l, "metric", metric, "outcome", outcome, NULL) ==
+      0) {
+    pthread_mutex_lock(&w->mu);
+    mg_series_add(mg_metrics_series(w->m, "modelgate_feedback_items_total",
+                                    l.data),
+                  (double)n);
+    pthread_mutex_unlock(&w->mu);
+  }
+  mg_buf_free(&l);
 }
 
 void mg_tel_stream_error(struct mg_wtel *w, const char *route) {

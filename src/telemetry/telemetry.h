@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/buf.h"
+#include "decisions/feedback.h"
 #include "decisions/log.h"
 #include "decisions/record.h"
 #include "runtime/event.h"
@@ -50,6 +51,15 @@ void mg_tel_dlog_close(struct mg_telemetry *tm);
 
 /* The decision record of one answer, if the log is on. */
 void mg_tel_decision(struct mg_wtel *w, const struct mg_record *r);
+/* A feedback item's line in the decision log, through the same writer
+ * (never blocking). 0 (also when the log is off), or -ENOSPC when the log
+ * dropped it (counted in modelgate_decision_log_dropped_total). */
+int mg_tel_feedback_line(struct mg_wtel *w, const struct mg_feedback_item *it,
+                         int64_t ts_ms, const char *client,
+                         const char *instance);
+/* n feedback items of metric ("-" when unknown) with this outcome. */
+void mg_tel_feedback(struct mg_wtel *w, const char *metric,
+                     const char *outcome, uint64_t n);
 /* An answered request. route: alias name or "-"; target: the target that
  * served it, or NULL. */
 void mg_tel_observe(struct mg_wtel *w, const char *route, const char *target,

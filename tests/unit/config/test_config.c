@@ -179,6 +179,66 @@ static void test_default_route(void **state) {
   mg_cfg_errors_free(&e);
 }
 
+/* The feedback section: its defaults, its metrics (ramp guards may watch
+ * them; a guard on an undeclared one is an error), and each flag's decide
+ * rule checked against them (issue 15.1). */
+static void test_feedback_section(void **state) {
+  struct mg_cfg_errors e;
+  struct mg_config *c = load(MINIMAL, &e);
+  (void)state;
+  assert_non_null(c);
+  assert_int_equal(c->feedback.nmetrics, 0);
+  assert_int_equal(c->feedback.max_batch, 100);
+  assert_int_equal(c->feedback.max_bytes, 65536);
+  assert_true(c->feedback.rate_per_second == 50);
+  assert_true(c->feedback.rate_burst == 200);
+  mg_config_unref(c);
+  mg_cfg_errors_free(&e);
+
+#define FB_FLAGS(guard, decide)                                              \
+  "{\"targets\":{\"a\":{\"base_url\":\"http://127.0.0.1:9/v1\","           \
+  "\"model\":\"m\"},\"b\":{\"base_url\":\"http://127.0.0.1:9/v1\","         \
+  "\"model\":\"m2\"}},"                                                      \
+  "\"feedback\":{\"metrics\":{\"complaint\":{\"type\":\"boolean\","          \
+  "\"higher_is_better\":false},\"accuracy\":{\"type\":\"float\"}},"          \
+  "\"max_batch\":10,\"rate_per_client\":{\"per_second\":2,\"burst\":20}},"   \
+  "\"flags\":{\"f\":{\"off_variant\":\"a\",\"variants\":{\"a\":{\"target\":" \
+  "\"a\"},\"b\":{\"target\":\"b\"}},\"ramp\":{\"variant\":\"b\","            \
+  "\"steps\":[{\"weight\":10,\"hold_ms\":1000},{\"weight\":100}]},"          \
+  "\"guards\":{\"feedback\":{\"" guard "\":{\"max_ratio\":3}}},"             \
+  "\"decide\":{\"metric\":\"" decide "\",\"min_lift\":0.02}}},"              \
+  "\"aliases\":{\"gpt\":{\"flag\":\"f\"}}}"
+
+  c = load(FB_FLAGS("complaint", "accuracy"), &e);
+  dump(&e);
+  assert_non_null(c);
+  assert_int_equal(c->feedback.nmetrics, 2);
+  assert_string_equal(c->feedback.metrics[0].name, "complaint");
+  assert_false(c->feedback.metrics[0].higher_is_better);
+  assert_int_equal(c->feedback.max_batch, 10);
+  assert_true(c->feedback.rate_per_second == 2);
+  assert_true(c->ramps.v[0].enabled);
+  mg_config_unref(c);
+  mg_cfg_errors_free(&e);
+
+  c = load(FB_FLAGS("thumbs", "nope"), &e);
+  dump(&e);
+  assert_null(c);
+  assert_true(has_error(&e, "$.flags.f.guards.feedback.thumbs"));
+  assert_true(has_error(&e, "$.flags.f.decide.metric: names no metric"));
+  mg_cfg_errors_free(&e);
+
+  c = load("{\"targets\":{\"t1\":{\"base_url\":\"http://127.0.0.1:9/v1/\","
+           "\"model\":\"up-1\"}},\"aliases\":{\"gpt\":{\"target\":\"t1\"}},"
+           "\"feedback\":{\"metrics\":{\"x\":{\"type\":\"int\"}},"
+           "\"max_batch\":0}}",
+           &e);
+  assert_null(c);
+  assert_true(has_error(&e, "$.feedback.metrics.x.type"));
+  assert_true(has_error(&e, "$.feedback.max_batch"));
+  mg_cfg_errors_free(&e);
+}
+
 static void test_refcount(void **state) {
   struct mg_cfg_errors e;
   struct mg_config *c = load(MINIMAL, &e);
@@ -208,6 +268,7 @@ int main(void) {
       cmocka_unit_test(test_secret_from_env_never_in_errors),
       cmocka_unit_test(test_invalid_json_position),
       cmocka_unit_test(test_default_route),
+      cmocka_unit_test(test_feedback_section),
       cmocka_unit_test(test_refcount),
       cmocka_unit_test(test_missing_file),
   };
