@@ -339,7 +339,11 @@ static int flag_init(struct mg_rp_flag_report *fr, const struct mg_rp_flag *f,
   for (a = 0; a < opt->nrules; a++)
     if (strlen(opt->rules[a].flag) == f->base_len &&
         memcmp(opt->rules[a].flag, f->name, f->base_len) == 0)
-      fr->decide = &opt->rules[a].rule;
+    {
+      if (opt->rules[a].has_rule)
+        fr->decide = &opt->rules[a].rule;
+      fr->cfg_off_variant = opt->rules[a].off_variant;
+    }
   fr->narms = f->narms;
   fr->control = MG_RP_NONE;
   fr->modal_wset = -1;
@@ -391,6 +395,16 @@ static void choose_control(struct mg_rp_flag_report *fr,
         return;
       }
     fr->control_option_missing = true;
+  }
+  /* The config names the flag's control: nothing in the log outranks it
+   * (a treatment ramped past half holds the largest weight). */
+  if (fr->cfg_off_variant) {
+    for (a = 0; a < fr->narms; a++)
+      if (strcmp(fr->v[a].name, fr->cfg_off_variant) == 0) {
+        fr->control = a;
+        fr->control_source = "the off_variant of the -c config";
+        return;
+      }
   }
   /* Records that were not randomized because the flag was killed, outside
    * its window, blocked, or fell through all name the off_variant, which is

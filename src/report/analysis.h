@@ -191,6 +191,8 @@ struct mg_rp_flag_report {
   uint32_t nfbm;
   uint64_t fb_lines;            /* feedback values joined to this flag */
   const struct mg_decide *decide; /* borrowed from the options, or NULL */
+  const char *cfg_off_variant;  /* borrowed: the -c config's off_variant of
+                                 * the flag, or NULL */
   /* latency histogram range: log10 ms */
   double hist_lo, hist_hi;
 };
@@ -242,10 +244,13 @@ struct mg_rp_alarm {
   char *text;                   /* owned: one sentence for people */
 };
 
-/* A flag's decide rule, from the -c config. */
+/* A flag of the -c config: its off_variant (the control DESIGN.md
+ * compares against) and its decide rule, when it has one. */
 struct mg_rp_decide_rule {
   const char *flag;             /* borrowed */
-  struct mg_decide rule;
+  const char *off_variant;      /* borrowed, or NULL */
+  bool has_rule;
+  struct mg_decide rule;        /* when has_rule */
 };
 
 struct mg_rp_options {

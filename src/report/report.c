@@ -86,8 +86,9 @@ const char mg_report_usage[] =
     "  --by endpoint      one section per flag and endpoint (chat,\n"
     "                     responses, messages, ...)\n"
     "  --control VARIANT  the variant to compare against (default: the\n"
-    "                     flag's off_variant as the records show it, else\n"
-    "                     \"control\", else the largest logged weight)\n"
+    "                     flag's off_variant in the -c config, else as\n"
+    "                     the records show it, else \"control\", else the\n"
+    "                     largest logged weight)\n"
     "  --flag NAME        report this flag only\n"
     "  --format FORMAT    text (default), json, or html (a self-contained\n"
     "                     page with charts)\n"
@@ -217,7 +218,8 @@ static void config_free(struct config *c) {
   size_t i;
   mg_feedback_config_free(&c->feedback);
   for (i = 0; i < c->nrules; i++)
-    mg_decide_free(&c->rules[i].rule);
+    if (c->rules[i].has_rule)
+      mg_decide_free(&c->rules[i].rule);
   free(c->rules);
   cJSON_Delete(c->json);
   memset(c, 0, sizeof(*c));
@@ -258,14 +260,17 @@ static int config_load(struct config *c, const char *path) {
       goto out;
     cJSON_ArrayForEach(f, flags) {
       const cJSON *d = cJSON_GetObjectItemCaseSensitive(f, "decide");
+      const cJSON *off = cJSON_GetObjectItemCaseSensitive(f, "off_variant");
       char p[MG_CFG_PATH_MAX], dp[MG_CFG_PATH_MAX];
       struct mg_rp_decide_rule *r;
+      r = &c->rules[c->nrules++];
+      r->flag = f->string;
+      r->off_variant = cJSON_IsString(off) ? off->valuestring : NULL;
       if (d == NULL)
         continue;
       mg_cfg_join(p, "$.flags", f->string);
       mg_cfg_join(dp, p, "decide");
-      r = &c->rules[c->nrules++];
-      r->flag = f->string;
+      r->has_rule = true;
       if (mg_decide_parse(d, dp, &r->rule, &e) == -ENOMEM)
         goto out;
       if (r->rule.metric && c->feedback.nmetrics &&

@@ -751,6 +751,30 @@ static void test_analysis_aa(void **state) {
   assert_string_equal(r.flags[0].v[r.flags[0].control].name, "b");
   assert_string_equal(r.flags[0].control_source, "--control");
   mg_rp_report_free(&r);
+  mg_rp_log_free(&lg);
+  /* The -c config's off_variant outranks what the log suggests (here the
+   * first arm with the largest weight, "a"), and --control outranks it. */
+  {
+    struct mg_rp_decide_rule fc = {0};
+    fc.flag = "f";
+    fc.off_variant = "b";
+    opt.control = NULL;
+    opt.rules = &fc;
+    opt.nrules = 1;
+    analyse(b.data, b.len, &opt, &lg, &r);
+    assert_string_equal(r.flags[0].v[r.flags[0].control].name, "b");
+    assert_string_equal(r.flags[0].control_source,
+                        "the off_variant of the -c config");
+    assert_null(r.flags[0].decide); /* no decide rule: none borrowed */
+    mg_rp_report_free(&r);
+    mg_rp_log_free(&lg);
+    opt.control = "a";
+    analyse(b.data, b.len, &opt, &lg, &r);
+    assert_string_equal(r.flags[0].v[r.flags[0].control].name, "a");
+    mg_rp_report_free(&r);
+    opt.rules = NULL;
+    opt.nrules = 0;
+  }
   opt.control = NULL;
   opt.flag = "nope";
   assert_int_equal(mg_rp_analyze(&lg, &opt, &r), -ENOENT);
