@@ -315,6 +315,11 @@ static int on_headers_complete(llhttp_t *p) {
 
   r->method = llhttp_get_method(p);
   r->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
+  /* llhttp 8.1 takes any one-digit version ("HTTP/2.0", "HTTP/0.9"): this
+   * server speaks HTTP/1.0 and 1.1 only (RFC 9110, 15.6.6), as nginx. */
+  if (llhttp_get_http_major(p) != 1 || llhttp_get_http_minor(p) > 1)
+    return parse_error(c, 505, "Only HTTP/1.0 and HTTP/1.1 are supported.",
+                       "http_version_not_supported");
   if (r->method == HTTP_CONNECT)
     return parse_error(c, 405, "CONNECT is not supported.",
                        "method_not_allowed");
