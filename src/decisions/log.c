@@ -325,6 +325,12 @@ int mg_dlog_write(struct mg_dlog *l, const char *line, size_t len) {
   return rc == 0 ? 0 : -ENOSPC;
 }
 
+void mg_dlog_drop(struct mg_dlog *l) {
+  pthread_mutex_lock(&l->mu);
+  l->st.dropped++;
+  pthread_mutex_unlock(&l->mu);
+}
+
 void mg_dlog_reopen(struct mg_dlog *l, const struct mg_dlog_cfg *cfg) {
   pthread_mutex_lock(&l->mu);
   if (cfg) {

@@ -53,6 +53,9 @@ struct mg_dlog *mg_dlog_open(const struct mg_dlog_cfg *cfg, char *err,
 /* Queue one line (the log adds the newline). 0, or -ENOSPC when the line
  * was dropped. Never blocks on I/O. */
 int mg_dlog_write(struct mg_dlog *l, const char *line, size_t len);
+/* Count one line as dropped that never reached mg_dlog_write (it could not
+ * be formatted): a record is never lost uncounted. */
+void mg_dlog_drop(struct mg_dlog *l);
 /* Reopen the file at the next write (SIGUSR1); with a new config (reload),
  * the new path and limits apply from then on. */
 void mg_dlog_reopen(struct mg_dlog *l, const struct mg_dlog_cfg *cfg);

@@ -351,6 +351,8 @@ void mg_tel_decision(struct mg_wtel *w, const struct mg_record *r) {
   mg_buf_reset(&w->line);
   if (mg_record_format(r, &w->line) == 0)
     mg_dlog_write(l, w->line.data, w->line.len);
+  else
+    mg_dlog_drop(l);
 }
 
 /* ---- per-worker counters ------------------------------------------------------- */
@@ -599,8 +601,11 @@ void mg_tel_event(struct mg_telemetry *tm, const struct mg_event *ev) {
       global_count(tm, "modelgate_ramp_rollbacks_total", l.data);
   }
   mg_buf_reset(&l);
-  if (mg_record_event_begin(&l, mg_wall_ms(), ev->type) == 0 &&
-      mg_event_members(ev, &l) == 0 && mg_buf_append(&l, "}", 1) == 0) {
+  if (!(mg_record_event_begin(&l, mg_wall_ms(), ev->type) == 0 &&
+        mg_event_members(ev, &l) == 0 && mg_buf_append(&l, "}", 1) == 0)) {
+    if (dl)
+      mg_dlog_drop(dl);
+  } else {
     char *copy = strdup(l.data);
     if (dl)
       mg_dlog_write(dl, l.data, l.len);

@@ -1141,6 +1141,93 @@ static void test_attr_not_utf8(void **state) {
   free(path);
 }
 
+/* A client cannot push its own record out of the log: a 180 kB metadata
+ * value of control characters under a listed attribute (6 bytes each once
+ * escaped: past the 1 MiB line buffer) and a 1 MB user id with raw units
+ * are cut with a marker, and every answered request still has its line;
+ * the exit summary counts nothing dropped (issue 10, point 3). */
+static void test_client_values_bounded(void **state) {
+  struct tenv *e = *state;
+  struct sent s[3];
+  struct dlog d;
+  char *path = log_path(e, "decisions.jsonl");
+  const cJSON *rec;
+  const char *v;
+  struct mg_buf b;
+  size_t i;
+
+  memset(s, 0, sizeof(s));
+  /* mg-mock takes bodies up to 1 MiB: these requests are answered by a
+   * traditional static answer behind a target nobody listens for. */
+  start(e, "{'admin':{'listen':'127.0.0.1:0'},"
+           "'server':{'listen':'127.0.0.1:0','log_level':'info'},"
+           "'decision_log':{'path':'@DIR/decisions.jsonl','flush_ms':20,"
+           "  'raw_units':true,'attrs':['plan']},"
+           "'targets':{'t':{'base_url':'http://127.0.0.1:1','model':'m-t',"
+           "  'breaker':{'enabled':false},'fallbacks':['traditional:s']}},"
+           "'traditional':{'s':{'static':'Static answer.'}},"
+           "'flags':{'byuser':{'off_variant':'a','variants':{"
+           "    'a':{'target':'t','weight':50},'b':{'target':'t','weight':50}}}},"
+           "'aliases':{'byuser':{'flag':'byuser'},'plain':{'target':'t'}}}");
+  /* 180 000 U+0001 in the metadata value. */
+  mg_buf_init(&b, 8u << 20);
+  assert_int_equal(mg_buf_puts(&b, "{\"model\":\"plain\",\"messages\":[{\"role\":"
+                                   "\"user\",\"content\":\"zq-b0\"}],"
+                                   "\"metadata\":{\"plan\":\""),
+                   0);
+  for (i = 0; i < 180000; i++)
+    assert_int_equal(mg_buf_append(&b, "\\u0001", 6), 0);
+  assert_int_equal(mg_buf_puts(&b, "\"}}"), 0);
+  s[0] = (struct sent){.what = "control-character attr", .prompt = "zq-b0"};
+  send_req(e, &s[0], "/v1/chat/completions", NULL, b.data);
+  assert_int_equal(s[0].status, 200);
+  /* A 1 MB user id, logged raw. */
+  mg_buf_reset(&b);
+  assert_int_equal(mg_buf_puts(&b, "{\"model\":\"byuser\",\"user\":\"ab"), 0);
+  for (i = 0; i < 1000000; i++)
+    assert_int_equal(mg_buf_append(&b, i % 2 ? "\xc3\xa9" : "u",
+                                   i % 2 ? 2 : 1),
+                     0);
+  assert_int_equal(mg_buf_puts(&b, "\",\"messages\":[{\"role\":\"user\","
+                                   "\"content\":\"zq-b1\"}]}"),
+                   0);
+  s[1] = (struct sent){.what = "1 MB user", .prompt = "zq-b1"};
+  send_req(e, &s[1], "/v1/chat/completions", NULL, b.data);
+  assert_int_equal(s[1].status, 200);
+  mg_buf_free(&b);
+  /* A short value is not touched. */
+  s[2] = (struct sent){.what = "short attr", .prompt = "zq-b2"};
+  send_req(e, &s[2], "/v1/chat/completions", "x-modelgate-attr-plan: pro\r\n",
+           "{\"model\":\"plain\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"zq-b2\"}]}");
+  assert_int_equal(wait_lines(path, 3, 3000 * SLOW), 3);
+  gate_down(&e->gate);
+
+  dlog_read(&d, path);
+  assert_int_equal(count_records(&d), 3);
+  rec = record_of(&d, s[0].id);
+  v = cJSON_GetStringValue(field(field(rec, "attrs"), "plan"));
+  assert_non_null(v);
+  assert_true(strlen(v) < 2048);
+  assert_int_equal(v[0], 1);
+  assert_int_equal(v[1023], 1);
+  assert_string_equal(v + 1024, "\xe2\x80\xa6[truncated from 180000 bytes]");
+  rec = record_of(&d, s[1].id);
+  v = cJSON_GetStringValue(field(rec, "unit"));
+  assert_non_null(v);
+  /* Cut before a character that would straddle byte 1024: "ab", then
+   * "u" + "é", the é at 1023..1024 is left out. */
+  assert_memory_equal(v, "abu\xc3\xa9u", 6);
+  assert_string_equal(v + 1023,
+                      "\xe2\x80\xa6[truncated from 1500002 bytes]");
+  expect_sfield(rec, "unit_kind", "user", "1 MB user");
+  rec = record_of(&d, s[2].id);
+  expect_sfield(field(rec, "attrs"), "plan", "pro", "short attr");
+  dlog_free(&d);
+  expect_final_counts(e, 3, 0);
+  free(path);
+}
+
 /* ---- (d) events ------------------------------------------------------------- */
 
 static const char events_cfg[] =
@@ -1919,6 +2006,7 @@ int main(void) {
       T(test_raw_units),
       T(test_attrs),
       T(test_attr_not_utf8),
+      T(test_client_values_bounded),
       T(test_events),
       T(test_sigusr1_reopens),
       T(test_rotation),
