@@ -89,6 +89,46 @@ void mg_dlog_cfg_free(struct mg_dlog_cfg *c) {
   memset(c, 0, sizeof(*c));
 }
 
+int mg_dlog_cfg_check(const struct mg_dlog_cfg *c, struct mg_cfg_errors *e) {
+  const char *p = "$.decision_log.path";
+  struct stat sb;
+  char dir[4096];
+  const char *slash;
+  int err = 0;
+
+  if (!c->enabled || c->path == NULL)
+    return 0;
+  if (stat(c->path, &sb) == 0) {
+    if (S_ISDIR(sb.st_mode))
+      err = EISDIR;
+    else if (!S_ISFIFO(sb.st_mode) && access(c->path, W_OK) != 0)
+      err = errno;
+  } else if (errno != ENOENT) {
+    err = errno;
+  } else {
+    /* The file is created when the log opens: its directory must exist and
+     * take new files. */
+    slash = strrchr(c->path, '/');
+    if (slash == NULL)
+      snprintf(dir, sizeof(dir), ".");
+    else if (slash == c->path)
+      snprintf(dir, sizeof(dir), "/");
+    else
+      snprintf(dir, sizeof(dir), "%.*s", (int)(slash - c->path), c->path);
+    if (stat(dir, &sb) != 0)
+      err = errno;
+    else if (!S_ISDIR(sb.st_mode))
+      err = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) != 0)
+      err = errno;
+  }
+  if (err == 0)
+    return 0;
+  mg_cfg_error(e, p, "cannot open decision log %s: %s", c->path,
+               strerror(err));
+  return -err;
+}
+
 static int cfg_copy(struct mg_dlog_cfg *dst, const struct mg_dlog_cfg *src) {
   size_t i;
   *dst = *src;

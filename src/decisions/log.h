@@ -36,6 +36,11 @@ struct mg_dlog_cfg {
 void mg_dlog_cfg_parse(struct mg_dlog_cfg *c, const cJSON *obj,
                        struct mg_cfg_errors *e);
 void mg_dlog_cfg_free(struct mg_dlog_cfg *c);
+/* Can the log be opened where c says (the path is not a directory, its
+ * directory exists and is writable)? Creates nothing. 0, or a negative
+ * errno with the error added to e. `check`, `serve` and a reload all ask,
+ * so that they judge a config the same way. */
+int mg_dlog_cfg_check(const struct mg_dlog_cfg *c, struct mg_cfg_errors *e);
 
 struct mg_dlog_stats {
   uint64_t lines;        /* written to the file */

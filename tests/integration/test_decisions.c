@@ -1723,17 +1723,82 @@ static void test_bad_path_refuses_to_start(void **state) {
   free(cfg);
   rc = mg_h_run(argv, &out, 10000 * SLOW);
   assert_non_null(out);
-  if (rc != 1)
-    fail_msg("exit status %d, want 1: %s", rc, out);
+  /* An invalid config: the exit status of one (issue 10, point 3). */
+  if (rc != 2)
+    fail_msg("exit status %d, want 2: %s", rc, out);
   want = fmt("cannot open decision log %s/no/such/dir/decisions.jsonl: %s",
              e->dir, strerror(ENOENT));
   if (strstr(out, want) == NULL)
     fail_msg("no \"%s\" in: %s", want, out);
   /* It never listened. */
   assert_int_not_equal(access(port_file, F_OK), 0);
-  free(want);
   free(out);
+  /* `check` judges it the same way. */
+  {
+    const char *cargv[] = {MG_BIN, "check", "-c", e->config, NULL};
+    rc = mg_h_run(cargv, &out, 10000 * SLOW);
+    assert_non_null(out);
+    if (rc != 2)
+      fail_msg("check: exit status %d, want 2: %s", rc, out);
+    if (strstr(out, want) == NULL)
+      fail_msg("check: no \"%s\" in: %s", want, out);
+    free(out);
+  }
+  free(want);
   free(port_file);
+}
+
+/* A reload that points the log at a missing directory, or at a directory,
+ * is refused like any invalid config: 422 naming the path, and the old log
+ * keeps every record (issue 10, point 3: it answered 200 and then dropped
+ * every line). */
+static void test_reload_bad_path_refused(void **state) {
+  struct tenv *e = *state;
+  static const char tmpl[] =
+      "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/state.json'},"
+      "'server':{'listen':'127.0.0.1:0','log_level':'info'},"
+      "'decision_log':{'path':'@DIR/%s','flush_ms':20},"
+      "'targets':{'t':{'base_url':'@MOCK','model':'m-t'}},"
+      "'aliases':{'plain':{'target':'t'}}}";
+  static const char *const bad[] = {"missing/d.jsonl", "adir", NULL};
+  char *a = log_path(e, "a.jsonl"), *t, *c, *d = log_path(e, "adir");
+  char ids[3][33];
+  struct dlog dl;
+  int k;
+
+  assert_int_equal(mkdir(d, 0755), 0);
+  t = fmt(tmpl, "a.jsonl");
+  start(e, t);
+  free(t);
+  plain_request(e, ids[0]);
+  for (k = 0; bad[k]; k++) {
+    struct mg_h_resp r;
+    t = fmt(tmpl, bad[k]);
+    c = q(e, t);
+    free(t);
+    assert_int_equal(mg_h_write_file(e->config, c), 0);
+    free(c);
+    assert_int_equal(mg_h_request(e->gate.admin_port, "POST", "/admin/reload",
+                                  AUTH, "", &r, T_MS * SLOW),
+                     0);
+    if (r.status != 422 || strstr(r.body, "cannot open decision log") == NULL ||
+        strstr(r.body, bad[k]) == NULL)
+      fail_msg("reload to %s: %d %s", bad[k], r.status, r.body);
+    mg_h_resp_free(&r);
+    plain_request(e, ids[k + 1]);
+  }
+  assert_int_equal(wait_lines(a, 5, 3000), 5);
+  gate_down(&e->gate);
+  dlog_read(&dl, a);
+  assert_int_equal(count_records(&dl), 3);
+  for (k = 0; k < 3; k++)
+    record_of(&dl, ids[k]);
+  /* Two refused reloads, two events. */
+  assert_int_equal(count_events(&dl), 2);
+  dlog_free(&dl);
+  expect_final_counts(e, 5, 0);
+  free(a);
+  free(d);
 }
 
 /* The disk fills up while serving (RLIMIT_FSIZE on the gate: writes past
@@ -2013,6 +2078,7 @@ int main(void) {
       T(test_sigterm_flushes),
       T(test_reload_moves_log),
       T(test_bad_path_refuses_to_start),
+      T(test_reload_bad_path_refused),
       T(test_disk_full_never_fails_requests),
       T(test_stuck_disk_never_blocks_requests),
   };
