@@ -55,6 +55,7 @@ struct process {
   int open_handles;
   int exit_code;
   uint32_t grace_ms;              /* server.shutdown_grace_ms at start */
+  uint64_t shutdown_ns;           /* uv_hrtime() when draining began */
   char instance[300];             /* host:port, this instance's name */
 };
 
@@ -211,6 +212,7 @@ static void shutdown_begin(struct process *p) {
   if (p->draining)
     return;
   p->draining = true;
+  p->shutdown_ns = uv_hrtime();
   mg_info("shutdown: draining %u worker(s)", p->ninit);
   if (p->admin_listening) {
     p->admin_listening = false;
@@ -436,6 +438,9 @@ static int start(struct process *p, struct mg_config *cfg) {
   return 0;
 }
 
+/* The least time the decision log gets to write its last lines at exit. */
+#define LOG_CLOSE_MIN_MS 100
+
 int mg_process_serve(struct mg_config *cfg, const char *config_path,
                      const char *port_file) {
   struct process p;
@@ -470,8 +475,18 @@ int mg_process_serve(struct mg_config *cfg, const char *config_path,
     code = code ? code : 1;
   }
   /* Every line queued reaches the file; then the state goes. */
-  if (p.tm)
-    mg_tel_dlog_close(p.tm);
+  if (p.tm) {
+    /* The grace bounds the whole exit, the log's last lines included: a
+     * sink that blocks (a FIFO nobody reads, a hung mount) must not keep
+     * the process alive (issue 10, point 3). The log gets what is left of
+     * the grace, and at least LOG_CLOSE_MIN_MS for its last batch. */
+    int64_t left = (int64_t)p.grace_ms;
+    if (p.draining)
+      left -= (int64_t)((uv_hrtime() - p.shutdown_ns) / 1000000u);
+    if (left < LOG_CLOSE_MIN_MS)
+      left = LOG_CLOSE_MIN_MS;
+    mg_tel_dlog_close_within(p.tm, left);
+  }
   mg_rt_free(p.rt);
   mg_tel_free(p.tm);
   free(p.config_path);

@@ -29,6 +29,9 @@ struct mg_dlog {
   struct mg_dlog_cfg pending; /* the config to switch to at reopen */
   bool has_pending;
   struct mg_dlog_stats st;
+  uint64_t back_lines;       /* lines of the batch being written */
+  bool done;                 /* the writer has returned */
+  pthread_cond_t done_cv;    /* mg_dlog_close waits here */
   /* The writer's own. */
   struct mg_buf back;        /* owned: lines being written */
   struct mg_dlog_cfg cfg;    /* owned copy in force */
@@ -240,6 +243,7 @@ static void write_back(struct mg_dlog *l) {
     l->st.write_errors++;
     l->st.dropped += lost;
   }
+  l->back_lines = 0; /* counted now, one way or the other */
   pthread_mutex_unlock(&l->mu);
   mg_buf_reset(&l->back);
 }
@@ -269,6 +273,7 @@ static void *writer(void *arg) {
     l->back = l->front;
     l->front = tmp;
     l->front.max = l->back.max;
+    l->back_lines = l->front_lines;
     l->front_lines = 0;
     stop = l->stop;
     reopen = l->reopen;
@@ -290,6 +295,7 @@ static void *writer(void *arg) {
         mg_error("decision log: cannot reopen %s: %s", l->cfg.path,
                  strerror(errno));
     }
+
     if (stop) {
       /* Stopping: loop until nothing is left (the loop thread no longer
        * writes once it asked us to stop). */
@@ -301,6 +307,10 @@ static void *writer(void *arg) {
         break;
     }
   }
+  pthread_mutex_lock(&l->mu);
+  l->done = true;
+  pthread_cond_broadcast(&l->done_cv);
+  pthread_mutex_unlock(&l->mu);
   return NULL;
 }
 
@@ -325,10 +335,12 @@ struct mg_dlog *mg_dlog_open(const struct mg_dlog_cfg *cfg, char *err,
   }
   pthread_mutex_init(&l->mu, NULL);
   pthread_cond_init(&l->cv, NULL);
+  pthread_cond_init(&l->done_cv, NULL);
   if (pthread_create(&l->thread, NULL, writer, l) != 0) {
     snprintf(err, errlen, "cannot start the decision log writer");
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->done_cv);
     close(l->fd);
     goto fail;
   }
@@ -389,13 +401,42 @@ void mg_dlog_stats(struct mg_dlog *l, struct mg_dlog_stats *out) {
   pthread_mutex_unlock(&l->mu);
 }
 
-void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final) {
+bool mg_dlog_close_within(struct mg_dlog *l, int64_t ms,
+                          struct mg_dlog_stats *final) {
+  struct timespec deadline;
   if (l == NULL)
-    return;
+    return true;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  if (ms >= 0) {
+    deadline.tv_sec += (time_t)(ms / 1000);
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+  }
   pthread_mutex_lock(&l->mu);
   l->stop = true;
-  pthread_mutex_unlock(&l->mu);
   pthread_cond_signal(&l->cv);
+  while (!l->done) {
+    if (ms < 0) {
+      pthread_cond_wait(&l->done_cv, &l->mu);
+    } else if (pthread_cond_timedwait(&l->done_cv, &l->mu, &deadline) ==
+                   ETIMEDOUT &&
+               !l->done) {
+      /* The sink does not take the lines (a FIFO nobody reads, a hung
+       * mount): the writer is stuck in write() or open(), and nothing can
+       * take it out. Whatever it holds and whatever is queued is counted as
+       * dropped, and the writer and its buffers are left to the process's
+       * exit: freeing them under a thread that may wake would be worse. */
+      l->st.dropped += l->front_lines + l->back_lines;
+      l->front_lines = l->back_lines = 0;
+      if (final)
+        *final = l->st;
+      pthread_mutex_unlock(&l->mu);
+      pthread_detach(l->thread);
+      return false;
+    }
+  }
+  pthread_mutex_unlock(&l->mu);
   pthread_join(l->thread, NULL);
   if (l->fd >= 0) {
     fsync(l->fd);
@@ -410,5 +451,11 @@ void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final) {
   mg_buf_free(&l->back);
   pthread_mutex_destroy(&l->mu);
   pthread_cond_destroy(&l->cv);
+  pthread_cond_destroy(&l->done_cv);
   free(l);
+  return true;
+}
+
+void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final) {
+  (void)mg_dlog_close_within(l, -1, final);
 }

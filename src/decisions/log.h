@@ -68,5 +68,11 @@ void mg_dlog_stats(struct mg_dlog *l, struct mg_dlog_stats *out);
 /* Write everything queued, stop the writer, close the file; the final
  * counts go to final (may be NULL). */
 void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final);
+/* The same, waiting at most ms (< 0: for ever). When the sink has not
+ * taken every line by then, the lines not written are counted as dropped
+ * in final, the writer thread is left blocked (l must not be used again)
+ * and false is returned. */
+bool mg_dlog_close_within(struct mg_dlog *l, int64_t ms,
+                          struct mg_dlog_stats *final);
 
 #endif

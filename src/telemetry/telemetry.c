@@ -323,12 +323,20 @@ void mg_tel_dlog_reopen(struct mg_telemetry *tm) {
 }
 
 void mg_tel_dlog_close(struct mg_telemetry *tm) {
+  mg_tel_dlog_close_within(tm, -1);
+}
+
+void mg_tel_dlog_close_within(struct mg_telemetry *tm, int64_t ms) {
   struct mg_dlog *l = atomic_exchange(&tm->dlog, NULL);
   struct mg_dlog_stats ds;
   if (l == NULL)
     return;
-  /* Everything queued reaches the file before the process ends. */
-  mg_dlog_close(l, &ds);
+  /* Everything queued reaches the file before the process ends, unless
+   * the file does not take it in time (issue 10, point 3). */
+  if (!mg_dlog_close_within(l, ms, &ds))
+    mg_warn("decision log: the file did not take the last lines within the "
+            "shutdown grace (%lld ms): they are dropped",
+            (long long)ms);
   if (ds.dropped)
     mg_warn("decision log: %llu lines written, %llu dropped",
             (unsigned long long)ds.lines, (unsigned long long)ds.dropped);

@@ -45,6 +45,9 @@ void mg_tel_dlog_reopen(struct mg_telemetry *tm);
 /* Flush and close, logging how many lines were written and dropped. After
  * every worker has stopped. */
 void mg_tel_dlog_close(struct mg_telemetry *tm);
+/* The same, waiting at most ms for the file (< 0: for ever); lines it did
+ * not take by then are counted as dropped. */
+void mg_tel_dlog_close_within(struct mg_telemetry *tm, int64_t ms);
 
 /* ---- workers ---------------------------------------------------------------- */
 

@@ -1969,6 +1969,71 @@ static void test_stuck_disk_never_blocks_requests(void **state) {
   free(fifo);
 }
 
+
+/* SIGTERM while the log's sink blocks (a FIFO opened by a reader that
+ * never reads: the writer thread is stuck in write()): the shutdown grace
+ * bounds the whole exit, the lines the sink did not take are counted as
+ * dropped, and written + dropped is every record (issue 10, point 3: it
+ * waited for ever). */
+static void test_sigterm_bounded_when_log_blocks(void **state) {
+  struct tenv *e = *state;
+  char *fifo = log_path(e, "decisions.fifo"), *log;
+  int rfd, i, n = 400, rc;
+  unsigned long written = 0, dropped = 0;
+  size_t len, inpipe = 0;
+  double t0, took;
+  const char *at;
+  char b[65536];
+  ssize_t k;
+
+  assert_int_equal(mkfifo(fifo, 0644), 0);
+  rfd = open(fifo, O_RDONLY | O_NONBLOCK);
+  assert_true(rfd >= 0);
+  start(e, "{'admin':{'listen':'127.0.0.1:0',"
+           "'state_file':'@DIR/state.json'},"
+           "'server':{'listen':'127.0.0.1:0','log_level':'info',"
+           "'shutdown_grace_ms':1000},"
+           "'decision_log':{'path':'@DIR/decisions.fifo','flush_ms':5,"
+           "'buffer_bytes':4194304},"
+           "'targets':{'t':{'base_url':'@MOCK','model':'m-t'}},"
+           "'aliases':{'plain':{'target':'t'}}}");
+  /* About 700 bytes a record: far more than the pipe's 64 KiB. */
+  for (i = 0; i < n; i++) {
+    struct mg_h_resp r;
+    assert_int_equal(chat(e->gate.port, "plain", "zq-fifo", "", &r), 0);
+    assert_int_equal(r.status, 200);
+    mg_h_resp_free(&r);
+  }
+  mg_h_sleep_ms(100);
+  t0 = mg_h_now_ms();
+  rc = mg_h_stop(&e->gate, SIGTERM, 15000);
+  took = mg_h_now_ms() - t0;
+  if (rc != 0)
+    fail_msg("exit status %d at SIGTERM after %.0f ms", rc, took);
+  if (took > 1000 + 1500 * SLOW)
+    fail_msg("SIGTERM took %.0f ms with a grace of 1000 ms", took);
+  while ((k = read(rfd, b, sizeof(b))) > 0)
+    inpipe += count_in(b, (size_t)k, "\n");
+  close(rfd);
+
+  log = mg_h_read_file(e->gate.log_file, &len);
+  assert_non_null(log);
+  at = strstr(log, "decision log: ");
+  while (at && sscanf(at, "decision log: %lu lines written, %lu dropped",
+                      &written, &dropped) != 2)
+    at = strstr(at + 1, "decision log: ");
+  if (at == NULL)
+    fail_msg("no count of dropped lines in the gate's log:\n%s", log);
+  if (strstr(log, "within the shutdown grace") == NULL)
+    fail_msg("the gate's log does not say why lines were dropped:\n%s", log);
+  /* Every record is counted once: written, or dropped. */
+  assert_int_equal(written + dropped, (unsigned long)n);
+  assert_true(dropped > 0);
+  assert_true(inpipe >= written && inpipe <= (size_t)n);
+  free(log);
+  free(fifo);
+}
+
 /* Requests refused at the HTTP level, before any routing, still get a
  * record under the id their answer carries: status, reason "unrouted",
  * tier "none", an error, the endpoint when the URL named one; and they are
@@ -2081,6 +2146,7 @@ int main(void) {
       T(test_reload_bad_path_refused),
       T(test_disk_full_never_fails_requests),
       T(test_stuck_disk_never_blocks_requests),
+      T(test_sigterm_bounded_when_log_blocks),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   mg_h_cleanup_dirs();
