@@ -10,6 +10,7 @@
  *            decision log, exit 0 */
 #include "app/process.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -305,6 +306,21 @@ static void on_admin_connection(uv_stream_t *listener, int status) {
   mg_conn_accept(&p->admin_env, listener);
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+static bool host_is_loopback(const char *host) {
+  unsigned char a[16];
+  static const unsigned char v6_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                          0, 0, 0, 0, 0, 0, 0, 1};
+  static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0,    0,
+                                              0, 0, 0, 0, 0xff, 0xff};
+  if (inet_pton(AF_INET, host, a) == 1)
+    return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) == 1)
+    return memcmp(a, v6_lo, 16) == 0 ||
+           (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
+  return false;
+}
+
 static int start_admin(struct process *p) {
   struct mg_worker *w0 = &p->workers[0];
   const struct mg_admin_cfg *ac = &w0->cfg->admin;
@@ -325,6 +341,20 @@ static int start_admin(struct process *p) {
   p->admin_env.nconns = 0;
   if (!ac->enabled)
     return 0;
+  {
+    /* Anyone who reaches an admin API without a token reads the state and
+     * the config's names: off the loopback, a token is required (issue 10,
+     * point 4). */
+    struct mg_wsnap *ws = mg_worker_snap(w0);
+    bool open_api = ws->snap->admin_token == NULL;
+    mg_wsnap_release(ws);
+    if (open_api && !host_is_loopback(ac->listen_host)) {
+      mg_error("admin: refusing to listen on %s without a token: set the "
+               "variable admin.token_env names, or listen on 127.0.0.1",
+               ac->listen_host);
+      return -EINVAL;
+    }
+  }
   if ((rc = uv_ip4_addr(ac->listen_host, ac->listen_port,
                         (struct sockaddr_in *)&ss)) != 0 &&
       (rc = uv_ip6_addr(ac->listen_host, ac->listen_port,

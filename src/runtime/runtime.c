@@ -774,8 +774,13 @@ static int override_changed(struct mg_runtime *rt, const struct mg_flag *f,
   uint32_t i;
   /* Saved first, then in force: a change in force is never newer than the
    * state file (a crash in between cannot bring a killed version back). A
-   * failed save does not hold the change back. */
-  int saved = save_state(rt), rc = publish(rt);
+   * failed save does not hold the change back. Who asked, and why, is kept
+   * with the override (issue 10, point 4). */
+  int saved = (by && mg_overrides_note(&rt->overrides, f->name, by->by,
+                                       by->reason) != 0)
+                  ? -ENOMEM
+                  : save_state(rt),
+      rc = publish(rt);
   if (rc != 0) {
     snprintf(msg, n, "Out of memory.");
     return rc;
