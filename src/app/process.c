@@ -300,7 +300,7 @@ static int write_port_file(struct process *p, int port) {
 static void on_admin_connection(uv_stream_t *listener, int status) {
   struct process *p = listener->data;
   if (status < 0) {
-    mg_warn("admin accept: %s", uv_strerror(status));
+    mg_worker_accept_failed(&p->workers[0], true, status);
     return;
   }
   mg_conn_accept(&p->admin_env, listener);

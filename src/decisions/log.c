@@ -37,6 +37,7 @@ struct mg_dlog {
   struct mg_dlog_cfg cfg;    /* owned copy in force */
   int fd;
   uint64_t size;             /* bytes in the current file */
+  int64_t warned_ms;         /* monotonic ms of the last write-error line */
 };
 
 /* ---- config ------------------------------------------------------------------- */
@@ -244,7 +245,21 @@ static void write_back(struct mg_dlog *l) {
     l->st.dropped += lost;
   }
   l->back_lines = 0; /* counted now, one way or the other */
+  lost = l->st.dropped;
   pthread_mutex_unlock(&l->mu);
+  if (err) {
+    /* Said while it happens (a full disk), at most every 10 seconds, not
+     * only in the exit summary (issue 10, point 3). */
+    struct timespec now;
+    int64_t ms;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (l->warned_ms == 0 || ms - l->warned_ms >= 10000) {
+      l->warned_ms = ms;
+      mg_warn("decision log: cannot write %s: %s (%llu lines dropped so far)",
+              l->cfg.path, strerror(err), (unsigned long long)lost);
+    }
+  }
   mg_buf_reset(&l->back);
 }
 

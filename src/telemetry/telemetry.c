@@ -119,6 +119,15 @@ static const struct {
      MG_COUNTER, NULL, 0},
     {"modelgate_retries_total", "Retries of a target after a failure.",
      MG_COUNTER, NULL, 0},
+    {"modelgate_local_errors_total",
+     "Calls to a target that failed for a shortage of modelgate's own (file "
+     "descriptors, memory): not the upstream's fault, not counted by its "
+     "breaker.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_connections_refused_total",
+     "Client connections closed unserved, by listener (main, admin) and "
+     "reason (max_connections, no_fds, accept_error).",
+     MG_COUNTER, NULL, 0},
     {"modelgate_breaker_state",
      "Circuit breaker per target: 0 closed, 1 open, 2 half-open.", MG_GAUGE,
      NULL, 0},
@@ -465,6 +474,16 @@ void mg_tel_fallback(struct mg_wtel *w, const char *target, const char *tier,
 
 void mg_tel_retry(struct mg_wtel *w, const char *target) {
   count_labels(w, "modelgate_retries_total", "target", target, NULL);
+}
+
+void mg_tel_local_error(struct mg_wtel *w, const char *target) {
+  count_labels(w, "modelgate_local_errors_total", "target", target, NULL);
+}
+
+void mg_tel_conn_refused(struct mg_wtel *w, const char *listener,
+                         const char *reason) {
+  count_labels(w, "modelgate_connections_refused_total", "listener",
+               listener, "reason", reason, NULL);
 }
 
 void mg_tel_stream_error(struct mg_wtel *w, const char *route) {

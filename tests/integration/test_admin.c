@@ -730,6 +730,17 @@ static void test_admin_own_budget(void **state) {
   st = adm_want(e, "POST", "/admin/flags/chat/kill", "", 200);
   assert_true(bool_of(st, "flags.chat.killed"));
   cJSON_Delete(st);
+  /* The refusals are counted (the admin listener serves /metrics too) and
+   * logged (issue 10, point 3). */
+  {
+    char *m = metrics(e->gate.admin_port);
+    double v = mval(m, "modelgate_connections_refused_total",
+                    "listener=\"main\",reason=\"max_connections\"");
+    if (!(v >= 1))
+      fail_msg("refusals not counted (%g):\n%s", v, m);
+    free(m);
+  }
+  assert_true(file_contains(e->gate.log_file, "refusing connections"));
   for (i = 0; i < 10; i++)
     close(fds[i]);
 }
