@@ -124,6 +124,12 @@ static int reload(void *arg, struct mg_cfg_errors *e) {
         cfg->admin.enabled != o->admin.enabled ||
         cfg->server.workers != o->server.workers)
       mg_warn("reload: listen addresses and workers change only on restart");
+    /* The state file is owned (locked) by this process from its start:
+     * it moves only on restart, and the reload says so (issue 10.3). */
+    if (strcmp(cfg->admin.state_file, o->admin.state_file) != 0)
+      mg_warn("reload: admin.state_file changes only on restart: overrides "
+              "stay in %s, not %s",
+              o->admin.state_file, cfg->admin.state_file);
   }
   /* Requests in flight keep their snapshot and finish on it; new ones see
    * the new one from now on, on every worker. */

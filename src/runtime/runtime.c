@@ -22,6 +22,10 @@
 #include "common/map.h"
 #include "common/time.h"
 #include "routing/override.h"
+#include "runtime/statefile.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- the structures -------------------------------------------------------- */
 
@@ -71,6 +75,8 @@ struct mg_runtime {
   unsigned nworkers;
   struct mg_config *cfg;           /* owned reference: the config in force */
   char *state_file;                /* owned: where overrides persist */
+  int state_lock;                  /* owned: the flock on state_file.lock,
+                                    * or -1 */
   struct mg_overrides overrides;
   struct mg_map breakers;          /* target name -> owned struct mg_breaker
                                     * (name stored after it) */
@@ -506,6 +512,17 @@ static int load_state(struct mg_runtime *rt, char *err, size_t errlen) {
              strerror(errno));
     return rc;
   }
+  {
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+      snprintf(err, errlen,
+               "state file %s is a directory; admin.state_file must name a "
+               "file",
+               rt->state_file);
+      fclose(f);
+      return -EISDIR;
+    }
+  }
   do {
     if (len == cap) {
       char *p = realloc(buf, cap = cap ? cap * 2 : 4096);
@@ -526,6 +543,22 @@ static int load_state(struct mg_runtime *rt, char *err, size_t errlen) {
              rt->state_file);
     rc = -EINVAL;
     goto out;
+  }
+  {
+    /* A file of another version is not read as if it were ours: its kills
+     * might mean something else, or nothing (issue 10, point 3). */
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (!cJSON_IsNumber(v) || v->valuedouble != 1) {
+      char *vs = v ? cJSON_PrintUnformatted(v) : NULL;
+      snprintf(err, errlen,
+               "state file %s has %s%s; this modelgate reads version 1: fix "
+               "or remove it",
+               rt->state_file, vs ? "version " : "no version",
+               vs ? vs : "");
+      free(vs);
+      rc = -EINVAL;
+      goto out;
+    }
   }
   {
     const cJSON *ov = cJSON_GetObjectItemCaseSensitive(root, "overrides");
@@ -668,12 +701,20 @@ struct mg_runtime *mg_rt_new(struct mg_config *cfg, unsigned nworkers,
   mg_map_init(&rt->breakers);
   mg_map_init(&rt->ramps);
   mg_map_init(&rt->live);
+  rt->state_lock = -1;
   rt->state_file = strdup(cfg->admin.state_file);
   if (rt->state_file == NULL || cache_init(rt, &cfg->fallbacks.cache) != 0) {
     snprintf(err, errlen, "out of memory");
     mg_rt_free(rt);
     return NULL;
   }
+  /* One owner per state file; then what its crashed saves left goes. */
+  if ((rt->state_lock = mg_statefile_lock(rt->state_file, err, errlen)) < -1) {
+    rt->state_lock = -1;
+    mg_rt_free(rt);
+    return NULL;
+  }
+  (void)mg_statefile_clean(rt->state_file);
   if (load_state(rt, err, errlen) != 0) {
     mg_rt_free(rt);
     return NULL;
@@ -719,6 +760,8 @@ void mg_rt_free(struct mg_runtime *rt) {
   }
   cJSON_Delete(rt->pending_ramps);
   mg_overrides_free(&rt->overrides);
+  if (rt->state_lock >= 0)
+    close(rt->state_lock);
   free(rt->state_file);
   mg_config_unref(rt->cfg);
   pthread_mutex_destroy(&rt->pub_mu);
