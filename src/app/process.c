@@ -10,6 +10,7 @@
  *            decision log, exit 0 */
 #include "app/process.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -55,6 +56,7 @@ struct process {
   int open_handles;
   int exit_code;
   uint32_t grace_ms;              /* server.shutdown_grace_ms at start */
+  uint64_t shutdown_ns;           /* uv_hrtime() when draining began */
   char instance[300];             /* host:port, this instance's name */
 };
 
@@ -122,6 +124,12 @@ static int reload(void *arg, struct mg_cfg_errors *e) {
         cfg->admin.enabled != o->admin.enabled ||
         cfg->server.workers != o->server.workers)
       mg_warn("reload: listen addresses and workers change only on restart");
+    /* The state file is owned (locked) by this process from its start:
+     * it moves only on restart, and the reload says so (issue 10.3). */
+    if (strcmp(cfg->admin.state_file, o->admin.state_file) != 0)
+      mg_warn("reload: admin.state_file changes only on restart: overrides "
+              "stay in %s, not %s",
+              o->admin.state_file, cfg->admin.state_file);
   }
   /* Requests in flight keep their snapshot and finish on it; new ones see
    * the new one from now on, on every worker. */
@@ -211,6 +219,7 @@ static void shutdown_begin(struct process *p) {
   if (p->draining)
     return;
   p->draining = true;
+  p->shutdown_ns = uv_hrtime();
   mg_info("shutdown: draining %u worker(s)", p->ninit);
   if (p->admin_listening) {
     p->admin_listening = false;
@@ -299,10 +308,25 @@ static int write_port_file(struct process *p, int port) {
 static void on_admin_connection(uv_stream_t *listener, int status) {
   struct process *p = listener->data;
   if (status < 0) {
-    mg_warn("admin accept: %s", uv_strerror(status));
+    mg_worker_accept_failed(&p->workers[0], true, status);
     return;
   }
   mg_conn_accept(&p->admin_env, listener);
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+static bool host_is_loopback(const char *host) {
+  unsigned char a[16];
+  static const unsigned char v6_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                          0, 0, 0, 0, 0, 0, 0, 1};
+  static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0,    0,
+                                              0, 0, 0, 0, 0xff, 0xff};
+  if (inet_pton(AF_INET, host, a) == 1)
+    return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) == 1)
+    return memcmp(a, v6_lo, 16) == 0 ||
+           (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
+  return false;
 }
 
 static int start_admin(struct process *p) {
@@ -325,6 +349,20 @@ static int start_admin(struct process *p) {
   p->admin_env.nconns = 0;
   if (!ac->enabled)
     return 0;
+  {
+    /* Anyone who reaches an admin API without a token reads the state and
+     * the config's names: off the loopback, a token is required (issue 10,
+     * point 4). */
+    struct mg_wsnap *ws = mg_worker_snap(w0);
+    bool open_api = ws->snap->admin_token == NULL;
+    mg_wsnap_release(ws);
+    if (open_api && !host_is_loopback(ac->listen_host)) {
+      mg_error("admin: refusing to listen on %s without a token: set the "
+               "variable admin.token_env names, or listen on 127.0.0.1",
+               ac->listen_host);
+      return -EINVAL;
+    }
+  }
   if ((rc = uv_ip4_addr(ac->listen_host, ac->listen_port,
                         (struct sockaddr_in *)&ss)) != 0 &&
       (rc = uv_ip6_addr(ac->listen_host, ac->listen_port,
@@ -438,6 +476,9 @@ static int start(struct process *p, struct mg_config *cfg) {
   return 0;
 }
 
+/* The least time the decision log gets to write its last lines at exit. */
+#define LOG_CLOSE_MIN_MS 100
+
 int mg_process_serve(struct mg_config *cfg, const char *config_path,
                      const char *port_file) {
   struct process p;
@@ -472,8 +513,18 @@ int mg_process_serve(struct mg_config *cfg, const char *config_path,
     code = code ? code : 1;
   }
   /* Every line queued reaches the file; then the state goes. */
-  if (p.tm)
-    mg_tel_dlog_close(p.tm);
+  if (p.tm) {
+    /* The grace bounds the whole exit, the log's last lines included: a
+     * sink that blocks (a FIFO nobody reads, a hung mount) must not keep
+     * the process alive (issue 10, point 3). The log gets what is left of
+     * the grace, and at least LOG_CLOSE_MIN_MS for its last batch. */
+    int64_t left = (int64_t)p.grace_ms;
+    if (p.draining)
+      left -= (int64_t)((uv_hrtime() - p.shutdown_ns) / 1000000u);
+    if (left < LOG_CLOSE_MIN_MS)
+      left = LOG_CLOSE_MIN_MS;
+    mg_tel_dlog_close_within(p.tm, left);
+  }
   mg_rt_free(p.rt);
   mg_tel_free(p.tm);
   free(p.config_path);

@@ -370,6 +370,12 @@ struct mg_config *mg_config_load_file(const char *path,
     goto out;
   }
   c = mg_config_load_string(buf ? buf : "", len, path, e);
+  /* The places the config names are judged here, once for `check`,
+   * `serve` and a reload alike (issue 10, point 3). */
+  if (c && mg_dlog_cfg_check(&c->dlog, e) != 0) {
+    mg_config_unref(c);
+    c = NULL;
+  }
 out:
   free(buf);
   fclose(f);

@@ -29,11 +29,15 @@ struct mg_dlog {
   struct mg_dlog_cfg pending; /* the config to switch to at reopen */
   bool has_pending;
   struct mg_dlog_stats st;
+  uint64_t back_lines;       /* lines of the batch being written */
+  bool done;                 /* the writer has returned */
+  pthread_cond_t done_cv;    /* mg_dlog_close waits here */
   /* The writer's own. */
   struct mg_buf back;        /* owned: lines being written */
   struct mg_dlog_cfg cfg;    /* owned copy in force */
   int fd;
   uint64_t size;             /* bytes in the current file */
+  int64_t warned_ms;         /* monotonic ms of the last write-error line */
 };
 
 /* ---- config ------------------------------------------------------------------- */
@@ -87,6 +91,46 @@ void mg_dlog_cfg_free(struct mg_dlog_cfg *c) {
     free(c->attrs[i]);
   free(c->attrs);
   memset(c, 0, sizeof(*c));
+}
+
+int mg_dlog_cfg_check(const struct mg_dlog_cfg *c, struct mg_cfg_errors *e) {
+  const char *p = "$.decision_log.path";
+  struct stat sb;
+  char dir[4096];
+  const char *slash;
+  int err = 0;
+
+  if (!c->enabled || c->path == NULL)
+    return 0;
+  if (stat(c->path, &sb) == 0) {
+    if (S_ISDIR(sb.st_mode))
+      err = EISDIR;
+    else if (!S_ISFIFO(sb.st_mode) && access(c->path, W_OK) != 0)
+      err = errno;
+  } else if (errno != ENOENT) {
+    err = errno;
+  } else {
+    /* The file is created when the log opens: its directory must exist and
+     * take new files. */
+    slash = strrchr(c->path, '/');
+    if (slash == NULL)
+      snprintf(dir, sizeof(dir), ".");
+    else if (slash == c->path)
+      snprintf(dir, sizeof(dir), "/");
+    else
+      snprintf(dir, sizeof(dir), "%.*s", (int)(slash - c->path), c->path);
+    if (stat(dir, &sb) != 0)
+      err = errno;
+    else if (!S_ISDIR(sb.st_mode))
+      err = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) != 0)
+      err = errno;
+  }
+  if (err == 0)
+    return 0;
+  mg_cfg_error(e, p, "cannot open decision log %s: %s", c->path,
+               strerror(err));
+  return -err;
 }
 
 static int cfg_copy(struct mg_dlog_cfg *dst, const struct mg_dlog_cfg *src) {
@@ -205,7 +249,22 @@ static void write_back(struct mg_dlog *l) {
     l->st.write_errors++;
     l->st.dropped += lost;
   }
+  l->back_lines = 0; /* counted now, one way or the other */
+  lost = l->st.dropped;
   pthread_mutex_unlock(&l->mu);
+  if (err) {
+    /* Said while it happens (a full disk), at most every 10 seconds, not
+     * only in the exit summary (issue 10, point 3). */
+    struct timespec now;
+    int64_t ms;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (l->warned_ms == 0 || ms - l->warned_ms >= 10000) {
+      l->warned_ms = ms;
+      mg_warn("decision log: cannot write %s: %s (%llu lines dropped so far)",
+              l->cfg.path, strerror(err), (unsigned long long)lost);
+    }
+  }
   mg_buf_reset(&l->back);
 }
 
@@ -234,6 +293,7 @@ static void *writer(void *arg) {
     l->back = l->front;
     l->front = tmp;
     l->front.max = l->back.max;
+    l->back_lines = l->front_lines;
     l->front_lines = 0;
     stop = l->stop;
     reopen = l->reopen;
@@ -255,6 +315,7 @@ static void *writer(void *arg) {
         mg_error("decision log: cannot reopen %s: %s", l->cfg.path,
                  strerror(errno));
     }
+
     if (stop) {
       /* Stopping: loop until nothing is left (the loop thread no longer
        * writes once it asked us to stop). */
@@ -266,6 +327,10 @@ static void *writer(void *arg) {
         break;
     }
   }
+  pthread_mutex_lock(&l->mu);
+  l->done = true;
+  pthread_cond_broadcast(&l->done_cv);
+  pthread_mutex_unlock(&l->mu);
   return NULL;
 }
 
@@ -290,10 +355,12 @@ struct mg_dlog *mg_dlog_open(const struct mg_dlog_cfg *cfg, char *err,
   }
   pthread_mutex_init(&l->mu, NULL);
   pthread_cond_init(&l->cv, NULL);
+  pthread_cond_init(&l->done_cv, NULL);
   if (pthread_create(&l->thread, NULL, writer, l) != 0) {
     snprintf(err, errlen, "cannot start the decision log writer");
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->done_cv);
     close(l->fd);
     goto fail;
   }
@@ -330,6 +397,12 @@ int mg_dlog_write(struct mg_dlog *l, const char *line, size_t len) {
   return rc == 0 ? 0 : -ENOSPC;
 }
 
+void mg_dlog_drop(struct mg_dlog *l) {
+  pthread_mutex_lock(&l->mu);
+  l->st.dropped++;
+  pthread_mutex_unlock(&l->mu);
+}
+
 void mg_dlog_reopen(struct mg_dlog *l, const struct mg_dlog_cfg *cfg) {
   pthread_mutex_lock(&l->mu);
   if (cfg) {
@@ -348,13 +421,42 @@ void mg_dlog_stats(struct mg_dlog *l, struct mg_dlog_stats *out) {
   pthread_mutex_unlock(&l->mu);
 }
 
-void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final) {
+bool mg_dlog_close_within(struct mg_dlog *l, int64_t ms,
+                          struct mg_dlog_stats *final) {
+  struct timespec deadline;
   if (l == NULL)
-    return;
+    return true;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  if (ms >= 0) {
+    deadline.tv_sec += (time_t)(ms / 1000);
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+  }
   pthread_mutex_lock(&l->mu);
   l->stop = true;
-  pthread_mutex_unlock(&l->mu);
   pthread_cond_signal(&l->cv);
+  while (!l->done) {
+    if (ms < 0) {
+      pthread_cond_wait(&l->done_cv, &l->mu);
+    } else if (pthread_cond_timedwait(&l->done_cv, &l->mu, &deadline) ==
+                   ETIMEDOUT &&
+               !l->done) {
+      /* The sink does not take the lines (a FIFO nobody reads, a hung
+       * mount): the writer is stuck in write() or open(), and nothing can
+       * take it out. Whatever it holds and whatever is queued is counted as
+       * dropped, and the writer and its buffers are left to the process's
+       * exit: freeing them under a thread that may wake would be worse. */
+      l->st.dropped += l->front_lines + l->back_lines;
+      l->front_lines = l->back_lines = 0;
+      if (final)
+        *final = l->st;
+      pthread_mutex_unlock(&l->mu);
+      pthread_detach(l->thread);
+      return false;
+    }
+  }
+  pthread_mutex_unlock(&l->mu);
   pthread_join(l->thread, NULL);
   if (l->fd >= 0) {
     fsync(l->fd);
@@ -369,5 +471,11 @@ void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final) {
   mg_buf_free(&l->back);
   pthread_mutex_destroy(&l->mu);
   pthread_cond_destroy(&l->cv);
+  pthread_cond_destroy(&l->done_cv);
   free(l);
+  return true;
+}
+
+void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final) {
+  (void)mg_dlog_close_within(l, -1, final);
 }

@@ -36,6 +36,11 @@ struct mg_dlog_cfg {
 void mg_dlog_cfg_parse(struct mg_dlog_cfg *c, const cJSON *obj,
                        struct mg_cfg_errors *e);
 void mg_dlog_cfg_free(struct mg_dlog_cfg *c);
+/* Can the log be opened where c says (the path is not a directory, its
+ * directory exists and is writable)? Creates nothing. 0, or a negative
+ * errno with the error added to e. `check`, `serve` and a reload all ask,
+ * so that they judge a config the same way. */
+int mg_dlog_cfg_check(const struct mg_dlog_cfg *c, struct mg_cfg_errors *e);
 
 struct mg_dlog_stats {
   uint64_t lines;        /* written to the file */
@@ -53,6 +58,9 @@ struct mg_dlog *mg_dlog_open(const struct mg_dlog_cfg *cfg, char *err,
 /* Queue one line (the log adds the newline). 0, or -ENOSPC when the line
  * was dropped. Never blocks on I/O. */
 int mg_dlog_write(struct mg_dlog *l, const char *line, size_t len);
+/* Count one line as dropped that never reached mg_dlog_write (it could not
+ * be formatted): a record is never lost uncounted. */
+void mg_dlog_drop(struct mg_dlog *l);
 /* Reopen the file at the next write (SIGUSR1); with a new config (reload),
  * the new path and limits apply from then on. */
 void mg_dlog_reopen(struct mg_dlog *l, const struct mg_dlog_cfg *cfg);
@@ -60,5 +68,11 @@ void mg_dlog_stats(struct mg_dlog *l, struct mg_dlog_stats *out);
 /* Write everything queued, stop the writer, close the file; the final
  * counts go to final (may be NULL). */
 void mg_dlog_close(struct mg_dlog *l, struct mg_dlog_stats *final);
+/* The same, waiting at most ms (< 0: for ever). When the sink has not
+ * taken every line by then, the lines not written are counted as dropped
+ * in final, the writer thread is left blocked (l must not be used again)
+ * and false is returned. */
+bool mg_dlog_close_within(struct mg_dlog *l, int64_t ms,
+                          struct mg_dlog_stats *final);
 
 #endif

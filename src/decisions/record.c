@@ -92,9 +92,24 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
   return 0;
 }
 
-/* A JSON string: at most 6 bytes per input byte, plus the quotes. Bytes
- * that are not UTF-8 (a Latin-1 header value, say) become U+FFFD so that
- * every line stays valid JSON. */
+/* How much of a value the record keeps: a client chooses its user id, its
+ * attribute values and its metadata, and a value escaped at 6 bytes a byte
+ * must not push its own line past the line buffer, or a client could hide
+ * its request from the audit log (issue 10, point 3). The cut falls on a
+ * UTF-8 boundary, before a continuation byte. */
+static size_t clip_len(const char *s, size_t n) {
+  size_t k;
+  if (n <= MG_RECORD_VALUE_MAX)
+    return n;
+  k = MG_RECORD_VALUE_MAX;
+  while (k > MG_RECORD_VALUE_MAX - 3 && ((unsigned char)s[k] & 0xc0) == 0x80)
+    k--;
+  return k;
+}
+
+/* The marker after a cut value: U+2026 and the length the client sent. */
+#define CLIP_MARK_MAX 48
+
 /* 1 for the bytes that go into a JSON string as they are: printable
  * ASCII but '"' (0x22) and '\\' (0x5c). The rest is escaped, or checked
  * as UTF-8 (0x80 and up, all 0 here). */
@@ -109,9 +124,14 @@ static const unsigned char json_safe[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
 };
 
+/* A JSON string: at most 6 bytes per input byte, plus the quotes. Bytes
+ * that are not UTF-8 (a Latin-1 header value, say) become U+FFFD so that
+ * every line stays valid JSON. A value longer than MG_RECORD_VALUE_MAX is
+ * cut and ends in "\u2026[truncated from N bytes]". */
 static void w_str(struct w *w, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
-  size_t i, run = 0;
+  size_t i, run = 0, full = n;
+  n = clip_len(s, n);
   *w->p++ = '"';
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
@@ -151,6 +171,11 @@ static void w_str(struct w *w, const char *s, size_t n) {
     }
   }
   w_raw(w, s + n - run, run);
+  if (n < full) {
+    W_LIT(w, "\\u2026[truncated from ");
+    w_u64(w, full);
+    W_LIT(w, " bytes]");
+  }
   *w->p++ = '"';
 }
 
@@ -181,7 +206,13 @@ static void w_ts(struct w *w, int64_t ms) {
   *w->p++ = '"';
 }
 
-static size_t bound_cstr(const char *s) { return s ? strlen(s) * 6 + 2 : 4; }
+/* Bytes a string of n bytes takes at most in a record. */
+static size_t bound_str(size_t n) {
+  return n > MG_RECORD_VALUE_MAX ? MG_RECORD_VALUE_MAX * 6 + CLIP_MARK_MAX + 2
+                                 : n * 6 + 2;
+}
+
+static size_t bound_cstr(const char *s) { return s ? bound_str(strlen(s)) : 4; }
 
 /* Bytes the record can take at most: every string escaped at 6 bytes a
  * byte, every number at 32. */
@@ -194,11 +225,12 @@ static size_t bound(const struct mg_record *r) {
        bound_cstr(r->fallback_reason) + bound_cstr(r->cache) +
        bound_cstr(r->unit_source) + bound_cstr(r->client) +
        bound_cstr(r->instance) + 256;
-  n += r->unit ? r->unit_len * 6 + 2 : 4;
+  n += r->unit ? bound_str(r->unit_len) : 4;
   for (i = 0; i < r->nweights; i++)
     n += bound_cstr(r->weights[i].variant) + 40;
   for (i = 0; i < r->nattrs; i++)
-    n += (r->attrs[i].name_len + r->attrs[i].value_len) * 6 + 8;
+    n += bound_str(r->attrs[i].name_len) + bound_str(r->attrs[i].value_len) +
+         4;
   for (i = 0; i < r->nattempts; i++)
     n += bound_cstr(r->attempts[i].target) +
          bound_cstr(r->attempts[i].outcome) + 160;

@@ -106,6 +106,11 @@ struct mg_record {
   const char *instance;        /* this instance's name, or NULL */
 };
 
+/* The bytes of one string value a record keeps (a unit id, an attribute,
+ * ...): a longer one is cut at a UTF-8 boundary and ends in
+ * "\u2026[truncated from N bytes]", so that every record fits its line. */
+#define MG_RECORD_VALUE_MAX 1024u
+
 /* A record with nothing known yet: every token count and the bucket -1. */
 void mg_record_init(struct mg_record *r);
 

@@ -287,7 +287,14 @@ static void record(struct mg_plan *p, const struct mg_outcome *o, int64_t now) {
   const struct mg_policy *pol = mg_policy_of(p->fb, t);
   /* Low confidence says nothing about the upstream's health. */
   bool ok = o->trigger == 0 || o->trigger == MG_TRIG_LOW_CONF;
-  int changed =
+  int changed;
+  if (o->local) {
+    /* Our own shortage says nothing about the upstream either: a
+     * half-open breaker's probe slot is given back. */
+    mg_plan_abandon(p);
+    return;
+  }
+  changed =
       mg_breaker_record(p->breakers[t->index], &pol->breaker, now, ok, p->probe);
   if (changed >= 0) {
     p->breaker_target = t;

@@ -91,6 +91,9 @@ struct mg_plan_opts {
 struct mg_outcome {
   uint32_t trigger;        /* one MG_TRIG_* bit, or 0 for a good answer */
   uint32_t retry_after_ms; /* the upstream's Retry-After, or 0 */
+  bool local;              /* the failure is modelgate's own (out of file
+                            * descriptors): the target's breaker learns
+                            * nothing from it (issue 10, point 3) */
 };
 
 /* The wait an upstream asked for before a retry, in ms, from the values of

@@ -140,8 +140,87 @@ static cJSON *state_json(struct mg_worker *w) {
 
 /* ---- actions ------------------------------------------------------------------ */
 
-/* Who asks, until callers name themselves. */
-static const struct mg_actor admin_actor = {"admin", NULL};
+/* Who asks and why: a caller may say so in the body of a kill, an unkill,
+ * a ramp action or a DELETE of weights ({"by": "...", "reason": "..."}), or
+ * in the headers x-modelgate-by and x-modelgate-reason (any call, PUT
+ * weights included); the body wins. Bounded, so that the event line and
+ * the state file stay small (issue 10, point 4). */
+#define ACTOR_BY_MAX 128
+#define ACTOR_REASON_MAX 1024
+
+struct actor_buf {
+  char by[ACTOR_BY_MAX + 1];
+  char reason[ACTOR_REASON_MAX + 1];
+  struct mg_actor a;
+};
+
+static bool actor_set(struct mg_resp *c, char *dst, size_t max,
+                      const char *what, const char *v, size_t n) {
+  char msg[160];
+  if (n > max) {
+    snprintf(msg, sizeof(msg), "\"%s\" is longer than %zu bytes.", what, max);
+    fail(c, 400, msg, "invalid_actor");
+    return false;
+  }
+  memcpy(dst, v, n);
+  dst[n] = '\0';
+  return true;
+}
+
+/* Fill ab from the request; false when it is malformed (answered). */
+static bool actor_of(struct mg_resp *c, bool body_says, struct actor_buf *ab) {
+  const struct mg_http_req *r = mg_resp_req(c);
+  struct mg_str v;
+  const char *b = r->body.data;
+  size_t n = r->body.len;
+  bool ok = true;
+
+  ab->by[0] = ab->reason[0] = '\0';
+  if (mg_http_req_header(r, "x-modelgate-by", &v))
+    ok = actor_set(c, ab->by, ACTOR_BY_MAX, "x-modelgate-by", v.p, v.len);
+  if (ok && mg_http_req_header(r, "x-modelgate-reason", &v))
+    ok = actor_set(c, ab->reason, ACTOR_REASON_MAX, "x-modelgate-reason", v.p,
+                   v.len);
+  while (body_says && n && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r' ||
+                            b[0] == '\n')) {
+    b++;
+    n--;
+  }
+  if (ok && body_says && n) {
+    cJSON *j = cJSON_ParseWithLength(b, n), *it;
+    if (!cJSON_IsObject(j)) {
+      fail(c, 400, "The body must be empty or a JSON object "
+                   "{\"by\": \"...\", \"reason\": \"...\"}.",
+           "invalid_actor");
+      ok = false;
+    }
+    cJSON *members = ok ? j : (cJSON *)NULL;
+    cJSON_ArrayForEach(it, members) {
+      bool by = strcmp(it->string, "by") == 0,
+           why = strcmp(it->string, "reason") == 0;
+      char msg[320];
+      if ((!by && !why) || !cJSON_IsString(it)) {
+        snprintf(msg, sizeof(msg),
+                 "\"%.64s\": the body takes the strings \"by\" and "
+                 "\"reason\" only.",
+                 it->string);
+        fail(c, 400, msg, "invalid_actor");
+        ok = false;
+        break;
+      }
+      ok = by ? actor_set(c, ab->by, ACTOR_BY_MAX, "by", it->valuestring,
+                          strlen(it->valuestring))
+              : actor_set(c, ab->reason, ACTOR_REASON_MAX, "reason",
+                          it->valuestring, strlen(it->valuestring));
+      if (!ok)
+        break;
+    }
+    cJSON_Delete(j);
+  }
+  ab->a.by = ab->by[0] ? ab->by : "admin";
+  ab->a.reason = ab->reason[0] ? ab->reason : NULL;
+  return ok;
+}
 
 /* The answer to a verb: the state after it, or why it failed. */
 static void after_verb(struct mg_worker *w, struct mg_resp *c, int rc,
@@ -159,7 +238,7 @@ static void after_verb(struct mg_worker *w, struct mg_resp *c, int rc,
 
 static void set_weights(struct mg_worker *w, struct mg_resp *c,
                         const struct mg_flag *f, const char *body,
-                        size_t len) {
+                        size_t len, const struct mg_actor *actor) {
   cJSON *j = cJSON_ParseWithLength(body, len), *it;
   const char *names[MG_FLAG_MAX_VARIANTS];
   uint32_t wt[MG_FLAG_MAX_VARIANTS], sum = 0, n = 0;
@@ -214,7 +293,7 @@ static void set_weights(struct mg_worker *w, struct mg_resp *c,
     goto out;
   }
   {
-    int rc = mg_rt_set_weights(w->sh->rt, f->name, names, wt, n, &admin_actor, msg,
+    int rc = mg_rt_set_weights(w->sh->rt, f->name, names, wt, n, actor, msg,
                                sizeof(msg));
     after_verb(w, c, rc, msg);
   }
@@ -324,6 +403,15 @@ static bool authorized(const char *token, struct mg_resp *c, bool mutation) {
   return true;
 }
 
+/* The whole path matches the pattern (two %[...] conversions, then %n):
+ * "/kill123", "/kill.json", "/kill/extra" and "/unkill/../kill" are not
+ * "/kill" (issue 10, point 4). */
+static bool url_is(const char *path, const char *pattern, char *a, char *b) {
+  int end = -1;
+  return sscanf(path, pattern, a, b, &end) == 2 && end >= 0 &&
+         path[end] == '\0';
+}
+
 static void admin_handle(void *owner, struct mg_resp *c,
                          const struct mg_route *route) {
   struct mg_worker *w = owner;
@@ -359,14 +447,17 @@ static void admin_handle(void *owner, struct mg_resp *c,
       fail_method(c, "POST", "Use POST.");
     else if (authorized(token, c, true))
       reload(w, c);
-  } else if (sscanf(path, "/admin/flags/%255[^/]/ramp/%31[a-z]", flag,
-                    action) == 2) {
+  } else if (url_is(path, "/admin/flags/%255[^/]/ramp/%31[a-z]%n", flag,
+                    action)) {
     const struct mg_flag *f = mg_flags_find(&ws->snap->cfg->flags, flag);
+    struct actor_buf ab;
     char msg[320];
     int rc;
     if (m != HTTP_POST) {
       fail_method(c, "POST", "Use POST.");
     } else if (!authorized(token, c, true)) {
+      /* answered */
+    } else if (!actor_of(c, true, &ab)) {
       /* answered */
     } else if (f == NULL) {
       snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
@@ -380,8 +471,8 @@ static void admin_handle(void *owner, struct mg_resp *c,
                "or restart.",
                action);
       fail(c, 404, msg, "unknown_url");
-    } else if ((rc = mg_rt_ramp_action(w->sh->rt, f->name, action, NULL, msg,
-                                       sizeof(msg))) == 0) {
+    } else if ((rc = mg_rt_ramp_action(w->sh->rt, f->name, action, &ab.a,
+                                       msg, sizeof(msg))) == 0) {
       reply(c, 200, state_json(w));
     } else {
       fail(c, rc == -ENOENT ? 404 : (rc == -EINVAL ? 409 : 500), msg,
@@ -390,9 +481,9 @@ static void admin_handle(void *owner, struct mg_resp *c,
                                           : (rc == -EIO ? "state_not_saved"
                                                         : "internal_error")));
     }
-  } else if (sscanf(path, "/admin/flags/%255[^/]/%31[a-z]", flag, action) ==
-             2) {
+  } else if (url_is(path, "/admin/flags/%255[^/]/%31[a-z]%n", flag, action)) {
     const struct mg_flag *f = mg_flags_find(&ws->snap->cfg->flags, flag);
+    struct actor_buf ab;
     bool kill = strcmp(action, "kill") == 0,
          unkill = strcmp(action, "unkill") == 0,
          weights = strcmp(action, "weights") == 0;
@@ -405,14 +496,28 @@ static void admin_handle(void *owner, struct mg_resp *c,
                   "Use PUT to set weights, DELETE to clear them.");
     } else if (!authorized(token, c, true)) {
       /* answered */
+    } else if (!actor_of(c, !(weights && m == HTTP_PUT), &ab)) {
+      /* answered */
     } else if (f == NULL) {
       char msg[320];
       snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
       fail(c, 404, msg, "unknown_flag");
+    } else if (unkill && !f->enabled) {
+      /* The file's "enabled": false is a kill no admin call lifts: say so
+       * rather than answer 200 with the flag still off. A runtime kill on
+       * top of it is removed all the same (issue 10, point 4). */
+      char msg[400];
+      int rc = mg_rt_kill(w->sh->rt, f->name, false, &ab.a, msg, sizeof(msg));
+      if (rc == 0 || rc == -EIO)
+        snprintf(msg, sizeof(msg),
+                 "Flag %s is disabled in the config file (\"enabled\": "
+                 "false): unkill cannot turn it on. Any runtime kill is "
+                 "removed; enable the flag in the file and reload.",
+                 f->name);
+      fail(c, 409, msg, "flag_disabled");
     } else if (kill || unkill) {
       char msg[320];
-      int rc = mg_rt_kill(w->sh->rt, f->name, kill, &admin_actor, msg,
-                          sizeof(msg));
+      int rc = mg_rt_kill(w->sh->rt, f->name, kill, &ab.a, msg, sizeof(msg));
       after_verb(w, c, rc, msg);
     } else if (ws->snap->cfg->ramps.v[f->index].enabled) {
       /* The ramp owns the weights: two hands on one dial would fight. */
@@ -424,11 +529,12 @@ static void admin_handle(void *owner, struct mg_resp *c,
       fail(c, 409, msg, "ramp_conflict");
     } else if (m == HTTP_DELETE) {
       char msg[320];
-      int rc = mg_rt_clear_weights(w->sh->rt, f->name, &admin_actor, msg,
+      int rc = mg_rt_clear_weights(w->sh->rt, f->name, &ab.a, msg,
                                    sizeof(msg));
       after_verb(w, c, rc, msg);
     } else {
-      set_weights(w, c, f, r->body.data ? r->body.data : "", r->body.len);
+      set_weights(w, c, f, r->body.data ? r->body.data : "", r->body.len,
+                  &ab.a);
     }
   } else if (sscanf(path, "/admin/targets/%255[^/]/%31[a-z_]", flag,
                     action) == 2 &&

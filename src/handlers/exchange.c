@@ -1278,7 +1278,7 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
   const struct mg_target *t = ex->call_target;
   const struct mg_policy *pol = mg_policy_of(&ex->cfg->fallbacks, t);
   struct attempt *a;
-  struct mg_outcome o = {0, 0};
+  struct mg_outcome o = {0, 0, false};
   struct verdict v;
   struct mg_buf answer;
 
@@ -1297,6 +1297,21 @@ static void on_target_done(struct mg_up_call *call, enum mg_up_result res) {
     goto out;
   }
   judge(ex, call, res, &v);
+  if (res == MG_UP_LOCAL) {
+    /* Out of descriptors (or memory) here: the upstream is not to blame,
+     * its breaker learns nothing, and operators hear of it at once
+     * (issue 10, point 3). */
+    static _Thread_local uint64_t last_warn;
+    uint64_t now = uv_now(ex->w->loop);
+    o.local = true;
+    mg_tel_local_error(ex->w->tel, t->name);
+    if (last_warn == 0 || now - last_warn >= 1000) {
+      last_warn = now;
+      mg_warn("request %s: cannot call target %s: %s (a local shortage, "
+              "not the upstream's fault)",
+              ex->id, t->name, call->error[0] ? call->error : "no resources");
+    }
+  }
   if (ex->stream_started) {
     /* Bytes reached the client: no fallback is possible any more. The
      * stream's own end event says whether it completed: a transport that
@@ -1660,7 +1675,7 @@ static void start_target_call(struct mg_exchange *ex,
   ex->call = start_call(ex, mg_up_views_target(views, t, ex->ep->id), t, &ur,
                         &target_cbs);
   if (ex->call == NULL) {
-    struct mg_outcome o = {MG_TRIG_CONNECT, 0};
+    struct mg_outcome o = {MG_TRIG_CONNECT, 0, false};
     set_failure(ex, 503, "upstream_unavailable",
                 "Could not start the upstream request.");
     mg_plan_result(&ex->plan, &o, (int64_t)now_ms(ex), 0, &ex->step);

@@ -23,6 +23,8 @@ static void override_free(struct mg_override *x) {
   free(x->variants);
   free(x->weights);
   free(x->flag);
+  free(x->by);
+  free(x->reason);
   memset(x, 0, sizeof(*x));
 }
 
@@ -80,6 +82,24 @@ static void prune(struct mg_overrides *o, struct mg_override *x) {
   override_free(x);
   memmove(&o->v[i], &o->v[i + 1], (o->n - i - 1) * sizeof(*x));
   o->n--;
+}
+
+int mg_overrides_note(struct mg_overrides *o, const char *flag,
+                      const char *by, const char *reason) {
+  struct mg_override *x = mg_overrides_find(o, flag);
+  char *b = NULL, *r = NULL;
+  if (x == NULL)
+    return 0;
+  if ((by && (b = strdup(by)) == NULL) ||
+      (reason && (r = strdup(reason)) == NULL)) {
+    free(b);
+    return -ENOMEM;
+  }
+  free(x->by);
+  free(x->reason);
+  x->by = b;
+  x->reason = r;
+  return 0;
 }
 
 int mg_overrides_kill(struct mg_overrides *o, const char *flag, bool killed,
@@ -194,6 +214,10 @@ int mg_overrides_to_json(const struct mg_overrides *o, cJSON **out) {
     mg_rfc3339_format(x->updated_ms, ts);
     if (cJSON_AddStringToObject(f, "updated", ts) == NULL)
       goto oom;
+    if (x->by && cJSON_AddStringToObject(f, "by", x->by) == NULL)
+      goto oom;
+    if (x->reason && cJSON_AddStringToObject(f, "reason", x->reason) == NULL)
+      goto oom;
   }
   *out = root;
   return 0;
@@ -242,6 +266,14 @@ int mg_overrides_from_json(struct mg_overrides *o, const cJSON *json,
       }
       if (mg_overrides_set_weights(&fresh, f->string, names, bp, n,
                                    updated) != 0)
+        goto oom;
+    }
+    {
+      const cJSON *by = cJSON_GetObjectItemCaseSensitive(f, "by"),
+                  *why = cJSON_GetObjectItemCaseSensitive(f, "reason");
+      if ((by || why) &&
+          mg_overrides_note(&fresh, f->string, cJSON_GetStringValue(by),
+                            cJSON_GetStringValue(why)) != 0)
         goto oom;
     }
   }

@@ -22,6 +22,8 @@ struct mg_override {
   char **variants;        /* owned names, nweights of them */
   uint32_t *weights;      /* owned, basis points */
   int64_t updated_ms;     /* wall clock of the last change */
+  char *by;               /* owned: who made the last change, or NULL */
+  char *reason;           /* owned: why, or NULL */
 };
 
 struct mg_overrides {
@@ -35,6 +37,11 @@ void mg_overrides_free(struct mg_overrides *o);
 /* The override of a flag, or NULL. */
 struct mg_override *mg_overrides_find(const struct mg_overrides *o,
                                       const char *flag);
+
+/* Note who made the last change of flag's override and why (either may be
+ * NULL); nothing when the flag has no override (the change removed it). */
+int mg_overrides_note(struct mg_overrides *o, const char *flag,
+                      const char *by, const char *reason) MG_WARN_UNUSED;
 
 /* Set or clear a kill. */
 int mg_overrides_kill(struct mg_overrides *o, const char *flag, bool killed,

@@ -24,6 +24,10 @@
 #include "common/time.h"
 #include "routing/override.h"
 #include "routing/target_override.h"
+#include "runtime/statefile.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- the structures -------------------------------------------------------- */
 
@@ -73,6 +77,8 @@ struct mg_runtime {
   unsigned nworkers;
   struct mg_config *cfg;           /* owned reference: the config in force */
   char *state_file;                /* owned: where overrides persist */
+  int state_lock;                  /* owned: the flock on state_file.lock,
+                                    * or -1 */
   struct mg_overrides overrides;
   struct mg_target_overrides toverrides; /* min_confidence by target */
   /* Feedback budgets by client name ("" for callers without a key): token
@@ -551,6 +557,17 @@ static int load_state(struct mg_runtime *rt, char *err, size_t errlen) {
              strerror(errno));
     return rc;
   }
+  {
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+      snprintf(err, errlen,
+               "state file %s is a directory; admin.state_file must name a "
+               "file",
+               rt->state_file);
+      fclose(f);
+      return -EISDIR;
+    }
+  }
   do {
     if (len == cap) {
       char *p = realloc(buf, cap = cap ? cap * 2 : 4096);
@@ -571,6 +588,22 @@ static int load_state(struct mg_runtime *rt, char *err, size_t errlen) {
              rt->state_file);
     rc = -EINVAL;
     goto out;
+  }
+  {
+    /* A file of another version is not read as if it were ours: its kills
+     * might mean something else, or nothing (issue 10, point 3). */
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (!cJSON_IsNumber(v) || v->valuedouble != 1) {
+      char *vs = v ? cJSON_PrintUnformatted(v) : NULL;
+      snprintf(err, errlen,
+               "state file %s has %s%s; this modelgate reads version 1: fix "
+               "or remove it",
+               rt->state_file, vs ? "version " : "no version",
+               vs ? vs : "");
+      free(vs);
+      rc = -EINVAL;
+      goto out;
+    }
   }
   {
     const cJSON *ov = cJSON_GetObjectItemCaseSensitive(root, "overrides");
@@ -728,12 +761,20 @@ struct mg_runtime *mg_rt_new(struct mg_config *cfg, unsigned nworkers,
   mg_map_init(&rt->breakers);
   mg_map_init(&rt->ramps);
   mg_map_init(&rt->live);
+  rt->state_lock = -1;
   rt->state_file = strdup(cfg->admin.state_file);
   if (rt->state_file == NULL || cache_init(rt, &cfg->fallbacks.cache) != 0) {
     snprintf(err, errlen, "out of memory");
     mg_rt_free(rt);
     return NULL;
   }
+  /* One owner per state file; then what its crashed saves left goes. */
+  if ((rt->state_lock = mg_statefile_lock(rt->state_file, err, errlen)) < -1) {
+    rt->state_lock = -1;
+    mg_rt_free(rt);
+    return NULL;
+  }
+  (void)mg_statefile_clean(rt->state_file);
   if (load_state(rt, err, errlen) != 0) {
     mg_rt_free(rt);
     return NULL;
@@ -785,6 +826,8 @@ void mg_rt_free(struct mg_runtime *rt) {
       free(rt->fb_buckets.slots[i].value);
   mg_map_free(&rt->fb_buckets);
   pthread_mutex_destroy(&rt->fb_mu);
+  if (rt->state_lock >= 0)
+    close(rt->state_lock);
   free(rt->state_file);
   mg_config_unref(rt->cfg);
   pthread_mutex_destroy(&rt->pub_mu);
@@ -840,8 +883,13 @@ static int override_changed(struct mg_runtime *rt, const struct mg_flag *f,
   uint32_t i;
   /* Saved first, then in force: a change in force is never newer than the
    * state file (a crash in between cannot bring a killed version back). A
-   * failed save does not hold the change back. */
-  int saved = save_state(rt), rc = publish(rt);
+   * failed save does not hold the change back. Who asked, and why, is kept
+   * with the override (issue 10, point 4). */
+  int saved = (by && mg_overrides_note(&rt->overrides, f->name, by->by,
+                                       by->reason) != 0)
+                  ? -ENOMEM
+                  : save_state(rt),
+      rc = publish(rt);
   if (rc != 0) {
     snprintf(msg, n, "Out of memory.");
     return rc;

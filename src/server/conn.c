@@ -1185,6 +1185,8 @@ void mg_conn_accept(struct mg_conn_env *env, uv_stream_t *listener) {
     static _Thread_local uint64_t last_log;
     uint64_t now = uv_now(env->loop);
     env->refused_full++;
+    if (env->refused_conn && !*env->draining)
+      env->refused_conn(env->owner, env->admin);
     if (!*env->draining && now - last_log >= 1000) {
       last_log = now;
       mg_warn("%s: refusing connections: %zu open (max_connections %u); "

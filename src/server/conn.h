@@ -52,6 +52,8 @@ struct mg_conn_env {
                   double ms);
   /* The number of connections changed (gauges); may be NULL. */
   void (*count)(void *owner, size_t n);
+  /* A connection was refused at max_connections (counted); may be NULL. */
+  void (*refused_conn)(void *owner, bool admin);
   /* Every connection is closed and the owner is draining. May be NULL. */
   void (*idle)(void *owner);
   /* The list (conn.c's). */

@@ -370,10 +370,32 @@ static void on_tick(uv_timer_t *t) {
   }
 }
 
+static void on_refused_conn(void *owner, bool admin) {
+  struct mg_worker *w = owner;
+  mg_tel_conn_refused(w->tel, admin ? "admin" : "main", "max_connections");
+}
+
+void mg_worker_accept_failed(struct mg_worker *w, bool admin, int status) {
+  /* Counted, and logged at most once a second per listener (a flood must
+   * not flood the log). */
+  static _Thread_local uint64_t last[2];
+  uint64_t now = uv_now(w->loop);
+  bool fds = status == UV_EMFILE || status == UV_ENFILE;
+  mg_tel_conn_refused(w->tel, admin ? "admin" : "main",
+                      fds ? "no_fds" : "accept_error");
+  if (last[admin] == 0 || now - last[admin] >= 1000) {
+    last[admin] = now;
+    mg_warn("%s: cannot accept a connection: %s%s", admin ? "admin" : "accept",
+            uv_strerror(status),
+            fds ? " (out of file descriptors: raise the limit, ulimit -n)"
+                : "");
+  }
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   struct mg_worker *w = listener->data;
   if (status < 0) {
-    mg_warn("accept: %s", uv_strerror(status));
+    mg_worker_accept_failed(w, false, status);
     return;
   }
   (void)refresh(w);
@@ -473,6 +495,7 @@ int mg_worker_init(struct mg_worker *w, unsigned index, struct mg_shared *sh,
   w->env.new_id = env_new_id;
   w->env.refused = env_refused;
   w->env.count = on_conns_count;
+  w->env.refused_conn = on_refused_conn;
   w->env.idle = on_conns_idle;
 
   rc = bind_listener(w, sc->listen_host, *port ? *port : sc->listen_port,

@@ -153,5 +153,8 @@ uint64_t mg_worker_random(struct mg_worker *w);
 /* This worker's gauges now (any thread): open connections, requests in
  * flight, upstream transfers, and pauses so far. */
 void mg_worker_live(struct mg_worker *w, struct mg_tel_live *out);
+/* An accept of this worker's listener (or of the admin listener, on
+ * worker 0) failed with status: counted and logged, rate-limited. */
+void mg_worker_accept_failed(struct mg_worker *w, bool admin, int status);
 
 #endif

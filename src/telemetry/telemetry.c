@@ -119,6 +119,15 @@ static const struct {
      MG_COUNTER, NULL, 0},
     {"modelgate_retries_total", "Retries of a target after a failure.",
      MG_COUNTER, NULL, 0},
+    {"modelgate_local_errors_total",
+     "Calls to a target that failed for a shortage of modelgate's own (file "
+     "descriptors, memory): not the upstream's fault, not counted by its "
+     "breaker.",
+     MG_COUNTER, NULL, 0},
+    {"modelgate_connections_refused_total",
+     "Client connections closed unserved, by listener (main, admin) and "
+     "reason (max_connections, no_fds, accept_error).",
+     MG_COUNTER, NULL, 0},
     {"modelgate_breaker_state",
      "Circuit breaker per target: 0 closed, 1 open, 2 half-open.", MG_GAUGE,
      NULL, 0},
@@ -328,12 +337,20 @@ void mg_tel_dlog_reopen(struct mg_telemetry *tm) {
 }
 
 void mg_tel_dlog_close(struct mg_telemetry *tm) {
+  mg_tel_dlog_close_within(tm, -1);
+}
+
+void mg_tel_dlog_close_within(struct mg_telemetry *tm, int64_t ms) {
   struct mg_dlog *l = atomic_exchange(&tm->dlog, NULL);
   struct mg_dlog_stats ds;
   if (l == NULL)
     return;
-  /* Everything queued reaches the file before the process ends. */
-  mg_dlog_close(l, &ds);
+  /* Everything queued reaches the file before the process ends, unless
+   * the file does not take it in time (issue 10, point 3). */
+  if (!mg_dlog_close_within(l, ms, &ds))
+    mg_warn("decision log: the file did not take the last lines within the "
+            "shutdown grace (%lld ms): they are dropped",
+            (long long)ms);
   if (ds.dropped)
     mg_warn("decision log: %llu lines written, %llu dropped",
             (unsigned long long)ds.lines, (unsigned long long)ds.dropped);
@@ -356,6 +373,8 @@ void mg_tel_decision(struct mg_wtel *w, const struct mg_record *r) {
   mg_buf_reset(&w->line);
   if (mg_record_format(r, &w->line) == 0)
     mg_dlog_write(l, w->line.data, w->line.len);
+  else
+    mg_dlog_drop(l);
 }
 
 int mg_tel_feedback_line(struct mg_wtel *w, const struct mg_feedback_item *it,
@@ -489,6 +508,16 @@ void mg_tel_feedback(struct mg_wtel *w, const char *metric,
     pthread_mutex_unlock(&w->mu);
   }
   mg_buf_free(&l);
+}
+
+void mg_tel_local_error(struct mg_wtel *w, const char *target) {
+  count_labels(w, "modelgate_local_errors_total", "target", target, NULL);
+}
+
+void mg_tel_conn_refused(struct mg_wtel *w, const char *listener,
+                         const char *reason) {
+  count_labels(w, "modelgate_connections_refused_total", "listener",
+               listener, "reason", reason, NULL);
 }
 
 void mg_tel_stream_error(struct mg_wtel *w, const char *route) {
@@ -633,8 +662,11 @@ void mg_tel_event(struct mg_telemetry *tm, const struct mg_event *ev) {
       global_count(tm, "modelgate_ramp_rollbacks_total", l.data);
   }
   mg_buf_reset(&l);
-  if (mg_record_event_begin(&l, mg_wall_ms(), ev->type) == 0 &&
-      mg_event_members(ev, &l) == 0 && mg_buf_append(&l, "}", 1) == 0) {
+  if (!(mg_record_event_begin(&l, mg_wall_ms(), ev->type) == 0 &&
+        mg_event_members(ev, &l) == 0 && mg_buf_append(&l, "}", 1) == 0)) {
+    if (dl)
+      mg_dlog_drop(dl);
+  } else {
     char *copy = strdup(l.data);
     if (dl)
       mg_dlog_write(dl, l.data, l.len);

@@ -46,6 +46,9 @@ void mg_tel_dlog_reopen(struct mg_telemetry *tm);
 /* Flush and close, logging how many lines were written and dropped. After
  * every worker has stopped. */
 void mg_tel_dlog_close(struct mg_telemetry *tm);
+/* The same, waiting at most ms for the file (< 0: for ever); lines it did
+ * not take by then are counted as dropped. */
+void mg_tel_dlog_close_within(struct mg_telemetry *tm, int64_t ms);
 
 /* ---- workers ---------------------------------------------------------------- */
 
@@ -67,6 +70,14 @@ void mg_tel_observe(struct mg_wtel *w, const char *route, const char *target,
 void mg_tel_fallback(struct mg_wtel *w, const char *target, const char *tier,
                      const char *reason);
 void mg_tel_retry(struct mg_wtel *w, const char *target);
+/* A call to target failed for a local shortage (out of file descriptors
+ * or memory): modelgate_local_errors_total{target}. */
+void mg_tel_local_error(struct mg_wtel *w, const char *target);
+/* A connection was refused before it was served: listener "main" or
+ * "admin", reason "max_connections" or "no_fds" (accept failed for lack of
+ * file descriptors) or "accept_error". */
+void mg_tel_conn_refused(struct mg_wtel *w, const char *listener,
+                         const char *reason);
 void mg_tel_stream_error(struct mg_wtel *w, const char *route);
 /* The series counting a flag's decisions with this variant and reason
  * (cache the pointer: it lives as long as the telemetry), then count one

@@ -669,7 +669,9 @@ static void test_kill(void **state) {
   st = adm_want(e, "POST", "/admin/flags/dark/kill", "", 200);
   assert_true(bool_of(st, "flags.dark.kill_override"));
   cJSON_Delete(st);
-  st = adm_want(e, "POST", "/admin/flags/dark/unkill", "", 200);
+  /* 409 flag_disabled since issue 10 (test_unkill_disabled_flag). */
+  cJSON_Delete(adm_want(e, "POST", "/admin/flags/dark/unkill", "", 409));
+  st = state_now(e);
   assert_true(bool_of(st, "flags.dark.killed"));
   assert_false(bool_of(st, "flags.dark.kill_override"));
   cJSON_Delete(st);
@@ -681,6 +683,263 @@ static void test_kill(void **state) {
   }
   cJSON_Delete(adm_want(e, "POST", "/admin/flags/chat/unkill", "", 200));
   users_follow(e, 20, 50, 50, "rollout");
+}
+
+/* ---- issue 10, point 4: operators can always reach the kill switch ------- */
+
+/* The admin listener has its own connection budget: ten idle client
+ * connections at server.max_connections 10 fill the main listener (an
+ * eleventh is refused), and the admin API still answers and kills. */
+static void test_admin_own_budget(void **state) {
+  struct tenv *e = *state;
+  char *c = cfg_text(e, TOKEN_ENV, "50", "50", ""), *p;
+  int fds[10], extra, i;
+  cJSON *st;
+  static const char key[] = "\"shutdown_grace_ms\":2000";
+
+  p = strstr(c, key);
+  assert_non_null(p);
+  {
+    char *c2 = fmt("%.*s\"max_connections\":10,\"workers\":1,%s",
+                   (int)(p - c), c, p);
+    assert_int_equal(mg_h_write_file(e->config, c2), 0);
+    free(c2);
+  }
+  free(c);
+  run(e);
+  for (i = 0; i < 10; i++) {
+    fds[i] = mg_h_connect(e->gate.port);
+    assert_true(fds[i] >= 0);
+  }
+  /* The gate has taken all ten when an eleventh is closed on arrival. */
+  {
+    double deadline = mg_h_now_ms() + 3000 * SLOW;
+    bool refused = false;
+    while (!refused && mg_h_now_ms() < deadline) {
+      extra = mg_h_connect(e->gate.port);
+      assert_true(extra >= 0);
+      refused = mg_h_wait_closed(extra, 300);
+      close(extra);
+    }
+    assert_true(refused);
+  }
+  for (i = 0; i < 3; i++) {
+    st = state_now(e);
+    cJSON_Delete(st);
+  }
+  st = adm_want(e, "POST", "/admin/flags/chat/kill", "", 200);
+  assert_true(bool_of(st, "flags.chat.killed"));
+  cJSON_Delete(st);
+  /* The refusals are counted (the admin listener serves /metrics too) and
+   * logged (issue 10, point 3). */
+  {
+    char *m = metrics(e->gate.admin_port);
+    double v = mval(m, "modelgate_connections_refused_total",
+                    "listener=\"main\",reason=\"max_connections\"");
+    if (!(v >= 1))
+      fail_msg("refusals not counted (%g):\n%s", v, m);
+    free(m);
+  }
+  assert_true(file_contains(e->gate.log_file, "refusing connections"));
+  for (i = 0; i < 10; i++)
+    close(fds[i]);
+}
+
+/* Admin URLs match exactly: a suffix, an extension, an extra segment or a
+ * dot segment is 404 and changes nothing. */
+static void test_admin_urls_exact(void **state) {
+  struct tenv *e = *state;
+  static const char *const kills[] = {
+      "/admin/flags/chat/kill123", "/admin/flags/chat/kill.json",
+      "/admin/flags/chat/kill/extra", "/admin/flags/chat/kill/",
+      "/admin/flags/chat/ramp/pause123", "/admin/flags/chat/ramp/pause/x",
+      NULL};
+  struct mg_h_resp r;
+  cJSON *st;
+  int i;
+
+  start_w(e, "50", "50");
+  for (i = 0; kills[i]; i++) {
+    adm(e, "POST", kills[i], "", &r);
+    if (r.status != 404)
+      fail_msg("POST %s: want 404, got %d: %s", kills[i], r.status, r.body);
+    assert_error_msg(&r, 404, "unknown_url", NULL, 0);
+    mg_h_resp_free(&r);
+    st = state_now(e);
+    if (bool_of(st, "flags.chat.killed"))
+      fail_msg("POST %s killed the flag", kills[i]);
+    cJSON_Delete(st);
+  }
+  cJSON_Delete(adm_want(e, "POST", "/admin/flags/chat/kill", "", 200));
+  adm(e, "POST", "/admin/flags/chat/unkill/../kill", "", &r);
+  assert_error_msg(&r, 404, "unknown_url", NULL, 0);
+  mg_h_resp_free(&r);
+  adm(e, "POST", "/admin/flags/chat/unkill123", "", &r);
+  assert_error_msg(&r, 404, "unknown_url", NULL, 0);
+  mg_h_resp_free(&r);
+  st = state_now(e);
+  assert_true(bool_of(st, "flags.chat.killed"));
+  cJSON_Delete(st);
+}
+
+/* The last event of this type in /admin/live, or NULL. */
+static cJSON *live_event(struct tenv *e, const char *type) {
+  struct mg_h_resp r;
+  cJSON *live, *ev, *found = NULL;
+  adm(e, "GET", "/admin/live", NULL, &r);
+  assert_int_equal(r.status, 200);
+  live = json_body(&r);
+  mg_h_resp_free(&r);
+  cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(live, "events")) {
+    const char *line = cJSON_GetStringValue(ev);
+    cJSON *l = line ? cJSON_Parse(line) : cJSON_Duplicate(ev, 1);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(l, "event");
+    if (cJSON_IsString(t) && strcmp(t->valuestring, type) == 0) {
+      found = l; /* newest first */
+      break;
+    }
+    cJSON_Delete(l);
+  }
+  cJSON_Delete(live);
+  return found;
+}
+
+/* A caller says who it is and why, in the body or in headers: the event
+ * line and /admin/state (and the state file, across a restart) show it;
+ * without either it is "admin"; malformed or oversized names are 400. */
+static void test_admin_actor(void **state) {
+  struct tenv *e = *state;
+  struct mg_h_resp r;
+  cJSON *st, *ev, *f;
+  char big[2000];
+
+  start_w(e, "50", "50");
+  st = adm_want(e, "POST", "/admin/flags/chat/kill",
+                "{\"by\":\"alice\",\"reason\":\"incident 4711\"}", 200);
+  assert_string_equal(str_at(st, "overrides.chat.by"), "alice");
+  assert_string_equal(str_at(st, "overrides.chat.reason"), "incident 4711");
+  cJSON_Delete(st);
+  ev = live_event(e, "kill");
+  assert_non_null(ev);
+  assert_string_equal(str_at(ev, "by"), "alice");
+  assert_string_equal(str_at(ev, "reason"), "incident 4711");
+  cJSON_Delete(ev);
+  f = state_file_json(e);
+  assert_string_equal(str_at(f, "overrides.chat.by"), "alice");
+  cJSON_Delete(f);
+  restart(e);
+  st = state_now(e);
+  assert_string_equal(str_at(st, "overrides.chat.by"), "alice");
+  assert_string_equal(str_at(st, "overrides.chat.reason"), "incident 4711");
+  cJSON_Delete(st);
+
+  /* Headers, for PUT weights (whose body is the weights). */
+  assert_int_equal(adm_h(e, "PUT", "/admin/flags/chat/weights",
+                         AUTH "x-modelgate-by: bob\r\n"
+                              "x-modelgate-reason: canary looks fine\r\n",
+                         "{\"ctl\":70,\"trt\":30}", &r),
+                   200);
+  mg_h_resp_free(&r);
+  st = state_now(e);
+  assert_string_equal(str_at(st, "overrides.chat.by"), "bob");
+  assert_string_equal(str_at(st, "overrides.chat.reason"),
+                      "canary looks fine");
+  cJSON_Delete(st);
+  ev = live_event(e, "weights");
+  assert_non_null(ev);
+  assert_string_equal(str_at(ev, "by"), "bob");
+  assert_string_equal(str_at(ev, "reason"), "canary looks fine");
+  cJSON_Delete(ev);
+
+  /* Nobody named: "admin", no reason. */
+  cJSON_Delete(adm_want(e, "POST", "/admin/flags/plain/kill", "", 200));
+  ev = live_event(e, "kill");
+  assert_string_equal(str_at(ev, "by"), "admin");
+  assert_string_equal(str_at(ev, "flag"), "plain");
+  assert_null(cJSON_GetObjectItemCaseSensitive(ev, "reason"));
+  cJSON_Delete(ev);
+
+  /* Malformed: not an object, another member, not a string, too long. */
+  adm(e, "POST", "/admin/flags/chat/unkill", "by alice", &r);
+  assert_error_msg(&r, 400, "invalid_actor", NULL, 0);
+  mg_h_resp_free(&r);
+  adm(e, "POST", "/admin/flags/chat/unkill", "{\"who\":\"x\"}", &r);
+  assert_error_msg(&r, 400, "invalid_actor", NULL, 0);
+  mg_h_resp_free(&r);
+  adm(e, "POST", "/admin/flags/chat/unkill", "{\"by\":7}", &r);
+  assert_error_msg(&r, 400, "invalid_actor", NULL, 0);
+  mg_h_resp_free(&r);
+  memset(big, 'r', sizeof(big));
+  memcpy(big, "{\"reason\":\"", 11);
+  memcpy(big + sizeof(big) - 3, "\"}", 3);
+  adm(e, "POST", "/admin/flags/chat/unkill", big, &r);
+  assert_error_msg(&r, 400, "invalid_actor", NULL, 0);
+  mg_h_resp_free(&r);
+  st = state_now(e);
+  assert_true(bool_of(st, "flags.chat.killed"));
+  cJSON_Delete(st);
+}
+
+/* An unkill of a flag the file disables says so (409 flag_disabled),
+ * instead of a 200 with the flag still off; a runtime kill on top of it is
+ * removed. */
+static void test_unkill_disabled_flag(void **state) {
+  struct tenv *e = *state;
+  struct mg_h_resp r;
+  char msg[400];
+  cJSON *st;
+
+  start_w(e, "50", "50");
+  cJSON_Delete(adm_want(e, "POST", "/admin/flags/dark/kill", "", 200));
+  adm(e, "POST", "/admin/flags/dark/unkill", "", &r);
+  assert_error_msg(&r, 409, "flag_disabled", msg, sizeof(msg));
+  mg_h_resp_free(&r);
+  assert_non_null(strstr(msg, "disabled in the config"));
+  assert_non_null(strstr(msg, "dark"));
+  st = state_now(e);
+  assert_true(bool_of(st, "flags.dark.killed"));
+  assert_false(bool_of(st, "flags.dark.kill_override"));
+  cJSON_Delete(st);
+  /* Without a runtime kill: the same answer. */
+  adm(e, "POST", "/admin/flags/dark/unkill", "", &r);
+  assert_error_msg(&r, 409, "flag_disabled", NULL, 0);
+  mg_h_resp_free(&r);
+}
+
+/* admin.listen off the loopback without a token: refused at start, saying
+ * why; on the loopback without a token it starts (read-only API). */
+static void test_admin_public_needs_token(void **state) {
+  struct tenv *e = *state;
+  char *c = cfg_text(e, "MGA_NO_SUCH_TOKEN_VAR", "50", "50", ""), *p, *out;
+  char *port_file = fmt("%s/port", e->dir);
+  const char *argv[] = {MG_BIN, "serve", "-c", e->config, "--port-file",
+                        port_file, NULL};
+  static const char lo[] = "\"listen\":\"127.0.0.1:0\",\"state_file\"";
+  int rc;
+
+  p = strstr(c, lo);
+  assert_non_null(p);
+  {
+    char *c2 = fmt("%.*s\"listen\":\"0.0.0.0:0\",\"state_file\"%s",
+                   (int)(p - c), c, p + strlen(lo));
+    assert_int_equal(mg_h_write_file(e->config, c2), 0);
+    free(c2);
+  }
+  rc = mg_h_run(argv, &out, 10000 * SLOW);
+  assert_non_null(out);
+  if (rc == 0 || strstr(out, "refusing to listen on 0.0.0.0 without a "
+                             "token") == NULL)
+    fail_msg("exit status %d: %s", rc, out);
+  assert_int_not_equal(access(port_file, F_OK), 0);
+  free(out);
+  /* The same with a token: it starts. */
+  {
+    const char *env[] = {"MGA_NO_SUCH_TOKEN_VAR=" TOKEN, NULL};
+    run_env(e, env);
+    gate_down(&e->gate);
+  }
+  free(c);
+  free(port_file);
 }
 
 /* A state file that cannot be written: the change is in force, and the
@@ -1023,7 +1282,8 @@ static void test_state_file_atomic(void **state) {
   assert_non_null(d);
   while ((de = readdir(d)) != NULL)
     if (strncmp(de->d_name, "state.json", 10) == 0 &&
-        strcmp(de->d_name, "state.json") != 0)
+        strcmp(de->d_name, "state.json") != 0 &&
+        strcmp(de->d_name, "state.json.lock") != 0) /* the owner's lock */
       fail_msg("a temporary file is left: %s", de->d_name);
   closedir(d);
   print_message("state file: %ld reads during 80 changes, %ld files\n", w.reads,
@@ -1551,6 +1811,11 @@ int main(void) {
       T(test_no_token),
       T(test_state_content),
       T(test_kill),
+      T(test_admin_own_budget),
+      T(test_admin_urls_exact),
+      T(test_admin_actor),
+      T(test_unkill_disabled_flag),
+      T(test_admin_public_needs_token),
       T(test_state_not_saved),
       T(test_weights),
       T(test_weights_duplicate_variant),

@@ -1141,6 +1141,93 @@ static void test_attr_not_utf8(void **state) {
   free(path);
 }
 
+/* A client cannot push its own record out of the log: a 180 kB metadata
+ * value of control characters under a listed attribute (6 bytes each once
+ * escaped: past the 1 MiB line buffer) and a 1 MB user id with raw units
+ * are cut with a marker, and every answered request still has its line;
+ * the exit summary counts nothing dropped (issue 10, point 3). */
+static void test_client_values_bounded(void **state) {
+  struct tenv *e = *state;
+  struct sent s[3];
+  struct dlog d;
+  char *path = log_path(e, "decisions.jsonl");
+  const cJSON *rec;
+  const char *v;
+  struct mg_buf b;
+  size_t i;
+
+  memset(s, 0, sizeof(s));
+  /* mg-mock takes bodies up to 1 MiB: these requests are answered by a
+   * traditional static answer behind a target nobody listens for. */
+  start(e, "{'admin':{'listen':'127.0.0.1:0'},"
+           "'server':{'listen':'127.0.0.1:0','log_level':'info'},"
+           "'decision_log':{'path':'@DIR/decisions.jsonl','flush_ms':20,"
+           "  'raw_units':true,'attrs':['plan']},"
+           "'targets':{'t':{'base_url':'http://127.0.0.1:1','model':'m-t',"
+           "  'breaker':{'enabled':false},'fallbacks':['traditional:s']}},"
+           "'traditional':{'s':{'static':'Static answer.'}},"
+           "'flags':{'byuser':{'off_variant':'a','variants':{"
+           "    'a':{'target':'t','weight':50},'b':{'target':'t','weight':50}}}},"
+           "'aliases':{'byuser':{'flag':'byuser'},'plain':{'target':'t'}}}");
+  /* 180 000 U+0001 in the metadata value. */
+  mg_buf_init(&b, 8u << 20);
+  assert_int_equal(mg_buf_puts(&b, "{\"model\":\"plain\",\"messages\":[{\"role\":"
+                                   "\"user\",\"content\":\"zq-b0\"}],"
+                                   "\"metadata\":{\"plan\":\""),
+                   0);
+  for (i = 0; i < 180000; i++)
+    assert_int_equal(mg_buf_append(&b, "\\u0001", 6), 0);
+  assert_int_equal(mg_buf_puts(&b, "\"}}"), 0);
+  s[0] = (struct sent){.what = "control-character attr", .prompt = "zq-b0"};
+  send_req(e, &s[0], "/v1/chat/completions", NULL, b.data);
+  assert_int_equal(s[0].status, 200);
+  /* A 1 MB user id, logged raw. */
+  mg_buf_reset(&b);
+  assert_int_equal(mg_buf_puts(&b, "{\"model\":\"byuser\",\"user\":\"ab"), 0);
+  for (i = 0; i < 1000000; i++)
+    assert_int_equal(mg_buf_append(&b, i % 2 ? "\xc3\xa9" : "u",
+                                   i % 2 ? 2 : 1),
+                     0);
+  assert_int_equal(mg_buf_puts(&b, "\",\"messages\":[{\"role\":\"user\","
+                                   "\"content\":\"zq-b1\"}]}"),
+                   0);
+  s[1] = (struct sent){.what = "1 MB user", .prompt = "zq-b1"};
+  send_req(e, &s[1], "/v1/chat/completions", NULL, b.data);
+  assert_int_equal(s[1].status, 200);
+  mg_buf_free(&b);
+  /* A short value is not touched. */
+  s[2] = (struct sent){.what = "short attr", .prompt = "zq-b2"};
+  send_req(e, &s[2], "/v1/chat/completions", "x-modelgate-attr-plan: pro\r\n",
+           "{\"model\":\"plain\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"zq-b2\"}]}");
+  assert_int_equal(wait_lines(path, 3, 3000 * SLOW), 3);
+  gate_down(&e->gate);
+
+  dlog_read(&d, path);
+  assert_int_equal(count_records(&d), 3);
+  rec = record_of(&d, s[0].id);
+  v = cJSON_GetStringValue(field(field(rec, "attrs"), "plan"));
+  assert_non_null(v);
+  assert_true(strlen(v) < 2048);
+  assert_int_equal(v[0], 1);
+  assert_int_equal(v[1023], 1);
+  assert_string_equal(v + 1024, "\xe2\x80\xa6[truncated from 180000 bytes]");
+  rec = record_of(&d, s[1].id);
+  v = cJSON_GetStringValue(field(rec, "unit"));
+  assert_non_null(v);
+  /* Cut before a character that would straddle byte 1024: "ab", then
+   * "u" + "é", the é at 1023..1024 is left out. */
+  assert_memory_equal(v, "abu\xc3\xa9u", 6);
+  assert_string_equal(v + 1023,
+                      "\xe2\x80\xa6[truncated from 1500002 bytes]");
+  expect_sfield(rec, "unit_kind", "user", "1 MB user");
+  rec = record_of(&d, s[2].id);
+  expect_sfield(field(rec, "attrs"), "plan", "pro", "short attr");
+  dlog_free(&d);
+  expect_final_counts(e, 3, 0);
+  free(path);
+}
+
 /* ---- (d) events ------------------------------------------------------------- */
 
 static const char events_cfg[] =
@@ -1636,16 +1723,28 @@ static void test_bad_path_refuses_to_start(void **state) {
   free(cfg);
   rc = mg_h_run(argv, &out, 10000 * SLOW);
   assert_non_null(out);
-  if (rc != 1)
-    fail_msg("exit status %d, want 1: %s", rc, out);
+  /* An invalid config: the exit status of one (issue 10, point 3). */
+  if (rc != 2)
+    fail_msg("exit status %d, want 2: %s", rc, out);
   want = fmt("cannot open decision log %s/no/such/dir/decisions.jsonl: %s",
              e->dir, strerror(ENOENT));
   if (strstr(out, want) == NULL)
     fail_msg("no \"%s\" in: %s", want, out);
   /* It never listened. */
   assert_int_not_equal(access(port_file, F_OK), 0);
-  free(want);
   free(out);
+  /* `check` judges it the same way. */
+  {
+    const char *cargv[] = {MG_BIN, "check", "-c", e->config, NULL};
+    rc = mg_h_run(cargv, &out, 10000 * SLOW);
+    assert_non_null(out);
+    if (rc != 2)
+      fail_msg("check: exit status %d, want 2: %s", rc, out);
+    if (strstr(out, want) == NULL)
+      fail_msg("check: no \"%s\" in: %s", want, out);
+    free(out);
+  }
+  free(want);
   free(port_file);
 }
 
@@ -1686,6 +1785,59 @@ static void test_symlinked_log_refused(void **state) {
   free(link);
   free(victim);
   free(port_file);
+}
+
+/* A reload that points the log at a missing directory, or at a directory,
+ * is refused like any invalid config: 422 naming the path, and the old log
+ * keeps every record (issue 10, point 3: it answered 200 and then dropped
+ * every line). */
+static void test_reload_bad_path_refused(void **state) {
+  struct tenv *e = *state;
+  static const char tmpl[] =
+      "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/state.json'},"
+      "'server':{'listen':'127.0.0.1:0','log_level':'info'},"
+      "'decision_log':{'path':'@DIR/%s','flush_ms':20},"
+      "'targets':{'t':{'base_url':'@MOCK','model':'m-t'}},"
+      "'aliases':{'plain':{'target':'t'}}}";
+  static const char *const bad[] = {"missing/d.jsonl", "adir", NULL};
+  char *a = log_path(e, "a.jsonl"), *t, *c, *d = log_path(e, "adir");
+  char ids[3][33];
+  struct dlog dl;
+  int k;
+
+  assert_int_equal(mkdir(d, 0755), 0);
+  t = fmt(tmpl, "a.jsonl");
+  start(e, t);
+  free(t);
+  plain_request(e, ids[0]);
+  for (k = 0; bad[k]; k++) {
+    struct mg_h_resp r;
+    t = fmt(tmpl, bad[k]);
+    c = q(e, t);
+    free(t);
+    assert_int_equal(mg_h_write_file(e->config, c), 0);
+    free(c);
+    assert_int_equal(mg_h_request(e->gate.admin_port, "POST", "/admin/reload",
+                                  AUTH, "", &r, T_MS * SLOW),
+                     0);
+    if (r.status != 422 || strstr(r.body, "cannot open decision log") == NULL ||
+        strstr(r.body, bad[k]) == NULL)
+      fail_msg("reload to %s: %d %s", bad[k], r.status, r.body);
+    mg_h_resp_free(&r);
+    plain_request(e, ids[k + 1]);
+  }
+  assert_int_equal(wait_lines(a, 5, 3000), 5);
+  gate_down(&e->gate);
+  dlog_read(&dl, a);
+  assert_int_equal(count_records(&dl), 3);
+  for (k = 0; k < 3; k++)
+    record_of(&dl, ids[k]);
+  /* Two refused reloads, two events. */
+  assert_int_equal(count_events(&dl), 2);
+  dlog_free(&dl);
+  expect_final_counts(e, 5, 0);
+  free(a);
+  free(d);
 }
 
 /* The disk fills up while serving (RLIMIT_FSIZE on the gate: writes past
@@ -1754,6 +1906,9 @@ static void test_disk_full_never_fails_requests(void **state) {
   assert_true(lines > 0);
   assert_true(metric(e->gate.port,
                      "modelgate_decision_log_write_errors_total") >= 1);
+  /* Said while it happens, not only at exit (issue 10, point 3). */
+  if (!file_contains(e->gate.log_file, "decision log: cannot write"))
+    fail_msg("the full disk is not in the gate's log while serving");
   gate_down(&e->gate);
   expect_final_counts(e, (unsigned long)lines, (long)dropped);
   /* The whole lines of the file are the lines counted written. */
@@ -1853,6 +2008,71 @@ static void test_stuck_disk_never_blocks_requests(void **state) {
   assert_true(lines + dropped == n);
   assert_true(d.len == 0 || d.buf[d.len - 1] == '\n');
   free(d.buf);
+  free(fifo);
+}
+
+
+/* SIGTERM while the log's sink blocks (a FIFO opened by a reader that
+ * never reads: the writer thread is stuck in write()): the shutdown grace
+ * bounds the whole exit, the lines the sink did not take are counted as
+ * dropped, and written + dropped is every record (issue 10, point 3: it
+ * waited for ever). */
+static void test_sigterm_bounded_when_log_blocks(void **state) {
+  struct tenv *e = *state;
+  char *fifo = log_path(e, "decisions.fifo"), *log;
+  int rfd, i, n = 400, rc;
+  unsigned long written = 0, dropped = 0;
+  size_t len, inpipe = 0;
+  double t0, took;
+  const char *at;
+  char b[65536];
+  ssize_t k;
+
+  assert_int_equal(mkfifo(fifo, 0644), 0);
+  rfd = open(fifo, O_RDONLY | O_NONBLOCK);
+  assert_true(rfd >= 0);
+  start(e, "{'admin':{'listen':'127.0.0.1:0',"
+           "'state_file':'@DIR/state.json'},"
+           "'server':{'listen':'127.0.0.1:0','log_level':'info',"
+           "'shutdown_grace_ms':1000},"
+           "'decision_log':{'path':'@DIR/decisions.fifo','flush_ms':5,"
+           "'buffer_bytes':4194304},"
+           "'targets':{'t':{'base_url':'@MOCK','model':'m-t'}},"
+           "'aliases':{'plain':{'target':'t'}}}");
+  /* About 700 bytes a record: far more than the pipe's 64 KiB. */
+  for (i = 0; i < n; i++) {
+    struct mg_h_resp r;
+    assert_int_equal(chat(e->gate.port, "plain", "zq-fifo", "", &r), 0);
+    assert_int_equal(r.status, 200);
+    mg_h_resp_free(&r);
+  }
+  mg_h_sleep_ms(100);
+  t0 = mg_h_now_ms();
+  rc = mg_h_stop(&e->gate, SIGTERM, 15000);
+  took = mg_h_now_ms() - t0;
+  if (rc != 0)
+    fail_msg("exit status %d at SIGTERM after %.0f ms", rc, took);
+  if (took > 1000 + 1500 * SLOW)
+    fail_msg("SIGTERM took %.0f ms with a grace of 1000 ms", took);
+  while ((k = read(rfd, b, sizeof(b))) > 0)
+    inpipe += count_in(b, (size_t)k, "\n");
+  close(rfd);
+
+  log = mg_h_read_file(e->gate.log_file, &len);
+  assert_non_null(log);
+  at = strstr(log, "decision log: ");
+  while (at && sscanf(at, "decision log: %lu lines written, %lu dropped",
+                      &written, &dropped) != 2)
+    at = strstr(at + 1, "decision log: ");
+  if (at == NULL)
+    fail_msg("no count of dropped lines in the gate's log:\n%s", log);
+  if (strstr(log, "within the shutdown grace") == NULL)
+    fail_msg("the gate's log does not say why lines were dropped:\n%s", log);
+  /* Every record is counted once: written, or dropped. */
+  assert_int_equal(written + dropped, (unsigned long)n);
+  assert_true(dropped > 0);
+  assert_true(inpipe >= written && inpipe <= (size_t)n);
+  free(log);
   free(fifo);
 }
 
@@ -1958,6 +2178,7 @@ int main(void) {
       T(test_raw_units),
       T(test_attrs),
       T(test_attr_not_utf8),
+      T(test_client_values_bounded),
       T(test_events),
       T(test_sigusr1_reopens),
       T(test_rotation),
@@ -1965,8 +2186,10 @@ int main(void) {
       T(test_reload_moves_log),
       T(test_bad_path_refuses_to_start),
       T(test_symlinked_log_refused),
+      T(test_reload_bad_path_refused),
       T(test_disk_full_never_fails_requests),
       T(test_stuck_disk_never_blocks_requests),
+      T(test_sigterm_bounded_when_log_blocks),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   mg_h_cleanup_dirs();

@@ -555,7 +555,22 @@ static void test_sticky_instances_restart(void **state) {
 
   gate_up(e, units_cfg);
   memset(&other, 0, sizeof(other));
-  gate_run_into(e, &other);
+  {
+    /* The same config but a state file of its own: one state file
+     * belongs to one process (issue 10, point 3). */
+    const char *env[] = {"MODELGATE_ADMIN_TOKEN=" TOKEN, NULL};
+    char *c = mg_h_read_file(e->config, NULL), *p, *c2, *path;
+    assert_non_null(c);
+    p = strstr(c, "/state.json");
+    assert_non_null(p);
+    c2 = fmt("%.*s/state-other.json%s", (int)(p - c), c, p + 11);
+    path = fmt("%s/other.json", e->dir);
+    assert_int_equal(mg_h_write_file(path, c2), 0);
+    assert_int_equal(mg_h_start_gate(&other, path, env), 0);
+    free(path);
+    free(c2);
+    free(c);
+  }
   observed(e->gate.port, a_s, a_t);
   observed(other.port, b_s, b_t);
   assert_string_equal(a_s, want_s);

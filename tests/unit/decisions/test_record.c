@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/json.h"
 #include "common/time.h"
 #include "decisions/record.h"
@@ -513,6 +515,70 @@ static void test_unit_raw(void **state) {
   line_free(&l);
 }
 
+/* What a client sends is bounded (issue 10, point 3): a value past
+ * MG_RECORD_VALUE_MAX bytes is cut at a UTF-8 boundary and ends in a
+ * marker with its length; 6-byte escapes of a 180 kB control-character
+ * value and a 1 MB unit still fit a 1 MiB line; a value of exactly the
+ * limit is kept whole. */
+static void test_values_bounded(void **state) {
+  struct mg_record r = minimal_record();
+  struct mg_record_attr a;
+  size_t n = 180000, u = 1000000;
+  char *ctl = malloc(n), *unit = malloc(u), *want;
+  struct mg_buf b;
+  cJSON *doc;
+  const char *v;
+  (void)state;
+  assert_non_null(ctl);
+  assert_non_null(unit);
+  memset(ctl, 1, n);
+  /* "é" from byte 1 on: byte 1024 is the second byte of one. */
+  memset(unit, 'u', u);
+  {
+    size_t i;
+    for (i = 1; i + 1 < u; i += 2) {
+      unit[i] = '\xc3';
+      unit[i + 1] = '\xa9';
+    }
+  }
+  a.name = "plan";
+  a.name_len = 4;
+  a.value = ctl;
+  a.value_len = n;
+  r.attrs = &a;
+  r.nattrs = 1;
+  r.unit = unit;
+  r.unit_len = u;
+  r.unit_kind = "user";
+  mg_buf_init(&b, 1u << 20);
+  assert_int_equal(mg_record_format(&r, &b), 0);
+  assert_true(b.len < 16384);
+  doc = cJSON_Parse(b.data);
+  assert_non_null(doc);
+  v = cJSON_GetStringValue(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "attrs"), "plan"));
+  assert_non_null(v);
+  assert_int_equal(strspn(v, "\x01"), 1024);
+  assert_string_equal(v + 1024, "\xe2\x80\xa6[truncated from 180000 bytes]");
+  v = cJSON_GetStringValue(cJSON_GetObjectItem(doc, "unit"));
+  assert_non_null(v);
+  assert_int_equal(v[1022], '\xa9');
+  want = "\xe2\x80\xa6[truncated from 1000000 bytes]";
+  assert_string_equal(v + 1023, want);
+  cJSON_Delete(doc);
+  mg_buf_free(&b);
+
+  /* Exactly the limit: whole, no marker. */
+  a.value_len = MG_RECORD_VALUE_MAX;
+  r.unit_len = 0;
+  mg_buf_init(&b, 1u << 20);
+  assert_int_equal(mg_record_format(&r, &b), 0);
+  assert_null(strstr(b.data, "truncated"));
+  mg_buf_free(&b);
+  free(ctl);
+  free(unit);
+}
+
 /* Numbers: fixed decimals with trailing zeros dropped, rounding to the
  * nearest; what is not finite is null; big values stay numbers. */
 static void test_numbers(void **state) {
@@ -871,6 +937,7 @@ int main(void) {
       cmocka_unit_test(test_tokens_null_or_object),
       cmocka_unit_test(test_bucket_values),
       cmocka_unit_test(test_unit_raw),
+      cmocka_unit_test(test_values_bounded),
       cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_weights_every_basis_point),
       cmocka_unit_test(test_buffer_too_small),

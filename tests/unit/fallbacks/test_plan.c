@@ -81,7 +81,7 @@ static void start(struct fx *f, const char *first, int64_t now) {
 
 static void result(struct fx *f, uint32_t trigger, uint32_t retry_after,
                    int64_t now) {
-  struct mg_outcome o = {trigger, retry_after};
+  struct mg_outcome o = {trigger, retry_after, false};
   mg_plan_result(&f->plan, &o, now, 0x123456789abcdefULL, &f->step);
 }
 
