@@ -281,6 +281,35 @@ static void test_field_name_not_token(void **state) {
  * code to any HTTP/1.1 request message that lacks a Host header field and
  * to any request message that contains more than one Host header field
  * line." */
+/* Only HTTP/1.0 and 1.1: other versions llhttp accepts get a 505 and the
+ * close (the answer is an HTTP/1.1 one, RFC 9110, 15.6.6). */
+static void test_http_version(void **state) {
+  struct tenv *e = *state;
+  static const char *const bad[] = {
+      "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
+      "GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n",
+      "GET /healthz HTTP/1.2\r\nHost: x\r\n\r\n",
+      "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n",
+  };
+  size_t i;
+  gate_std(e, "", "", "", "");
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *pieces[] = {bad[i], NULL};
+    struct mg_h_resp r;
+    send_pieces(e->gate.port, pieces, &r);
+    if (r.status != 505)
+      fail_msg("%.25s: want 505, got %d: %s", bad[i], r.status, r.body);
+    assert_error(&r, 505, "http_version_not_supported");
+    if (!r.closed)
+      fail_msg("%.25s: connection left open after a 505", bad[i]);
+    mg_h_resp_free(&r);
+  }
+  {
+    const char *ok[] = {"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", NULL};
+    expect_status(e->gate.port, ok, 200, true, "HTTP/1.1");
+  }
+}
+
 static void test_host(void **state) {
   struct tenv *e = *state;
   static const struct {
@@ -394,6 +423,7 @@ int main(void) {
       T(test_space_before_colon),
       T(test_field_name_not_token),
       T(test_host),
+      T(test_http_version),
       T(test_refusal_after_head),
   };
 #undef T
