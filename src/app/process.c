@@ -28,6 +28,7 @@
 #include "runtime/runtime.h"
 #include "server/conn.h"
 #include "server/worker.h"
+#include "store/redis.h"
 #include "telemetry/telemetry.h"
 
 struct process {
@@ -36,6 +37,7 @@ struct process {
   const char *port_file;          /* borrowed */
   struct mg_runtime *rt;          /* owned */
   struct mg_telemetry *tm;        /* owned */
+  struct mg_store *store;         /* owned: the fleet's store, or NULL */
   struct mg_shared sh;
   unsigned nworkers;
   unsigned ninit;                 /* workers set up */
@@ -67,6 +69,16 @@ static void on_event(void *arg, const struct mg_event *ev) {
   if (e.instance == NULL && p->instance[0])
     e.instance = p->instance;
   mg_tel_event(p->tm, &e);
+  /* A breaker of this instance opened (a hint names another instance):
+   * the others skip the target too. */
+  if (p->store && ev->instance == NULL && ev->target && ev->state &&
+      strcmp(ev->type, "breaker") == 0 && strcmp(ev->state, "open") == 0)
+    mg_store_breaker_opened(p->store, ev->target);
+}
+
+static void on_override_changed(void *arg, const char *flag) {
+  struct process *p = arg;
+  mg_store_override_changed(p->store, flag);
 }
 
 /* ---- the ramp timer --------------------------------------------------------------- */
@@ -178,6 +190,7 @@ static void maybe_close_all(struct process *p) {
   close_handle(p, (uv_handle_t *)&p->sig_usr1);
   close_handle(p, (uv_handle_t *)&p->admin_listener);
   close_handle(p, (uv_handle_t *)&p->stopped_async);
+  mg_store_close(p->store);
   mg_info("stopped");
 }
 
@@ -384,6 +397,7 @@ static int start(struct process *p, struct mg_config *cfg) {
   memset(&hooks, 0, sizeof(hooks));
   hooks.arg = p;
   hooks.event = on_event;
+  hooks.override_changed = on_override_changed;
   if (mg_tel_dlog_apply(p->tm, &cfg->dlog) != 0)
     return -EIO;
   p->rt = mg_rt_new(cfg, p->nworkers, &hooks, err, sizeof(err));
@@ -413,7 +427,19 @@ static int start(struct process *p, struct mg_config *cfg) {
       snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     snprintf(p->instance, sizeof(p->instance), "%s:%d", host, port);
+    if (cfg->redis.instance)
+      snprintf(p->instance, sizeof(p->instance), "%s", cfg->redis.instance);
     p->sh.instance = p->instance;
+  }
+  /* The fleet's overrides are read before any worker serves. */
+  if (cfg->redis.enabled) {
+    p->store = mg_store_new(&cfg->redis, p->loop, p->rt, p->instance, err,
+                            sizeof(err));
+    if (p->store == NULL) {
+      mg_error("%s", err);
+      return -EINVAL;
+    }
+    p->sh.store = p->store;
   }
   if ((rc = start_admin(p)) != 0)
     return rc;
@@ -472,6 +498,7 @@ int mg_process_serve(struct mg_config *cfg, const char *config_path,
   /* Every line queued reaches the file; then the state goes. */
   if (p.tm)
     mg_tel_dlog_close(p.tm);
+  mg_store_free(p.store);
   mg_rt_free(p.rt);
   mg_tel_free(p.tm);
   free(p.config_path);

@@ -16,6 +16,7 @@
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
 #include "ramps/ramp.h"
+#include "config/redis.h"
 #include "routing/clients.h"
 #include "routing/flag.h"
 #include "routing/route.h"
@@ -79,6 +80,7 @@ struct mg_config {
   struct mg_fallbacks fallbacks;
   struct mg_ramps ramps;       /* by flag index */
   struct mg_clients clients;   /* who may call the data plane */
+  struct mg_redis_cfg redis;   /* the fleet's store (config/redis.h) */
 };
 
 /* Load and validate; NULL with e filled on any error. */

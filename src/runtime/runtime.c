@@ -782,6 +782,8 @@ static int override_changed(struct mg_runtime *rt, const struct mg_flag *f,
   }
   warn_stale(rt);
   mg_info("admin: %s %s", what, f->name);
+  if (rt->hooks.override_changed)
+    rt->hooks.override_changed(rt->hooks.arg, f->name);
   st = &rt->cur->flag_states[f->index];
   memset(&ev, 0, sizeof(ev));
   ev.type = event;
@@ -1089,4 +1091,97 @@ bool mg_rt_ramp_view(const struct mg_snap *s, size_t i, int64_t mono,
     free(views);
   }
   return true;
+}
+
+/* ---- the fleet's store ---------------------------------------------------------- */
+
+const struct mg_overrides *mg_rt_overrides(struct mg_runtime *rt) {
+  return &rt->overrides;
+}
+
+int mg_rt_replace_overrides(struct mg_runtime *rt, struct mg_overrides *fresh,
+                            const char *store) {
+  struct mg_snap *before = mg_rt_snap(rt);
+  struct mg_overrides old = rt->overrides;
+  const struct mg_actor by = {store, "a change made on another instance"};
+  size_t i;
+  int rc;
+
+  rt->overrides = *fresh;
+  mg_overrides_init(fresh);
+  /* Saved first, then in force, as for an admin change. */
+  (void)save_state(rt);
+  rc = publish(rt);
+  if (rc != 0) {
+    *fresh = rt->overrides;
+    rt->overrides = old;
+    mg_snap_unref(before);
+    return rc;
+  }
+  mg_overrides_free(&old);
+  warn_stale(rt);
+  for (i = 0; i < rt->cfg->flags.n && before->cfg == rt->cfg; i++) {
+    const struct mg_flag *f = &rt->cfg->flags.v[i];
+    const struct mg_flag_state *a = &before->flag_states[i],
+                               *b = &rt->cur->flag_states[i];
+    const char *names[MG_FLAG_MAX_VARIANTS];
+    struct mg_event ev;
+    uint32_t j;
+    bool wchanged = a->has_weights != b->has_weights ||
+                    (b->has_weights &&
+                     memcmp(a->weights, b->weights,
+                            f->nvariants * sizeof(a->weights[0])) != 0);
+    if (a->killed == b->killed && !wchanged)
+      continue;
+    memset(&ev, 0, sizeof(ev));
+    ev.flag = f->name;
+    ev.actor = &by;
+    ev.step = -1;
+    ev.weight_bp = -1;
+    if (a->killed != b->killed) {
+      ev.type = b->killed ? "kill" : "unkill";
+      ev.severity = b->killed ? MG_SEV_WARNING : MG_SEV_INFO;
+    } else {
+      ev.type = b->has_weights ? "weights" : "weights_cleared";
+      ev.severity = MG_SEV_INFO;
+    }
+    if (b->has_weights) {
+      for (j = 0; j < f->nvariants; j++)
+        names[j] = f->variants[j].name;
+      ev.variants = names;
+      ev.nvariants = f->nvariants;
+      ev.weights_after = b->weights;
+    }
+    mg_info("%s: flag %s %s (changed on another instance)", store, f->name,
+            ev.type);
+    if (rt->hooks.event)
+      rt->hooks.event(rt->hooks.arg, &ev);
+  }
+  mg_snap_unref(before);
+  return 0;
+}
+
+void mg_rt_breaker_hint(struct mg_runtime *rt, const char *target,
+                        const char *origin, int64_t mono) {
+  const struct mg_target *t = mg_targets_find(&rt->cfg->targets, target);
+  struct mg_breaker *b;
+  struct mg_event ev;
+  if (t == NULL || (b = breaker_for(rt, t->name)) == NULL)
+    return;
+  if (!mg_breaker_trip(b, &mg_policy_of(&rt->cfg->fallbacks, t)->breaker,
+                       mono))
+    return;
+  mg_warn("breaker of target %s: open on a hint from instance %s (requests "
+          "skip it; this instance probes it itself when half-open)",
+          t->name, origin);
+  memset(&ev, 0, sizeof(ev));
+  ev.type = "breaker";
+  ev.severity = MG_SEV_WARNING;
+  ev.target = t->name;
+  ev.state = mg_breaker_state_name(MG_BREAKER_OPEN);
+  ev.step = -1;
+  ev.weight_bp = -1;
+  ev.instance = origin;
+  if (rt->hooks.event)
+    rt->hooks.event(rt->hooks.arg, &ev);
 }

@@ -75,6 +75,9 @@ struct mg_rt_hooks {
   void (*event)(void *arg, const struct mg_event *ev);
   /* A new snapshot is in force (control thread). */
   void (*published)(void *arg, struct mg_snap *snap);
+  /* An admin verb changed the override of flag (control thread; not
+   * called for mg_rt_replace_overrides): the fleet's store writes it. */
+  void (*override_changed)(void *arg, const char *flag);
 };
 
 /* Create the runtime on cfg (takes a reference): reads the state file named
@@ -190,5 +193,21 @@ struct mg_rt_ramp_view {
 /* Fill v for flag i of snapshot s at mono; false when it has no ramp. */
 bool mg_rt_ramp_view(const struct mg_snap *s, size_t i, int64_t mono,
                      struct mg_rt_ramp_view *v);
+
+/* ---- the fleet's store (control thread; store/redis.c) ------------------ */
+
+struct mg_overrides;
+/* The overrides in force (borrowed until the next verb). */
+const struct mg_overrides *mg_rt_overrides(struct mg_runtime *rt);
+/* Put the fleet's overrides in force: takes fresh's contents (fresh is left
+ * empty), saves the state file, publishes, and emits an event for each flag
+ * whose kill or weights changed (actor: the store). 0 or -ENOMEM. */
+int mg_rt_replace_overrides(struct mg_runtime *rt, struct mg_overrides *fresh,
+                            const char *store) MG_WARN_UNUSED;
+/* Another instance (origin) opened its breaker of target: open ours too
+ * (mg_breaker_trip) and emit a breaker event naming origin. mono: the
+ * workers' clock (uv_now). */
+void mg_rt_breaker_hint(struct mg_runtime *rt, const char *target,
+                        const char *origin, int64_t mono);
 
 #endif

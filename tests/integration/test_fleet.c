@@ -1,0 +1,501 @@
+/* test_fleet.c - instances that agree through Redis (issue 13), with real
+ * redis-server processes started on free ports (no persistence: --save ''
+ * --appendonly no) and two modelgate instances on loopback:
+ *
+ *   kill           a kill on one instance is in force on the other within
+ *                  1 s (its answers come from the off variant); an unkill
+ *                  on the other comes back as fast
+ *   weights        weights set on one are in force on the other within
+ *                  1 s; cleared the same way
+ *   restart        both instances stopped, one state file removed, both
+ *                  started again: the fleet's overrides are in force from
+ *                  the first request (read from Redis at start)
+ *   redis down     Redis killed mid-run with traffic flowing on both: not
+ *                  one request fails; /readyz stays 200 and says the store
+ *                  is unreachable, modelgate_store_up is 0; an admin kill is
+ *                  refused with 503 store_unreachable, and with force_local
+ *                  is 200 and in force on that instance only; Redis
+ *                  started again, empty: the overrides set before the
+ *                  outage are written back and the force_local kill
+ *                  reaches the other instance; the store is up again
+ *   breaker hint   a breaker opening on one instance opens it on the other
+ *                  within 1 s, though the other sent that target nothing */
+#define _GNU_SOURCE 1
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "common.h"
+#include "test_flags.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ---- redis ------------------------------------------------------------------ */
+
+struct fleet {
+  struct tenv *e;
+  pid_t redis;
+  int redis_port;
+  char redis_log[320];
+  struct mg_h_proc g[2];
+  char cfg[2][320];
+};
+
+static bool redis_ping(int port) {
+  int fd = mg_h_connect(port);
+  char buf[64];
+  ssize_t n = -1;
+  struct pollfd pfd;
+  if (fd < 0)
+    return false;
+  if (mg_h_sends(fd, "PING\r\n") == 0) {
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+    if (poll(&pfd, 1, 1000) == 1)
+      n = read(fd, buf, sizeof(buf) - 1);
+  }
+  close(fd);
+  return n >= 5 && memcmp(buf, "+PONG", 5) == 0;
+}
+
+static void redis_start(struct fleet *f) {
+  char port[16];
+  double deadline;
+  snprintf(port, sizeof(port), "%d", f->redis_port);
+  {
+    const char *argv[] = {"redis-server", "--port",       port,
+                          "--bind",       "127.0.0.1",    "--save",
+                          "",             "--appendonly", "no",
+                          "--dir",        f->e->dir,      NULL};
+    f->redis = spawn(argv, f->redis_log);
+  }
+  assert_true(f->redis > 0);
+  deadline = mg_h_now_ms() + 10000;
+  while (!redis_ping(f->redis_port)) {
+    if (mg_h_now_ms() > deadline)
+      fail_msg("redis-server did not start on port %d", f->redis_port);
+    mg_h_sleep_ms(20);
+  }
+}
+
+static void redis_kill(struct fleet *f) {
+  assert_true(reap(f->redis, SIGKILL, 5000) >= 0);
+  f->redis = 0;
+}
+
+/* ---- instances ---------------------------------------------------------------- */
+
+/* Flag "chat": ctl (t-a, model m-a) and trt (t-b, m-b), 50/50 by user;
+ * t-b's breaker opens after 2 failures. */
+static void write_cfgs(struct fleet *f) {
+  int i;
+  for (i = 0; i < 2; i++) {
+    char *t = fmt(
+        "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/state%d.json'},"
+        "'server':{'listen':'127.0.0.1:0','log_level':'info',"
+        "'shutdown_grace_ms':2000},"
+        "'decision_log':{'enabled':false},"
+        "'redis':{'url':'redis://127.0.0.1:%d/0','prefix':'mgtest:',"
+        "'timeout_ms':300,'resync_ms':1000,'instance':'i%d'},"
+        "'targets':{'t-a':{'base_url':'@MOCK','model':'m-a',"
+        "  'breaker':{'enabled':false}},"
+        "'t-b':{'base_url':'@MOCK','model':'m-b',"
+        "  'breaker':{'failures':2,'cooldown_ms':60000}}},"
+        "'flags':{'chat':{'off_variant':'ctl','variants':{"
+        "  'ctl':{'target':'t-a','weight':50},"
+        "  'trt':{'target':'t-b','weight':50}}}},"
+        "'aliases':{'m-chat':{'flag':'chat'}}}",
+        i + 1, f->redis_port, i + 1);
+    char *c = q(f->e, t);
+    snprintf(f->cfg[i], sizeof(f->cfg[i]), "%s/gate%d.json", f->e->dir, i + 1);
+    assert_int_equal(mg_h_write_file(f->cfg[i], c), 0);
+    free(c);
+    free(t);
+  }
+}
+
+static void gate_start_i(struct fleet *f, int i) {
+  const char *env[] = {"MODELGATE_ADMIN_TOKEN=" TOKEN, NULL};
+  if (mg_h_start_gate(&f->g[i], f->cfg[i], env) != 0)
+    fail_msg("modelgate %d did not start", i + 1);
+}
+
+static int setup(void **state) {
+  struct fleet *f = calloc(1, sizeof(*f));
+  if (f == NULL || tenv_setup((void **)&f->e) != 0)
+    return -1;
+  f->redis_port = free_port();
+  snprintf(f->redis_log, sizeof(f->redis_log), "%s/redis.log", f->e->dir);
+  redis_start(f);
+  write_cfgs(f);
+  gate_start_i(f, 0);
+  gate_start_i(f, 1);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fleet *f = *state;
+  int i, rc = 0;
+  for (i = 0; i < 2; i++)
+    if (f->g[i].pid > 0 && mg_h_stop(&f->g[i], SIGTERM, 15000) != 0) {
+      fprintf(stderr, "modelgate %d did not exit 0 at SIGTERM\n", i + 1);
+      rc = -1;
+    }
+  if (f->redis > 0)
+    reap(f->redis, SIGTERM, 5000);
+  if (tenv_teardown((void **)&f->e) != 0)
+    rc = -1;
+  free(f);
+  return rc;
+}
+
+/* ---- what an instance says ------------------------------------------------------ */
+
+static cJSON *adm_at(struct fleet *f, int i, const char *method,
+                     const char *path, const char *body, int want) {
+  struct mg_h_resp r;
+  cJSON *j;
+  if (mg_h_request(f->g[i].admin_port, method, path, AUTH, body, &r,
+                   T_MS * SLOW) != 0)
+    fail_msg("no answer from instance %d to %s %s", i + 1, method, path);
+  if (r.status != want)
+    fail_msg("instance %d: %s %s: want %d, got %d: %s", i + 1, method, path,
+             want, r.status, r.body);
+  j = cJSON_Parse(r.body);
+  mg_h_resp_free(&r);
+  return j;
+}
+
+static bool killed_at(struct fleet *f, int i) {
+  cJSON *st = admin_state_of(f->g[i].admin_port);
+  bool k = bool_of(st, "flags.chat.killed");
+  cJSON_Delete(st);
+  return k;
+}
+
+/* The weight of trt in force at instance i (-1: the file's, no override). */
+static double trt_weight_at(struct fleet *f, int i) {
+  cJSON *st = admin_state_of(f->g[i].admin_port);
+  const cJSON *w = at(st, "flags.chat.weights.trt");
+  bool ov = bool_of(st, "flags.chat.weights_override");
+  double d = ov && cJSON_IsNumber(w) ? w->valuedouble : -1;
+  cJSON_Delete(st);
+  return d;
+}
+
+static bool store_up_at(struct fleet *f, int i) {
+  cJSON *st = admin_state_of(f->g[i].admin_port);
+  const cJSON *r = at(st, "store.reachable");
+  bool up = cJSON_IsTrue(r);
+  cJSON_Delete(st);
+  return up;
+}
+
+/* Poll until killed_at(i) == want; the milliseconds it took, or fail after
+ * limit_ms. */
+static double wait_killed(struct fleet *f, int i, bool want, int limit_ms) {
+  double t0 = mg_h_now_ms(), t;
+  for (;;) {
+    t = mg_h_now_ms() - t0;
+    if (killed_at(f, i) == want)
+      return t;
+    if (t > limit_ms)
+      fail_msg("instance %d: killed is not %d after %d ms", i + 1, want,
+               limit_ms);
+    mg_h_sleep_ms(10);
+  }
+}
+
+static double wait_weight(struct fleet *f, int i, double want, int limit_ms) {
+  double t0 = mg_h_now_ms(), t;
+  for (;;) {
+    t = mg_h_now_ms() - t0;
+    if (trt_weight_at(f, i) == want)
+      return t;
+    if (t > limit_ms)
+      fail_msg("instance %d: trt's weight is %g, not %g after %d ms", i + 1,
+               trt_weight_at(f, i), want, limit_ms);
+    mg_h_sleep_ms(10);
+  }
+}
+
+static void wait_store(struct fleet *f, int i, bool up, int limit_ms) {
+  double deadline = mg_h_now_ms() + limit_ms;
+  while (store_up_at(f, i) != up) {
+    if (mg_h_now_ms() > deadline)
+      fail_msg("instance %d: the store is not %s after %d ms", i + 1,
+               up ? "up" : "down", limit_ms);
+    mg_h_sleep_ms(20);
+  }
+}
+
+/* Ask instance i as user; the answer must be a 200 from model `model`. */
+static void ask_as(struct fleet *f, int i, const char *user,
+                   const char *model) {
+  char *body = body_for("m-chat", user, "hello", "");
+  struct ans a;
+  ask(f->g[i].port, NULL, body, &a);
+  free(body);
+  if (a.status != 200 || strcmp(a.model, model) != 0)
+    fail_msg("instance %d, user %s: want a 200 from %s, got %d from \"%s\": "
+             "%s",
+             i + 1, user, model, a.status, a.model, a.body);
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+static void test_kill(void **state) {
+  struct fleet *f = *state;
+  double ms;
+  cJSON *j;
+  int u;
+  wait_store(f, 0, true, 3000 * SLOW);
+  wait_store(f, 1, true, 3000 * SLOW);
+  assert_false(killed_at(f, 1));
+  j = adm_at(f, 0, "POST", "/admin/flags/chat/kill", NULL, 200);
+  cJSON_Delete(j);
+  ms = wait_killed(f, 1, true, 1000 * SLOW);
+  print_message("kill on instance 1 in force on instance 2 after %.0f ms\n",
+                ms);
+  /* Every user now gets the off variant on instance 2. */
+  for (u = 0; u < 10; u++) {
+    char user[16];
+    snprintf(user, sizeof(user), "u%d", u);
+    ask_as(f, 1, user, "m-a");
+  }
+  j = adm_at(f, 1, "POST", "/admin/flags/chat/unkill", NULL, 200);
+  cJSON_Delete(j);
+  ms = wait_killed(f, 0, false, 1000 * SLOW);
+  print_message("unkill on instance 2 in force on instance 1 after %.0f ms\n",
+                ms);
+  assert_false(killed_at(f, 1));
+}
+
+static void test_weights(void **state) {
+  struct fleet *f = *state;
+  double ms;
+  cJSON *j;
+  int u;
+  wait_store(f, 0, true, 3000 * SLOW);
+  j = adm_at(f, 0, "PUT", "/admin/flags/chat/weights",
+             "{\"ctl\":0,\"trt\":100}", 200);
+  cJSON_Delete(j);
+  ms = wait_weight(f, 1, 100, 1000 * SLOW);
+  print_message("weights on instance 1 in force on instance 2 after %.0f ms\n",
+                ms);
+  for (u = 0; u < 10; u++) {
+    char user[16];
+    snprintf(user, sizeof(user), "w%d", u);
+    ask_as(f, 1, user, "m-b");
+  }
+  j = adm_at(f, 1, "DELETE", "/admin/flags/chat/weights", NULL, 200);
+  cJSON_Delete(j);
+  wait_weight(f, 0, -1, 1000 * SLOW);
+}
+
+static void test_restart_all(void **state) {
+  struct fleet *f = *state;
+  char *sf;
+  cJSON *j;
+  wait_store(f, 0, true, 3000 * SLOW);
+  j = adm_at(f, 0, "POST", "/admin/flags/chat/kill", NULL, 200);
+  cJSON_Delete(j);
+  j = adm_at(f, 0, "PUT", "/admin/flags/chat/weights",
+             "{\"ctl\":25,\"trt\":75}", 200);
+  cJSON_Delete(j);
+  wait_killed(f, 1, true, 1000 * SLOW);
+  wait_weight(f, 1, 75, 1000 * SLOW);
+  gate_down(&f->g[0]);
+  gate_down(&f->g[1]);
+  /* Instance 2 forgets everything it had: it must learn it from Redis. */
+  sf = fmt("%s/state2.json", f->e->dir);
+  assert_int_equal(unlink(sf), 0);
+  free(sf);
+  gate_start_i(f, 1);
+  gate_start_i(f, 0);
+  /* From the first request: the kill is in force (the off variant). */
+  ask_as(f, 1, "first", "m-a");
+  assert_true(killed_at(f, 1));
+  assert_true(trt_weight_at(f, 1) == 75);
+  assert_true(killed_at(f, 0));
+  j = adm_at(f, 1, "POST", "/admin/flags/chat/unkill", NULL, 200);
+  cJSON_Delete(j);
+  j = adm_at(f, 1, "DELETE", "/admin/flags/chat/weights", NULL, 200);
+  cJSON_Delete(j);
+  wait_killed(f, 0, false, 1000 * SLOW);
+  wait_weight(f, 0, -1, 1000 * SLOW);
+}
+
+/* Traffic on both instances while Redis goes away and comes back. */
+struct traffic {
+  struct fleet *f;
+  atomic_bool stop;
+  atomic_int sent, failed;
+  char last_error[512];
+};
+
+static void *traffic_main(void *arg) {
+  struct traffic *t = arg;
+  struct cli c[2];
+  int n = 0, i;
+  double end = mg_h_now_ms() + 60000;
+  cli_init(&c[0], t->f->g[0].port);
+  cli_init(&c[1], t->f->g[1].port);
+  /* Bounded: at most 20000 requests or 60 s. */
+  while (!atomic_load(&t->stop) && n < 20000 && mg_h_now_ms() < end) {
+    char user[32];
+    char *body;
+    struct ans a;
+    i = n % 2;
+    snprintf(user, sizeof(user), "t%d", n % 50);
+    body = body_for("m-chat", user, "hello", "");
+    cli_post(&c[i], NULL, body, &a);
+    free(body);
+    atomic_fetch_add(&t->sent, 1);
+    if (a.status != 200 || !a.complete) {
+      atomic_fetch_add(&t->failed, 1);
+      snprintf(t->last_error, sizeof(t->last_error), "%d: %.400s", a.status,
+               a.body);
+    }
+    n++;
+    mg_h_sleep_ms(2);
+  }
+  cli_close(&c[0]);
+  cli_close(&c[1]);
+  return NULL;
+}
+
+static void test_redis_down(void **state) {
+  struct fleet *f = *state;
+  struct traffic t;
+  pthread_t th;
+  struct mg_h_resp r;
+  cJSON *j;
+  double ms;
+
+  wait_store(f, 0, true, 3000 * SLOW);
+  wait_store(f, 1, true, 3000 * SLOW);
+  /* An override from before the outage, that Redis will lose. */
+  j = adm_at(f, 0, "PUT", "/admin/flags/chat/weights",
+             "{\"ctl\":60,\"trt\":40}", 200);
+  cJSON_Delete(j);
+  wait_weight(f, 1, 40, 1000 * SLOW);
+
+  memset(&t, 0, sizeof(t));
+  t.f = f;
+  assert_int_equal(pthread_create(&th, NULL, traffic_main, &t), 0);
+  mg_h_sleep_ms(300);
+
+  redis_kill(f);
+  wait_store(f, 0, false, 2000 * SLOW);
+  wait_store(f, 1, false, 2000 * SLOW);
+  /* Ready, saying why the store is not there. */
+  assert_int_equal(get(f->g[0].port, "/readyz", &r), 0);
+  assert_int_equal(r.status, 200);
+  assert_non_null(strstr(r.body, "\"reachable\":false"));
+  assert_non_null(strstr(r.body, "unreachable"));
+  mg_h_resp_free(&r);
+  assert_true(metric(f->g[1].port, "modelgate_store_up{store=\"redis\"}") ==
+              0);
+  /* A change that cannot reach the fleet is refused... */
+  {
+    struct mg_h_resp rr;
+    assert_int_equal(mg_h_request(f->g[0].admin_port, "POST",
+                                  "/admin/flags/chat/kill", AUTH, NULL, &rr,
+                                  T_MS * SLOW),
+                     0);
+    assert_error(&rr, 503, "store_unreachable");
+    mg_h_resp_free(&rr);
+  }
+  assert_false(killed_at(f, 0));
+  /* ...unless asked for here only: the query parameter, or the body. */
+  j = adm_at(f, 0, "POST", "/admin/flags/chat/kill?force_local=1", NULL, 200);
+  cJSON_Delete(j);
+  assert_true(killed_at(f, 0));
+  j = adm_at(f, 0, "PUT", "/admin/flags/chat/weights",
+             "{\"ctl\":60,\"trt\":40,\"force_local\":true}", 200);
+  cJSON_Delete(j);
+  mg_h_sleep_ms(1200);
+  assert_false(killed_at(f, 1));
+  assert_true(trt_weight_at(f, 1) == 40);
+
+  /* Redis comes back empty (no persistence): the instances write back
+   * what they hold, the force_local kill included. */
+  redis_start(f);
+  wait_store(f, 0, true, 5000 * SLOW);
+  wait_store(f, 1, true, 5000 * SLOW);
+  ms = wait_killed(f, 1, true, 3000 * SLOW);
+  print_message("force_local kill reached instance 2 %.0f ms after it saw "
+                "redis again\n",
+                ms);
+  assert_true(trt_weight_at(f, 0) == 40);
+  assert_true(trt_weight_at(f, 1) == 40);
+  mg_h_sleep_ms(300);
+  atomic_store(&t.stop, true);
+  pthread_join(th, NULL);
+  print_message("%d requests during the outage and return, %d failed\n",
+                atomic_load(&t.sent), atomic_load(&t.failed));
+  if (atomic_load(&t.failed) != 0)
+    fail_msg("%d of %d requests failed, the last: %s", atomic_load(&t.failed),
+             atomic_load(&t.sent), t.last_error);
+  assert_true(atomic_load(&t.sent) > 50);
+  /* A new change goes everywhere again. */
+  j = adm_at(f, 1, "POST", "/admin/flags/chat/unkill", NULL, 200);
+  cJSON_Delete(j);
+  wait_killed(f, 0, false, 1000 * SLOW);
+  j = adm_at(f, 1, "DELETE", "/admin/flags/chat/weights", NULL, 200);
+  cJSON_Delete(j);
+  wait_weight(f, 0, -1, 1000 * SLOW);
+}
+
+static void test_breaker_hint(void **state) {
+  struct fleet *f = *state;
+  const char *series = "modelgate_breaker_state{target=\"t-b\"}";
+  double t0, v;
+  cJSON *j;
+  int u;
+  wait_store(f, 0, true, 3000 * SLOW);
+  wait_store(f, 1, true, 3000 * SLOW);
+  /* Everything to t-b on instance 1, which fails. */
+  j = adm_at(f, 0, "PUT", "/admin/flags/chat/weights",
+             "{\"ctl\":0,\"trt\":100}", 200);
+  cJSON_Delete(j);
+  wait_weight(f, 1, 100, 1000 * SLOW);
+  mock_behave(f->e, "{'model':'m-b','mode':'status','status':500}");
+  assert_true(metric(f->g[1].port, series) == 0);
+  for (u = 0; u < 4; u++) {
+    char *body = body_for("m-chat", "b", "hello", "");
+    struct ans a;
+    ask(f->g[0].port, NULL, body, &a);
+    free(body);
+  }
+  assert_true(metric(f->g[0].port, series) == 1);
+  t0 = mg_h_now_ms();
+  v = metric_wait(f->g[1].port, series, 1, 1000 * SLOW);
+  print_message("breaker open on instance 1 seen on instance 2 after %.0f "
+                "ms\n",
+                mg_h_now_ms() - t0);
+  assert_true(v == 1);
+  assert_true(file_contains(f->g[1].log_file, "on a hint from instance i1"));
+  mg_h_mock_reset(f->e->mock.port);
+  j = adm_at(f, 0, "DELETE", "/admin/flags/chat/weights", NULL, 200);
+  cJSON_Delete(j);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_kill, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_weights, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_restart_all, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_redis_down, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_breaker_hint, setup, teardown),
+  };
+  signal(SIGPIPE, SIG_IGN);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
