@@ -134,6 +134,10 @@ static int reload(void *arg, struct mg_cfg_errors *e) {
         cfg->admin.enabled != o->admin.enabled ||
         cfg->server.workers != o->server.workers)
       mg_warn("reload: listen addresses and workers change only on restart");
+    if (cfg->redis.enabled != o->redis.enabled ||
+        (cfg->redis.url && o->redis.url &&
+         strcmp(cfg->redis.url, o->redis.url) != 0))
+      mg_warn("reload: the redis section changes only on restart");
   }
   /* Requests in flight keep their snapshot and finish on it; new ones see
    * the new one from now on, on every worker. */

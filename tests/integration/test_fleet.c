@@ -18,6 +18,11 @@
  *                  started again, empty: the overrides set before the
  *                  outage are written back and the force_local kill
  *                  reaches the other instance; the store is up again
+ *   redis stalled  Redis stopped (SIGSTOP, connections kept): both notice
+ *                  within resync_ms + timeout_ms, a change is refused, and
+ *                  no request is slower for it; Redis flapping (stopped and
+ *                  continued five times); steady again, a kill travels
+ *                  within 1 s; not one request failed throughout
  *   breaker hint   a breaker opening on one instance opens it on the other
  *                  within 1 s, though the other sent that target nothing */
 #define _GNU_SOURCE 1
@@ -337,6 +342,7 @@ struct traffic {
   struct fleet *f;
   atomic_bool stop;
   atomic_int sent, failed;
+  _Atomic double max_ms;
   char last_error[512];
 };
 
@@ -358,6 +364,8 @@ static void *traffic_main(void *arg) {
     cli_post(&c[i], NULL, body, &a);
     free(body);
     atomic_fetch_add(&t->sent, 1);
+    if (a.ms > atomic_load(&t->max_ms))
+      atomic_store(&t->max_ms, a.ms);
     if (a.status != 200 || !a.complete) {
       atomic_fetch_add(&t->failed, 1);
       snprintf(t->last_error, sizeof(t->last_error), "%d: %.400s", a.status,
@@ -454,6 +462,64 @@ static void test_redis_down(void **state) {
   wait_weight(f, 0, -1, 1000 * SLOW);
 }
 
+/* Redis stops answering (SIGSTOP) but keeps its connections: each
+ * instance notices within resync_ms + timeout_ms, requests never wait on
+ * it, and a change is refused; then Redis flaps (stopped and continued
+ * five times); once it is steady a kill travels within 1 s again. */
+static void test_redis_stalled(void **state) {
+  struct fleet *f = *state;
+  struct traffic t;
+  pthread_t th;
+  struct mg_h_resp rr;
+  cJSON *j;
+  double ms;
+  int k;
+
+  wait_store(f, 0, true, 3000 * SLOW);
+  wait_store(f, 1, true, 3000 * SLOW);
+  memset(&t, 0, sizeof(t));
+  t.f = f;
+  assert_int_equal(pthread_create(&th, NULL, traffic_main, &t), 0);
+  mg_h_sleep_ms(200);
+  assert_int_equal(kill(f->redis, SIGSTOP), 0);
+  wait_store(f, 0, false, 3000 * SLOW);
+  wait_store(f, 1, false, 3000 * SLOW);
+  assert_int_equal(mg_h_request(f->g[1].admin_port, "PUT",
+                                "/admin/flags/chat/weights", AUTH,
+                                "{\"ctl\":10,\"trt\":90}", &rr, T_MS * SLOW),
+                   0);
+  assert_error(&rr, 503, "store_unreachable");
+  mg_h_resp_free(&rr);
+  for (k = 0; k < 5; k++) {
+    assert_int_equal(kill(f->redis, SIGCONT), 0);
+    mg_h_sleep_ms(150);
+    assert_int_equal(kill(f->redis, SIGSTOP), 0);
+    mg_h_sleep_ms(150);
+  }
+  assert_int_equal(kill(f->redis, SIGCONT), 0);
+  wait_store(f, 0, true, 5000 * SLOW);
+  wait_store(f, 1, true, 5000 * SLOW);
+  j = adm_at(f, 1, "POST", "/admin/flags/chat/kill", NULL, 200);
+  cJSON_Delete(j);
+  ms = wait_killed(f, 0, true, 1000 * SLOW);
+  print_message("after the flapping, a kill reached the other instance in "
+                "%.0f ms\n",
+                ms);
+  atomic_store(&t.stop, true);
+  pthread_join(th, NULL);
+  print_message("%d requests while redis stalled and flapped, %d failed, the "
+                "slowest %.1f ms\n",
+                atomic_load(&t.sent), atomic_load(&t.failed),
+                atomic_load(&t.max_ms));
+  if (atomic_load(&t.failed) != 0)
+    fail_msg("%d of %d requests failed, the last: %s", atomic_load(&t.failed),
+             atomic_load(&t.sent), t.last_error);
+  /* No request waited on Redis (timeout_ms is 300). */
+  assert_true(atomic_load(&t.max_ms) < 250 * SLOW);
+  j = adm_at(f, 0, "POST", "/admin/flags/chat/unkill", NULL, 200);
+  cJSON_Delete(j);
+}
+
 static void test_breaker_hint(void **state) {
   struct fleet *f = *state;
   const char *series = "modelgate_breaker_state{target=\"t-b\"}";
@@ -494,6 +560,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_weights, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_all, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_down, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_redis_stalled, setup, teardown),
       cmocka_unit_test_setup_teardown(test_breaker_hint, setup, teardown),
   };
   signal(SIGPIPE, SIG_IGN);
