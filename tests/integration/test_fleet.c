@@ -23,6 +23,11 @@
  *                  no request is slower for it; Redis flapping (stopped and
  *                  continued five times); steady again, a kill travels
  *                  within 1 s; not one request failed throughout
+ *   partition      three instances, the third reaching Redis through a
+ *                  forwarder the test cuts: a kill reaches both others
+ *                  within 1 s; cut off, the third serves on what it knew,
+ *                  says so and refuses changes, while the other two go on
+ *                  agreeing; healed, it catches up
  *   breaker hint   a breaker opening on one instance opens it on the other
  *                  within 1 s, though the other sent that target nothing */
 #define _GNU_SOURCE 1
@@ -47,8 +52,8 @@ struct fleet {
   pid_t redis;
   int redis_port;
   char redis_log[320];
-  struct mg_h_proc g[2];
-  char cfg[2][320];
+  struct mg_h_proc g[3];
+  char cfg[3][320];
 };
 
 static bool redis_ping(int port) {
@@ -97,9 +102,8 @@ static void redis_kill(struct fleet *f) {
 
 /* Flag "chat": ctl (t-a, model m-a) and trt (t-b, m-b), 50/50 by user;
  * t-b's breaker opens after 2 failures. */
-static void write_cfgs(struct fleet *f) {
-  int i;
-  for (i = 0; i < 2; i++) {
+static void write_cfg_i(struct fleet *f, int i, int redis_port) {
+  {
     char *t = fmt(
         "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/state%d.json'},"
         "'server':{'listen':'127.0.0.1:0','log_level':'info',"
@@ -115,13 +119,18 @@ static void write_cfgs(struct fleet *f) {
         "  'ctl':{'target':'t-a','weight':50},"
         "  'trt':{'target':'t-b','weight':50}}}},"
         "'aliases':{'m-chat':{'flag':'chat'}}}",
-        i + 1, f->redis_port, i + 1);
+        i + 1, redis_port, i + 1);
     char *c = q(f->e, t);
     snprintf(f->cfg[i], sizeof(f->cfg[i]), "%s/gate%d.json", f->e->dir, i + 1);
     assert_int_equal(mg_h_write_file(f->cfg[i], c), 0);
     free(c);
     free(t);
   }
+}
+
+static void write_cfgs(struct fleet *f) {
+  write_cfg_i(f, 0, f->redis_port);
+  write_cfg_i(f, 1, f->redis_port);
 }
 
 static void gate_start_i(struct fleet *f, int i) {
@@ -147,7 +156,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   struct fleet *f = *state;
   int i, rc = 0;
-  for (i = 0; i < 2; i++)
+  for (i = 0; i < 3; i++)
     if (f->g[i].pid > 0 && mg_h_stop(&f->g[i], SIGTERM, 15000) != 0) {
       fprintf(stderr, "modelgate %d did not exit 0 at SIGTERM\n", i + 1);
       rc = -1;
@@ -520,6 +529,163 @@ static void test_redis_stalled(void **state) {
   cJSON_Delete(j);
 }
 
+/* ---- a partition: a TCP forwarder one instance reaches Redis through ---------- */
+
+#define FWD_PAIRS 16
+
+struct fwd {
+  int lfd, port, target;
+  atomic_bool cut, stop;
+  int a[FWD_PAIRS], b[FWD_PAIRS]; /* client side, Redis side; -1: free */
+  pthread_t th;
+};
+
+static void fwd_close_all(struct fwd *w) {
+  int i;
+  for (i = 0; i < FWD_PAIRS; i++)
+    if (w->a[i] >= 0) {
+      close(w->a[i]);
+      close(w->b[i]);
+      w->a[i] = w->b[i] = -1;
+    }
+}
+
+static void *fwd_main(void *arg) {
+  struct fwd *w = arg;
+  double end = mg_h_now_ms() + 120000; /* bounded */
+  while (!atomic_load(&w->stop) && mg_h_now_ms() < end) {
+    struct pollfd p[1 + 2 * FWD_PAIRS];
+    int n = 1, i, idx[2 * FWD_PAIRS];
+    char buf[16384];
+    if (atomic_load(&w->cut))
+      fwd_close_all(w);
+    p[0].fd = w->lfd;
+    p[0].events = POLLIN;
+    for (i = 0; i < FWD_PAIRS; i++)
+      if (w->a[i] >= 0) {
+        idx[n - 1] = i;
+        p[n].fd = w->a[i];
+        p[n++].events = POLLIN;
+        idx[n - 1] = i + FWD_PAIRS;
+        p[n].fd = w->b[i];
+        p[n++].events = POLLIN;
+      }
+    if (poll(p, (nfds_t)n, 20) <= 0)
+      continue;
+    if (p[0].revents & POLLIN) {
+      int c = accept(w->lfd, NULL, NULL);
+      if (c >= 0) {
+        int r = atomic_load(&w->cut) ? -1 : mg_h_connect(w->target);
+        for (i = 0; r >= 0 && i < FWD_PAIRS && w->a[i] >= 0; i++)
+          ;
+        if (r < 0 || i == FWD_PAIRS) {
+          close(c);
+          if (r >= 0)
+            close(r);
+        } else {
+          w->a[i] = c;
+          w->b[i] = r;
+        }
+      }
+    }
+    for (i = 1; i < n; i++) {
+      int k = idx[i - 1] % FWD_PAIRS, from, to;
+      ssize_t got;
+      if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)) || w->a[k] < 0)
+        continue;
+      from = idx[i - 1] < FWD_PAIRS ? w->a[k] : w->b[k];
+      to = idx[i - 1] < FWD_PAIRS ? w->b[k] : w->a[k];
+      got = read(from, buf, sizeof(buf));
+      if (got <= 0 || mg_h_send(to, buf, (size_t)got) != 0) {
+        close(w->a[k]);
+        close(w->b[k]);
+        w->a[k] = w->b[k] = -1;
+      }
+    }
+  }
+  fwd_close_all(w);
+  return NULL;
+}
+
+static void fwd_start(struct fwd *w, int target) {
+  struct sockaddr_in sa;
+  socklen_t sl = sizeof(sa);
+  int i, one = 1;
+  memset(w, 0, sizeof(*w));
+  for (i = 0; i < FWD_PAIRS; i++)
+    w->a[i] = w->b[i] = -1;
+  w->target = target;
+  w->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(w->lfd >= 0);
+  setsockopt(w->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(w->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(w->lfd, 16), 0);
+  assert_int_equal(getsockname(w->lfd, (struct sockaddr *)&sa, &sl), 0);
+  w->port = ntohs(sa.sin_port);
+  assert_int_equal(pthread_create(&w->th, NULL, fwd_main, w), 0);
+}
+
+static void fwd_stop(struct fwd *w) {
+  atomic_store(&w->stop, true);
+  pthread_join(w->th, NULL);
+  close(w->lfd);
+}
+
+/* Three instances; the third reaches Redis through a forwarder that the
+ * test cuts: a kill on the first is in force on the other two within
+ * 1 s; cut off, the third keeps serving on what it knew (the kill),
+ * says the store is unreachable and refuses a change, while the first
+ * two go on agreeing (an unkill); healed, the third catches up. */
+static void test_partition(void **state) {
+  struct fleet *f = *state;
+  struct fwd w;
+  struct mg_h_resp rr;
+  cJSON *j;
+  double ms;
+
+  fwd_start(&w, f->redis_port);
+  write_cfg_i(f, 2, w.port);
+  gate_start_i(f, 2);
+  wait_store(f, 0, true, 3000 * SLOW);
+  wait_store(f, 1, true, 3000 * SLOW);
+  wait_store(f, 2, true, 3000 * SLOW);
+  j = adm_at(f, 0, "POST", "/admin/flags/chat/kill", NULL, 200);
+  cJSON_Delete(j);
+  ms = wait_killed(f, 1, true, 1000 * SLOW);
+  ms = fmax(ms, wait_killed(f, 2, true, 1000 * SLOW));
+  print_message("kill on instance 1 in force on instances 2 and 3 within "
+                "%.0f ms\n",
+                ms);
+
+  atomic_store(&w.cut, true);
+  wait_store(f, 2, false, 3000 * SLOW);
+  assert_true(store_up_at(f, 0) && store_up_at(f, 1));
+  assert_int_equal(mg_h_request(f->g[2].admin_port, "POST",
+                                "/admin/flags/chat/unkill", AUTH, NULL, &rr,
+                                T_MS * SLOW),
+                   0);
+  assert_error(&rr, 503, "store_unreachable");
+  mg_h_resp_free(&rr);
+  /* Cut off, it serves on the last state it knew. */
+  ask_as(f, 2, "p1", "m-a");
+  j = adm_at(f, 1, "POST", "/admin/flags/chat/unkill", NULL, 200);
+  cJSON_Delete(j);
+  wait_killed(f, 0, false, 1000 * SLOW);
+  mg_h_sleep_ms(500);
+  assert_true(killed_at(f, 2));
+
+  atomic_store(&w.cut, false);
+  wait_store(f, 2, true, 5000 * SLOW);
+  ms = wait_killed(f, 2, false, 1000 * SLOW);
+  print_message("healed: instance 3 caught up %.0f ms after it saw redis\n",
+                ms);
+  gate_down(&f->g[2]);
+  fwd_stop(&w);
+}
+
 static void test_breaker_hint(void **state) {
   struct fleet *f = *state;
   const char *series = "modelgate_breaker_state{target=\"t-b\"}";
@@ -561,6 +727,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_restart_all, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_down, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_stalled, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_partition, setup, teardown),
       cmocka_unit_test_setup_teardown(test_breaker_hint, setup, teardown),
   };
   signal(SIGPIPE, SIG_IGN);
