@@ -81,6 +81,23 @@ static void on_override_changed(void *arg, const char *flag) {
   mg_store_override_changed(p->store, flag);
 }
 
+/* Ramps in a fleet: one instance (the lease holder) judges each. */
+static bool on_ramp_leads(void *arg, const char *flag) {
+  struct process *p = arg;
+  return mg_store_ramp_leads(p->store, flag);
+}
+
+static void on_ramp_fleet_views(void *arg, const char *flag,
+                                struct mg_window_view *v) {
+  struct process *p = arg;
+  mg_store_ramp_fleet_views(p->store, flag, v);
+}
+
+static void on_ramp_changed(void *arg, const char *flag) {
+  struct process *p = arg;
+  mg_store_ramp_changed(p->store, flag);
+}
+
 /* ---- the ramp timer --------------------------------------------------------------- */
 
 static void on_ramp_timer(uv_timer_t *t);
@@ -402,6 +419,11 @@ static int start(struct process *p, struct mg_config *cfg) {
   hooks.arg = p;
   hooks.event = on_event;
   hooks.override_changed = on_override_changed;
+  if (cfg->redis.enabled) {
+    hooks.ramp_leads = on_ramp_leads;
+    hooks.ramp_fleet_views = on_ramp_fleet_views;
+    hooks.ramp_changed = on_ramp_changed;
+  }
   if (mg_tel_dlog_apply(p->tm, &cfg->dlog) != 0)
     return -EIO;
   p->rt = mg_rt_new(cfg, p->nworkers, &hooks, err, sizeof(err));

@@ -7,7 +7,7 @@
 
 static const char *const redis_keys[] = {
     "url",    "password_env", "password_file", "prefix",
-    "timeout_ms", "resync_ms", "instance",      NULL};
+    "timeout_ms", "resync_ms", "instance",      "lease_ms", NULL};
 
 static int parse_uint(const char *s, size_t n, uint32_t max, uint32_t *out) {
   uint64_t v = 0;
@@ -110,6 +110,7 @@ void mg_redis_cfg_parse(struct mg_redis_cfg *c, const cJSON *obj,
   memset(c, 0, sizeof(*c));
   c->timeout_ms = 500;
   c->resync_ms = 5000;
+  c->lease_ms = 3000;
   if (obj == NULL || cJSON_IsNull(obj))
     return;
   if (!mg_cfg_object(obj, p, redis_keys, e))
@@ -130,6 +131,12 @@ void mg_redis_cfg_parse(struct mg_redis_cfg *c, const cJSON *obj,
       (uint32_t)mg_cfg_int(obj, "timeout_ms", p, c->timeout_ms, 10, 60000, e);
   c->resync_ms =
       (uint32_t)mg_cfg_int(obj, "resync_ms", p, c->resync_ms, 100, 600000, e);
+  c->lease_ms =
+      (uint32_t)mg_cfg_int(obj, "lease_ms", p, c->lease_ms, 300, 600000, e);
+  if (c->lease_ms < 3 * c->timeout_ms)
+    mg_cfg_error(e, "$.redis.lease_ms",
+                 "must be at least three times timeout_ms (%u)",
+                 c->timeout_ms);
   c->instance = mg_cfg_str(obj, "instance", p, NULL, true, e);
 }
 

@@ -26,6 +26,7 @@ struct mg_redis_cfg {
   char *prefix;           /* owned: key and channel prefix ("modelgate:") */
   uint32_t timeout_ms;    /* connect and reply deadline (default 500) */
   uint32_t resync_ms;     /* full resync period (default 5000) */
+  uint32_t lease_ms;      /* a ramp leader's lease (default 3000) */
   char *instance;         /* owned: this instance's name, or NULL: host:port */
 };
 

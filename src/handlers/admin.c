@@ -390,6 +390,8 @@ static void admin_handle(void *owner, struct mg_resp *c,
                "or restart.",
                action);
       fail(c, 404, msg, "unknown_url");
+    } else if (store_refuses(w, c)) {
+      /* answered: the store is unreachable */
     } else if ((rc = mg_rt_ramp_action(w->sh->rt, f->name, action, NULL, msg,
                                        sizeof(msg))) == 0) {
       reply(c, 200, state_json(w));

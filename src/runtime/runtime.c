@@ -917,6 +917,8 @@ static void ramp_changed(struct mg_runtime *rt, const struct mg_flag *f,
   }
   if (rt->hooks.event)
     rt->hooks.event(rt->hooks.arg, &ev);
+  if (rt->hooks.ramp_changed)
+    rt->hooks.ramp_changed(rt->hooks.arg, f->name);
 }
 
 uint32_t mg_rt_tick_period(struct mg_runtime *rt) { return rt->tick_period; }
@@ -931,8 +933,13 @@ uint32_t mg_rt_tick(struct mg_runtime *rt, int64_t wall, int64_t mono) {
     struct mg_rt_ramp *r;
     enum mg_ramp_event ev;
     if (!rc->enabled || (r = ramp_for(rt, f, rc)) == NULL ||
+        (rt->hooks.ramp_leads &&
+         !rt->hooks.ramp_leads(rt->hooks.arg, f->name)) ||
         (views = ramp_views(r, mono)) == NULL)
       continue;
+    /* With a fleet, the guards judge every instance's outcomes. */
+    if (rt->hooks.ramp_fleet_views)
+      rt->hooks.ramp_fleet_views(rt->hooks.arg, f->name, views);
     /* The guards judge every worker's outcomes, on the evidence since the
      * step began (always-valid sequential tests, ramps/seqtest.h). */
     ev = mg_ramp_judge(rc, &r->st, wall, &views[0], &views[1], NULL);
@@ -1184,4 +1191,109 @@ void mg_rt_breaker_hint(struct mg_runtime *rt, const char *target,
   ev.instance = origin;
   if (rt->hooks.event)
     rt->hooks.event(rt->hooks.arg, &ev);
+}
+
+cJSON *mg_rt_ramp_state_json(struct mg_runtime *rt, const char *flag) {
+  const struct mg_flag *f = mg_flags_find(&rt->cfg->flags, flag);
+  const struct mg_ramp_cfg *rc;
+  struct mg_rt_ramp *r;
+  if (f == NULL || !(rc = &rt->cfg->ramps.v[f->index])->enabled ||
+      (r = ramp_for(rt, f, rc)) == NULL)
+    return NULL;
+  return mg_ramp_state_to_json(&r->st);
+}
+
+bool mg_rt_ramp_local_views(struct mg_runtime *rt, const char *flag,
+                            int64_t mono, struct mg_window_view v[2]) {
+  const struct mg_flag *f = mg_flags_find(&rt->cfg->flags, flag);
+  const struct mg_ramp_cfg *rc;
+  struct mg_window_view *views;
+  struct mg_rt_ramp *r;
+  if (f == NULL || !(rc = &rt->cfg->ramps.v[f->index])->enabled ||
+      (r = ramp_for(rt, f, rc)) == NULL || (views = ramp_views(r, mono)) == NULL)
+    return false;
+  memcpy(v, views, 2 * sizeof(*v));
+  free(views);
+  return true;
+}
+
+int mg_rt_ramp_adopt(struct mg_runtime *rt, const char *flag,
+                     const cJSON *state, const char *origin) {
+  const struct mg_flag *f = mg_flags_find(&rt->cfg->flags, flag);
+  const struct mg_ramp_cfg *rc;
+  struct mg_rt_ramp *r;
+  struct mg_ramp_state st, old;
+  const char *event = NULL;
+  const struct mg_actor by = {origin, "decided on another instance"};
+  struct mg_event ev;
+  uint32_t w;
+  if (f == NULL || !(rc = &rt->cfg->ramps.v[f->index])->enabled ||
+      (r = ramp_for(rt, f, rc)) == NULL)
+    return -ENOENT;
+  memset(&st, 0, sizeof(st));
+  if (mg_ramp_state_from_json(&st, state, rc->nsteps) != 0)
+    return -EINVAL;
+  old = r->st;
+  if (st.status == old.status && st.step == old.step &&
+      st.epoch == old.epoch && st.step_started == old.step_started &&
+      st.paused_at == old.paused_at) {
+    /* Nothing a request sees changed; keep the bookkeeping in step. */
+    r->st = st;
+    return 0;
+  }
+  r->st = st;
+  /* A restart there empties the evidence here too. */
+  if (st.status == MG_RAMP_RUNNING && st.step == 0 &&
+      old.status == MG_RAMP_ROLLED_BACK)
+    ramp_reset_windows(r);
+  (void)save_state(rt);
+  if (publish(rt) != 0)
+    return -ENOMEM;
+  if (st.status == MG_RAMP_ROLLED_BACK && old.status != MG_RAMP_ROLLED_BACK)
+    event = "rollback";
+  else if (st.status == MG_RAMP_PAUSED && old.status != MG_RAMP_PAUSED)
+    event = "ramp_paused";
+  else if (st.status == MG_RAMP_WAITING && old.status != MG_RAMP_WAITING)
+    event = "ramp_waiting";
+  else if (st.step != old.step)
+    event = "ramp_step";
+  else if (old.status == MG_RAMP_PAUSED)
+    event = "ramp_resumed";
+  else if (old.status == MG_RAMP_ROLLED_BACK)
+    event = "ramp_restarted";
+  w = mg_ramp_weight(rc, &r->st);
+  mg_info("ramp of flag %s: %s from instance %s: step %u, %s at %.2f%%",
+          f->name, event ? event : "state", origin, r->st.step, r->treatment,
+          w / 100.0);
+  if (event == NULL)
+    return 0;
+  memset(&ev, 0, sizeof(ev));
+  ev.type = event;
+  ev.severity = strcmp(event, "rollback") == 0 ? MG_SEV_CRITICAL
+                                                 : MG_SEV_INFO;
+  ev.flag = f->name;
+  ev.variant = r->treatment;
+  ev.state = mg_ramp_status_name(r->st.status);
+  ev.step = (int32_t)r->st.step;
+  ev.weight_bp = w;
+  ev.actor = &by;
+  if (r->st.status == MG_RAMP_ROLLED_BACK && r->st.guard[0]) {
+    ev.guard = r->st.guard;
+    ev.observed = r->st.observed;
+    ev.threshold = r->st.threshold;
+    ev.window_ms = r->st.why.window_ms ? r->st.why.window_ms
+                                       : rc->guards.window_ms;
+    ev.evidence = &r->st.why;
+  }
+  if (rt->hooks.event)
+    rt->hooks.event(rt->hooks.arg, &ev);
+  return 0;
+}
+
+const char *mg_rt_ramp_flag(struct mg_runtime *rt, size_t i) {
+  size_t k, n = 0;
+  for (k = 0; k < rt->cfg->flags.n; k++)
+    if (rt->cfg->ramps.v[k].enabled && n++ == i)
+      return rt->cfg->flags.v[k].name;
+  return NULL;
 }

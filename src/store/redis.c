@@ -63,10 +63,85 @@ static const char set_script[] =
     "redis.call('PUBLISH', KEYS[2], ARGV[4])\n"
     "return 1\n";
 
+/* A ramp's lease (KEYS: lease, token counter; ARGV: instance, lease ms):
+ * renewed when this instance holds it, taken with a new fencing token
+ * when nobody does; the token held, or 0 when another instance leads. */
+static const char lease_script[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur then\n"
+    "  local inst, tok = string.match(cur, '^(.*) (%d+)$')\n"
+    "  if inst == ARGV[1] then\n"
+    "    redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "    return tonumber(tok)\n"
+    "  end\n"
+    "  return 0\n"
+    "end\n"
+    "local tok = redis.call('INCR', KEYS[2])\n"
+    "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. tok, 'PX', ARGV[2])\n"
+    "return tok\n";
+
+/* A ramp's state (KEYS: the ramps hash, the lease, the channel; ARGV:
+ * flag, value, token or '0' for an admin action, the version it
+ * replaces, the message): refused with -2 when the token is not the
+ * lease's (a leader that lost its lease: fencing), -1 when the state
+ * changed since (compare and set); else the new version. */
+static const char ramp_script[] =
+    "if ARGV[3] ~= '0' then\n"
+    "  local cur = redis.call('GET', KEYS[2])\n"
+    "  if not cur then return -2 end\n"
+    "  local tok = string.match(cur, ' (%d+)$')\n"
+    "  if tok ~= ARGV[3] then return -2 end\n"
+    "end\n"
+    "local old = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "local ver = 0\n"
+    "if old then\n"
+    "  local ok, v = pcall(cjson.decode, old)\n"
+    "  if ok and type(v) == 'table' and tonumber(v.version) then\n"
+    "    ver = tonumber(v.version)\n"
+    "  end\n"
+    "end\n"
+    "if ver ~= tonumber(ARGV[4]) then return -1 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('PUBLISH', KEYS[3], ARGV[5])\n"
+    "return ver + 1\n";
+
+/* The guard windows of every other instance that published lately (KEYS:
+ * the ramp's instances, a sorted set by time; ARGV: oldest time kept,
+ * this instance, the prefix of the view keys). */
+static const char views_script[] =
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])\n"
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if id ~= ARGV[2] then\n"
+    "    local v = redis.call('GET', ARGV[3] .. id)\n"
+    "    if v then out[#out + 1] = v end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Published views: magic, the size of one view, two views. Instances of
+ * one fleet run one build; another build's views are ignored. */
+#define VIEW_MAGIC "MGV1"
+
 /* A change of this instance not yet acknowledged by Redis. */
 struct pending {
   char *flag;   /* owned */
   int64_t ts;   /* updated_ms of the change */
+};
+
+/* What this instance knows of one ramp's leadership and shared state. */
+struct ramp_lead {
+  char *flag;                    /* owned */
+  int64_t token;                 /* > 0 while this instance holds the lease:
+                                  * the fencing token of its writes */
+  int64_t lead_until;            /* uv_now until which it may act on it */
+  int64_t version;               /* of the state last read or written; 0:
+                                  * Redis holds none */
+  bool writing, dirty;           /* a write in flight; changed since */
+  struct mg_window_view *views;  /* owned: the other instances' windows,
+                                  * two per instance (treatment, control) */
+  size_t nviews;                 /* instances */
 };
 
 struct mg_store {
@@ -81,6 +156,12 @@ struct mg_store {
   char *password;                /* owned secret or NULL; wiped when freed */
   char *key;                     /* owned: <prefix>overrides */
   char *channel;                 /* owned: <prefix>events */
+  char *prefix;                  /* owned */
+  char *ramps_key;               /* owned: <prefix>ramps */
+  uint32_t lease_ms;
+  struct ramp_lead *ramps;       /* owned array: one per ramped flag seen */
+  size_t nramps;
+  int64_t next_ramp;             /* uv_now of the next lease round */
 
   redisAsyncContext *cmd;        /* hiredis-owned; NULL when not connected */
   redisAsyncContext *sub;        /* the subscribed connection, or NULL */
@@ -106,6 +187,7 @@ struct mg_store {
   char *hints[HINT_QUEUE];       /* owned target names */
   unsigned nhints;
   char detail[320];
+  char leads[512];               /* JSON array of the ramps led here */
   int64_t last_sync;             /* wall ms of the last resync, or 0 */
   _Atomic bool reachable;
   _Atomic unsigned long errors, syncs, written;
@@ -241,6 +323,7 @@ static bool cmd_reply(struct mg_store *s, redisAsyncContext *ac,
 }
 
 static void resync(struct mg_store *s);
+static void ramps_read(struct mg_store *s);
 static void write_flag(struct mg_store *s, const char *flag, int64_t ts,
                        bool force);
 
@@ -693,6 +776,7 @@ static void resync(struct mg_store *s) {
     return;
   s->next_resync = now(s) + s->resync_ms;
   (void)cmd_send(s, on_hash, s, 2, argv, lens);
+  ramps_read(s);
 }
 
 void mg_store_override_changed(struct mg_store *s, const char *flag) {
@@ -746,6 +830,8 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
       strcmp(inst->valuestring, s->instance) != 0) {
     if (strcmp(type->valuestring, "override") == 0) {
       resync(s);
+    } else if (strcmp(type->valuestring, "ramp") == 0) {
+      ramps_read(s);
     } else if (strcmp(type->valuestring, "breaker") == 0) {
       const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "target");
       if (cJSON_IsString(t))
@@ -795,6 +881,442 @@ void mg_store_breaker_opened(struct mg_store *s, const char *target) {
   free(t);
 }
 
+/* ---- ramps ---------------------------------------------------------------------- */
+
+static struct ramp_lead *ramp_get(struct mg_store *s, const char *flag,
+                                  bool create) {
+  struct ramp_lead *v;
+  size_t i;
+  for (i = 0; i < s->nramps; i++)
+    if (strcmp(s->ramps[i].flag, flag) == 0)
+      return &s->ramps[i];
+  if (!create)
+    return NULL;
+  v = realloc(s->ramps, (s->nramps + 1) * sizeof(*v));
+  if (v == NULL)
+    return NULL;
+  s->ramps = v;
+  memset(&v[s->nramps], 0, sizeof(*v));
+  if ((v[s->nramps].flag = strdup(flag)) == NULL)
+    return NULL;
+  return &v[s->nramps++];
+}
+
+/* "<prefix>ramp:<flag>:<what>" */
+static char *ramp_key(const struct mg_store *s, const char *flag,
+                      const char *what) {
+  size_t n = strlen(s->prefix) + strlen(flag) + strlen(what) + 8;
+  char *k = malloc(n);
+  if (k)
+    snprintf(k, n, "%sramp:%s:%s", s->prefix, flag, what);
+  return k;
+}
+
+struct ramp_req {
+  struct mg_store *s;
+  int64_t sent;       /* uv_now when sent */
+  int64_t expected;   /* the version a write replaces */
+  char flag[];
+};
+
+static struct ramp_req *ramp_req_new(struct mg_store *s, const char *flag) {
+  size_t n = strlen(flag);
+  struct ramp_req *q = malloc(sizeof(*q) + n + 1);
+  if (q == NULL)
+    return NULL;
+  q->s = s;
+  q->sent = now(s);
+  q->expected = 0;
+  memcpy(q->flag, flag, n + 1);
+  return q;
+}
+
+static void ramps_read(struct mg_store *s);
+static void ramp_write(struct mg_store *s, struct ramp_lead *e);
+
+static void on_ramp_written(redisAsyncContext *ac, void *reply, void *priv) {
+  struct ramp_req *q = priv;
+  struct mg_store *s = q->s;
+  redisReply *r = reply;
+  struct ramp_lead *e = ramp_get(s, q->flag, false);
+  if (e)
+    e->writing = false;
+  if (!cmd_reply(s, ac, r, "writing a ramp's state")) {
+    if (e)
+      e->dirty = true; /* written again when Redis is back */
+    free(q);
+    return;
+  }
+  if (e && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+    e->version = r->integer;
+    if (e->dirty) {
+      e->dirty = false;
+      ramp_write(s, e);
+    }
+  } else if (e && r->type == REDIS_REPLY_INTEGER) {
+    /* Fenced (this instance lost the lease) or overtaken (the state
+     * changed there since): the fleet's state wins. */
+    mg_warn("store: the ramp of flag %s changed on another instance (%s): "
+            "its state there is put in force here",
+            q->flag, r->integer == -2 ? "this instance's lease expired"
+                                      : "a newer change");
+    if (r->integer == -2)
+      e->token = 0;
+    e->dirty = false;
+    ramps_read(s);
+  }
+  free(q);
+}
+
+/* Write this instance's state of the ramp (leader: fenced by its token;
+ * an admin action elsewhere: token 0), replacing the version it knows. */
+static void ramp_write(struct mg_store *s, struct ramp_lead *e) {
+  cJSON *st = mg_rt_ramp_state_json(s->rt, e->flag), *o = NULL;
+  char *value = NULL, *msg = NULL, tok[24], ver[24];
+  char *lease = ramp_key(s, e->flag, "lease");
+  struct ramp_req *q = ramp_req_new(s, e->flag);
+  const char *argv[11];
+  size_t lens[11];
+  int i;
+  if (e->writing) {
+    e->dirty = true;
+    goto out;
+  }
+  if (st == NULL || lease == NULL || q == NULL ||
+      (o = cJSON_CreateObject()) == NULL)
+    goto out;
+  cJSON_AddItemToObject(o, "state", st);
+  st = NULL;
+  cJSON_AddNumberToObject(o, "version", (double)(e->version + 1));
+  cJSON_AddNumberToObject(o, "token", (double)e->token);
+  cJSON_AddStringToObject(o, "instance", s->instance);
+  value = cJSON_PrintUnformatted(o);
+  msg = message_json(s, "ramp", "flag", e->flag);
+  if (value == NULL || msg == NULL)
+    goto out;
+  snprintf(tok, sizeof(tok), "%lld", (long long)e->token);
+  snprintf(ver, sizeof(ver), "%lld", (long long)e->version);
+  q->expected = e->version;
+  argv[0] = "EVAL";
+  argv[1] = ramp_script;
+  argv[2] = "3";
+  argv[3] = s->ramps_key;
+  argv[4] = lease;
+  argv[5] = s->channel;
+  argv[6] = e->flag;
+  argv[7] = value;
+  argv[8] = tok;
+  argv[9] = ver;
+  argv[10] = msg;
+  for (i = 0; i < 11; i++)
+    lens[i] = strlen(argv[i]);
+  if (cmd_send(s, on_ramp_written, q, 11, argv, lens) == 0) {
+    q = NULL;
+    e->writing = true;
+  } else {
+    e->dirty = true;
+  }
+out:
+  cJSON_Delete(st);
+  cJSON_Delete(o);
+  free(value);
+  free(msg);
+  free(lease);
+  free(q);
+}
+
+/* The ramps hash: adopt what the fleet decided (a newer version). */
+static void apply_ramps(struct mg_store *s, const redisReply *r) {
+  size_t i, k;
+  bool *seen = calloc(s->nramps ? s->nramps : 1, sizeof(*seen));
+  for (i = 0; i + 1 < r->elements; i += 2) {
+    const redisReply *f = r->element[i], *v = r->element[i + 1];
+    struct ramp_lead *e;
+    cJSON *o;
+    const cJSON *ver, *st, *inst;
+    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+        memchr(f->str, '\0', f->len))
+      continue;
+    /* Only ramps this instance runs. */
+    if ((o = mg_rt_ramp_state_json(s->rt, f->str)) == NULL)
+      continue;
+    cJSON_Delete(o);
+    e = ramp_get(s, f->str, true);
+    if (e == NULL)
+      continue;
+    k = (size_t)(e - s->ramps);
+    if (seen && k < s->nramps)
+      seen[k] = true;
+    o = cJSON_ParseWithLength(v->str, v->len);
+    ver = cJSON_GetObjectItemCaseSensitive(o, "version");
+    st = cJSON_GetObjectItemCaseSensitive(o, "state");
+    inst = cJSON_GetObjectItemCaseSensitive(o, "instance");
+    if (cJSON_IsNumber(ver) && cJSON_IsObject(st) &&
+        (int64_t)ver->valuedouble > e->version && !e->writing) {
+      e->version = (int64_t)ver->valuedouble;
+      if (mg_rt_ramp_adopt(s->rt, e->flag, st,
+                           cJSON_IsString(inst) ? inst->valuestring : "?") !=
+          0)
+        mg_warn("store: the ramp state of flag %s in redis is not usable",
+                e->flag);
+    }
+    cJSON_Delete(o);
+  }
+  /* Ramps Redis does not hold (it lost them, or nobody wrote yet): the
+   * leader writes its state at its next lease round. */
+  for (k = 0; seen && k < s->nramps; k++)
+    if (!seen[k] && !s->ramps[k].writing)
+      s->ramps[k].version = 0;
+  free(seen);
+}
+
+static void on_ramps(redisAsyncContext *ac, void *reply, void *priv) {
+  struct mg_store *s = priv;
+  redisReply *r = reply;
+  if (!cmd_reply(s, ac, r, "reading the ramps"))
+    return;
+  if (r->type == REDIS_REPLY_ARRAY)
+    apply_ramps(s, r);
+}
+
+static void ramps_read(struct mg_store *s) {
+  const char *argv[2] = {"HGETALL", s->ramps_key};
+  size_t lens[2] = {7, strlen(s->ramps_key)};
+  (void)cmd_send(s, on_ramps, s, 2, argv, lens);
+}
+
+static void on_lease(redisAsyncContext *ac, void *reply, void *priv) {
+  struct ramp_req *q = priv;
+  struct mg_store *s = q->s;
+  redisReply *r = reply;
+  struct ramp_lead *e;
+  if (!cmd_reply(s, ac, r, "a ramp's lease") ||
+      (e = ramp_get(s, q->flag, false)) == NULL ||
+      r->type != REDIS_REPLY_INTEGER) {
+    free(q);
+    return;
+  }
+  if (r->integer > 0) {
+    if (e->token != r->integer)
+      mg_info("store: this instance leads the ramp of flag %s (fencing "
+              "token %lld)",
+              e->flag, (long long)r->integer);
+    e->token = r->integer;
+    /* Another instance may take the lease once it expires in Redis: act
+     * only until well before (a reply's delay and clock rates). */
+    e->lead_until = q->sent + (int64_t)s->lease_ms - (int64_t)s->timeout_ms;
+    if (e->version == 0 && !e->writing)
+      ramp_write(s, e); /* the fleet's first record of this ramp */
+  } else {
+    if (e->token > 0)
+      mg_info("store: another instance leads the ramp of flag %s now",
+              e->flag);
+    e->token = 0;
+  }
+  {
+    /* What /readyz and /admin/state say this instance leads. */
+    char buf[512];
+    size_t i, n = 0;
+    buf[n++] = '[';
+    for (i = 0; i < s->nramps; i++)
+      if (s->ramps[i].token > 0 &&
+          n + strlen(s->ramps[i].flag) + 4 < sizeof(buf))
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s\"%s\"",
+                              n > 1 ? "," : "", s->ramps[i].flag);
+    buf[n++] = ']';
+    buf[n] = '\0';
+    pthread_mutex_lock(&s->mu);
+    memcpy(s->leads, buf, n + 1);
+    pthread_mutex_unlock(&s->mu);
+  }
+  free(q);
+}
+
+static void on_views(redisAsyncContext *ac, void *reply, void *priv) {
+  struct ramp_req *q = priv;
+  struct mg_store *s = q->s;
+  redisReply *r = reply;
+  struct ramp_lead *e;
+  size_t i, n = 0, one = sizeof(struct mg_window_view);
+  struct mg_window_view *v;
+  if (!cmd_reply(s, ac, r, "reading the guard windows") ||
+      (e = ramp_get(s, q->flag, false)) == NULL ||
+      r->type != REDIS_REPLY_ARRAY) {
+    free(q);
+    return;
+  }
+  v = calloc(r->elements ? r->elements : 1, 2 * one);
+  for (i = 0; v && i < r->elements; i++) {
+    const redisReply *b = r->element[i];
+    uint32_t sz;
+    if (b->type != REDIS_REPLY_STRING || b->len != 8 + 2 * one ||
+        memcmp(b->str, VIEW_MAGIC, 4) != 0)
+      continue;
+    memcpy(&sz, b->str + 4, 4);
+    if (sz != one)
+      continue;
+    memcpy(&v[2 * n], b->str + 8, 2 * one);
+    n++;
+  }
+  if (v) {
+    free(e->views);
+    e->views = v;
+    e->nviews = n;
+  }
+  free(q);
+}
+
+static void on_plain(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)cmd_reply(priv, ac, reply, "publishing guard windows");
+}
+
+/* Publish this instance's guard windows of e's ramp, and fetch the
+ * others' when it leads. */
+static void ramp_views_round(struct mg_store *s, struct ramp_lead *e) {
+  size_t one = sizeof(struct mg_window_view);
+  struct mg_window_view *v = malloc(2 * one);
+  char *blob = malloc(8 + 2 * one), *key = NULL, *set = NULL, *pre = NULL;
+  char px[24], score[24];
+  uint32_t sz = (uint32_t)one;
+  const char *argv[8];
+  size_t lens[8];
+  if (v == NULL || blob == NULL ||
+      !mg_rt_ramp_local_views(s->rt, e->flag, now(s), v))
+    goto out;
+  memcpy(blob, VIEW_MAGIC, 4);
+  memcpy(blob + 4, &sz, 4);
+  memcpy(blob + 8, v, 2 * one);
+  {
+    size_t n = strlen(s->instance) + 8;
+    char *what = malloc(n);
+    if (what)
+      snprintf(what, n, "view:%s", s->instance);
+    key = what ? ramp_key(s, e->flag, what) : NULL;
+    free(what);
+  }
+  set = ramp_key(s, e->flag, "views");
+  pre = ramp_key(s, e->flag, "view:");
+  if (key == NULL || set == NULL || pre == NULL)
+    goto out;
+  snprintf(px, sizeof(px), "%u", s->lease_ms * 3);
+  argv[0] = "SET";
+  argv[1] = key;
+  argv[2] = blob;
+  argv[3] = "PX";
+  argv[4] = px;
+  lens[0] = 3;
+  lens[1] = strlen(key);
+  lens[2] = 8 + 2 * one;
+  lens[3] = 2;
+  lens[4] = strlen(px);
+  (void)cmd_send(s, on_plain, s, 5, argv, lens);
+  snprintf(score, sizeof(score), "%lld", (long long)mg_wall_ms());
+  argv[0] = "ZADD";
+  argv[1] = set;
+  argv[2] = score;
+  argv[3] = s->instance;
+  lens[0] = 4;
+  lens[1] = strlen(set);
+  lens[2] = strlen(score);
+  lens[3] = strlen(s->instance);
+  (void)cmd_send(s, on_plain, s, 4, argv, lens);
+  if (e->token > 0) {
+    struct ramp_req *q = ramp_req_new(s, e->flag);
+    snprintf(score, sizeof(score), "%lld",
+             (long long)(mg_wall_ms() - 3 * (int64_t)s->lease_ms));
+    argv[0] = "EVAL";
+    argv[1] = views_script;
+    argv[2] = "1";
+    argv[3] = set;
+    argv[4] = score;
+    argv[5] = s->instance;
+    argv[6] = pre;
+    lens[0] = 4;
+    lens[1] = strlen(views_script);
+    lens[2] = 1;
+    lens[3] = strlen(set);
+    lens[4] = strlen(score);
+    lens[5] = strlen(s->instance);
+    lens[6] = strlen(pre);
+    if (q && cmd_send(s, on_views, q, 7, argv, lens) != 0)
+      free(q);
+  }
+out:
+  free(v);
+  free(blob);
+  free(key);
+  free(set);
+  free(pre);
+}
+
+/* Every lease_ms / 3: take or renew each ramp's lease, publish the guard
+ * windows, and (leader) fetch the others'. */
+static void ramp_round(struct mg_store *s) {
+  const char *flag;
+  size_t i;
+  s->next_ramp = now(s) + s->lease_ms / 3;
+  for (i = 0; (flag = mg_rt_ramp_flag(s->rt, i)) != NULL; i++) {
+    struct ramp_lead *e = ramp_get(s, flag, true);
+    char *lease = ramp_key(s, flag, "lease"),
+         *token = ramp_key(s, flag, "token"), ms[24];
+    struct ramp_req *q = ramp_req_new(s, flag);
+    const char *argv[7];
+    size_t lens[7];
+    int k;
+    if (e && lease && token && q) {
+      snprintf(ms, sizeof(ms), "%u", s->lease_ms);
+      argv[0] = "EVAL";
+      argv[1] = lease_script;
+      argv[2] = "2";
+      argv[3] = lease;
+      argv[4] = token;
+      argv[5] = s->instance;
+      argv[6] = ms;
+      for (k = 0; k < 7; k++)
+        lens[k] = strlen(argv[k]);
+      if (cmd_send(s, on_lease, q, 7, argv, lens) == 0)
+        q = NULL;
+      if (e->dirty && !e->writing) {
+        e->dirty = false;
+        ramp_write(s, e);
+      }
+      ramp_views_round(s, e);
+    }
+    free(q);
+    free(lease);
+    free(token);
+  }
+}
+
+bool mg_store_ramp_leads(struct mg_store *s, const char *flag) {
+  struct ramp_lead *e;
+  if (s == NULL)
+    return true;
+  e = ramp_get(s, flag, false);
+  return e && e->token > 0 && now(s) < e->lead_until &&
+         atomic_load(&s->reachable);
+}
+
+void mg_store_ramp_fleet_views(struct mg_store *s, const char *flag,
+                               struct mg_window_view *v) {
+  struct ramp_lead *e = s ? ramp_get(s, flag, false) : NULL;
+  size_t i;
+  for (i = 0; e && i < e->nviews; i++) {
+    mg_window_view_merge(&v[0], &e->views[2 * i]);
+    mg_window_view_merge(&v[1], &e->views[2 * i + 1]);
+  }
+}
+
+void mg_store_ramp_changed(struct mg_store *s, const char *flag) {
+  struct ramp_lead *e;
+  if (s == NULL || s->closing || (e = ramp_get(s, flag, true)) == NULL)
+    return;
+  if (atomic_load(&s->reachable))
+    ramp_write(s, e);
+  else
+    e->dirty = true;
+}
+
 /* ---- the tick --------------------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *t) {
@@ -822,6 +1344,8 @@ static void on_tick(uv_timer_t *t) {
   }
   if (atomic_load(&s->reachable) && n >= s->next_resync)
     resync(s);
+  if (atomic_load(&s->reachable) && n >= s->next_ramp)
+    ramp_round(s);
 }
 
 /* ---- start and stop ----------------------------------------------------------------- */
@@ -902,6 +1426,10 @@ static void load_sync(struct mg_store *s) {
     goto out;
   }
   apply_hash(s, r);
+  freeReplyObject(r);
+  r = redisCommand(c, "HGETALL %s", s->ramps_key);
+  if (r && r->type == REDIS_REPLY_ARRAY)
+    apply_ramps(s, r);
   mg_info("store: loaded the fleet's overrides from redis %s (%zu flag(s) "
           "overridden)",
           s->url, mg_rt_overrides(s->rt)->n);
@@ -947,14 +1475,19 @@ struct mg_store *mg_store_new(const struct mg_redis_cfg *c, uv_loop_t *loop,
   s->db = c->db;
   s->timeout_ms = c->timeout_ms;
   s->resync_ms = c->resync_ms;
+  s->lease_ms = c->lease_ms;
+  s->prefix = strdup(c->prefix ? c->prefix : "");
+  s->ramps_key = malloc(pl + 16);
   s->key = malloc(pl + 16);
   s->channel = malloc(pl + 16);
   s->backoff = BACKOFF_MIN_MS;
   if (s->instance == NULL || s->url == NULL || s->key == NULL ||
-      s->channel == NULL || (c->unix_path && s->unix_path == NULL))
+      s->channel == NULL || s->prefix == NULL || s->ramps_key == NULL ||
+      (c->unix_path && s->unix_path == NULL))
     goto oom;
   snprintf(s->key, pl + 16, "%soverrides", c->prefix ? c->prefix : "");
   snprintf(s->channel, pl + 16, "%sevents", c->prefix ? c->prefix : "");
+  snprintf(s->ramps_key, pl + 16, "%sramps", c->prefix ? c->prefix : "");
   if ((c->password_env || c->password_file) &&
       (s->password = read_password(c, err, errlen)) == NULL) {
     mg_store_free(s);
@@ -997,6 +1530,13 @@ void mg_store_free(struct mg_store *s) {
   for (i = 0; i < s->npending; i++)
     free(s->pending[i].flag);
   free(s->pending);
+  for (i = 0; i < s->nramps; i++) {
+    free(s->ramps[i].flag);
+    free(s->ramps[i].views);
+  }
+  free(s->ramps);
+  free(s->prefix);
+  free(s->ramps_key);
   if (s->password) {
     memset(s->password, 0, strlen(s->password));
     free(s->password);
@@ -1031,8 +1571,11 @@ int mg_store_ready_json(struct mg_store *s, struct mg_buf *out) {
                           atomic_load(&s->reachable) ? "true" : "false");
   rc = rc ? rc : mg_buf_json_str(out, s->detail, strlen(s->detail));
   rc = rc ? rc
-          : mg_buf_printf(out, ",\"pending_changes\":%zu,\"last_sync\":",
-                          atomic_load(&s->npending_pub));
+          : mg_buf_printf(out,
+                          ",\"pending_changes\":%zu,\"leads_ramps\":%s,"
+                          "\"last_sync\":",
+                          atomic_load(&s->npending_pub),
+                          s->leads[0] ? s->leads : "[]");
   if (rc == 0)
     rc = ts[0] ? mg_buf_printf(out, "\"%s\"}", ts) : mg_buf_puts(out, "null}");
   pthread_mutex_unlock(&s->mu);

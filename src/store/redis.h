@@ -61,6 +61,17 @@ void mg_store_override_changed(struct mg_store *s, const char *flag);
 /* A breaker of this instance opened (any thread): tell the others. */
 void mg_store_breaker_opened(struct mg_store *s, const char *target);
 
+/* Ramps (control loop): does this instance lead flag's ramp now (it holds
+ * the lease and Redis answers)? True without a store. */
+bool mg_store_ramp_leads(struct mg_store *s, const char *flag);
+/* Merge the other instances' last published guard windows of flag's ramp
+ * into v[0] (treatment) and v[1] (control). */
+void mg_store_ramp_fleet_views(struct mg_store *s, const char *flag,
+                               struct mg_window_view *v);
+/* A ramp's state changed here: write it (the leader's decision, fenced by
+ * its token; an admin action, compared and set). */
+void mg_store_ramp_changed(struct mg_store *s, const char *flag);
+
 /* {"kind":"redis","url":..,"instance":..,"reachable":..,"detail":..,
  *  "pending_changes":..,"last_sync":..} (any thread) */
 int mg_store_ready_json(struct mg_store *s, struct mg_buf *out) MG_WARN_UNUSED;

@@ -57,6 +57,7 @@ static void test_defaults(void **state) {
   assert_string_equal(c->redis.prefix, "modelgate:");
   assert_int_equal(c->redis.timeout_ms, 500);
   assert_int_equal(c->redis.resync_ms, 5000);
+  assert_int_equal(c->redis.lease_ms, 3000);
   assert_null(c->redis.instance);
   assert_null(c->redis.password_env);
   mg_config_unref(c);
