@@ -720,6 +720,262 @@ static void test_breaker_hint(void **state) {
   cJSON_Delete(j);
 }
 
+/* ---- ramps in a fleet ---------------------------------------------------------- */
+
+/* Flag "chat" ramps "new" (target new, model m-new, falling back to old)
+ * against "old"; ramp and guards as given. */
+static void write_ramp_cfg(struct fleet *f, int i, const char *ramp,
+                           const char *guards) {
+  char *t = fmt(
+      "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/rstate%d.json'},"
+      "'server':{'listen':'127.0.0.1:0','log_level':'info',"
+      "'shutdown_grace_ms':2000},"
+      "'decision_log':{'enabled':false},"
+      "'redis':{'url':'redis://127.0.0.1:%d','prefix':'mgramp:',"
+      "'timeout_ms':200,'resync_ms':1000,'lease_ms':900,'instance':'r%d'},"
+      "'targets':{'old':{'base_url':'@MOCK','model':'m-old',"
+      "  'breaker':{'enabled':false}},"
+      "'new':{'base_url':'@MOCK','model':'m-new','fallbacks':['old'],"
+      "  'breaker':{'enabled':false}}},"
+      "'flags':{'chat':{'off_variant':'old','variants':{"
+      "  'old':{'target':'old'},'new':{'target':'new'}},"
+      "  'ramp':%s,'guards':%s}},"
+      "'aliases':{'m-chat':{'flag':'chat'}}}",
+      i + 1, f->redis_port, i + 1, ramp, guards);
+  char *c = q(f->e, t);
+  snprintf(f->cfg[i], sizeof(f->cfg[i]), "%s/ramp%d.json", f->e->dir, i + 1);
+  assert_int_equal(mg_h_write_file(f->cfg[i], c), 0);
+  free(c);
+  free(t);
+}
+
+static int ramp_setup(void **state) {
+  struct fleet *f = calloc(1, sizeof(*f));
+  if (f == NULL || tenv_setup((void **)&f->e) != 0)
+    return -1;
+  f->redis_port = free_port();
+  snprintf(f->redis_log, sizeof(f->redis_log), "%s/redis.log", f->e->dir);
+  redis_start(f);
+  *state = f;
+  return 0;
+}
+
+/* The ramp as instance i has it (caller deletes the state). */
+static cJSON *ramp_at(struct fleet *f, int i, const cJSON **r) {
+  cJSON *st = admin_state_of(f->g[i].admin_port);
+  *r = at(st, "flags.chat.ramp");
+  if (!cJSON_IsObject(*r))
+    fail_msg("instance %d: no flags.chat.ramp", i + 1);
+  return st;
+}
+
+/* Which instance leads the ramp (-1: none yet); fails when two say so. */
+static int ramp_leader(struct fleet *f, int n) {
+  int i, who = -1;
+  for (i = 0; i < n; i++) {
+    cJSON *st;
+    const cJSON *l, *it;
+    if (f->g[i].pid <= 0)
+      continue;
+    st = admin_state_of(f->g[i].admin_port);
+    l = at(st, "store.leads_ramps");
+    cJSON_ArrayForEach(it, l) {
+      if (cJSON_IsString(it) && strcmp(it->valuestring, "chat") == 0) {
+        if (who >= 0)
+          fail_msg("instances %d and %d both lead the ramp", who + 1, i + 1);
+        who = i;
+      }
+    }
+    cJSON_Delete(st);
+  }
+  return who;
+}
+
+static int wait_leader(struct fleet *f, int n, int limit_ms) {
+  double deadline = mg_h_now_ms() + limit_ms;
+  int who;
+  while ((who = ramp_leader(f, n)) < 0) {
+    if (mg_h_now_ms() > deadline)
+      fail_msg("no instance leads the ramp after %d ms", limit_ms);
+    mg_h_sleep_ms(20);
+  }
+  return who;
+}
+
+static int step_at(struct fleet *f, int i, char *status, size_t n) {
+  const cJSON *r;
+  cJSON *st = ramp_at(f, i, &r);
+  int step = (int)num_of(r, "step");
+  if (status)
+    snprintf(status, n, "%s", str_at(r, "status"));
+  cJSON_Delete(st);
+  return step;
+}
+
+/* Light healthy traffic on both instances, until stop. */
+static void *ramp_traffic(void *arg) {
+  struct traffic *t = arg;
+  int n = 0;
+  double end = mg_h_now_ms() + 60000;
+  while (!atomic_load(&t->stop) && n < 20000 && mg_h_now_ms() < end) {
+    int i = n % 2;
+    char user[32];
+    char *body;
+    struct ans a;
+    snprintf(user, sizeof(user), "r%d", n % 200);
+    body = body_for("m-chat", user, "hello", "");
+    if (t->f->g[i].pid > 0) {
+      ask(t->f->g[i].port, NULL, body, &a);
+      atomic_fetch_add(&t->sent, 1);
+      if (a.status != 200)
+        atomic_fetch_add(&t->failed, 1);
+    }
+    free(body);
+    n++;
+    mg_h_sleep_ms(5);
+  }
+  return NULL;
+}
+
+/* Two instances, one leads; its steps are in force on both; the leader is
+ * killed (SIGKILL) mid-ramp: the other takes the lease once it expires
+ * and the ramp continues from the step it had reached, never from the
+ * start; at no time do two instances say they lead. */
+static void test_ramp_leader_killed(void **state) {
+  struct fleet *f = *state;
+  struct traffic t;
+  pthread_t th;
+  int leader, other, step;
+  char status[32];
+  double t0, deadline;
+  const char *ramp =
+      "{'variant':'new','interval_ms':100,'steps':["
+      "{'weight':10,'hold_ms':1200},{'weight':20,'hold_ms':1200},"
+      "{'weight':30,'hold_ms':1200},{'weight':40,'hold_ms':1200},"
+      "{'weight':50,'hold_ms':1200},{'weight':100}]}";
+  const char *guards = "{'window_ms':3000,'min_requests':5,"
+                       "'max_error_rate':0.5}";
+
+  write_ramp_cfg(f, 0, ramp, guards);
+  write_ramp_cfg(f, 1, ramp, guards);
+  gate_start_i(f, 0);
+  gate_start_i(f, 1);
+  memset(&t, 0, sizeof(t));
+  t.f = f;
+  assert_int_equal(pthread_create(&th, NULL, ramp_traffic, &t), 0);
+  leader = wait_leader(f, 2, 3000 * SLOW);
+  other = 1 - leader;
+  print_message("instance %d leads the ramp\n", leader + 1);
+  /* The leader's steps are in force on both. */
+  deadline = mg_h_now_ms() + 6000 * SLOW;
+  while ((step = step_at(f, other, NULL, 0)) < 1) {
+    if (mg_h_now_ms() > deadline)
+      fail_msg("the follower never saw a step");
+    mg_h_sleep_ms(20);
+  }
+  assert_true(ramp_leader(f, 2) == leader);
+  step = step_at(f, leader, NULL, 0);
+  /* Kill the leader mid-ramp. */
+  assert_true(reap(f->g[leader].pid, SIGKILL, 5000) >= 0);
+  f->g[leader].pid = 0;
+  t0 = mg_h_now_ms();
+  assert_true(wait_leader(f, 2, 3000 * SLOW) == other);
+  print_message("instance %d took the lease %.0f ms after the leader died, "
+                "at step %d\n",
+                other + 1, mg_h_now_ms() - t0, step_at(f, other, NULL, 0));
+  /* It continues from where the ramp was, and advances. */
+  assert_true(step_at(f, other, NULL, 0) >= step);
+  deadline = mg_h_now_ms() + 5000 * SLOW;
+  while (step_at(f, other, status, sizeof(status)) < step + 1) {
+    if (mg_h_now_ms() > deadline)
+      fail_msg("the new leader did not advance the ramp past step %d", step);
+    mg_h_sleep_ms(20);
+  }
+  assert_string_equal(status, "running");
+  atomic_store(&t.stop, true);
+  pthread_join(th, NULL);
+  print_message("%d requests, %d not 200\n", atomic_load(&t.sent),
+                atomic_load(&t.failed));
+}
+
+/* Send requests to instance i with fresh users until n of them were
+ * routed to the treatment. */
+static void treatment_requests(struct fleet *f, int i, int n, int *seq) {
+  int got = 0, tries = 0;
+  while (got < n) {
+    char user[32];
+    char *body;
+    struct ans a;
+    if (++tries > 2000)
+      fail_msg("instance %d: too few requests routed to the treatment", i + 1);
+    snprintf(user, sizeof(user), "fb%d", (*seq)++);
+    body = body_for("m-chat", user, "hello", "");
+    ask(f->g[i].port, NULL, body, &a);
+    free(body);
+    if (a.status != 200)
+      fail_msg("instance %d: a request failed: %d %s", i + 1, a.status,
+               a.body);
+    if (strcmp(a.variant, "new") == 0)
+      got++;
+  }
+}
+
+/* The treatment fails on both instances; the guard needs 40 treatment
+ * requests in its window. 30 on the first instance decide nothing; 30
+ * more on the second (neither alone has 40) roll the ramp back, on the
+ * leader's judgement of the fleet's counts, and the rollback is in force
+ * on both within 1 s of the decision. */
+static void test_ramp_fleet_rollback(void **state) {
+  struct fleet *f = *state;
+  const char *ramp = "{'variant':'new','interval_ms':100,'steps':["
+                     "{'weight':50,'hold_ms':600000},{'weight':100}]}";
+  const char *guards = "{'window_ms':20000,'min_requests':40,"
+                       "'consecutive':1,'max_error_rate':0.2}";
+  char status[32];
+  int seq = 0, leader;
+  double t_rb, deadline;
+
+  write_ramp_cfg(f, 0, ramp, guards);
+  write_ramp_cfg(f, 1, ramp, guards);
+  gate_start_i(f, 0);
+  gate_start_i(f, 1);
+  leader = wait_leader(f, 2, 3000 * SLOW);
+  mock_behave(f->e, "{'model':'m-new','mode':'status','status':500}");
+  treatment_requests(f, 0, 30, &seq);
+  /* Published, fetched and judged several times over: not enough alone. */
+  mg_h_sleep_ms(1500);
+  step_at(f, leader, status, sizeof(status));
+  assert_string_equal(status, "running");
+  treatment_requests(f, 1, 30, &seq);
+  deadline = mg_h_now_ms() + 5000 * SLOW;
+  while (step_at(f, leader, status, sizeof(status)) >= 0 &&
+         strcmp(status, "rolled_back") != 0) {
+    if (mg_h_now_ms() > deadline)
+      fail_msg("the leader did not roll back on the fleet's counts: %s",
+               status);
+    mg_h_sleep_ms(10);
+  }
+  t_rb = mg_h_now_ms();
+  for (;;) {
+    step_at(f, 1 - leader, status, sizeof(status));
+    if (strcmp(status, "rolled_back") == 0)
+      break;
+    if (mg_h_now_ms() - t_rb > 1000 * SLOW)
+      fail_msg("the follower still says %s 1 s after the rollback", status);
+    mg_h_sleep_ms(10);
+  }
+  print_message("rollback decided by instance %d on fleet-wide counts, in "
+                "force on the other after %.0f ms\n",
+                leader + 1, mg_h_now_ms() - t_rb);
+  /* Nobody is sent to the treatment any more, on either instance. */
+  {
+    cJSON *st = admin_state_of(f->g[1 - leader].admin_port);
+    assert_true(num_of(st, "flags.chat.weights.new") == 0);
+    cJSON_Delete(st);
+  }
+  mg_h_mock_reset(f->e->mock.port);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_kill, setup, teardown),
@@ -729,6 +985,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_redis_stalled, setup, teardown),
       cmocka_unit_test_setup_teardown(test_partition, setup, teardown),
       cmocka_unit_test_setup_teardown(test_breaker_hint, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ramp_leader_killed, ramp_setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_ramp_fleet_rollback, ramp_setup,
+                                      teardown),
   };
   signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, NULL, NULL);
