@@ -1028,7 +1028,8 @@ out:
 /* The ramps hash: adopt what the fleet decided (a newer version). */
 static void apply_ramps(struct mg_store *s, const redisReply *r) {
   size_t i, k;
-  bool *seen = calloc(s->nramps ? s->nramps : 1, sizeof(*seen));
+  /* Entries may be added below: room for every field too. */
+  bool *seen = calloc(s->nramps + r->elements / 2 + 1, sizeof(*seen));
   for (i = 0; i + 1 < r->elements; i += 2) {
     const redisReply *f = r->element[i], *v = r->element[i + 1];
     struct ramp_lead *e;
