@@ -29,6 +29,7 @@
 #include "runtime/runtime.h"
 #include "server/conn.h"
 #include "server/worker.h"
+#include "store/redis.h"
 #include "telemetry/telemetry.h"
 
 struct process {
@@ -37,6 +38,7 @@ struct process {
   const char *port_file;          /* borrowed */
   struct mg_runtime *rt;          /* owned */
   struct mg_telemetry *tm;        /* owned */
+  struct mg_store *store;         /* owned: the fleet's store, or NULL */
   struct mg_shared sh;
   unsigned nworkers;
   unsigned ninit;                 /* workers set up */
@@ -69,6 +71,33 @@ static void on_event(void *arg, const struct mg_event *ev) {
   if (e.instance == NULL && p->instance[0])
     e.instance = p->instance;
   mg_tel_event(p->tm, &e);
+  /* A breaker of this instance opened (a hint names another instance):
+   * the others skip the target too. */
+  if (p->store && ev->instance == NULL && ev->target && ev->state &&
+      strcmp(ev->type, "breaker") == 0 && strcmp(ev->state, "open") == 0)
+    mg_store_breaker_opened(p->store, ev->target);
+}
+
+static void on_override_changed(void *arg, const char *flag) {
+  struct process *p = arg;
+  mg_store_override_changed(p->store, flag);
+}
+
+/* Ramps in a fleet: one instance (the lease holder) judges each. */
+static bool on_ramp_leads(void *arg, const char *flag) {
+  struct process *p = arg;
+  return mg_store_ramp_leads(p->store, flag);
+}
+
+static void on_ramp_fleet_views(void *arg, const char *flag,
+                                struct mg_window_view *v) {
+  struct process *p = arg;
+  mg_store_ramp_fleet_views(p->store, flag, v);
+}
+
+static void on_ramp_changed(void *arg, const char *flag) {
+  struct process *p = arg;
+  mg_store_ramp_changed(p->store, flag);
 }
 
 /* ---- the ramp timer --------------------------------------------------------------- */
@@ -130,6 +159,10 @@ static int reload(void *arg, struct mg_cfg_errors *e) {
       mg_warn("reload: admin.state_file changes only on restart: overrides "
               "stay in %s, not %s",
               o->admin.state_file, cfg->admin.state_file);
+    if (cfg->redis.enabled != o->redis.enabled ||
+        (cfg->redis.url && o->redis.url &&
+         strcmp(cfg->redis.url, o->redis.url) != 0))
+      mg_warn("reload: the redis section changes only on restart");
   }
   /* Requests in flight keep their snapshot and finish on it; new ones see
    * the new one from now on, on every worker. */
@@ -186,6 +219,7 @@ static void maybe_close_all(struct process *p) {
   close_handle(p, (uv_handle_t *)&p->sig_usr1);
   close_handle(p, (uv_handle_t *)&p->admin_listener);
   close_handle(p, (uv_handle_t *)&p->stopped_async);
+  mg_store_close(p->store);
   mg_info("stopped");
 }
 
@@ -424,6 +458,12 @@ static int start(struct process *p, struct mg_config *cfg) {
   memset(&hooks, 0, sizeof(hooks));
   hooks.arg = p;
   hooks.event = on_event;
+  hooks.override_changed = on_override_changed;
+  if (cfg->redis.enabled) {
+    hooks.ramp_leads = on_ramp_leads;
+    hooks.ramp_fleet_views = on_ramp_fleet_views;
+    hooks.ramp_changed = on_ramp_changed;
+  }
   if (mg_tel_dlog_apply(p->tm, &cfg->dlog) != 0)
     return -EIO;
   p->rt = mg_rt_new(cfg, p->nworkers, &hooks, err, sizeof(err));
@@ -453,7 +493,19 @@ static int start(struct process *p, struct mg_config *cfg) {
       snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     snprintf(p->instance, sizeof(p->instance), "%s:%d", host, port);
+    if (cfg->redis.instance)
+      snprintf(p->instance, sizeof(p->instance), "%s", cfg->redis.instance);
     p->sh.instance = p->instance;
+  }
+  /* The fleet's overrides are read before any worker serves. */
+  if (cfg->redis.enabled) {
+    p->store = mg_store_new(&cfg->redis, p->loop, p->rt, p->instance, err,
+                            sizeof(err));
+    if (p->store == NULL) {
+      mg_error("%s", err);
+      return -EINVAL;
+    }
+    p->sh.store = p->store;
   }
   if ((rc = start_admin(p)) != 0)
     return rc;
@@ -525,6 +577,7 @@ int mg_process_serve(struct mg_config *cfg, const char *config_path,
       left = LOG_CLOSE_MIN_MS;
     mg_tel_dlog_close_within(p.tm, left);
   }
+  mg_store_free(p.store);
   mg_rt_free(p.rt);
   mg_tel_free(p.tm);
   free(p.config_path);

@@ -19,7 +19,7 @@
 static const char *const root_keys[] = {
     "server", "limits",  "upstream", "admin",         "decision_log",
     "targets", "traditional", "cache", "flags",      "aliases",
-    "default_route", "clients", "feedback", NULL};
+    "default_route", "clients", "feedback", "redis", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", "max_connections",
                                          NULL};
@@ -224,6 +224,7 @@ static void config_free(struct mg_config *c) {
   free(c->admin.token_env);
   free(c->admin.state_file);
   mg_dlog_cfg_free(&c->dlog);
+  mg_redis_cfg_free(&c->redis);
   free(c->source);
   free(c);
 }
@@ -321,6 +322,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_api_check_families(&c->targets, &c->flags, &c->fallbacks, e);
     mg_clients_parse(&c->clients,
                      cJSON_GetObjectItemCaseSensitive(root, "clients"), e);
+    mg_redis_cfg_parse(&c->redis,
+                       cJSON_GetObjectItemCaseSensitive(root, "redis"), e);
   }
   cJSON_Delete(root);
   if (e->n > before) {

@@ -17,6 +17,7 @@
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
 #include "ramps/ramp.h"
+#include "config/redis.h"
 #include "routing/clients.h"
 #include "routing/flag.h"
 #include "routing/route.h"
@@ -81,6 +82,7 @@ struct mg_config {
   struct mg_ramps ramps;       /* by flag index */
   struct mg_clients clients;   /* who may call the data plane */
   struct mg_feedback_config feedback; /* POST /v1/feedback (issue 15.1) */
+  struct mg_redis_cfg redis;   /* the fleet's store (config/redis.h) */
 };
 
 /* Load and validate; NULL with e filled on any error. */

@@ -242,3 +242,18 @@ void mg_breaker_release(struct mg_breaker *b, const struct mg_breaker_cfg *c,
     b->probes_out--;
   pthread_mutex_unlock(&b->mu);
 }
+
+bool mg_breaker_trip(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                     int64_t now) {
+  bool opened = false;
+  if (!c->enabled)
+    return false;
+  pthread_mutex_lock(&b->mu);
+  if (atomic_load_explicit(&b->state, memory_order_relaxed) ==
+      MG_BREAKER_CLOSED) {
+    (void)trip(b, now);
+    opened = true;
+  }
+  pthread_mutex_unlock(&b->mu);
+  return opened;
+}

@@ -84,6 +84,14 @@ int mg_breaker_record(struct mg_breaker *b, const struct mg_breaker_cfg *c,
 void mg_breaker_release(struct mg_breaker *b, const struct mg_breaker_cfg *c,
                         bool probe);
 
+/* Open a closed breaker because another instance saw its target fail (a
+ * breaker hint, DESIGN.md "Scale -> Instances"): the cooldown runs from
+ * now, and half-open probes are this instance's own. A breaker that is
+ * open or half-open already, or disabled, is left alone. True when this
+ * call opened it. */
+bool mg_breaker_trip(struct mg_breaker *b, const struct mg_breaker_cfg *c,
+                     int64_t now);
+
 const char *mg_breaker_state_name(enum mg_breaker_state s);
 
 /* The state now (a relaxed read, for gauges). */

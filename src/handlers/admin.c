@@ -18,6 +18,7 @@
 #include "handlers/live.h"
 #include "handlers/ops.h"
 #include "server/worker.h"
+#include "store/redis.h"
 
 bool mg_admin_token_equal(const char *expected, const char *given,
                           size_t given_len) {
@@ -134,6 +135,14 @@ static cJSON *state_json(struct mg_worker *w) {
   ov = mg_rt_targets_json(rt, sn);
   if (ov)
     cJSON_AddItemToObject(root, "targets", ov);
+  if (w->sh->store) {
+    struct mg_buf b;
+    mg_buf_init(&b, 1u << 16);
+    if (mg_store_ready_json(w->sh->store, &b) == 0)
+      cJSON_AddItemToObject(root, "store",
+                            cJSON_ParseWithLength(b.data, b.len));
+    mg_buf_free(&b);
+  }
   mg_wsnap_release(ws);
   return root;
 }
@@ -253,7 +262,11 @@ static void set_weights(struct mg_worker *w, struct mg_resp *c,
   }
   cJSON_ArrayForEach(it, j) {
     double bp = cJSON_IsNumber(it) ? it->valuedouble * 100 : -1;
-    int vi = mg_flag_variant_index(f, it->string);
+    int vi;
+    /* Not a variant: read by store_refuses. */
+    if (strcmp(it->string, "force_local") == 0 && cJSON_IsBool(it))
+      continue;
+    vi = mg_flag_variant_index(f, it->string);
     if (vi < 0) {
       snprintf(msg, sizeof(msg), "Flag %s has no variant \"%s\".", f->name,
                it->string);
@@ -370,6 +383,51 @@ static void reload(struct mg_worker *w, struct mg_resp *c) {
   mg_cfg_errors_free(&e);
 }
 
+/* ---- the fleet's store ------------------------------------------------------------ */
+
+/* force_local asked for: ?force_local=1 (or true) in the query, or
+ * "force_local": true in a JSON body. */
+static bool force_local(const struct mg_http_req *r) {
+  const char *url = r->head.data ? r->head.data : "";
+  const char *q = memchr(url, '?', r->url_len);
+  if (q) {
+    const char *end = url + r->url_len, *p = q + 1;
+    while (p < end) {
+      const char *amp = memchr(p, '&', (size_t)(end - p));
+      size_t n = (size_t)((amp ? amp : end) - p);
+      if ((n == 11 && memcmp(p, "force_local", 11) == 0) ||
+          (n == 13 && memcmp(p, "force_local=1", 13) == 0) ||
+          (n == 16 && memcmp(p, "force_local=true", 16) == 0))
+        return true;
+      p += n + 1;
+    }
+  }
+  if (r->body.len) {
+    cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
+    bool yes = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "force_local"));
+    cJSON_Delete(j);
+    return yes;
+  }
+  return false;
+}
+
+/* With a store, a change that cannot reach the fleet is refused unless the
+ * caller asks for it here only (issue 13.6): an operator must know that a
+ * kill did not reach the other instances. True when answered. */
+static bool store_refuses(struct mg_worker *w, struct mg_resp *c) {
+  if (w->sh->store == NULL || mg_store_reachable(w->sh->store) ||
+      force_local(mg_resp_req(c)))
+    return false;
+  fail(c, 503,
+       "The fleet's store (Redis) is unreachable: this change would be in "
+       "force on this instance only. Retry when it is back, or add "
+       "?force_local=1 (or \"force_local\": true in the body) to change "
+       "this instance only; the change is written to the store when it "
+       "returns unless a newer one was made there.",
+       "store_unreachable");
+  return true;
+}
+
 /* ---- routing -------------------------------------------------------------------- */
 
 static bool authorized(const char *token, struct mg_resp *c, bool mutation) {
@@ -471,6 +529,8 @@ static void admin_handle(void *owner, struct mg_resp *c,
                "or restart.",
                action);
       fail(c, 404, msg, "unknown_url");
+    } else if (store_refuses(w, c)) {
+      /* answered: the store is unreachable */
     } else if ((rc = mg_rt_ramp_action(w->sh->rt, f->name, action, &ab.a,
                                        msg, sizeof(msg))) == 0) {
       reply(c, 200, state_json(w));
@@ -502,6 +562,8 @@ static void admin_handle(void *owner, struct mg_resp *c,
       char msg[320];
       snprintf(msg, sizeof(msg), "No flag named \"%s\".", flag);
       fail(c, 404, msg, "unknown_flag");
+    } else if (store_refuses(w, c)) {
+      /* answered: the store is unreachable */
     } else if (unkill && !f->enabled) {
       /* The file's "enabled": false is a kill no admin call lifts: say so
        * rather than answer 200 with the flag still off. A runtime kill on

@@ -8,6 +8,7 @@
 
 #include "handlers/auth.h"
 #include "server/worker.h"
+#include "store/redis.h"
 #include "telemetry/telemetry.h"
 
 enum op { OP_HEALTHZ, OP_READYZ, OP_METRICS, OP_MODELS };
@@ -113,7 +114,20 @@ static void ops_handle(void *owner, struct mg_resp *r,
     if (mg_resp_draining(r))
       mg_resp_send(r, 503, "application/json", extra,
                    "{\"status\":\"draining\"}", 21);
-    else
+    else if (w->sh->store) {
+      /* Ready either way: the last known state serves while the fleet's
+       * store is away; the detail says so (issue 13.6). */
+      struct mg_buf b;
+      mg_buf_init(&b, 1u << 16);
+      if (mg_buf_puts(&b, "{\"status\":\"ready\",\"store\":") == 0 &&
+          mg_store_ready_json(w->sh->store, &b) == 0 &&
+          mg_buf_puts(&b, "}") == 0)
+        mg_resp_send(r, 200, "application/json", extra, b.data, b.len);
+      else
+        mg_resp_send(r, 200, "application/json", extra,
+                     "{\"status\":\"ready\"}", 18);
+      mg_buf_free(&b);
+    } else
       mg_resp_send(r, 200, "application/json", extra,
                    "{\"status\":\"ready\"}", 18);
     break;
@@ -126,7 +140,8 @@ static void ops_handle(void *owner, struct mg_resp *r,
       mg_worker_live(&w->sh->workers[i], &live);
     mg_buf_init(&out, 64u << 20);
     if (mg_tel_render(w->sh->tm, w->sh->rt, ws->snap,
-                      (int64_t)uv_now(w->loop), &live, &out) == 0)
+                      (int64_t)uv_now(w->loop), &live, &out) == 0 &&
+        (w->sh->store == NULL || mg_store_metrics(w->sh->store, &out) == 0))
       mg_resp_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", extra,
                    out.data ? out.data : "", out.len);
     else

@@ -896,6 +896,8 @@ static int override_changed(struct mg_runtime *rt, const struct mg_flag *f,
   }
   warn_stale(rt);
   mg_info("admin: %s %s", what, f->name);
+  if (rt->hooks.override_changed)
+    rt->hooks.override_changed(rt->hooks.arg, f->name);
   st = &rt->cur->flag_states[f->index];
   memset(&ev, 0, sizeof(ev));
   ev.type = event;
@@ -1201,6 +1203,8 @@ static void ramp_changed(struct mg_runtime *rt, const struct mg_flag *f,
   }
   if (rt->hooks.event)
     rt->hooks.event(rt->hooks.arg, &ev);
+  if (rt->hooks.ramp_changed)
+    rt->hooks.ramp_changed(rt->hooks.arg, f->name);
 }
 
 uint32_t mg_rt_tick_period(struct mg_runtime *rt) { return rt->tick_period; }
@@ -1215,8 +1219,13 @@ uint32_t mg_rt_tick(struct mg_runtime *rt, int64_t wall, int64_t mono) {
     struct mg_rt_ramp *r;
     enum mg_ramp_event ev;
     if (!rc->enabled || (r = ramp_for(rt, f, rc)) == NULL ||
+        (rt->hooks.ramp_leads &&
+         !rt->hooks.ramp_leads(rt->hooks.arg, f->name)) ||
         (views = ramp_views(r, mono)) == NULL)
       continue;
+    /* With a fleet, the guards judge every instance's outcomes. */
+    if (rt->hooks.ramp_fleet_views)
+      rt->hooks.ramp_fleet_views(rt->hooks.arg, f->name, views);
     /* The guards judge every worker's outcomes, on the evidence since the
      * step began (always-valid sequential tests, ramps/seqtest.h). */
     ev = mg_ramp_judge(rc, &r->st, wall, &views[0], &views[1], NULL);
@@ -1375,4 +1384,202 @@ bool mg_rt_ramp_view(const struct mg_snap *s, size_t i, int64_t mono,
     free(views);
   }
   return true;
+}
+
+/* ---- the fleet's store ---------------------------------------------------------- */
+
+const struct mg_overrides *mg_rt_overrides(struct mg_runtime *rt) {
+  return &rt->overrides;
+}
+
+int mg_rt_replace_overrides(struct mg_runtime *rt, struct mg_overrides *fresh,
+                            const char *store) {
+  struct mg_snap *before = mg_rt_snap(rt);
+  struct mg_overrides old = rt->overrides;
+  const struct mg_actor by = {store, "a change made on another instance"};
+  size_t i;
+  int rc;
+
+  rt->overrides = *fresh;
+  mg_overrides_init(fresh);
+  /* Saved first, then in force, as for an admin change. */
+  (void)save_state(rt);
+  rc = publish(rt);
+  if (rc != 0) {
+    *fresh = rt->overrides;
+    rt->overrides = old;
+    mg_snap_unref(before);
+    return rc;
+  }
+  mg_overrides_free(&old);
+  warn_stale(rt);
+  for (i = 0; i < rt->cfg->flags.n && before->cfg == rt->cfg; i++) {
+    const struct mg_flag *f = &rt->cfg->flags.v[i];
+    const struct mg_flag_state *a = &before->flag_states[i],
+                               *b = &rt->cur->flag_states[i];
+    const char *names[MG_FLAG_MAX_VARIANTS];
+    struct mg_event ev;
+    uint32_t j;
+    bool wchanged = a->has_weights != b->has_weights ||
+                    (b->has_weights &&
+                     memcmp(a->weights, b->weights,
+                            f->nvariants * sizeof(a->weights[0])) != 0);
+    if (a->killed == b->killed && !wchanged)
+      continue;
+    memset(&ev, 0, sizeof(ev));
+    ev.flag = f->name;
+    ev.actor = &by;
+    ev.step = -1;
+    ev.weight_bp = -1;
+    if (a->killed != b->killed) {
+      ev.type = b->killed ? "kill" : "unkill";
+      ev.severity = b->killed ? MG_SEV_WARNING : MG_SEV_INFO;
+    } else {
+      ev.type = b->has_weights ? "weights" : "weights_cleared";
+      ev.severity = MG_SEV_INFO;
+    }
+    if (b->has_weights) {
+      for (j = 0; j < f->nvariants; j++)
+        names[j] = f->variants[j].name;
+      ev.variants = names;
+      ev.nvariants = f->nvariants;
+      ev.weights_after = b->weights;
+    }
+    mg_info("%s: flag %s %s (changed on another instance)", store, f->name,
+            ev.type);
+    if (rt->hooks.event)
+      rt->hooks.event(rt->hooks.arg, &ev);
+  }
+  mg_snap_unref(before);
+  return 0;
+}
+
+void mg_rt_breaker_hint(struct mg_runtime *rt, const char *target,
+                        const char *origin, int64_t mono) {
+  const struct mg_target *t = mg_targets_find(&rt->cfg->targets, target);
+  struct mg_breaker *b;
+  struct mg_event ev;
+  if (t == NULL || (b = breaker_for(rt, t->name)) == NULL)
+    return;
+  if (!mg_breaker_trip(b, &mg_policy_of(&rt->cfg->fallbacks, t)->breaker,
+                       mono))
+    return;
+  mg_warn("breaker of target %s: open on a hint from instance %s (requests "
+          "skip it; this instance probes it itself when half-open)",
+          t->name, origin);
+  memset(&ev, 0, sizeof(ev));
+  ev.type = "breaker";
+  ev.severity = MG_SEV_WARNING;
+  ev.target = t->name;
+  ev.state = mg_breaker_state_name(MG_BREAKER_OPEN);
+  ev.step = -1;
+  ev.weight_bp = -1;
+  ev.instance = origin;
+  if (rt->hooks.event)
+    rt->hooks.event(rt->hooks.arg, &ev);
+}
+
+cJSON *mg_rt_ramp_state_json(struct mg_runtime *rt, const char *flag) {
+  const struct mg_flag *f = mg_flags_find(&rt->cfg->flags, flag);
+  const struct mg_ramp_cfg *rc;
+  struct mg_rt_ramp *r;
+  if (f == NULL || !(rc = &rt->cfg->ramps.v[f->index])->enabled ||
+      (r = ramp_for(rt, f, rc)) == NULL)
+    return NULL;
+  return mg_ramp_state_to_json(&r->st);
+}
+
+bool mg_rt_ramp_local_views(struct mg_runtime *rt, const char *flag,
+                            int64_t mono, struct mg_window_view v[2]) {
+  const struct mg_flag *f = mg_flags_find(&rt->cfg->flags, flag);
+  const struct mg_ramp_cfg *rc;
+  struct mg_window_view *views;
+  struct mg_rt_ramp *r;
+  if (f == NULL || !(rc = &rt->cfg->ramps.v[f->index])->enabled ||
+      (r = ramp_for(rt, f, rc)) == NULL || (views = ramp_views(r, mono)) == NULL)
+    return false;
+  memcpy(v, views, 2 * sizeof(*v));
+  free(views);
+  return true;
+}
+
+int mg_rt_ramp_adopt(struct mg_runtime *rt, const char *flag,
+                     const cJSON *state, const char *origin) {
+  const struct mg_flag *f = mg_flags_find(&rt->cfg->flags, flag);
+  const struct mg_ramp_cfg *rc;
+  struct mg_rt_ramp *r;
+  struct mg_ramp_state st, old;
+  const char *event = NULL;
+  const struct mg_actor by = {origin, "decided on another instance"};
+  struct mg_event ev;
+  uint32_t w;
+  if (f == NULL || !(rc = &rt->cfg->ramps.v[f->index])->enabled ||
+      (r = ramp_for(rt, f, rc)) == NULL)
+    return -ENOENT;
+  memset(&st, 0, sizeof(st));
+  if (mg_ramp_state_from_json(&st, state, rc->nsteps) != 0)
+    return -EINVAL;
+  old = r->st;
+  if (st.status == old.status && st.step == old.step &&
+      st.epoch == old.epoch && st.step_started == old.step_started &&
+      st.paused_at == old.paused_at) {
+    /* Nothing a request sees changed; keep the bookkeeping in step. */
+    r->st = st;
+    return 0;
+  }
+  r->st = st;
+  /* A restart there empties the evidence here too. */
+  if (st.status == MG_RAMP_RUNNING && st.step == 0 &&
+      old.status == MG_RAMP_ROLLED_BACK)
+    ramp_reset_windows(r);
+  (void)save_state(rt);
+  if (publish(rt) != 0)
+    return -ENOMEM;
+  if (st.status == MG_RAMP_ROLLED_BACK && old.status != MG_RAMP_ROLLED_BACK)
+    event = "rollback";
+  else if (st.status == MG_RAMP_PAUSED && old.status != MG_RAMP_PAUSED)
+    event = "ramp_paused";
+  else if (st.status == MG_RAMP_WAITING && old.status != MG_RAMP_WAITING)
+    event = "ramp_waiting";
+  else if (st.step != old.step)
+    event = "ramp_step";
+  else if (old.status == MG_RAMP_PAUSED)
+    event = "ramp_resumed";
+  else if (old.status == MG_RAMP_ROLLED_BACK)
+    event = "ramp_restarted";
+  w = mg_ramp_weight(rc, &r->st);
+  mg_info("ramp of flag %s: %s from instance %s: step %u, %s at %.2f%%",
+          f->name, event ? event : "state", origin, r->st.step, r->treatment,
+          w / 100.0);
+  if (event == NULL)
+    return 0;
+  memset(&ev, 0, sizeof(ev));
+  ev.type = event;
+  ev.severity = strcmp(event, "rollback") == 0 ? MG_SEV_CRITICAL
+                                                 : MG_SEV_INFO;
+  ev.flag = f->name;
+  ev.variant = r->treatment;
+  ev.state = mg_ramp_status_name(r->st.status);
+  ev.step = (int32_t)r->st.step;
+  ev.weight_bp = w;
+  ev.actor = &by;
+  if (r->st.status == MG_RAMP_ROLLED_BACK && r->st.guard[0]) {
+    ev.guard = r->st.guard;
+    ev.observed = r->st.observed;
+    ev.threshold = r->st.threshold;
+    ev.window_ms = r->st.why.window_ms ? r->st.why.window_ms
+                                       : rc->guards.window_ms;
+    ev.evidence = &r->st.why;
+  }
+  if (rt->hooks.event)
+    rt->hooks.event(rt->hooks.arg, &ev);
+  return 0;
+}
+
+const char *mg_rt_ramp_flag(struct mg_runtime *rt, size_t i) {
+  size_t k, n = 0;
+  for (k = 0; k < rt->cfg->flags.n; k++)
+    if (rt->cfg->ramps.v[k].enabled && n++ == i)
+      return rt->cfg->flags.v[k].name;
+  return NULL;
 }

@@ -78,6 +78,19 @@ struct mg_rt_hooks {
   void (*event)(void *arg, const struct mg_event *ev);
   /* A new snapshot is in force (control thread). */
   void (*published)(void *arg, struct mg_snap *snap);
+  /* An admin verb changed the override of flag (control thread; not
+   * called for mg_rt_replace_overrides): the fleet's store writes it. */
+  void (*override_changed)(void *arg, const char *flag);
+  /* May this instance judge flag's ramp now (the fleet's store: it holds
+   * the ramp's lease)? NULL: always. Control thread. */
+  bool (*ramp_leads)(void *arg, const char *flag);
+  /* Merge the other instances' guard windows of flag's ramp into v[0]
+   * (treatment) and v[1] (control) before a check. Control thread. */
+  void (*ramp_fleet_views)(void *arg, const char *flag,
+                           struct mg_window_view *v);
+  /* A ramp's state changed here (a check or an admin action; not called
+   * for mg_rt_ramp_adopt). Control thread. */
+  void (*ramp_changed)(void *arg, const char *flag);
 };
 
 /* Create the runtime on cfg (takes a reference): reads the state file named
@@ -223,5 +236,38 @@ struct mg_rt_ramp_view {
 /* Fill v for flag i of snapshot s at mono; false when it has no ramp. */
 bool mg_rt_ramp_view(const struct mg_snap *s, size_t i, int64_t mono,
                      struct mg_rt_ramp_view *v);
+
+/* ---- the fleet's store (control thread; store/redis.c) ------------------ */
+
+struct mg_overrides;
+/* The overrides in force (borrowed until the next verb). */
+const struct mg_overrides *mg_rt_overrides(struct mg_runtime *rt);
+/* Put the fleet's overrides in force: takes fresh's contents (fresh is left
+ * empty), saves the state file, publishes, and emits an event for each flag
+ * whose kill or weights changed (actor: the store). 0 or -ENOMEM. */
+int mg_rt_replace_overrides(struct mg_runtime *rt, struct mg_overrides *fresh,
+                            const char *store) MG_WARN_UNUSED;
+/* flag's ramp state as the state file keeps it (caller deletes), or NULL
+ * when the flag has no ramp. */
+cJSON *mg_rt_ramp_state_json(struct mg_runtime *rt, const char *flag);
+/* This instance's guard windows of flag's ramp at mono, every worker's
+ * merged: v[0] the treatment, v[1] the control. False when no ramp. */
+bool mg_rt_ramp_local_views(struct mg_runtime *rt, const char *flag,
+                            int64_t mono, struct mg_window_view v[2]);
+/* Put in force a ramp state decided on another instance (origin: the
+ * ramp's leader, or an admin action there): publishes, saves, and emits
+ * the event of what changed. 0, -ENOENT (no such ramp here), -EINVAL (not
+ * a ramp state), -ENOMEM. */
+int mg_rt_ramp_adopt(struct mg_runtime *rt, const char *flag,
+                     const cJSON *state, const char *origin) MG_WARN_UNUSED;
+/* The ramped flags of the config in force, for the store: the name of the
+ * i-th (NULL past the last). */
+const char *mg_rt_ramp_flag(struct mg_runtime *rt, size_t i);
+
+/* Another instance (origin) opened its breaker of target: open ours too
+ * (mg_breaker_trip) and emit a breaker event naming origin. mono: the
+ * workers' clock (uv_now). */
+void mg_rt_breaker_hint(struct mg_runtime *rt, const char *target,
+                        const char *origin, int64_t mono);
 
 #endif

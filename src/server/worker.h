@@ -38,9 +38,12 @@ struct mg_shared {
    * in e and the old config keeps serving. Control thread only. */
   int (*reload)(void *arg, struct mg_cfg_errors *e);
   void *reload_arg;
+  struct mg_store *store;        /* borrowed: the fleet's store
+                                  * (store/redis.h), or NULL: alone */
 };
 
 struct mg_worker;
+struct mg_store;
 
 /* A worker's view of one snapshot: the reference it holds, and what it
  * derives from it for itself. Counted by the worker alone (the worker

@@ -421,8 +421,40 @@ static void test_odd_configs(void **state) {
   assert_false(mg_breaker_allow(&b, &c, clk, &probe));
 }
 
+/* A hint from another instance opens a closed breaker with the cooldown
+ * from now; this instance then probes for itself. A breaker already open
+ * or half-open, or disabled, is left alone (issue 13.4). */
+static void test_trip_hint(void **state) {
+  struct mg_breaker_cfg c = cfg_consecutive(3), off = cfg_consecutive(3);
+  struct mg_breaker b;
+  bool probe = false;
+
+  mg_breaker_init(&b);
+  clk = 1000;
+  assert_true(mg_breaker_trip(&b, &c, clk));
+  assert_int_equal(b.state, MG_BREAKER_OPEN);
+  assert_false(mg_breaker_allow(&b, &c, clk + c.cooldown_ms - 1, &probe));
+  assert_false(mg_breaker_trip(&b, &c, clk + 10)); /* open already */
+  assert_true(mg_breaker_allow(&b, &c, clk + c.cooldown_ms, &probe));
+  assert_true(probe);
+  assert_int_equal(b.state, MG_BREAKER_HALF_OPEN);
+  /* Half-open: its own probe decides, not a hint. */
+  assert_false(mg_breaker_trip(&b, &c, clk + c.cooldown_ms));
+  assert_int_equal(b.state, MG_BREAKER_HALF_OPEN);
+  assert_int_equal(mg_breaker_record(&b, &c, clk + c.cooldown_ms, true, true),
+                   MG_BREAKER_CLOSED);
+  mg_breaker_destroy(&b);
+
+  off.enabled = false;
+  mg_breaker_init(&b);
+  assert_false(mg_breaker_trip(&b, &off, clk));
+  assert_int_equal(b.state, MG_BREAKER_CLOSED);
+  mg_breaker_destroy(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_trip_hint),
       cmocka_unit_test(test_consecutive_opens),
       cmocka_unit_test(test_success_resets_count),
       cmocka_unit_test(test_rate_needs_min_requests),
