@@ -129,6 +129,9 @@ OUT="$OUTDIR/all.md"
       echo "| 12 | 2 workers vs 1 at $c connections, full gating: CPU per request 2 ÷ 1; modelgate ÷ nginx with 1 and with 2 workers each | $(fig run "cpu_ratio_w2_$c")x; $(fig run "ratio_w1_$c")x, $(fig run "ratio_w2_$c")x | CPU ≤ 1.05x; ratio with 2 ≥ ratio with 1 | $(fig run "W$c") | run.sh |"
     done
   fi
+  if has run && [ -n "$(fig run R)" ]; then
+    echo "| 13 | req/s with Redis configured ÷ the same config without, 32 connections | $(fig run ratio_redis)x | ≥ 0.95x | $(fig run R) | run.sh |"
+  fi
   for p in modelgate-resp modelgate-msg; do
     has run && [ -n "$(fig run "A_$p")" ] || continue
     echo "| 14 | $([ $p = modelgate-resp ] && echo "POST /v1/responses" || echo "POST /v1/messages") req/s ÷ chat completions, 32 connections (instructions/req) | $(fig run "ratio_api_$p")x ($(fig run "ipr_$p") vs $(fig run ipr_modelgate)) | ≥ 0.90x | $(fig run "A_$p") | run.sh |"

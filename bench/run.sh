@@ -21,7 +21,7 @@ set -euo pipefail
 BENCH_SECONDS=${BENCH_SECONDS:-10}     # wrk duration of one measurement
 BENCH_WARMUP=${BENCH_WARMUP:-2}        # wrk warm-up before each measurement
 BENCH_RUNS=${BENCH_RUNS:-3}            # measurements per configuration (median)
-BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-curl modelgate-nolog modelgate-flag-w2 modelgate-curl-w2 nginx-w2 modelgate-resp modelgate-msg"}
+BENCH_PEERS=${BENCH_PEERS:-"direct modelgate nginx haproxy portkey modelgate-flag modelgate-curl modelgate-nolog modelgate-flag-w2 modelgate-curl-w2 nginx-w2 modelgate-resp modelgate-msg modelgate-redis"}
 # Connections at which the extra configurations are measured: the full
 # gating ones (modelgate-flag, modelgate-curl: issue 17's targets are defined
 # on them at 1 and 32) at both; modelgate-nolog and the two-worker rows
@@ -59,7 +59,7 @@ done
 [ "$BENCH_CG_N2" -gt "$BENCH_CG_N1" ] || die "BENCH_CG_N2 must exceed BENCH_CG_N1"
 for p in $BENCH_PEERS; do
   case $p in direct | modelgate | nginx | haproxy | portkey | modelgate-flag | modelgate-nolog | \
-    modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | nginx-w2 | modelgate-resp | modelgate-msg) ;;
+    modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | nginx-w2 | modelgate-resp | modelgate-msg | modelgate-redis) ;;
   *) die "unknown peer '$p' in BENCH_PEERS" ;; esac
 done
 for c in $BENCH_VARIANT_CONNS; do
@@ -76,6 +76,7 @@ need_cmd wrk wrk
 need_cmd valgrind valgrind
 need_cmd curl curl
 need_cmd gcc gcc libc6-dev
+[[ " $BENCH_PEERS " == *" modelgate-redis "* ]] && need_cmd redis-server redis-server
 if [[ " $BENCH_PEERS " == *" portkey "* ]]; then
   need_cmd node nodejs
   need_cmd npm npm
@@ -124,8 +125,12 @@ declare -A PORT PID HDRS
 # the canned upstream, decision log on as by default), flag (the alias routed
 # through a flag with 5 rules and 3 variants, like bench/flagbench.c's, every
 # variant's target on the canned upstream), nolog (plain, decision log off).
-modelgate_config() { # plain|flag|nolog|curl [WORKERS]
-  local targets route log="" eng="" workers=${2:-1} key
+modelgate_config() { # plain|flag|nolog|curl|redis [WORKERS]
+  local targets route log="" eng="" workers=${2:-1} key kind=$1
+  # redis: the flag config with the fleet's store on (overrides and breaker
+  # hints; nothing on the request path talks to Redis).
+  [ "$kind" = redis ] && set -- flag "${2:-1}" && log=',
+  "redis": {"url": "redis://127.0.0.1:'$REDIS_PORT'/0", "instance": "bench-1"}'
   key=', "api_key_env": "MG_BENCH_UPSTREAM_KEY"'
   [ "$1" = curl ] && eng=', "engine": "curl"'
   targets='"canned": {"base_url": "http://127.0.0.1:'$UP_PORT'/v1", "model": "canned-model"'$key'},
@@ -210,9 +215,21 @@ EOF
 # modelgate's configuration and worker count for a peer of the table.
 mg_variant() {
   case $1 in modelgate-flag | modelgate-flag-w2) echo flag ;; modelgate-curl | modelgate-curl-w2) echo curl ;;
-  modelgate-nolog) echo nolog ;; *) echo plain ;; esac
+  modelgate-nolog) echo nolog ;; modelgate-redis) echo redis ;; *) echo plain ;; esac
 }
 mg_workers() { case $1 in *-w2) echo 2 ;; *) echo 1 ;; esac; }
+
+# A Redis of the run's own for modelgate-redis (issue 13): no persistence,
+# loopback, a free port.
+if [[ " $BENCH_PEERS " == *" modelgate-redis "* ]]; then
+  REDIS_PORT=$(free_port)
+  mkdir -p "$T/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$T/redis" >"$T/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_port "$REDIS_PORT" "$REDIS_PID" "redis-server" "$T/redis.log"
+fi
 
 for p in $BENCH_PEERS; do
   [ "$p" = portkey ] || HDRS[$p]="Authorization: Bearer $CLIENT_KEY"
@@ -224,7 +241,7 @@ anthropic-version: 2023-06-01"
     PID[direct]=$UP_PID
     ;;
   modelgate | modelgate-flag | modelgate-nolog | modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | \
-    modelgate-resp | modelgate-msg)
+    modelgate-resp | modelgate-msg | modelgate-redis)
     start_modelgate "$p" "" "$(mg_variant "$p")" "$(mg_workers "$p")"
     PORT[$p]=$MG_PORT_OUT
     PID[$p]=$MG_PID_OUT
@@ -283,7 +300,7 @@ Authorization: Bearer sk-bench-not-a-key"
 done
 
 body_for() {
-  case $1 in modelgate-flag* | modelgate-curl*) echo "$BODY_FLAG" ;; modelgate-resp) echo "$BODY_RESP" ;;
+  case $1 in modelgate-flag* | modelgate-curl* | modelgate-redis) echo "$BODY_FLAG" ;; modelgate-resp) echo "$BODY_RESP" ;;
   modelgate-msg) echo "$BODY_MSG" ;; *) echo "$BODY" ;; esac
 }
 # The path a peer is measured on: chat completions, except the Responses and
@@ -302,7 +319,7 @@ verify() {
     -H 'Content-Type: application/json' "${args[@]}" --data-binary "$(body_for "$p")" \
     "http://127.0.0.1:${PORT[$p]}$(path_for "$p")" || true)
   [ "$code" = 200 ] && grep -q "$TOKEN" "$T/verify.$p" || ok=0
-  if [ "$(mg_variant "$p")" = flag ] || [ "$(mg_variant "$p")" = curl ]; then
+  if [ "$(mg_variant "$p")" = flag ] || [ "$(mg_variant "$p")" = curl ] || [ "$p" = modelgate-redis ]; then
     grep -qi '^x-modelgate-flag: chat' "$T/verify.$p.h" &&
       grep -qi '^x-modelgate-reason: rollout' "$T/verify.$p.h" || ok=0
     [ "$p" = modelgate-flag ] && FLAG_VARIANT=$(sed -n 's/^x-modelgate-variant: *\([^[:space:]]*\).*/\1/ip' "$T/verify.$p.h")
@@ -374,7 +391,7 @@ measured_at() {
     case $1 in modelgate | modelgate-flag | modelgate-flag-w2 | nginx | nginx-w2) return 0 ;; *) return 1 ;; esac
   fi
   case $1 in
-  modelgate-nolog | *-w2 | modelgate-resp | modelgate-msg) [ "$2" = 32 ] ;;
+  modelgate-nolog | *-w2 | modelgate-resp | modelgate-msg | modelgate-redis) [ "$2" = 32 ] ;;
   modelgate-*) [[ " $BENCH_VARIANT_CONNS " == *" $2 "* ]] ;;
   *) return 0 ;;
   esac
@@ -558,6 +575,7 @@ label_of() {
   nginx-w2) echo "nginx proxy_pass, 2 workers" ;;
   modelgate-resp) echo "modelgate, Responses API (POST /v1/responses)" ;;
   modelgate-msg) echo "modelgate, Anthropic Messages (POST /v1/messages)" ;;
+  modelgate-redis) echo "modelgate + flag, Redis store on" ;;
   modelgate-flagbody) echo "modelgate, the flag's request body but no flag" ;; esac
 }
 # Per run, PEER's req/s over OTHER's at CONNS connections: "r1, r2, ..." and
@@ -806,6 +824,15 @@ OUT="$T/report.md"
       echo "| $(label_of "$p") | $x | $(calc "$x / $mg32")x | $(get 32 "$p" cpu) | ${IPR[$p]:-n/a} | $v |"
       printf '%s\t%s\n' "A_$p" "$v" "ratio_api_$p" "$(calc "$x / $mg32")" "ipr_$p" "${IPR[$p]:-}" >>"$FIG"
     done
+  fi
+  if has_peer modelgate-redis && has_peer modelgate-flag; then
+    x=$(get 32 modelgate-redis rps)
+    v=$(pf "$x >= 0.95 * $fl32")
+    echo
+    echo "### With the fleet's store (issue 13)"
+    echo
+    echo "- $v: modelgate + flag with \`redis\` configured (overrides and breaker hints through a local redis-server; shared cache not built) $x req/s = $(calc "$x / $fl32")x the same config without Redis ($fl32 req/s) at 32 connections; CPU $(get 32 modelgate-redis cpu) vs $(get 32 modelgate-flag cpu) µs/request; target ≥ 0.95x"
+    printf '%s\t%s\n' R "$v" ratio_redis "$(calc "$x / $fl32")" >>"$FIG"
   fi
   if [ "$BENCH_CALLGRIND" = 1 ]; then
     for p in modelgate-flag modelgate-curl; do
