@@ -187,6 +187,7 @@ static void config_free(struct mg_config *c) {
   mg_routes_free(&c->routes);
   mg_clients_free(&c->clients);
   mg_ramps_free(&c->ramps);
+  mg_briefs_free(&c->briefs);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
@@ -273,6 +274,9 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->flags, e);
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
+    mg_briefs_parse(&c->briefs,
+                    cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                    &c->flags, e);
     /* A request is only ever sent to a target of its API, as primary or
      * as fallback: refuse flags and chains that mix them (issue 14.5). */
     mg_api_check_families(&c->targets, &c->flags, &c->fallbacks, e);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "brief/brief.h"
 #include "common/cfg.h"
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
@@ -79,6 +80,7 @@ struct mg_config {
   struct mg_fallbacks fallbacks;
   struct mg_ramps ramps;       /* by flag index */
   struct mg_clients clients;   /* who may call the data plane */
+  struct mg_briefs briefs;     /* by flag index (brief/brief.h) */
 };
 
 /* Load and validate; NULL with e filled on any error. */
