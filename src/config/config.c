@@ -18,7 +18,7 @@
 static const char *const root_keys[] = {
     "server", "limits",  "upstream", "admin",         "decision_log",
     "targets", "traditional", "cache", "flags",      "aliases",
-    "default_route", "clients", NULL};
+    "default_route", "clients", "notify", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", "max_connections",
                                          NULL};
@@ -188,6 +188,7 @@ static void config_free(struct mg_config *c) {
   mg_clients_free(&c->clients);
   mg_ramps_free(&c->ramps);
   mg_briefs_free(&c->briefs);
+  mg_notify_cfg_free(&c->notify);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
@@ -274,6 +275,8 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
     mg_ramps_parse(&c->ramps, cJSON_GetObjectItemCaseSensitive(root, "flags"),
                    &c->flags, e);
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
+    mg_notify_cfg_parse(&c->notify,
+                        cJSON_GetObjectItemCaseSensitive(root, "notify"), e);
     mg_briefs_parse(&c->briefs,
                     cJSON_GetObjectItemCaseSensitive(root, "flags"),
                     &c->flags, e);

@@ -16,6 +16,7 @@
 #include "common/cfg.h"
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
+#include "notify/sink.h"
 #include "ramps/ramp.h"
 #include "routing/clients.h"
 #include "routing/flag.h"
@@ -81,6 +82,7 @@ struct mg_config {
   struct mg_ramps ramps;       /* by flag index */
   struct mg_clients clients;   /* who may call the data plane */
   struct mg_briefs briefs;     /* by flag index (brief/brief.h) */
+  struct mg_notify_cfg notify; /* notify.sinks (notify/sink.h) */
 };
 
 /* Load and validate; NULL with e filled on any error. */
