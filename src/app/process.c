@@ -25,6 +25,7 @@
 #include "common/time.h"
 #include "handlers/admin.h"
 #include "handlers/data.h"
+#include "notify/notify.h"
 #include "runtime/runtime.h"
 #include "server/conn.h"
 #include "server/worker.h"
@@ -56,6 +57,8 @@ struct process {
   int exit_code;
   uint32_t grace_ms;              /* server.shutdown_grace_ms at start */
   char instance[300];             /* host:port, this instance's name */
+  struct mg_notifier *notifier;   /* owned: notify.sinks of notify_cfg */
+  struct mg_config *notify_cfg;   /* owned reference: the start config */
 };
 
 /* ---- hooks of the runtime ------------------------------------------------------- */
@@ -67,6 +70,18 @@ static void on_event(void *arg, const struct mg_event *ev) {
   if (e.instance == NULL && p->instance[0])
     e.instance = p->instance;
   mg_tel_event(p->tm, &e);
+  if (p->notifier) {
+    /* Ramp notifications carry the flag's release brief (issue 16.2). */
+    const char *brief = NULL;
+    struct mg_snap *s = e.flag && p->rt ? mg_rt_snap(p->rt) : NULL;
+    size_t i;
+    for (i = 0; s && i < s->cfg->flags.n && i < s->cfg->briefs.n; i++)
+      if (strcmp(s->cfg->flags.v[i].name, e.flag) == 0)
+        brief = mg_brief_summary(&s->cfg->briefs.v[i]);
+    mg_notify_event(p->notifier, &e, brief);
+    if (s)
+      mg_snap_unref(s);
+  }
 }
 
 /* ---- the ramp timer --------------------------------------------------------------- */
@@ -178,6 +193,7 @@ static void maybe_close_all(struct process *p) {
   close_handle(p, (uv_handle_t *)&p->sig_usr1);
   close_handle(p, (uv_handle_t *)&p->admin_listener);
   close_handle(p, (uv_handle_t *)&p->stopped_async);
+  mg_notify_close(p->notifier);
   mg_info("stopped");
 }
 
@@ -386,6 +402,14 @@ static int start(struct process *p, struct mg_config *cfg) {
   hooks.event = on_event;
   if (mg_tel_dlog_apply(p->tm, &cfg->dlog) != 0)
     return -EIO;
+  if (cfg->notify.nsinks) {
+    /* notify.sinks are read at start; a reload keeps them. */
+    p->notify_cfg = mg_config_ref(cfg);
+    p->notifier = mg_notify_new(p->loop, &cfg->notify);
+    if (p->notifier == NULL)
+      return -ENOMEM;
+    mg_tel_set_extra(p->tm, mg_notify_metrics, p->notifier);
+  }
   p->rt = mg_rt_new(cfg, p->nworkers, &hooks, err, sizeof(err));
   if (p->rt == NULL) {
     mg_error("%s", err);
@@ -474,6 +498,9 @@ int mg_process_serve(struct mg_config *cfg, const char *config_path,
     mg_tel_dlog_close(p.tm);
   mg_rt_free(p.rt);
   mg_tel_free(p.tm);
+  mg_notify_free(p.notifier);
+  if (p.notify_cfg)
+    mg_config_unref(p.notify_cfg);
   free(p.config_path);
   return code;
 }
