@@ -218,6 +218,8 @@ static double metric_ge(int port, const char *series, double want, int ms) {
 
 /* ---- modelgate ---------------------------------------------------------------- */
 
+static const char *tb_breaker = "{'enabled':false}";
+
 static void start_gate(struct tenv *e, const char *sinks) {
   const char *env[] = {KEY_ENV "=" KEY_VALUE, TOKEN_ENV "=" TOKEN,
                        SECRET_ENV "=" SECRET, NULL};
@@ -229,7 +231,7 @@ static void start_gate(struct tenv *e, const char *sinks) {
       "'decision_log':{'enabled':false},"
       "'targets':{'t-a':{'base_url':'@MOCK','model':'m-a',"
       "  'breaker':{'enabled':false}},"
-      "'t-b':{'base_url':'@MOCK','model':'m-b','breaker':{'enabled':false}}},"
+      "'t-b':{'base_url':'@MOCK','model':'m-b','breaker':%s}},"
       "'flags':{'chat':{'off_variant':'ctl','variants':{"
       "  'ctl':{'target':'t-a','weight':100},'trt':{'target':'t-b','weight':0}}},"
       " 'ramped':{'off_variant':'ctl','variants':{"
@@ -240,9 +242,10 @@ static void start_gate(struct tenv *e, const char *sinks) {
       "     'manual':true},{'weight':100}]},"
       "  'guards':{'window_ms':60000,'min_requests':1000,"
       "    'max_error_rate':0.5}}},"
-      "'aliases':{'gpt-test':{'flag':'chat'},'gpt-r':{'flag':'ramped'}},"
+      "'aliases':{'gpt-test':{'flag':'chat'},'gpt-r':{'flag':'ramped'},"
+      "'gpt-b':{'target':'t-b'}},"
       "'notify':{'sinks':{%s}}}",
-      sinks);
+      tb_breaker, sinks);
   char *c = q(e, t);
   assert_int_equal(mg_h_write_file(e->config, c), 0);
   assert_int_equal(mg_h_start_gate(&e->gate, e->config, env), 0);
@@ -435,11 +438,51 @@ static void test_notify_dead_sinks(void **state) {
   rx_stop(&rst);
 }
 
+/* A breaker that opens, and a reload refused. */
+static void test_notify_breaker_reload(void **state) {
+  struct tenv *e = *state;
+  struct rx x;
+  char *sinks;
+  int i, k;
+  rx_start(&x, RX_OK, 0);
+  sinks = fmt("'ops':{'url':'http://127.0.0.1:%d/json'}", x.port);
+  tb_breaker = "{'failures':2,'cooldown_ms':60000}";
+  start_gate(e, sinks);
+  tb_breaker = "{'enabled':false}";
+  free(sinks);
+  mock_behave(e, "{'model':'m-b','mode':'status','status':500}");
+  for (i = 0; i < 3; i++) {
+    struct mg_h_resp r;
+    char *b = chat_body("gpt-b", "outage", "");
+    assert_int_equal(mg_h_request(e->gate.port, "POST", "/v1/chat/completions",
+                                  "Content-Type: application/json\r\n", b, &r,
+                                  T_MS),
+                     0);
+    mg_h_resp_free(&r);
+    free(b);
+  }
+  k = rx_find(&x, "/json", "\"event\":\"breaker\"", 0, T_MS);
+  assert_true(k >= 0);
+  assert_non_null(strstr(x.req[k].body, "\"target\":\"t-b\""));
+  assert_non_null(strstr(x.req[k].body, "\"state\":\"open\""));
+  /* A broken file: the reload is refused, and said so. */
+  assert_int_equal(mg_h_write_file(e->config, "{\"targets\": 3}"), 0);
+  assert_int_equal(admin(e, "POST", "/admin/reload", NULL) / 100, 4);
+  k = rx_find(&x, "/json", "\"result\":\"refused\"", 0, T_MS);
+  assert_true(k >= 0);
+  assert_non_null(strstr(x.req[k].body, "\"event\":\"reload\""));
+  gate_down(&e->gate);
+  e->gate.pid = 0;
+  rx_stop(&x);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_notify_events, tenv_setup,
                                       tenv_teardown),
       cmocka_unit_test_setup_teardown(test_notify_dead_sinks, tenv_setup,
+                                      tenv_teardown),
+      cmocka_unit_test_setup_teardown(test_notify_breaker_reload, tenv_setup,
                                       tenv_teardown),
   };
   signal(SIGPIPE, SIG_IGN);
