@@ -270,10 +270,6 @@ void mg_notify_event(struct mg_notifier *n, const struct mg_event *ev,
     char hdr[512];
     if (s->dest == NULL || !mg_notify_wants(s->cfg, ev))
       continue;
-    if (atomic_load(&n->depth) >= n->cfg->queue_size) {
-      atomic_fetch_add(&s->dropped, 1);
-      continue;
-    }
     mg_buf_init(&b, 1u << 20);
     it = calloc(1, sizeof(*it));
     if (it == NULL ||
@@ -304,6 +300,14 @@ void mg_notify_event(struct mg_notifier *n, const struct mg_event *ev,
       continue;
     }
     pthread_mutex_lock(&n->mu);
+    /* Bounded: beyond queue_size the new delivery is dropped (the ones
+     * waiting are older news, already in order). */
+    if (atomic_load(&n->depth) >= n->cfg->queue_size) {
+      pthread_mutex_unlock(&n->mu);
+      item_free(it);
+      atomic_fetch_add(&s->dropped, 1);
+      continue;
+    }
     if (n->tail)
       n->tail->next = it;
     else
