@@ -219,6 +219,7 @@ static double metric_ge(int port, const char *series, double want, int ms) {
 /* ---- modelgate ---------------------------------------------------------------- */
 
 static const char *tb_breaker = "{'enabled':false}";
+static const char *notify_extra = "";
 
 static void start_gate(struct tenv *e, const char *sinks) {
   const char *env[] = {KEY_ENV "=" KEY_VALUE, TOKEN_ENV "=" TOKEN,
@@ -244,8 +245,8 @@ static void start_gate(struct tenv *e, const char *sinks) {
       "    'max_error_rate':0.5}}},"
       "'aliases':{'gpt-test':{'flag':'chat'},'gpt-r':{'flag':'ramped'},"
       "'gpt-b':{'target':'t-b'}},"
-      "'notify':{'sinks':{%s}}}",
-      tb_breaker, sinks);
+      "'notify':{%s'sinks':{%s}}}",
+      tb_breaker, notify_extra, sinks);
   char *c = q(e, t);
   assert_int_equal(mg_h_write_file(e->config, c), 0);
   assert_int_equal(mg_h_start_gate(&e->gate, e->config, env), 0);
@@ -396,7 +397,9 @@ static void test_notify_dead_sinks(void **state) {
               "'max_backoff_ms':40,'retries':2,'breaker_failures':2,"
               "'breaker_cooldown_ms':500}",
               hang.port, rst.port);
+  notify_extra = "'queue_size':8,";
   start_gate(e, sinks);
+  notify_extra = "";
   free(sinks);
   for (i = 0; i < 10; i++) {
     assert_int_equal(admin(e, "POST", "/admin/flags/chat/kill", NULL), 200);
@@ -430,6 +433,11 @@ static void test_notify_dead_sinks(void **state) {
                           "modelgate_notify_retries_total{sink=\"reset\"}", 1,
                           T_MS) >= 1);
   assert_true(rx_count(&rst) >= 2);
+  /* The hanging sink's deliveries piled up to the bound, then dropped. */
+  assert_true(metric(e->gate.port,
+                     "modelgate_notify_dropped_total{sink=\"hang\"}") > 0);
+  /* The bound, plus a retry per sink put back after its attempt. */
+  assert_true(metric(e->gate.port, "modelgate_notify_queue_depth") <= 8 + 2);
   assert_true(metric(e->gate.port,
                      "modelgate_notify_sent_total{sink=\"reset\"}") == 0);
   gate_down(&e->gate);
