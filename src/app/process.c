@@ -137,6 +137,9 @@ static int reload(void *arg, struct mg_cfg_errors *e) {
         cfg->admin.enabled != o->admin.enabled ||
         cfg->server.workers != o->server.workers)
       mg_warn("reload: listen addresses and workers change only on restart");
+    if (cfg->notify.nsinks != o->notify.nsinks ||
+        (cfg->notify.nsinks && p->notify_cfg == NULL))
+      mg_warn("reload: notify.sinks change only on restart");
   }
   /* Requests in flight keep their snapshot and finish on it; new ones see
    * the new one from now on, on every worker. */
