@@ -220,6 +220,12 @@ static double metric_ge(int port, const char *series, double want, int ms) {
 
 static const char *tb_breaker = "{'enabled':false}";
 static const char *notify_extra = "";
+static const char *ramp_cfg =
+    "'ramp':{'variant':'trt','interval_ms':100000,'steps':["
+    "    {'weight':10,'hold_ms':3600000},{'weight':50,'hold_ms':3600000,"
+    "     'manual':true},{'weight':100}]},"
+    "  'guards':{'window_ms':60000,'min_requests':1000,"
+    "    'max_error_rate':0.5}}},";
 
 static void start_gate(struct tenv *e, const char *sinks) {
   const char *env[] = {KEY_ENV "=" KEY_VALUE, TOKEN_ENV "=" TOKEN,
@@ -238,15 +244,11 @@ static void start_gate(struct tenv *e, const char *sinks) {
       " 'ramped':{'off_variant':'ctl','variants':{"
       "  'ctl':{'target':'t-a','weight':100},'trt':{'target':'t-b','weight':0}},"
       "  'brief':{'summary':'trt for everyone','contact':'#rel'},"
-      "  'ramp':{'variant':'trt','interval_ms':100000,'steps':["
-      "    {'weight':10,'hold_ms':3600000},{'weight':50,'hold_ms':3600000,"
-      "     'manual':true},{'weight':100}]},"
-      "  'guards':{'window_ms':60000,'min_requests':1000,"
-      "    'max_error_rate':0.5}}},"
+      "  %s"
       "'aliases':{'gpt-test':{'flag':'chat'},'gpt-r':{'flag':'ramped'},"
       "'gpt-b':{'target':'t-b'}},"
       "'notify':{%s'sinks':{%s}}}",
-      tb_breaker, notify_extra, sinks);
+      tb_breaker, ramp_cfg, notify_extra, sinks);
   char *c = q(e, t);
   assert_int_equal(mg_h_write_file(e->config, c), 0);
   assert_int_equal(mg_h_start_gate(&e->gate, e->config, env), 0);
@@ -446,6 +448,42 @@ static void test_notify_dead_sinks(void **state) {
   rx_stop(&rst);
 }
 
+/* A manual step, once held, waits for a human: ramp_waiting (warning). */
+static void test_notify_waiting(void **state) {
+  struct tenv *e = *state;
+  struct rx x;
+  char *sinks;
+  int i, k = -1;
+  rx_start(&x, RX_OK, 0);
+  sinks = fmt("'ops':{'url':'http://127.0.0.1:%d/json'}", x.port);
+  ramp_cfg = "'ramp':{'variant':'trt','interval_ms':100,'steps':["
+             "  {'weight':100,'hold_ms':200,'manual':true},{'weight':100}]},"
+             "'guards':{'window_ms':60000,'min_requests':1,"
+             "  'max_error_rate':0.5}}},";
+  start_gate(e, sinks);
+  free(sinks);
+  for (i = 0; i < 50 && k < 0; i++) {
+    struct mg_h_resp r;
+    char user[48];
+    char *b;
+    snprintf(user, sizeof(user), ",\"user\":\"u%d\"", i);
+    b = chat_body("gpt-r", "hi", user);
+    assert_int_equal(mg_h_request(e->gate.port, "POST", "/v1/chat/completions",
+                                  "Content-Type: application/json\r\n", b, &r,
+                                  T_MS),
+                     0);
+    mg_h_resp_free(&r);
+    free(b);
+    k = rx_find(&x, "/json", "\"event\":\"ramp_waiting\"", 0, 100);
+  }
+  assert_true(k >= 0);
+  assert_non_null(strstr(x.req[k].body, "\"severity\":\"warning\""));
+  assert_non_null(strstr(x.req[k].body, "\"brief\":\"trt for everyone\""));
+  gate_down(&e->gate);
+  e->gate.pid = 0;
+  rx_stop(&x);
+}
+
 /* A breaker that opens, and a reload refused. */
 static void test_notify_breaker_reload(void **state) {
   struct tenv *e = *state;
@@ -491,6 +529,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_notify_dead_sinks, tenv_setup,
                                       tenv_teardown),
       cmocka_unit_test_setup_teardown(test_notify_breaker_reload, tenv_setup,
+                                      tenv_teardown),
+      cmocka_unit_test_setup_teardown(test_notify_waiting, tenv_setup,
                                       tenv_teardown),
   };
   signal(SIGPIPE, SIG_IGN);
