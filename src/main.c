@@ -6,7 +6,9 @@
 
 #include <curl/curl.h>
 
+#include "brief/brief.h"
 #include "common/log.h"
+#include "common/time.h"
 #include "config/config.h"
 #include "app/process.h"
 #include "report/report.h"
@@ -28,6 +30,9 @@ static void usage(FILE *f) {
           "  report [options] LOG...            cohort analysis of decision "
           "logs\n"
           "                                     (modelgate report --help)\n"
+          "  brief -c FILE FLAG [--start RFC3339] [--format text|markdown]\n"
+          "                                     the flag's release brief and "
+          "CS handoff\n"
           "  version                            print the version\n"
           "\n"
           "serve exits 0 after SIGTERM or SIGINT once requests in flight have "
@@ -87,6 +92,73 @@ static int cmd_serve(const char *path, const char *port_file) {
   return code;
 }
 
+/* modelgate brief -c FILE FLAG [--start RFC3339] [--format text|markdown] */
+static int cmd_brief(int argc, char **argv) {
+  const char *config = NULL, *flag = NULL;
+  enum mg_brief_format fmt = MG_BRIEF_TEXT;
+  int64_t start = mg_wall_ms();
+  struct mg_config *cfg;
+  struct mg_buf out;
+  char admin[160];
+  size_t i;
+  int k, rc;
+
+  for (k = 2; k < argc; k++) {
+    if ((strcmp(argv[k], "-c") == 0 || strcmp(argv[k], "--config") == 0) &&
+        k + 1 < argc)
+      config = argv[++k];
+    else if (strcmp(argv[k], "--start") == 0 && k + 1 < argc) {
+      if (mg_rfc3339_parse(argv[++k], &start) != 0) {
+        fprintf(stderr, "modelgate brief: --start %s is not RFC 3339\n",
+                argv[k]);
+        return 2;
+      }
+    } else if (strcmp(argv[k], "--format") == 0 && k + 1 < argc) {
+      k++;
+      if (strcmp(argv[k], "text") == 0)
+        fmt = MG_BRIEF_TEXT;
+      else if (strcmp(argv[k], "markdown") == 0)
+        fmt = MG_BRIEF_MARKDOWN;
+      else {
+        fprintf(stderr, "modelgate brief: --format is text or markdown\n");
+        return 2;
+      }
+    } else if (argv[k][0] != '-' && flag == NULL)
+      flag = argv[k];
+    else {
+      fprintf(stderr, "modelgate brief: unknown argument: %s\n", argv[k]);
+      return 2;
+    }
+  }
+  if (config == NULL || flag == NULL) {
+    fprintf(stderr, "usage: modelgate brief -c FILE FLAG [--start RFC3339] "
+                    "[--format text|markdown]\n");
+    return 2;
+  }
+  if ((cfg = load(config)) == NULL)
+    return 2;
+  for (i = 0; i < cfg->flags.n; i++)
+    if (strcmp(cfg->flags.v[i].name, flag) == 0)
+      break;
+  if (i == cfg->flags.n) {
+    fprintf(stderr, "modelgate brief: %s has no flag %s\n", config, flag);
+    mg_config_unref(cfg);
+    return 2;
+  }
+  snprintf(admin, sizeof(admin), "%s:%d", cfg->admin.listen_host,
+           cfg->admin.listen_port);
+  mg_buf_init(&out, 4u << 20);
+  rc = mg_brief_render(&cfg->flags.v[i],
+                       i < cfg->briefs.n ? &cfg->briefs.v[i] : NULL,
+                       i < cfg->ramps.n ? &cfg->ramps.v[i] : NULL, admin,
+                       start, fmt, &out);
+  if (rc == 0)
+    fwrite(out.data, 1, out.len, stdout);
+  mg_buf_free(&out);
+  mg_config_unref(cfg);
+  return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   const char *config = NULL, *port_file = NULL, *cmd;
   int i;
@@ -108,6 +180,8 @@ int main(int argc, char **argv) {
   /* report has options of its own (src/report/report.h). */
   if (strcmp(cmd, "report") == 0)
     return mg_report_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "brief") == 0)
+    return cmd_brief(argc, argv);
   for (i = 2; i < argc; i++) {
     if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
         i + 1 < argc)

@@ -26,6 +26,7 @@
 #include "common/time.h"
 #include "handlers/admin.h"
 #include "handlers/data.h"
+#include "notify/notify.h"
 #include "runtime/runtime.h"
 #include "server/conn.h"
 #include "server/worker.h"
@@ -60,6 +61,8 @@ struct process {
   uint32_t grace_ms;              /* server.shutdown_grace_ms at start */
   uint64_t shutdown_ns;           /* uv_hrtime() when draining began */
   char instance[300];             /* host:port, this instance's name */
+  struct mg_notifier *notifier;   /* owned: notify.sinks of notify_cfg */
+  struct mg_config *notify_cfg;   /* owned reference: the start config */
 };
 
 /* ---- hooks of the runtime ------------------------------------------------------- */
@@ -76,6 +79,18 @@ static void on_event(void *arg, const struct mg_event *ev) {
   if (p->store && ev->instance == NULL && ev->target && ev->state &&
       strcmp(ev->type, "breaker") == 0 && strcmp(ev->state, "open") == 0)
     mg_store_breaker_opened(p->store, ev->target);
+  if (p->notifier) {
+    /* Ramp notifications carry the flag's release brief (issue 16.2). */
+    const char *brief = NULL;
+    struct mg_snap *s = e.flag && p->rt ? mg_rt_snap(p->rt) : NULL;
+    size_t i;
+    for (i = 0; s && i < s->cfg->flags.n && i < s->cfg->briefs.n; i++)
+      if (strcmp(s->cfg->flags.v[i].name, e.flag) == 0)
+        brief = mg_brief_summary(&s->cfg->briefs.v[i]);
+    mg_notify_event(p->notifier, &e, brief);
+    if (s)
+      mg_snap_unref(s);
+  }
 }
 
 static void on_override_changed(void *arg, const char *flag) {
@@ -163,6 +178,9 @@ static int reload(void *arg, struct mg_cfg_errors *e) {
         (cfg->redis.url && o->redis.url &&
          strcmp(cfg->redis.url, o->redis.url) != 0))
       mg_warn("reload: the redis section changes only on restart");
+    if (cfg->notify.nsinks != o->notify.nsinks ||
+        (cfg->notify.nsinks && p->notify_cfg == NULL))
+      mg_warn("reload: notify.sinks change only on restart");
   }
   /* Requests in flight keep their snapshot and finish on it; new ones see
    * the new one from now on, on every worker. */
@@ -220,6 +238,7 @@ static void maybe_close_all(struct process *p) {
   close_handle(p, (uv_handle_t *)&p->admin_listener);
   close_handle(p, (uv_handle_t *)&p->stopped_async);
   mg_store_close(p->store);
+  mg_notify_close(p->notifier);
   mg_info("stopped");
 }
 
@@ -466,6 +485,14 @@ static int start(struct process *p, struct mg_config *cfg) {
   }
   if (mg_tel_dlog_apply(p->tm, &cfg->dlog) != 0)
     return -EIO;
+  if (cfg->notify.nsinks) {
+    /* notify.sinks are read at start; a reload keeps them. */
+    p->notify_cfg = mg_config_ref(cfg);
+    p->notifier = mg_notify_new(p->loop, &cfg->notify);
+    if (p->notifier == NULL)
+      return -ENOMEM;
+    mg_tel_set_extra(p->tm, mg_notify_metrics, p->notifier);
+  }
   p->rt = mg_rt_new(cfg, p->nworkers, &hooks, err, sizeof(err));
   if (p->rt == NULL) {
     mg_error("%s", err);
@@ -580,6 +607,9 @@ int mg_process_serve(struct mg_config *cfg, const char *config_path,
   mg_store_free(p.store);
   mg_rt_free(p.rt);
   mg_tel_free(p.tm);
+  mg_notify_free(p.notifier);
+  if (p.notify_cfg)
+    mg_config_unref(p.notify_cfg);
   free(p.config_path);
   return code;
 }

@@ -19,7 +19,7 @@
 static const char *const root_keys[] = {
     "server", "limits",  "upstream", "admin",         "decision_log",
     "targets", "traditional", "cache", "flags",      "aliases",
-    "default_route", "clients", "feedback", "redis", NULL};
+    "default_route", "clients", "feedback", "redis", "notify", NULL};
 static const char *const admin_keys[] = {"enabled", "listen", "token_env",
                                          "state_file", "max_connections",
                                          NULL};
@@ -217,6 +217,8 @@ static void config_free(struct mg_config *c) {
   mg_clients_free(&c->clients);
   mg_ramps_free(&c->ramps);
   mg_feedback_config_free(&c->feedback);
+  mg_briefs_free(&c->briefs);
+  mg_notify_cfg_free(&c->notify);
   mg_flags_free(&c->flags);
   mg_fallbacks_free(&c->fallbacks);
   mg_targets_free(&c->targets);
@@ -317,6 +319,11 @@ struct mg_config *mg_config_load_string(const char *json, size_t len,
                    &c->feedback, e);
     }
     mg_routes_parse(&c->routes, root, &c->targets, &c->flags, e);
+    mg_notify_cfg_parse(&c->notify,
+                        cJSON_GetObjectItemCaseSensitive(root, "notify"), e);
+    mg_briefs_parse(&c->briefs,
+                    cJSON_GetObjectItemCaseSensitive(root, "flags"),
+                    &c->flags, e);
     /* A request is only ever sent to a target of its API, as primary or
      * as fallback: refuse flags and chains that mix them (issue 14.5). */
     mg_api_check_families(&c->targets, &c->flags, &c->fallbacks, e);

@@ -12,10 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "brief/brief.h"
 #include "common/cfg.h"
 #include "decisions/feedback.h"
 #include "decisions/log.h"
 #include "fallbacks/policy.h"
+#include "notify/sink.h"
 #include "ramps/ramp.h"
 #include "config/redis.h"
 #include "routing/clients.h"
@@ -83,6 +85,8 @@ struct mg_config {
   struct mg_clients clients;   /* who may call the data plane */
   struct mg_feedback_config feedback; /* POST /v1/feedback (issue 15.1) */
   struct mg_redis_cfg redis;   /* the fleet's store (config/redis.h) */
+  struct mg_briefs briefs;     /* by flag index (brief/brief.h) */
+  struct mg_notify_cfg notify; /* notify.sinks (notify/sink.h) */
 };
 
 /* Load and validate; NULL with e filled on any error. */

@@ -55,7 +55,7 @@ static const char *const flag_keys[] = {
     "enabled", "off_variant", "salt",         "unit",
     "start",   "end",         "block",        "variants",
     "rules",   "ramp",        "guards",       "missing_unit",
-    "fallback_to_control",    "decide",       NULL};
+    "fallback_to_control",    "decide",       "brief", NULL};
 static const char *const variant_keys[] = {"target", "weight", "allow", NULL};
 static const char *const rule_keys[] = {"if", "variant", NULL};
 

@@ -880,7 +880,9 @@ static int override_changed(struct mg_runtime *rt, const struct mg_flag *f,
   const struct mg_flag_state *st;
   const char *names[MG_FLAG_MAX_VARIANTS];
   struct mg_event ev;
-  uint32_t i;
+  uint32_t i, before[MG_FLAG_MAX_VARIANTS];
+  /* The weights in force before the change, for the notification. */
+  memcpy(before, rt->cur->flag_states[f->index].weights, sizeof(before));
   /* Saved first, then in force: a change in force is never newer than the
    * state file (a crash in between cannot bring a killed version back). A
    * failed save does not hold the change back. Who asked, and why, is kept
@@ -913,6 +915,7 @@ static int override_changed(struct mg_runtime *rt, const struct mg_flag *f,
     ev.variants = names;
     ev.nvariants = f->nvariants;
     ev.weights_after = st->weights;
+    ev.weights_before = before;
   }
   if (rt->hooks.event)
     rt->hooks.event(rt->hooks.arg, &ev);
@@ -1170,6 +1173,10 @@ static void ramp_changed(struct mg_runtime *rt, const struct mg_flag *f,
   bool rollback = r->st.status == MG_RAMP_ROLLED_BACK &&
                   strcmp(event, "rollback") == 0;
   struct mg_event ev;
+  const char *names[MG_FLAG_MAX_VARIANTS];
+  uint32_t before[MG_FLAG_MAX_VARIANTS], i;
+  /* The weights in force before the change, for the notification. */
+  memcpy(before, rt->cur->flag_states[f->index].weights, sizeof(before));
   (void)save_state(rt);
   if (publish(rt) != 0)
     mg_error("ramp of flag %s: out of memory publishing its state", f->name);
@@ -1193,6 +1200,12 @@ static void ramp_changed(struct mg_runtime *rt, const struct mg_flag *f,
   ev.step = (int32_t)r->st.step;
   ev.weight_bp = w;
   ev.actor = by;
+  for (i = 0; i < f->nvariants; i++)
+    names[i] = f->variants[i].name;
+  ev.variants = names;
+  ev.nvariants = f->nvariants;
+  ev.weights_before = before;
+  ev.weights_after = rt->cur->flag_states[f->index].weights;
   if (r->st.status == MG_RAMP_ROLLED_BACK && r->st.guard[0]) {
     ev.guard = r->st.guard;
     ev.observed = r->st.observed;

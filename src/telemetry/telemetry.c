@@ -225,6 +225,10 @@ struct mg_telemetry {
    * (the snapshot says so) but keeps the file open. */
   _Atomic(struct mg_dlog *) dlog;
   _Atomic bool dlog_on;
+  /* More families rendered after ours (notify/notify.h), set once before
+   * the workers run. */
+  int (*extra_fn)(void *arg, struct mg_buf *out);
+  void *extra_arg;
 };
 
 static void stats_free_all(struct mg_map *map) {
@@ -828,6 +832,14 @@ int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
               (double)live->up_replaced, NULL);
     rc = mg_metrics_render(m, out);
   }
+  if (rc == 0 && tm->extra_fn)
+    rc = tm->extra_fn(tm->extra_arg, out);
   mg_metrics_free(m);
   return rc;
+}
+
+void mg_tel_set_extra(struct mg_telemetry *tm,
+                      int (*fn)(void *arg, struct mg_buf *out), void *arg) {
+  tm->extra_fn = fn;
+  tm->extra_arg = arg;
 }

@@ -122,6 +122,11 @@ cJSON *mg_tel_recent_events(struct mg_telemetry *tm);
 /* A reload was attempted. */
 void mg_tel_reload(struct mg_telemetry *tm, bool ok);
 
+/* More metric families, rendered after ours by fn(arg, out) (set once,
+ * before the workers run). */
+void mg_tel_set_extra(struct mg_telemetry *tm,
+                      int (*fn)(void *arg, struct mg_buf *out), void *arg);
+
 /* /metrics: every worker's counters merged, with the gauges of the state in
  * force (s: a snapshot reference the caller holds; rt for the cache). */
 int mg_tel_render(struct mg_telemetry *tm, struct mg_runtime *rt,
