@@ -598,8 +598,8 @@ static void admin_handle(void *owner, struct mg_resp *c,
       set_weights(w, c, f, r->body.data ? r->body.data : "", r->body.len,
                   &ab.a);
     }
-  } else if (sscanf(path, "/admin/targets/%255[^/]/%31[a-z_]", flag,
-                    action) == 2 &&
+  } else if (url_is(path, "/admin/targets/%255[^/]/%31[a-z_]%n", flag,
+                    action) &&
              strcmp(action, "min_confidence") == 0) {
     if (m != HTTP_PUT && m != HTTP_DELETE)
       fail_method(c, "PUT, DELETE",

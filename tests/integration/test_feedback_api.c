@@ -561,6 +561,15 @@ static void test_min_confidence_admin(void **state) {
         "{\"min_confidence\":0.9}", &r);
   assert_error(&r, 404, "unknown_target");
   mg_h_resp_free(&r);
+  /* The URL matches exactly, as the flag URLs do. */
+  admin(e, "PUT", "/admin/targets/main/min_confidence123",
+        "{\"min_confidence\":0.9}", &r);
+  assert_error(&r, 404, "unknown_url");
+  mg_h_resp_free(&r);
+  admin(e, "PUT", "/admin/targets/main/min_confidence/extra",
+        "{\"min_confidence\":0.9}", &r);
+  assert_error(&r, 404, "unknown_url");
+  mg_h_resp_free(&r);
   admin(e, "PUT", "/admin/targets/backup/min_confidence",
         "{\"min_confidence\":0.9}", &r);
   assert_error(&r, 400, "invalid_min_confidence");
