@@ -53,6 +53,11 @@ static bool find_node(void) {
 #define SDK_KEY_SHA256 \
   "9934265507d90c84dda2b8fae6504943643448647f4461a6dcd56c8c4870d219"
 
+/* A second upstream account's key, and the admin token the chain case
+ * kills flags with (both in modelgate's environment, inherited). */
+#define OTHER_KEY_ENV "MGT_OTHER_API_KEY"
+#define ADMIN_TOKEN "sdk-admin-token-Jw4e9Rk2"
+
 static const char config[] =
     "'clients':{'keys':{'sdk-app':'" SDK_KEY_SHA256 "'}},"
     "'targets':{"
@@ -75,10 +80,30 @@ static const char config[] =
     "'fallbacks':['backup']},"
     "'sleepy':{'base_url':'@MOCK','model':'m-sleepy',"
     "'timeouts':{'first_byte_ms':300},'fallbacks':['backup']},"
-    "'backup':{'base_url':'@MOCK','model':'m-backup'}},"
+    "'backup':{'base_url':'@MOCK','model':'m-backup'},"
+    /* The Responses API: a plain target, one that dies mid-stream, and two
+     * flags. resp-flag's variants are one upstream account (same base URL
+     * and key: they share stored responses); resp-split's off variant is
+     * another account (another key), which cannot see them. */
+    "'resp':{'base_url':'@MOCK','model':'m-resp','api_key_env':'" KEY_ENV "'},"
+    "'resp-die':{'base_url':'@MOCK','model':'m-resp-die'},"
+    "'r-canary':{'base_url':'@MOCK','model':'m-r-canary',"
+    "'api_key_env':'" KEY_ENV "'},"
+    "'r-stable':{'base_url':'@MOCK','model':'m-r-stable',"
+    "'api_key_env':'" KEY_ENV "'},"
+    "'split-canary':{'base_url':'@MOCK','model':'m-split-canary',"
+    "'api_key_env':'" KEY_ENV "'},"
+    "'split-stable':{'base_url':'@MOCK','model':'m-split-stable',"
+    "'api_key_env':'" OTHER_KEY_ENV "'}},"
     "'flags':{'chat-model':{'off_variant':'stable','variants':{"
     "'stable':{'target':'main','weight':0},"
-    "'canary':{'target':'canary','weight':100}}}},"
+    "'canary':{'target':'canary','weight':100}}},"
+    "'resp-flag':{'off_variant':'stable','variants':{"
+    "'stable':{'target':'r-stable','weight':0},"
+    "'canary':{'target':'r-canary','weight':100}}},"
+    "'resp-split':{'off_variant':'stable','variants':{"
+    "'stable':{'target':'split-stable','weight':0},"
+    "'canary':{'target':'split-canary','weight':100}}}},"
     "'aliases':{'gpt-test':{'target':'main'},"
     "'gpt-flag':{'flag':'chat-model'},"
     "'gpt-die':{'target':'dying'},"
@@ -89,6 +114,10 @@ static const char config[] =
     "'gpt-fallback':{'target':'primary'},"
     "'gpt-slow-fallback':{'target':'sleepy'},"
     "'gpt-instruct':{'target':'main'},"
+    "'gpt-resp':{'target':'resp'},"
+    "'gpt-resp-die':{'target':'resp-die'},"
+    "'gpt-resp-flag':{'flag':'resp-flag'},"
+    "'gpt-resp-split':{'flag':'resp-split'},"
     "'text-embedding-test':{'target':'main'}}";
 
 static const char *const behaviours[] = {
@@ -107,6 +136,8 @@ static const char *const behaviours[] = {
     "{'model':'m-gated','mode':'low_confidence'}",
     "{'model':'m-primary','mode':'status','status':503}",
     "{'model':'m-sleepy','mode':'hang'}",
+    "{'model':'m-resp-die','mode':'stream_die','chunks':6,'die_after':8,"
+    "'chunk_ms':20}",
 };
 
 static int group_setup(void **state) {
@@ -116,7 +147,14 @@ static int group_setup(void **state) {
   if (tenv_setup(state) != 0)
     return -1;
   e = *state;
+  setenv(OTHER_KEY_ENV, "sk-mgtest-another-account-Hq2", 1);
+  setenv("MODELGATE_ADMIN_TOKEN", ADMIN_TOKEN, 1);
   gate_cfg_level(e, "info", config);
+  {
+    char port[16];
+    snprintf(port, sizeof(port), "%d", e->gate.admin_port);
+    setenv("MG_SDK_ADMIN_PORT", port, 1);
+  }
   for (i = 0; i < sizeof(behaviours) / sizeof(behaviours[0]); i++)
     behave(e, behaviours[i]);
   return 0;
@@ -265,6 +303,43 @@ static void test_embeddings(void **state) {
   cJSON_Delete(b);
 }
 
+/* ---- the Responses API ---- */
+
+static void test_responses(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "responses");
+  assert_int_equal(mock_count(e, "m-resp"), 2);
+  assert_mock_header(e, "m-resp", "authorization", "Bearer " KEY_VALUE);
+}
+
+static void test_responses_stream(void **state) {
+  sdk_case(*state, "responses_stream");
+}
+
+static void test_responses_stream_dies(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "responses_stream_die");
+  assert_int_equal(stat_num(e->mock.port, "/streams_died"), 2);
+  assert_int_equal(mock_count(e, "m-resp-die"), 2);
+}
+
+static void test_responses_retrieve(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "responses_retrieve");
+  /* Nothing went to the off variant. */
+  assert_int_equal(mock_count(e, "m-r-stable"), 0);
+}
+
+/* Runs last among the Responses cases: it kills both of their flags. */
+static void test_responses_chain_across_kill(void **state) {
+  struct tenv *e = *state;
+  sdk_case(e, "responses_chain");
+  /* The refused link never reached any upstream. */
+  assert_int_equal(mock_count(e, "m-split-canary"), 1);
+  assert_int_equal(mock_count(e, "m-split-stable"), 1);
+  assert_int_equal(mock_count(e, "m-r-stable"), 1);
+}
+
 int main(void) {
 #define SDK_TEST(f) cmocka_unit_test_setup(f, reset_stats)
   const struct CMUnitTest tests[] = {
@@ -274,6 +349,10 @@ int main(void) {
       SDK_TEST(test_fallback),    SDK_TEST(test_completions),
       SDK_TEST(test_embeddings),  SDK_TEST(test_body_too_large),
       SDK_TEST(test_models),      SDK_TEST(test_auth_and_request_id),
+      SDK_TEST(test_responses),   SDK_TEST(test_responses_stream),
+      SDK_TEST(test_responses_stream_dies),
+      SDK_TEST(test_responses_retrieve),
+      SDK_TEST(test_responses_chain_across_kill),
   };
   char probe[] = SDK_DIR "/node_modules/openai/package.json";
 
