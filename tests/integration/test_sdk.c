@@ -8,6 +8,10 @@
  * Each alias leads to an upstream model of its own, so the mock's behaviours
  * are set once and the cases do not disturb each other.
  *
+ * The Responses API cases (responses.create, streams, retrieve, chains
+ * across a flag kill) run in openai_sdk.mjs; Anthropic Messages ones, on
+ * targets with api "anthropic", in anthropic_sdk.mjs (@anthropic-ai/sdk).
+ *
  * Exits 77 (ctest: skipped) when node or tests/sdk/node_modules is missing;
  * scripts/test.sh installs both, so CI always runs it. */
 #define _DEFAULT_SOURCE 1
@@ -94,7 +98,19 @@ static const char config[] =
     "'split-canary':{'base_url':'@MOCK','model':'m-split-canary',"
     "'api_key_env':'" KEY_ENV "'},"
     "'split-stable':{'base_url':'@MOCK','model':'m-split-stable',"
-    "'api_key_env':'" OTHER_KEY_ENV "'}},"
+    "'api_key_env':'" OTHER_KEY_ENV "'},"
+    /* Anthropic Messages (anthropic_sdk.mjs): the mock wants the target's
+     * key as x-api-key. */
+    "'claude':{'api':'anthropic','base_url':'@MOCK','model':'m-claude',"
+    "'api_key_env':'" KEY_ENV "'},"
+    "'claude-die':{'api':'anthropic','base_url':'@MOCK',"
+    "'model':'m-claude-die','api_key_env':'" KEY_ENV "'},"
+    "'claude-busy':{'api':'anthropic','base_url':'@MOCK',"
+    "'model':'m-claude-busy','api_key_env':'" KEY_ENV "'},"
+    "'claude-limited':{'api':'anthropic','base_url':'@MOCK',"
+    "'model':'m-claude-limited','api_key_env':'" KEY_ENV "'},"
+    "'claude-picky':{'api':'anthropic','base_url':'@MOCK',"
+    "'model':'m-claude-picky','api_key_env':'" KEY_ENV "'}},"
     "'flags':{'chat-model':{'off_variant':'stable','variants':{"
     "'stable':{'target':'main','weight':0},"
     "'canary':{'target':'canary','weight':100}}},"
@@ -118,6 +134,11 @@ static const char config[] =
     "'gpt-resp-die':{'target':'resp-die'},"
     "'gpt-resp-flag':{'flag':'resp-flag'},"
     "'gpt-resp-split':{'flag':'resp-split'},"
+    "'claude-test':{'target':'claude'},"
+    "'claude-die':{'target':'claude-die'},"
+    "'claude-overloaded':{'target':'claude-busy'},"
+    "'claude-limited':{'target':'claude-limited'},"
+    "'claude-picky':{'target':'claude-picky'},"
     "'text-embedding-test':{'target':'main'}}";
 
 static const char *const behaviours[] = {
@@ -138,6 +159,15 @@ static const char *const behaviours[] = {
     "{'model':'m-sleepy','mode':'hang'}",
     "{'model':'m-resp-die','mode':'stream_die','chunks':6,'die_after':8,"
     "'chunk_ms':20}",
+    "{'model':'m-claude','mode':'ok','cache_read':40,'cache_write':12}",
+    "{'model':'m-claude-die','mode':'stream_die','chunks':6,'die_after':5,"
+    "'chunk_ms':20}",
+    "{'model':'m-claude-busy','mode':'status','status':529}",
+    "{'model':'m-claude-limited','mode':'status','status':429,"
+    "'retry_after':7}",
+    "{'model':'m-claude-picky','mode':'status','status':400,'body':{"
+    "'type':'error','error':{'type':'invalid_request_error',"
+    "'message':'prompt is too long'}}}",
 };
 
 static int group_setup(void **state) {
@@ -171,14 +201,15 @@ static int reset_stats(void **state) {
   return rc;
 }
 
-/* Run `node openai_sdk.mjs PORT name`; it must exit 0 and say "ok name". */
-static void sdk_case(struct tenv *e, const char *name) {
-  char port[16], want[64], script[] = SDK_DIR "/openai_sdk.mjs";
+/* Run `node SCRIPT PORT name`; it must exit 0 and say "ok name". */
+static void sdk_run(struct tenv *e, const char *file, const char *name) {
+  char port[16], want[64], script[512];
   const char *argv[] = {node_bin, script, port, name, NULL};
   char *out = NULL;
   double t0 = mg_h_now_ms();
   int rc;
 
+  snprintf(script, sizeof(script), "%s/%s", SDK_DIR, file);
   snprintf(port, sizeof(port), "%d", e->gate.port);
   snprintf(want, sizeof(want), "ok %s:", name);
   rc = mg_h_run(argv, &out, NODE_MS);
@@ -186,10 +217,19 @@ static void sdk_case(struct tenv *e, const char *name) {
   if (rc != 0 || out == NULL || strstr(out, want) == NULL) {
     print_error("%s", out ? out : "(no output)\n");
     free(out);
-    fail_msg("node openai_sdk.mjs %s %s: exit %d", port, name, rc);
+    fail_msg("node %s %s %s: exit %d", file, port, name, rc);
   }
   print_message("%s(%.0f ms)\n", out, mg_h_now_ms() - t0);
   free(out);
+}
+
+static void sdk_case(struct tenv *e, const char *name) {
+  sdk_run(e, "openai_sdk.mjs", name);
+}
+
+/* A case of anthropic_sdk.mjs (@anthropic-ai/sdk). */
+static void ant_case(struct tenv *e, const char *name) {
+  sdk_run(e, "anthropic_sdk.mjs", name);
 }
 
 /* The last request the mock saw for model carried this header value. */
@@ -340,6 +380,44 @@ static void test_responses_chain_across_kill(void **state) {
   assert_int_equal(mock_count(e, "m-r-stable"), 1);
 }
 
+/* ---- Anthropic Messages, @anthropic-ai/sdk ---- */
+
+static void test_anthropic_messages(void **state) {
+  struct tenv *e = *state;
+  ant_case(e, "messages");
+  assert_int_equal(mock_count(e, "m-claude"), 2);
+  /* The target's key as x-api-key, never the client's. */
+  assert_mock_header(e, "m-claude", "x-api-key", KEY_VALUE);
+  assert_mock_header(e, "m-claude", "authorization", NULL);
+}
+
+static void test_anthropic_stream(void **state) {
+  ant_case(*state, "stream");
+}
+
+static void test_anthropic_stream_dies(void **state) {
+  struct tenv *e = *state;
+  ant_case(e, "stream_die");
+  assert_int_equal(stat_num(e->mock.port, "/streams_died"), 2);
+  assert_int_equal(mock_count(e, "m-claude-die"), 2);
+}
+
+static void test_anthropic_upstream_errors(void **state) {
+  struct tenv *e = *state;
+  ant_case(e, "upstream_errors");
+  assert_int_equal(mock_count(e, "m-claude-busy"), 1);
+  assert_int_equal(mock_count(e, "m-claude-limited"), 1);
+  assert_int_equal(mock_count(e, "m-claude-picky"), 1);
+  /* The unknown client went nowhere. */
+  assert_int_equal(mock_count(e, "m-claude"), 0);
+}
+
+static void test_anthropic_count_tokens(void **state) {
+  struct tenv *e = *state;
+  ant_case(e, "count_tokens");
+  assert_int_equal(mock_count(e, "m-claude"), 2);
+}
+
 int main(void) {
 #define SDK_TEST(f) cmocka_unit_test_setup(f, reset_stats)
   const struct CMUnitTest tests[] = {
@@ -353,8 +431,14 @@ int main(void) {
       SDK_TEST(test_responses_stream_dies),
       SDK_TEST(test_responses_retrieve),
       SDK_TEST(test_responses_chain_across_kill),
+      SDK_TEST(test_anthropic_messages),
+      SDK_TEST(test_anthropic_stream),
+      SDK_TEST(test_anthropic_stream_dies),
+      SDK_TEST(test_anthropic_upstream_errors),
+      SDK_TEST(test_anthropic_count_tokens),
   };
   char probe[] = SDK_DIR "/node_modules/openai/package.json";
+  char probe_ant[] = SDK_DIR "/node_modules/@anthropic-ai/sdk/package.json";
 
   if (!find_node()) {
     printf("node is not installed (scripts/test.sh installs it): "
@@ -365,6 +449,12 @@ int main(void) {
     printf("%s is missing (npm ci --prefix tests/sdk installs it; "
            "scripts/test.sh does): skipping\n",
            probe);
+    return 77;
+  }
+  if (access(probe_ant, R_OK) != 0) {
+    printf("%s is missing (npm ci --prefix tests/sdk installs it; "
+           "scripts/test.sh does): skipping\n",
+           probe_ant);
     return 77;
   }
   return cmocka_run_group_tests(tests, group_setup, tenv_teardown);
