@@ -11,8 +11,9 @@ MG_BUILD_PKGS="gcc make cmake pkg-config libuv1-dev libcurl4-openssl-dev
 # test; openssl makes its certificate; curl drives the demo.
 MG_TEST_PKGS="nginx-light openssl curl chromium clang libclang-rt-14-dev
   redis-server"
-# The OpenAI SDK test (tests/integration/test_sdk.c) runs the official Node
-# SDK, installed into tests/sdk/node_modules by mg_sdk_modules below.
+# The SDK test (tests/integration/test_sdk.c) runs the official Node SDKs
+# (openai, @anthropic-ai/sdk), installed into tests/sdk/node_modules by
+# mg_sdk_modules below.
 MG_NODE_PKGS="nodejs npm"
 
 mg_missing() {

@@ -415,6 +415,216 @@ const CASES = {
   },
 };
 
+
+// ---- the Responses API -----------------------------------------------------
+
+// The admin API of the modelgate under test (test_sdk.c gives its port and
+// token in the environment): kill a flag, as an operator would mid-chain.
+async function adminKill(flag) {
+  const port = process.env.MG_SDK_ADMIN_PORT;
+  assert.ok(port, "MG_SDK_ADMIN_PORT is not set");
+  const r = await fetch(`http://127.0.0.1:${port}/admin/flags/${flag}/kill`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${process.env.MODELGATE_ADMIN_TOKEN}` },
+    signal: AbortSignal.timeout(CALL_MS),
+  });
+  assert.equal(r.status, 200, `kill ${flag}: ${await r.text()}`);
+}
+
+// Iterate a Responses stream: its typed events and the text of the deltas.
+async function drainEvents(stream) {
+  const events = [];
+  let text = "";
+  for await (const ev of stream) {
+    events.push(ev);
+    if (ev.type === "response.output_text.delta")
+      text += ev.delta;
+  }
+  return { events, text };
+}
+
+Object.assign(CASES, {
+  // client.responses.create: output_text (the SDK's own convenience, made
+  // from the output items), usage, and the decision headers.
+  async responses() {
+    const prompt = "Respond to this, please";
+    const { data, response } = await client.responses
+      .create({ model: "gpt-resp", input: prompt }, opts)
+      .withResponse();
+    assert.equal(response.status, 200);
+    assert.equal(data.object, "response");
+    assert.equal(data.status, "completed");
+    assert.equal(data.output_text, answer("m-resp", prompt));
+    assert.ok(data.usage && data.usage.output_tokens > 0, "usage");
+    assert.match(data.id, /^resp_/, "a Response id");
+    decision(response.headers, { served: "resp", flag: "-", variant: "-",
+      reason: "direct", fallback: null }, "responses.create");
+
+    // Messages as input, with instructions.
+    const m = await client.responses.create({
+      model: "gpt-resp", instructions: "Be brief",
+      input: [{ role: "user", content: "Second question" }],
+    }, opts);
+    assert.equal(m.output_text, answer("m-resp", "Second question"));
+    return data.id;
+  },
+
+  // stream: true with for await: typed events from response.created to
+  // response.completed, the deltas adding up to the final text.
+  async responses_stream() {
+    const prompt = "Stream a response in pieces";
+    const { data: stream, response } = await client.responses
+      .create({ model: "gpt-resp", input: prompt, stream: true }, opts)
+      .withResponse();
+    assert.match(response.headers.get("content-type") || "",
+      /^text\/event-stream/);
+    decision(response.headers, { served: "resp", reason: "direct",
+      fallback: null }, "responses stream");
+    const { events, text } = await drainEvents(stream);
+    const types = events.map((e) => e.type);
+    assert.equal(types[0], "response.created", types.join(","));
+    assert.equal(types[types.length - 1], "response.completed",
+      types.join(","));
+    assert.ok(types.includes("response.output_text.delta"), "deltas");
+    assert.equal(text, answer("m-resp", prompt));
+    const done = events[events.length - 1].response;
+    assert.equal(done.status, "completed");
+    assert.equal(done.output_text ?? done.output[0].content[0].text,
+      answer("m-resp", prompt));
+    // sequence numbers, where sent, only grow.
+    const seq = events.map((e) => e.sequence_number).filter((n) => n != null);
+    for (let i = 1; i < seq.length; i++)
+      assert.ok(seq[i] > seq[i - 1], "sequence_number grows");
+
+    // The SDK's stream helper assembles the final response itself.
+    const helper = client.responses.stream(
+      { model: "gpt-resp", input: "Helper stream" }, opts);
+    const final = await helper.finalResponse();
+    // This SDK's helper leaves output_text out: the assembled output item.
+    assert.equal(final.status, "completed");
+    assert.equal(final.output[0].content[0].text,
+      answer("m-resp", "Helper stream"));
+    return `${events.length} events`;
+  },
+
+  // The upstream dies half-way: the stream must not end as if complete.
+  // modelgate ends it with response.failed (which the SDK yields as an
+  // event) and then an `error` event, on which the SDK's iterator throws
+  // an APIError: an application never takes the partial text for an answer.
+  async responses_stream_die() {
+    const prompt = "This response stream will die";
+    const full = answer("m-resp-die", prompt);
+    const stream = await client.responses.create(
+      { model: "gpt-resp-die", input: prompt, stream: true }, opts);
+    const events = [];
+    let text = "";
+    const err = await rejects(async () => {
+      for await (const ev of stream) {
+        events.push(ev);
+        if (ev.type === "response.output_text.delta")
+          text += ev.delta;
+      }
+      return { ended: "normally", events: events.map((e) => e.type) };
+    }, OpenAI.APIError, { status: undefined }, "iterating a dying stream");
+    // The `error` event is OpenAI's shape (code and message at the top);
+    // this SDK takes the error object from data.error, so only the message
+    // reaches the APIError, and its code stays undefined.
+    assert.match(err.message, /incomplete answer/);
+    const types = events.map((e) => e.type);
+    assert.equal(types[0], "response.created", types.join(","));
+    assert.ok(!types.includes("response.completed"),
+      `a dying stream completed: ${types.join(",")}`);
+    assert.ok(text.length > 0, `no delta before the failure: ${types}`);
+    assert.ok(full.startsWith(text) && text.length < full.length,
+      `partial text ${JSON.stringify(text)}`);
+    const last = events[events.length - 1];
+    assert.equal(last.type, "response.failed", types.join(","));
+    assert.equal(last.response.status, "failed");
+    // modelgate's code, as on the chat stream (not one of OpenAI's enum for
+    // response.error.code; the SDK does not check it at run time).
+    assert.equal(last.response.error?.code, "upstream_truncated",
+      JSON.stringify(last.response.error));
+
+    // The stream helper rejects too.
+    const helper = client.responses.stream(
+      { model: "gpt-resp-die", input: prompt }, opts);
+    let helperErr = null;
+    try {
+      await helper.finalResponse();
+    } catch (e) {
+      helperErr = e;
+    }
+    assert.ok(helperErr instanceof OpenAI.OpenAIError,
+      "the stream helper resolved on a dying stream");
+    return `response.failed, then ${err.constructor.name} "${err.message}" ` +
+      `after ${text.length} of ${full.length} characters`;
+  },
+
+  // A response made through the flag's canary: retrieve() and the input
+  // items reach the target that made it (the mock that stored it answers).
+  async responses_retrieve() {
+    const prompt = "Remember this one";
+    const { data: made, response } = await client.responses
+      .create({ model: "gpt-resp-flag", input: prompt }, opts)
+      .withResponse();
+    decision(response.headers, { served: "r-canary", flag: "resp-flag",
+      variant: "canary" }, "made on the canary");
+    const got = await client.responses.retrieve(made.id, {}, opts);
+    assert.equal(got.id, made.id, "the id the client was given");
+    // retrieve() in this SDK does not add output_text: the output item.
+    assert.equal(got.output[0].content[0].text, answer("m-r-canary", prompt));
+    const items = [];
+    for await (const it of client.responses.inputItems.list(made.id, {}, opts))
+      items.push(it);
+    assert.ok(items.length >= 1, "input items");
+    assert.equal(items[0].content[0].text, prompt);
+    await rejects(() => client.responses.retrieve("resp_not_one_of_ours", {},
+      opts), OpenAI.NotFoundError, { status: 404 }, "an unknown id");
+    return made.id;
+  },
+
+  // previous_response_id chains across a kill of the flag. "resp-flag":
+  // the canary and the off variant are the same upstream with the same key,
+  // so the chain goes on (on the off variant). "resp-split": the off
+  // variant is another account (another key), which cannot see the stored
+  // response: conversation_unavailable, a BadRequestError for the SDK.
+  async responses_chain() {
+    const first = await client.responses.create(
+      { model: "gpt-resp-flag", input: "Chain one" }, opts);
+    const second = await client.responses.create({ model: "gpt-resp-flag",
+      input: "Chain two", previous_response_id: first.id }, opts);
+    assert.match(second.output_text, /Chain two/);
+    assert.match(second.output_text, /\(after resp_/, "the mock had it");
+    const split1 = await client.responses.create(
+      { model: "gpt-resp-split", input: "Split one" }, opts);
+
+    await adminKill("resp-flag");
+    await adminKill("resp-split");
+
+    // Same upstream: the conversation continues, served by the off variant.
+    const { data: third, response } = await client.responses
+      .create({ model: "gpt-resp-flag", input: "Chain three",
+        previous_response_id: second.id }, opts)
+      .withResponse();
+    assert.match(third.output_text, /Chain three/);
+    assert.match(third.output_text, /\(after resp_/, "context kept");
+    assert.equal(response.headers.get("x-modelgate-served-by"), "r-stable");
+
+    // Another upstream account: a clear error, never a silent new chat.
+    const err = await rejects(() => client.responses.create({
+      model: "gpt-resp-split", input: "Split two",
+      previous_response_id: split1.id }, opts),
+    OpenAI.BadRequestError,
+    { status: 400, code: "conversation_unavailable",
+      param: "previous_response_id" }, "chain across a kill to another key");
+    // A new conversation on the same alias still works.
+    const fresh = await client.responses.create(
+      { model: "gpt-resp-split", input: "Fresh start" }, opts);
+    assert.equal(fresh.output_text, answer("m-split-stable", "Fresh start"));
+    return `kept across the kill; other account: ${err.message}`;
+  },
+});
+
 // ---- main ------------------------------------------------------------------
 
 const watchdog = setTimeout(() => {
