@@ -352,6 +352,7 @@ struct traffic {
   atomic_bool stop;
   atomic_int sent, failed;
   _Atomic double max_ms;
+  atomic_bool down[3];          /* ramp_traffic: instance i was killed */
   char last_error[512];
 };
 
@@ -824,7 +825,9 @@ static void *ramp_traffic(void *arg) {
     struct ans a;
     snprintf(user, sizeof(user), "r%d", n % 200);
     body = body_for("m-chat", user, "hello", "");
-    if (t->f->g[i].pid > 0) {
+    /* The main thread kills instances: whether one is up is read from
+     * down[], never from the fleet's pids (written there meanwhile). */
+    if (!atomic_load(&t->down[i])) {
       ask(t->f->g[i].port, NULL, body, &a);
       atomic_fetch_add(&t->sent, 1);
       if (a.status != 200)
@@ -876,6 +879,7 @@ static void test_ramp_leader_killed(void **state) {
   assert_true(ramp_leader(f, 2) == leader);
   step = step_at(f, leader, NULL, 0);
   /* Kill the leader mid-ramp. */
+  atomic_store(&t.down[leader], true);
   assert_true(reap(f->g[leader].pid, SIGKILL, 5000) >= 0);
   f->g[leader].pid = 0;
   t0 = mg_h_now_ms();

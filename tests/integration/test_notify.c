@@ -93,17 +93,22 @@ static void *rx_main(void *arg) {
         size_t want = cl ? (size_t)atol(cl + 17) : 0;
         size_t hl = (size_t)(he + 4 - buf);
         if (len >= hl + want) {
-          struct rx_req *q = NULL;
+          /* Filled in whole, then published under the lock: the test
+           * thread reads the list meanwhile. */
+          struct rx_req got;
+          memset(&got, 0, sizeof(got));
+          sscanf(buf, "POST %63s", got.path);
+          got.head = strndup(buf, hl);
+          got.body = strndup(he + 4, want);
+          got.at = mg_h_now_ms();
           pthread_mutex_lock(&x->mu);
-          if (x->n < MAXREQ)
-            q = &x->req[x->n++];
-          pthread_mutex_unlock(&x->mu);
-          if (q) {
-            sscanf(buf, "POST %63s", q->path);
-            q->head = strndup(buf, hl);
-            q->body = strndup(he + 4, want);
-            q->at = mg_h_now_ms();
+          if (x->n < MAXREQ) {
+            x->req[x->n++] = got;
+            got.head = got.body = NULL;
           }
+          pthread_mutex_unlock(&x->mu);
+          free(got.head);
+          free(got.body);
           if (x->mode == RX_HANG) {
             if (x->nhung < 64)
               x->hung[x->nhung++] = c;
