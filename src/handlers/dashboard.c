@@ -2,12 +2,21 @@
 #include "handlers/dashboard.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include <llhttp.h>
+
+#include "common/buf.h"
+#include "server/worker.h"
 
 /* Generated at build time from dashboard.html (cmake/embed.cmake). */
 extern const char mg_dashboard_html[];
 extern const size_t mg_dashboard_html_len;
+
+/* Where the page learns whether the admin API wants a token: "token"
+ * (reading and acting need it: the page asks before its first read),
+ * "none" (reading is open, acting disabled). */
+#define AUTH_MARK "@MG_AUTH@"
 
 /* The page runs its own inline script and style and talks to this origin
  * only: nothing else may load, frame it or be posted to. */
@@ -21,10 +30,25 @@ static const char headers[] =
 
 static void dashboard_handle(void *owner, struct mg_resp *r,
                              const struct mg_route *route) {
-  (void)owner;
+  struct mg_worker *w = owner;
+  struct mg_wsnap *ws = mg_worker_snap(w);
+  const char *auth = ws->snap->admin_token ? "token" : "none";
+  const char *mark = strstr(mg_dashboard_html, AUTH_MARK);
+  struct mg_buf page;
   (void)route;
-  mg_resp_send(r, 200, "text/html; charset=utf-8", headers, mg_dashboard_html,
-               mg_dashboard_html_len);
+  mg_buf_init(&page, mg_dashboard_html_len + 64);
+  if (mark == NULL ||
+      mg_buf_append(&page, mg_dashboard_html,
+                    (size_t)(mark - mg_dashboard_html)) != 0 ||
+      mg_buf_puts(&page, auth) != 0 ||
+      mg_buf_puts(&page, mark + strlen(AUTH_MARK)) != 0)
+    mg_resp_error(r, 500, "Could not serve the dashboard.", "internal_error",
+                  NULL, NULL);
+  else
+    mg_resp_send(r, 200, "text/html; charset=utf-8", headers, page.data,
+                 page.len);
+  mg_buf_free(&page);
+  mg_wsnap_release(ws);
   mg_resp_done(r);
 }
 
