@@ -166,6 +166,9 @@ try {
     return {step:r.querySelector(".ramp-step").textContent,weight:r.querySelector(".ramp-weight").textContent,
     next:r.querySelector(".ramp-next").textContent,status:r.querySelector(".badge").textContent,
     steps:r.querySelectorAll(".step").length};})()`);
+  notes.guards = await js(`[...document.querySelectorAll(${JSON.stringify(
+    `.ramp[data-flag=${JSON.stringify(flag)}] table.guards tbody tr`)})].map(
+    (tr) => [...tr.children].map((td) => td.textContent))`);
   notes.variantRows = await js(`document.querySelectorAll(${JSON.stringify(sel(flag) + " table.variants tbody tr")}).length`);
   notes.breaker = await until("the open breaker",
     `(function(){var t=document.querySelector(${JSON.stringify(`#breakers tr[data-target=${JSON.stringify(target)}] .badge`)});

@@ -52,7 +52,8 @@ static bool on_path(const char *const *names, char *out, size_t n) {
 }
 
 /* Target "down" points at a closed port: two failures open its breaker.
- * Flag "chat" ramps its treatment: 10% for an hour, then 50% by hand. */
+ * Flag "chat" ramps its treatment: 20% for an hour under two guards, then
+ * 50% by hand. */
 static const char cfg_tmpl[] =
     "{'admin':{'listen':'127.0.0.1:0','state_file':'@DIR/state.json'},"
     "'server':{'listen':'127.0.0.1:0','shutdown_grace_ms':2000},"
@@ -63,8 +64,9 @@ static const char cfg_tmpl[] =
     "'breaker':{'failures':2,'cooldown_ms':600000}}},"
     "'flags':{'chat':{'off_variant':'ctl',"
     "'variants':{'ctl':{'target':'ctl'},'trt':{'target':'trt'}},"
-    "'ramp':{'variant':'trt','interval_ms':200,'steps':[{'weight':10,"
-    "'hold_ms':3600000},{'weight':50,'manual':true},{'weight':100}]}},"
+    "'ramp':{'variant':'trt','interval_ms':200,'steps':[{'weight':20,"
+    "'hold_ms':3600000,'guards':{'max_error_rate':0.5,'max_p95_ms':10000,"
+    "'min_requests':3}},{'weight':50,'manual':true},{'weight':100}]}},"
     "'legacy':{'off_variant':'old','fallback_to_control':false,"
     "'variants':{'old':{'target':'ctl','weight':0},"
     "'new':{'target':'down','weight':100}}}},"
@@ -179,7 +181,7 @@ static void test_dashboard_in_chromium(void **state) {
 
   /* Traffic on both arms of the ramp; the legacy flag's target refuses
    * connections until its breaker opens. */
-  for (i = 0; i < 30; i++)
+  for (i = 0; i < 40; i++)
     assert_int_equal(chat_as(e, "gpt-chat", i), 200);
   for (i = 0; i < 3; i++)
     assert_true(chat_as(e, "gpt-legacy", i) >= 500);
@@ -215,9 +217,17 @@ static void test_dashboard_in_chromium(void **state) {
     assert_non_null(j);
     assert_true(cJSON_IsTrue(at(j, "ok")));
     assert_int_equal(cJSON_GetArraySize(at(j, "consoleErrors")), 0);
-    /* The ramp as the page shows it: step 1 of 3 at 10%, an hour's hold. */
+    /* The ramp as the page shows it: step 1 of 3 at 20%, an hour's hold,
+     * its guards' observed values against their thresholds. */
     assert_string_equal(str_at(j, "notes.ramp.step"), "1");
-    assert_string_equal(str_at(j, "notes.ramp.weight"), "10%");
+    assert_string_equal(str_at(j, "notes.ramp.weight"), "20%");
+    assert_true(cJSON_GetArraySize(at(j, "notes.guards")) >= 2);
+    assert_string_equal(str_at(j, "notes.guards.0.0"), "max_error_rate");
+    assert_string_equal(str_at(j, "notes.guards.0.2"), "0");
+    assert_string_equal(str_at(j, "notes.guards.0.3"), "0.5");
+    assert_string_equal(str_at(j, "notes.guards.0.4"), "ok");
+    assert_string_equal(str_at(j, "notes.guards.1.0"), "max_p95_ms");
+    assert_string_equal(str_at(j, "notes.guards.1.3"), "10000");
     assert_string_equal(str_at(j, "notes.ramp.status"), "running");
     assert_non_null(strstr(str_at(j, "notes.ramp.next"), "next step in"));
     assert_int_equal((int)at(j, "notes.ramp.steps")->valuedouble, 3);
