@@ -13,7 +13,15 @@ PATH, every expr of the dashboard is also parsed by promtool (as a
 recording rule, with its variables filled in), so a typo in PromQL fails
 here rather than on someone's screen.
 
-Usage: check_deploy.py [SOURCE_DIR]   (exit 0: all good; 1: faults listed)
+With --metrics FILE (a scrape of a running modelgate's /metrics, as
+tests/integration/test_dashboard.c takes one), the labels are checked too:
+every label a selector matches on, and every label a `by (...)` groups by,
+must be one the scraped series carry (or a scrape's own instance and job).
+Families that the scrape does not hold (no such event yet) are listed and
+not judged.
+
+Usage: check_deploy.py [SOURCE_DIR] [--metrics FILE]
+(exit 0: all good; 1: faults listed)
 """
 import json
 import os
@@ -23,7 +31,13 @@ import subprocess
 import sys
 import tempfile
 
-SRC = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
+ARGS = sys.argv[1:]
+SCRAPE = None
+if "--metrics" in ARGS:
+    i = ARGS.index("--metrics")
+    SCRAPE = ARGS[i + 1]
+    del ARGS[i:i + 2]
+SRC = os.path.abspath(ARGS[0] if ARGS else
                       os.path.join(os.path.dirname(__file__), "..", ".."))
 DASH = os.path.join(SRC, "deploy", "grafana", "modelgate.json")
 ALERTS = os.path.join(SRC, "deploy", "prometheus", "alerts.yml")
@@ -173,6 +187,51 @@ def check_dashboard(names):
     return exprs
 
 
+# Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"instance", "job"}
+
+
+def scraped_labels(path):
+    """series name -> the label names its samples carry, from a scrape."""
+    out = {}
+    for ln in open(path, encoding="utf-8"):
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s', ln)
+        if not m:
+            fault(f"scrape: cannot read line {ln[:80]!r}")
+            continue
+        names = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(3) or ""))
+        out.setdefault(m.group(1), set()).update(names)
+    return out
+
+
+def check_labels(where, expr, scraped, missing):
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    have = set(TARGET_LABELS)
+    for name, matchers in re.findall(r'([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^{}]*)\}', e):
+        if name not in scraped:
+            missing.add(name)
+            continue
+        labels = scraped[name] | TARGET_LABELS
+        have |= labels
+        for lab in re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)', matchers):
+            if lab not in labels:
+                fault(f"{where}: {name} has no label {lab!r} (it has {sorted(scraped[name])})")
+    for name in metrics_in(expr):
+        if name in scraped:
+            have |= scraped[name]
+        else:
+            missing.add(name)
+    if any(n not in scraped for n in metrics_in(expr)):
+        return  # the grouping may use a label of the family not scraped
+    for grp in re.findall(r'\b(?:by|without)\s*\(([^)]*)\)', e):
+        for lab in re.findall(r'[a-zA-Z_][a-zA-Z0-9_]*', grp):
+            if lab not in have:
+                fault(f"{where}: groups by {lab!r}, which none of its series carry")
+
+
 def alert_exprs():
     """(alert, expr) from alerts.yml without a YAML library: `expr:` either
     inline or a `|` block."""
@@ -235,6 +294,14 @@ def main():
                 print(f"check_deploy: alert {alert}: {n} is expected from "
                       "the notifications change (not in this tree yet)")
         check_metrics(f"alert {alert}", e, names | pending)
+    if SCRAPE and not faults:
+        scraped, missing = scraped_labels(SCRAPE), set()
+        for where, e in exprs + [(f"alert {a}", e) for a, e in alert_exprs()]:
+            check_labels(where, e, scraped, missing)
+        if missing:
+            print("check_deploy: labels not judged (not in the scrape): " +
+                  ", ".join(sorted(missing)))
+        print(f"check_deploy: labels checked against {len(scraped)} scraped series names")
     if not faults:
         promtool_parse(exprs)
     for f in faults:

@@ -9,7 +9,9 @@
  *
  * The page itself over plain HTTP: self-contained (no script, style or
  * image from elsewhere), a CSP that says so, GET and HEAD only, and it
- * knows whether the admin API wants a token.
+ * knows whether the admin API wants a token. And deploy/'s Grafana
+ * dashboard and alert rules against a scrape of this modelgate: every
+ * label they match or group by is one its series carry.
  *
  * Exits 77 (ctest: skipped) without Chromium, or a node with WebSocket
  * (node 20's --experimental-websocket or a newer node). */
@@ -52,6 +54,8 @@ static bool on_path(const char *const *names, char *out, size_t n) {
 }
 
 /* Target "down" points at a closed port: two failures open its breaker.
+ * Flags "legacy" and "spare" send everything there; "spare" falls back to
+ * its control's target.
  * Flag "chat" ramps its treatment: 20% for an hour under two guards, then
  * 50% by hand. */
 static const char cfg_tmpl[] =
@@ -61,6 +65,7 @@ static const char cfg_tmpl[] =
     "'trt':{'base_url':'@MOCK','model':'m-trt','price':{'input':2,"
     "'output':8}},"
     "'down':{'base_url':'http://127.0.0.1:@CLOSED/v1','model':'m-down',"
+    "'retries':{'count':1,'backoff_ms':10,'jitter':0},"
     "'breaker':{'failures':2,'cooldown_ms':600000}}},"
     "'flags':{'chat':{'off_variant':'ctl',"
     "'variants':{'ctl':{'target':'ctl'},'trt':{'target':'trt'}},"
@@ -69,8 +74,11 @@ static const char cfg_tmpl[] =
     "'min_requests':3}},{'weight':50,'manual':true},{'weight':100}]}},"
     "'legacy':{'off_variant':'old','fallback_to_control':false,"
     "'variants':{'old':{'target':'ctl','weight':0},"
-    "'new':{'target':'down','weight':100}}}},"
-    "'aliases':{'gpt-chat':{'flag':'chat'},'gpt-legacy':{'flag':'legacy'}}}";
+    "'new':{'target':'down','weight':100}}},"
+    "'spare':{'off_variant':'old','variants':{'old':{'target':'ctl',"
+    "'weight':0},'new':{'target':'down','weight':100}}}},"
+    "'aliases':{'gpt-chat':{'flag':'chat'},'gpt-legacy':{'flag':'legacy'},"
+    "'gpt-spare':{'flag':'spare'}}}";
 
 static void start(struct tenv *e, bool with_token) {
   const char *env[] = {"MODELGATE_ADMIN_TOKEN=" TOKEN, NULL};
@@ -168,6 +176,54 @@ static void test_dashboard_no_token(void **state) {
    * greys its buttons. */
   assert_non_null(memstr(r.body, r.body_len, "data-auth=\"none\""));
   mg_h_resp_free(&r);
+}
+
+/* The Grafana dashboard's and the alert rules' labels against a scrape of
+ * this modelgate: every label matched or grouped by is one its series
+ * carry (tests/deploy/check_deploy.py --metrics). */
+static void test_deploy_labels(void **state) {
+  static const char *const py[] = {"python3", NULL};
+  struct tenv *e = *state;
+  struct mg_h_resp r;
+  char python[512], scrape[400], *out = NULL, *m;
+  int i, rc;
+  if (!on_path(py, python, sizeof(python))) {
+    print_message("python3 is not installed: skipping\n");
+    skip();
+  }
+  start(e, true);
+  for (i = 0; i < 20; i++)
+    assert_int_equal(chat_as(e, "gpt-chat", i), 200);
+  for (i = 0; i < 3; i++)
+    assert_true(chat_as(e, "gpt-legacy", i) >= 500);
+  /* Its breaker open, "down" is skipped: the control's target answers. */
+  for (i = 0; i < 3; i++)
+    assert_int_equal(chat_as(e, "gpt-spare", i), 200);
+  assert_int_equal(mg_h_request(e->gate.admin_port, "POST",
+                                "/admin/flags/chat/ramp/rollback", AUTH, "",
+                                &r, T_MS),
+                   0);
+  assert_int_equal(r.status, 200);
+  mg_h_resp_free(&r);
+  m = metrics(e->gate.port);
+  assert_non_null(strstr(m, "modelgate_variant_fallbacks_total{"));
+  assert_non_null(strstr(m, "modelgate_fallbacks_total{"));
+  assert_non_null(strstr(m, "modelgate_breaker_transitions_total{"));
+  assert_non_null(strstr(m, "modelgate_ramp_rollbacks_total{"));
+  assert_non_null(strstr(m, "modelgate_retries_total{"));
+  snprintf(scrape, sizeof(scrape), "%s/metrics.txt", e->dir);
+  assert_int_equal(mg_h_write_file(scrape, m), 0);
+  free(m);
+  {
+    const char *argv[] = {python, MG_SOURCE_DIR "/tests/deploy/check_deploy.py",
+                          MG_SOURCE_DIR, "--metrics", scrape, NULL};
+    rc = mg_h_run(argv, &out, 60000);
+  }
+  print_message("check_deploy.py: %s\n", out ? out : "");
+  if (rc != 0)
+    fail_msg("check_deploy.py --metrics exited %d", rc);
+  assert_non_null(strstr(out, "labels checked against"));
+  free(out);
 }
 
 static void test_dashboard_in_chromium(void **state) {
@@ -290,6 +346,7 @@ int main(void) {
   const struct CMUnitTest page[] = {
       T(test_dashboard_page),
       T(test_dashboard_no_token),
+      T(test_deploy_labels),
   };
   const struct CMUnitTest browser[] = {
       T(test_dashboard_in_chromium),
