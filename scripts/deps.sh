@@ -8,9 +8,11 @@ MG_BUILD_PKGS="gcc make cmake pkg-config libuv1-dev libcurl4-openssl-dev
   libcjson-dev libxxhash-dev libcmocka-dev node-llhttp ca-certificates
   libssl-dev libhiredis-dev"
 # Tests: nginx terminates TLS in front of the mock for the HTTPS upstream
-# test; openssl makes its certificate; curl drives the demo.
+# test; openssl makes its certificate; curl drives the demo. prometheus
+# ships promtool, which checks deploy/prometheus/alerts.yml; python3 runs
+# tests/deploy/check_deploy.py on the Grafana dashboard.
 MG_TEST_PKGS="nginx-light openssl curl chromium clang libclang-rt-14-dev
-  redis-server"
+  redis-server prometheus python3"
 # The SDK test (tests/integration/test_sdk.c) runs the official Node SDKs
 # (openai, @anthropic-ai/sdk), installed into tests/sdk/node_modules by
 # mg_sdk_modules below.

@@ -9,6 +9,11 @@ mg_install $MG_BUILD_PKGS $MG_TEST_PKGS
 mg_install_node
 mg_sdk_modules
 
+echo "== deploy: alert rules and the Grafana dashboard"
+# promtool check rules and test rules on deploy/prometheus/alerts.yml, and
+# the dashboard's fields and metric names (tests/deploy/check_deploy.py).
+tests/deploy/check.sh
+
 jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() {
   local dir=$1; shift

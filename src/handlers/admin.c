@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "config/config.h"
+#include "handlers/dashboard.h"
 #include "handlers/live.h"
 #include "handlers/ops.h"
 #include "server/worker.h"
@@ -627,6 +628,8 @@ void mg_admin_route(void *owner, struct mg_http_req *req,
     out->buffer_body = true;
     return;
   }
+  if (mg_dashboard_route(path, req->method, out))
+    return;
   if (mg_ops_route(path, req->method, false, out))
     return;
   out->status = 404;
