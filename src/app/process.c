@@ -51,6 +51,7 @@ struct process {
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t grace_timer;
   uv_timer_t ramp_timer;
+  uv_timer_t watch_timer;         /* fallback storms (mg_rt_watch) */
   uint32_t ramp_period;
   uv_async_t stopped_async;       /* a worker stopped (any thread) */
   _Atomic unsigned nstopped;
@@ -128,6 +129,14 @@ static void ramp_sync(struct process *p, uint32_t period) {
     uv_timer_stop(&p->ramp_timer);
   else
     uv_timer_start(&p->ramp_timer, on_ramp_timer, period, period);
+}
+
+/* How often the control side looks for fallback storms. */
+#define WATCH_MS 5000
+
+static void on_watch_timer(uv_timer_t *t) {
+  struct process *p = t->data;
+  mg_rt_watch(p->rt, (int64_t)uv_now(p->loop));
 }
 
 static void on_ramp_timer(uv_timer_t *t) {
@@ -231,6 +240,7 @@ static void maybe_close_all(struct process *p) {
   p->closed = true;
   close_handle(p, (uv_handle_t *)&p->grace_timer);
   close_handle(p, (uv_handle_t *)&p->ramp_timer);
+  close_handle(p, (uv_handle_t *)&p->watch_timer);
   close_handle(p, (uv_handle_t *)&p->sig_term);
   close_handle(p, (uv_handle_t *)&p->sig_int);
   close_handle(p, (uv_handle_t *)&p->sig_hup);
@@ -459,6 +469,8 @@ static int start(struct process *p, struct mg_config *cfg) {
   uv_timer_init(p->loop, &p->grace_timer);
   uv_timer_init(p->loop, &p->ramp_timer);
   p->ramp_timer.data = p;
+  uv_timer_init(p->loop, &p->watch_timer);
+  p->watch_timer.data = p;
   uv_signal_init(p->loop, &p->sig_term);
   uv_signal_init(p->loop, &p->sig_int);
   uv_signal_init(p->loop, &p->sig_hup);
@@ -544,6 +556,7 @@ static int start(struct process *p, struct mg_config *cfg) {
   uv_signal_start(&p->sig_hup, on_sighup, SIGHUP);
   uv_signal_start(&p->sig_usr1, on_sigusr1, SIGUSR1);
   ramp_sync(p, mg_rt_tick_period(p->rt));
+  uv_timer_start(&p->watch_timer, on_watch_timer, WATCH_MS, WATCH_MS);
   if (p->port_file && (rc = write_port_file(p, port)) != 0) {
     mg_error("cannot write port file %s: %s", p->port_file, uv_strerror(rc));
     return rc;

@@ -19,7 +19,8 @@ static const char *const sink_keys[] = {
 static const char *const event_types[] = {
     "kill",        "unkill",       "weights",        "weights_cleared",
     "ramp_step",   "ramp_waiting", "rollback",       "ramp_paused",
-    "ramp_resumed", "ramp_restarted", "breaker",     "reload", NULL};
+    "ramp_resumed", "ramp_restarted", "breaker",     "reload",
+    "fallback_storm", "fallback_storm_over", NULL};
 
 static const char *const sev_names[] = {"info", "warning", "critical"};
 
@@ -204,6 +205,10 @@ void mg_notify_key(const struct mg_event *ev, int64_t ts_ms, char out[17]) {
 static const char *reason_of(const struct mg_event *ev) {
   if (ev->actor && ev->actor->reason)
     return ev->actor->reason;
+  if (strcmp(ev->type, "fallback_storm") == 0)
+    return "fallbacks answer too many of the variant's requests";
+  if (strcmp(ev->type, "fallback_storm_over") == 0)
+    return "fallbacks back to a normal share";
   if (ev->guard)
     return "guard breached";
   if (ev->actor)

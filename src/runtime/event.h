@@ -31,7 +31,8 @@ struct mg_event {
                             * "ramp_waiting", "rollback", "ramp_paused",
                             * "ramp_resumed", "ramp_restarted", "breaker",
                             * "reload", "min_confidence",
-                            * "min_confidence_cleared" */
+                            * "min_confidence_cleared", "fallback_storm",
+                            * "fallback_storm_over" */
   enum mg_severity severity;
   const char *flag;        /* or NULL */
   const char *variant;     /* the ramped (or changed) variant, or NULL */

@@ -42,6 +42,7 @@ struct rt_slot {
  * lock (the worker adds, a reader of /admin/live sums). */
 struct mg_rt_live {
   char *key;               /* owned: "<flag>\x1f<variant>", the map key */
+  bool storm;              /* in a fallback storm (control thread only) */
   unsigned nslots;
   struct {
     pthread_mutex_t mu;
@@ -402,6 +403,56 @@ void mg_rt_live_read(struct mg_rt_live *l, int64_t mono, uint32_t span_ms,
     mg_live_sum(&l->slots[i].l, mono, span_ms, acc);
     pthread_mutex_unlock(&l->slots[i].mu);
   }
+}
+
+void mg_rt_watch(struct mg_runtime *rt, int64_t mono) {
+  struct mg_snap *s = mg_rt_snap(rt);
+  const struct mg_config *cfg = s->cfg;
+  size_t i, j;
+  for (i = 0; i < cfg->flags.n; i++) {
+    const struct mg_flag *f = &cfg->flags.v[i];
+    for (j = 0; j < f->nvariants; j++) {
+      struct mg_rt_live *l = s->live[i][j];
+      struct mg_live_sum sum;
+      struct mg_event ev;
+      double rate;
+      bool storm;
+      if (l == NULL)
+        continue;
+      memset(&sum, 0, sizeof(sum));
+      mg_rt_live_read(l, mono, MG_STORM_WINDOW_MS, &sum);
+      rate = sum.requests ? (double)sum.fallbacks / (double)sum.requests : 0;
+      storm = l->storm ? sum.requests >= MG_STORM_MIN_REQUESTS &&
+                             rate >= MG_STORM_RATE / 2
+                       : sum.requests >= MG_STORM_MIN_REQUESTS &&
+                             rate >= MG_STORM_RATE;
+      if (storm == l->storm)
+        continue;
+      l->storm = storm;
+      if (storm)
+        mg_warn("fallback storm: flag %s variant %s: %.0f%% of %llu "
+                "requests in the last minute answered by a fallback",
+                f->name, f->variants[j].name, rate * 100,
+                (unsigned long long)sum.requests);
+      else
+        mg_info("fallback storm over: flag %s variant %s", f->name,
+                f->variants[j].name);
+      memset(&ev, 0, sizeof(ev));
+      ev.type = storm ? "fallback_storm" : "fallback_storm_over";
+      ev.severity = storm ? MG_SEV_WARNING : MG_SEV_INFO;
+      ev.flag = f->name;
+      ev.variant = f->variants[j].name;
+      ev.step = -1;
+      ev.weight_bp = -1;
+      ev.guard = "fallback_rate";
+      ev.observed = rate;
+      ev.threshold = MG_STORM_RATE;
+      ev.window_ms = MG_STORM_WINDOW_MS;
+      if (rt->hooks.event)
+        rt->hooks.event(rt->hooks.arg, &ev);
+    }
+  }
+  mg_snap_unref(s);
 }
 
 /* ---- publication -------------------------------------------------------------- */

@@ -194,6 +194,16 @@ void mg_rt_live_observe(struct mg_rt_live *l, unsigned widx, int64_t mono,
                         double cost);
 void mg_rt_live_feedback(struct mg_rt_live *l, unsigned widx, int64_t mono,
                          uint32_t metric, double value);
+/* Fallback storms (DESIGN.md, "Notifications"): over the last minute, a
+ * flag variant with at least MG_STORM_MIN_REQUESTS requests of which at
+ * least MG_STORM_RATE were answered by a fallback tier is in a storm: the
+ * event fallback_storm (warning), once; fallback_storm_over (info) when
+ * its rate falls below half of it (or its traffic below the minimum).
+ * Control thread, every few seconds. */
+#define MG_STORM_RATE 0.20
+#define MG_STORM_MIN_REQUESTS 20
+#define MG_STORM_WINDOW_MS 60000
+void mg_rt_watch(struct mg_runtime *rt, int64_t mono);
 void mg_rt_live_read(struct mg_rt_live *l, int64_t mono, uint32_t span_ms,
                      struct mg_live_sum *acc);
 

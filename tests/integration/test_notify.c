@@ -527,6 +527,65 @@ static void test_notify_breaker_reload(void **state) {
   rx_stop(&x);
 }
 
+/* A flag variant whose target fails, answered by the control's target
+ * (fallback_to_control) on most of its requests: a fallback storm is sent
+ * once, with the rate against its threshold; when the variant is healthy
+ * again, its end. */
+static void test_notify_fallback_storm(void **state) {
+  struct tenv *e = *state;
+  struct rx x;
+  char *sinks;
+  int i, k;
+  rx_start(&x, RX_OK, 0);
+  sinks = fmt("'ops':{'url':'http://127.0.0.1:%d/json',"
+              "'events':['fallback_storm','fallback_storm_over']}",
+              x.port);
+  start_gate(e, sinks);
+  free(sinks);
+  assert_int_equal(admin(e, "PUT", "/admin/flags/chat/weights",
+                         "{\"ctl\":0,\"trt\":100}"),
+                   200);
+  mock_behave(e, "{'model':'m-b','mode':'status','status':500}");
+  for (i = 0; i < 30; i++) {
+    struct mg_h_resp r;
+    char *extra = fmt(",\"user\":\"storm-%d\"", i);
+    assert_int_equal(chat(e->gate.port, "gpt-test", "storm", extra, &r), 0);
+    /* No client sees the storm: the control's target answers. */
+    assert_int_equal(r.status, 200);
+    mg_h_resp_free(&r);
+    free(extra);
+  }
+  /* The control side looks every 5 s. */
+  k = rx_find(&x, "/json", "\"event\":\"fallback_storm\"", 0, 12000);
+  assert_true(k >= 0);
+  assert_non_null(strstr(x.req[k].body, "\"flag\":\"chat\""));
+  assert_non_null(strstr(x.req[k].body, "\"variant\":\"trt\""));
+  assert_non_null(strstr(x.req[k].body, "\"severity\":\"warning\""));
+  assert_non_null(strstr(x.req[k].body, "fallback_rate"));
+  /* Once: a storm that goes on is not sent again. */
+  mg_h_sleep_ms(5500);
+  assert_int_equal(rx_find(&x, "/json", "\"event\":\"fallback_storm\"", 1, 0),
+                   -1);
+  /* Healthy again: enough good answers bring the minute's rate below half
+   * the threshold. */
+  mock_behave(e, "{'model':'m-b','mode':'ok'}");
+  for (i = 0; i < 300; i++) {
+    struct mg_h_resp r;
+    char *extra = fmt(",\"user\":\"calm-%d\"", i);
+    assert_int_equal(chat(e->gate.port, "gpt-test", "calm", extra, &r), 0);
+    assert_int_equal(r.status, 200);
+    mg_h_resp_free(&r);
+    free(extra);
+  }
+  k = rx_find(&x, "/json", "\"event\":\"fallback_storm_over\"", 0,
+              12000);
+  assert_true(k >= 0);
+  assert_non_null(strstr(x.req[k].body, "\"variant\":\"trt\""));
+  gate_down(&e->gate);
+  e->gate.pid = 0;
+  rx_stop(&x);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_notify_events, tenv_setup,
@@ -536,6 +595,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_notify_breaker_reload, tenv_setup,
                                       tenv_teardown),
       cmocka_unit_test_setup_teardown(test_notify_waiting, tenv_setup,
+                                      tenv_teardown),
+      cmocka_unit_test_setup_teardown(test_notify_fallback_storm, tenv_setup,
                                       tenv_teardown),
   };
   signal(SIGPIPE, SIG_IGN);
