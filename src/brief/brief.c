@@ -1,6 +1,7 @@
 /* brief.c - release briefs and the CS handoff (brief.h). */
 #include "brief/brief.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@ static const char *const brief_keys[] = {"summary", "changes", "audience",
                                          "contact", "disable", NULL};
 
 static void brief_free(struct mg_brief *b) {
+  if (b->has_decide)
+    mg_decide_free(&b->decide);
   free(b->summary);
   free(b->changes);
   free(b->audience);
@@ -36,11 +39,23 @@ void mg_briefs_parse(struct mg_briefs *out, const cJSON *flags_section,
     const struct mg_flag *f = &flags->v[i];
     const cJSON *fj = cJSON_GetObjectItemCaseSensitive(flags_section, f->name);
     const cJSON *bj = cJSON_GetObjectItemCaseSensitive(fj, "brief");
+    const cJSON *dj = cJSON_GetObjectItemCaseSensitive(fj, "decide");
     struct mg_brief *b = &out->v[i];
     char fp[MG_CFG_PATH_MAX], bp[MG_CFG_PATH_MAX];
+    mg_cfg_join(fp, "$.flags", f->name);
+    if (dj) {
+      /* Errors are said once, by the loader's own check of the rule. */
+      struct mg_cfg_errors quiet;
+      mg_cfg_errors_init(&quiet);
+      mg_cfg_join(bp, fp, "decide");
+      if (mg_decide_parse(dj, bp, &b->decide, &quiet) == 0 && quiet.n == 0)
+        b->has_decide = true;
+      else
+        mg_decide_free(&b->decide);
+      mg_cfg_errors_free(&quiet);
+    }
     if (bj == NULL)
       continue;
-    mg_cfg_join(fp, "$.flags", f->name);
     mg_cfg_join(bp, fp, "brief");
     if (!mg_cfg_object(bj, bp, brief_keys, e))
       continue;
@@ -246,6 +261,39 @@ static void guards_words(struct w *w, const struct mg_guards *g,
   item(w, line);
 }
 
+/* The flag's decide rule in words: what ships it (DESIGN.md, "Quality
+ * signals and cost": `modelgate report`'s verdict). */
+static void decide_words(struct w *w, const struct mg_decide *d,
+                         const char *variant, const char *control) {
+  char line[512];
+  size_t k;
+  put(w, "%sTo ship %s (the decide rule `modelgate report -c` applies):\n%s",
+      w->fmt == MG_BRIEF_MARKDOWN ? "\n" : "", variant, w->fmt == MG_BRIEF_MARKDOWN ? "\n" : "");
+  snprintf(line, sizeof(line),
+           "feedback %s of %s is at least %.4g above %s's, at %.4g%% "
+           "confidence (the units still needed at %.4g%% power are in the "
+           "report)",
+           d->metric ? d->metric : "?", variant, d->min_lift, control,
+           (1 - d->alpha) * 100, d->power * 100);
+  item(w, line);
+  for (k = 0; k < MG_DECIDE_NGUARDS; k++) {
+    const struct mg_decide_guard *g = &d->guard[k];
+    if (!g->set)
+      continue;
+    if (!isnan(g->max_increase)) {
+      snprintf(line, sizeof(line),
+               "and its %s is no more than %.4g above %s's",
+               mg_decide_guard_names[k], g->max_increase, control);
+      item(w, line);
+    }
+    if (!isnan(g->max_ratio)) {
+      snprintf(line, sizeof(line), "and its %s is at most %.4gx %s's",
+               mg_decide_guard_names[k], g->max_ratio, control);
+      item(w, line);
+    }
+  }
+}
+
 int mg_brief_render(const struct mg_flag *f, const struct mg_brief *b,
                     const struct mg_ramp_cfg *r, const char *admin,
                     int64_t start_ms, enum mg_brief_format fmt,
@@ -349,6 +397,8 @@ int mg_brief_render(const struct mg_flag *f, const struct mg_brief *b,
             "the ramp back to %s:\n%s", ctl->name,
         fmt == MG_BRIEF_MARKDOWN ? "\n" : "");
     guards_words(&w, &r->guards, trt->name, ctl->name);
+    if (b && b->has_decide)
+      decide_words(&w, &b->decide, trt->name, ctl->name);
     for (i = 0; i < r->nsteps; i++)
       if (r->steps[i].guards) {
         put(&w, "%sStep %u has its own guards:\n%s",

@@ -24,6 +24,7 @@
 
 #include "common/buf.h"
 #include "common/cfg.h"
+#include "decisions/decide.h"
 #include "ramps/ramp.h"
 #include "routing/flag.h"
 
@@ -34,6 +35,10 @@ struct mg_brief {
   char *audience;  /* owned, or NULL */
   char *contact;   /* owned, or NULL */
   char *disable;   /* owned, or NULL */
+  /* The flag's decide rule (its errors are the loader's: check_decide),
+   * for the exit criteria in words. */
+  bool has_decide;
+  struct mg_decide decide; /* owned when has_decide */
 };
 
 /* Briefs of a snapshot, by flag index. */

@@ -16,6 +16,7 @@
 
 static const char *const cfg_json =
     "{\"admin\": {\"listen\": \"127.0.0.1:8081\"},"
+    " \"feedback\": {\"metrics\": {\"thumbs_up\": {\"type\": \"boolean\"}}},"
     " \"targets\": {"
     "  \"chat-v1\": {\"base_url\": \"http://127.0.0.1:9900/v1\", \"model\": \"m\"},"
     "  \"chat-v2\": {\"base_url\": \"http://127.0.0.1:9900/v1\", \"model\": \"m\"}},"
@@ -27,6 +28,8 @@ static const char *const cfg_json =
     "            \"changes\": \"Answers come from chat-v2: shorter.\","
     "            \"audience\": \"Users of the web chat\","
     "            \"contact\": \"#ml-releases\"},"
+    "  \"decide\": {\"metric\": \"thumbs_up\", \"min_lift\": 0.02,"
+    "    \"guardrails\": {\"cost_per_request\": {\"max_ratio\": 1.1}}},"
     "  \"ramp\": {\"variant\": \"canary\", \"interval_ms\": 10000,"
     "    \"steps\": [{\"weight\": 1, \"hold_ms\": 600000},"
     "              {\"weight\": 25, \"hold_ms\": 3600000, \"manual\": true},"
@@ -87,6 +90,11 @@ static void test_text(void **state) {
   HAS(s, "the p95 latency of canary stays at or below 8000 ms");
   HAS(s, "the error rate of canary is not shown to exceed 2x stable's");
   HAS(s, "2 breached checks in a row roll the ramp back to 0% at once");
+  /* ...and the decide rule: what ships it. */
+  HAS(s, "To ship canary (the decide rule `modelgate report -c` applies):\n");
+  HAS(s, "  - feedback thumbs_up of canary is at least 0.02 above stable's, "
+         "at 95% confidence");
+  HAS(s, "  - and its cost_per_request is at most 1.1x stable's\n");
   HAS(s, "http://127.0.0.1:8081/admin/flags/chat-model/kill");
   HAS(s, "Customer-support handoff\n");
   HAS(s, "When: from 2026-12-07 09:00 UTC; everyone in scope by 2026-12-07 "
