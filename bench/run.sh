@@ -57,10 +57,10 @@ for v in BENCH_SECONDS BENCH_WARMUP BENCH_RUNS BENCH_IDLE_CONNS BENCH_QUIET_WAIT
 done
 [ "$BENCH_RUNS" -ge 1 ] && [ "$BENCH_SECONDS" -ge 1 ] || die "BENCH_RUNS and BENCH_SECONDS must be >= 1"
 [ "$BENCH_CG_N2" -gt "$BENCH_CG_N1" ] || die "BENCH_CG_N2 must exceed BENCH_CG_N1"
+KNOWN_PEERS="direct modelgate nginx haproxy portkey modelgate-flag modelgate-curl modelgate-nolog
+  modelgate-flag-w2 modelgate-curl-w2 nginx-w2 modelgate-resp modelgate-msg modelgate-redis"
 for p in $BENCH_PEERS; do
-  case $p in direct | modelgate | nginx | haproxy | portkey | modelgate-flag | modelgate-nolog | \
-    modelgate-curl | modelgate-flag-w2 | modelgate-curl-w2 | nginx-w2 | modelgate-resp | modelgate-msg | modelgate-redis) ;;
-  *) die "unknown peer '$p' in BENCH_PEERS" ;; esac
+  [[ " $(echo $KNOWN_PEERS) " == *" $p "* ]] || die "unknown peer '$p' in BENCH_PEERS"
 done
 for c in $BENCH_VARIANT_CONNS; do
   [[ " $CONNS_LIST " == *" $c "* ]] || die "BENCH_VARIANT_CONNS may hold only: $CONNS_LIST"

@@ -282,14 +282,22 @@ static struct mg_rt_ramp *ramp_for(struct mg_runtime *rt,
   return r;
 }
 
+/* The worker's slot of arm, or NULL when the outcome belongs to no window
+ * of this ramp (another arm, or windows emptied since its decision). */
+static struct rt_slot *ramp_slot(struct mg_rt_ramp *r, uint32_t reset_epoch,
+                                 unsigned widx, int arm) {
+  if (r == NULL || arm < 0 || arm > 1 || widx >= r->nslots ||
+      reset_epoch != atomic_load_explicit(&r->epoch, memory_order_relaxed))
+    return NULL;
+  return &r->slots[widx];
+}
+
 void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
                         uint64_t step_epoch, unsigned widx, int arm,
                         int64_t mono, const struct mg_window_outcome *o) {
-  struct rt_slot *s;
-  if (r == NULL || arm < 0 || arm > 1 || widx >= r->nslots ||
-      reset_epoch != atomic_load_explicit(&r->epoch, memory_order_relaxed))
+  struct rt_slot *s = ramp_slot(r, reset_epoch, widx, arm);
+  if (s == NULL)
     return;
-  s = &r->slots[widx];
   pthread_mutex_lock(&s->mu);
   mg_window_record(&s->w[arm], mono, step_epoch, o);
   pthread_mutex_unlock(&s->mu);
@@ -298,11 +306,9 @@ void mg_rt_ramp_observe(struct mg_rt_ramp *r, uint32_t reset_epoch,
 void mg_rt_ramp_feedback(struct mg_rt_ramp *r, uint32_t reset_epoch,
                          uint64_t step_epoch, unsigned widx, int arm,
                          int64_t mono, const struct mg_window_fb *f) {
-  struct rt_slot *s;
-  if (r == NULL || arm < 0 || arm > 1 || widx >= r->nslots ||
-      reset_epoch != atomic_load_explicit(&r->epoch, memory_order_relaxed))
+  struct rt_slot *s = ramp_slot(r, reset_epoch, widx, arm);
+  if (s == NULL)
     return;
-  s = &r->slots[widx];
   pthread_mutex_lock(&s->mu);
   mg_window_feedback(&s->w[arm], mono, step_epoch, f);
   pthread_mutex_unlock(&s->mu);
